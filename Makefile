@@ -1,0 +1,78 @@
+# coral-ebpf: the README's two commands are `make install` and `make test` (run as root).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      ?= .venv
+PYTHON    := /usr/bin/python3
+VENV_BIN  := $(VENV)/bin
+ARCH      := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+KREL      := $(shell uname -r)
+
+# Debian packages the agent and its tests need. python3-bpfcc is BCC (import name `bcc`);
+# the PyPI project called `bcc` is unrelated and never installed.
+DEB_PACKAGES := python3 python3-venv python3-dev python3-bpfcc bpftool iproute2 procps util-linux
+
+.PHONY: help install system-deps venv test lint typecheck unit integration vm-test vagrant-test bench clean
+
+help:
+	@echo "make install      Debian packages (incl. python3-bpfcc, kernel headers), .venv, the package + test extras"
+	@echo "make test         lint, type check, unit and integration tests (integration needs root)"
+	@echo "make vm-test      the integration tests on Debian kernels 5.10/6.1/6.12 under QEMU"
+	@echo "make vagrant-test the integration tests in a Vagrant (libvirt) VM"
+	@echo "make bench        the benchmarks in bench/"
+
+install: system-deps venv
+
+# Installs only what is missing, so a second run needs no network and takes no dpkg lock.
+system-deps:
+	@set -e; \
+	headers=""; \
+	if [ ! -d /lib/modules/$(KREL)/build/include ]; then \
+	  if apt-cache show linux-headers-$(KREL) >/dev/null 2>&1; then headers=linux-headers-$(KREL); \
+	  else headers=linux-headers-$(ARCH); fi; \
+	fi; \
+	missing=""; \
+	for p in $(DEB_PACKAGES) $$headers; do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make install: run as root to install:$$missing" >&2; exit 1; fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "Debian packages: all present"; fi
+
+# --system-site-packages with Debian's python3 is what lets the venv import Debian's `bcc`.
+venv:
+	@test -x $(VENV_BIN)/python || $(PYTHON) -m venv --system-site-packages $(VENV)
+	$(VENV_BIN)/python -m pip install -q --upgrade pip
+	$(VENV_BIN)/python -m pip install -q -e '.[test]'
+	@$(VENV_BIN)/python -c "import bcc; assert hasattr(bcc, 'BPF'), 'wrong bcc module'; print('bcc:', bcc.__file__)"
+	@$(VENV_BIN)/coral-ebpf --version
+
+test: lint typecheck
+	$(VENV_BIN)/python -m pytest -q -ra tests/unit tests/integration
+
+lint:
+	$(VENV_BIN)/ruff check coral_ebpf tests bench
+
+typecheck:
+	$(VENV_BIN)/mypy
+
+unit:
+	$(VENV_BIN)/python -m pytest -q -ra tests/unit
+
+integration:
+	$(VENV_BIN)/python -m pytest -q -ra tests/integration
+
+vm-test:
+	tests/vm/run-matrix.sh
+
+vagrant-test:
+	vagrant/test.sh
+
+bench:
+	@for b in bench/*.py; do echo "== $$b"; $(VENV_BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -1,0 +1,3 @@
+from coral_ebpf.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""What the capability probe found: the typed result every other part reads."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One kernel or environment feature, learned by trying it."""
+
+    available: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a component of the agent can work here, why, and how to fix it if not."""
+
+    ok: bool
+    reason: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    kernel: dict[str, Any]
+    features: dict[str, Feature]
+    components: dict[str, Verdict]
+    context: dict[str, Any] = field(default_factory=dict)
+    duration_ms: float = 0.0
+    complete: bool = True  # False when the probe could not run everything (e.g. not root)
+
+    def feature(self, name: str) -> bool:
+        found = self.features.get(name)
+        return bool(found and found.available)
+
+    def verdict(self, component: str) -> Verdict:
+        return self.components.get(component, Verdict(False, f"the probe did not judge {component!r}"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kernel": self.kernel,
+            "features": {name: asdict(value) for name, value in self.features.items()},
+            "components": {name: asdict(value) for name, value in self.components.items()},
+            "context": self.context,
+            "duration_ms": round(self.duration_ms, 1),
+            "complete": self.complete,
+        }

@@ -1,0 +1,65 @@
+"""What every command shares: exit codes, --json/--config flags, tables, and error printing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from coral_ebpf.config import AgentConfig, load_config
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="agent configuration (default /etc/coral-ebpf/config.yaml; built-in defaults if absent)",
+    )
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def config_from_args(args: argparse.Namespace) -> AgentConfig:
+    return load_config(getattr(args, "config", None))
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def print_json_line(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, default=str, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def print_table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    title: str | None = None,
+    footer: str | None = None,
+) -> None:
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    console = Console(soft_wrap=False)
+    console.print(table)
+    if footer:
+        console.print(footer)
+
+
+def print_error(message: str) -> None:
+    sys.stderr.write(f"coral-ebpf: error: {message}\n")

@@ -1,0 +1,50 @@
+"""The interface between the OTLP receiver and whatever stores the data.
+
+The receiver decodes requests and hands them to a `Consumer`; it never knows about
+transform or storage. A consumer either accepts a request (possibly rejecting some items,
+reported as OTLP partial success) or raises one of the errors below, which the receiver maps
+to HTTP and gRPC status codes in one place (`otlp/errors.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+
+@dataclass(frozen=True)
+class ConsumeResult:
+    """Outcome of a request that was accepted: how many items were rejected, and why."""
+
+    rejected: int = 0
+    message: str = ""
+
+
+class QueueFullError(Exception):
+    """The write queue is full: the client should retry after `retry_after` seconds (429 / RESOURCE_EXHAUSTED)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConsumerUnavailableError(Exception):
+    """The pipeline is stopping or broken; the client should retry later (503 / UNAVAILABLE)."""
+
+    def __init__(self, message: str, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Consumer(Protocol):
+    """Receives decoded OTLP requests. Must be thread-safe; must not block for long."""
+
+    def consume_traces(self, request: ExportTraceServiceRequest) -> ConsumeResult: ...
+
+    def consume_metrics(self, request: ExportMetricsServiceRequest) -> ConsumeResult: ...
+
+    def consume_logs(self, request: ExportLogsServiceRequest) -> ConsumeResult: ...

@@ -1,0 +1,42 @@
+"""`storage:` section: the DuckDB file, retention and the write queue."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coral_ebpf.config.formats import DURATION, PATH, section
+from coral_ebpf.units import parse_duration
+
+SCHEMA = section(
+    {
+        "path": {**PATH, "description": "DuckDB file; default <state_dir>/coral-ebpf.duckdb"},
+        "retention": {**DURATION, "description": "How long rows are kept (default 1h)"},
+        "cleanup_interval": {**DURATION, "description": "How often expired rows are deleted"},
+        "queue_max_batches": {"type": "integer", "minimum": 1, "description": "Bounded write queue length"},
+        "flush_interval": {**DURATION, "description": "Longest time an accepted batch waits before it is written"},
+    },
+    "DuckDB storage",
+)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    path: Path
+    retention: float = 3600.0
+    cleanup_interval: float = 60.0
+    queue_max_batches: int = 256
+    flush_interval: float = 0.2
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], state_dir: Path) -> StorageSettings:
+        defaults = cls(path=state_dir / "coral-ebpf.duckdb")
+        return cls(
+            path=Path(data["path"]) if "path" in data else defaults.path,
+            retention=parse_duration(data.get("retention", defaults.retention)),
+            cleanup_interval=parse_duration(data.get("cleanup_interval", defaults.cleanup_interval)),
+            queue_max_batches=int(data.get("queue_max_batches", defaults.queue_max_batches)),
+            flush_interval=parse_duration(data.get("flush_interval", defaults.flush_interval)),
+        )

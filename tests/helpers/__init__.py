@@ -1,0 +1,1 @@
+"""Shared test infrastructure (network namespaces, free ports, waiting)."""
