@@ -14,7 +14,7 @@ import base64
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
@@ -55,13 +55,11 @@ def json_or_none(mapping: Mapping[str, Any]) -> str | None:
     return _encode(mapping) if mapping else None
 
 
-class CachedAttribute(NamedTuple):
-    key: str
-    value: Any
-    fragment: str  # '"key":value', ready to join into a JSON object
-    slot: int  # index of the promoted span column this attribute feeds, or -1
-    rank: int  # 0 for the current semconv name, higher for older names
-    promoted: Any  # the value normalised for that column
+# A decoded attribute as the span hot path uses it: its JSON fragment ('"key":value', ready
+# to join into an object) and, for attributes that feed a promoted span column, the
+# (slot, rank, normalised value) triple, else None. Plain tuples: index access is the
+# cheapest lookup in CPython.
+CachedAttribute = tuple[str, "tuple[int, int, Any] | None"]
 
 
 class KeyValueCache:
@@ -85,14 +83,18 @@ class KeyValueCache:
         """Decode `raw` (a serialized KeyValue) and remember it. Raises DecodeError on bad bytes."""
         item = KeyValue.FromString(raw)
         value = any_value(item.value)
-        slot, rank, normalise = self._slots.get(item.key, (-1, 0, _identity))
         fragment = _encode(item.key) + ":" + _encode(value)
-        entry = CachedAttribute(item.key, value, fragment, slot, rank, normalise(value) if slot >= 0 else None)
+        promotion = None
+        target = self._slots.get(item.key)
+        if target is not None:
+            slot, rank, normalise = target
+            normalised = normalise(value)
+            if normalised is not None:
+                promotion = (slot, rank, normalised)
+        entry = (fragment, promotion)
         if len(self._entries) >= self._max_entries:
             self._entries.clear()
         self._entries[raw] = entry
         return entry
 
 
-def _identity(value: Any) -> Any:
-    return value

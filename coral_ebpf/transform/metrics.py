@@ -17,7 +17,7 @@ import pyarrow as pa
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
 
-from coral_ebpf.storage.schema import OTHER_HISTOGRAMS, TABLES, arrow_schema
+from coral_ebpf.storage.schema import OTHER_HISTOGRAMS, TABLES, arrow_array, arrow_schema
 from coral_ebpf.transform.anyvalue import attributes_dict, json_or_none
 from coral_ebpf.transform.histograms import DeltaTracker, HistogramPoint, Staging, read_point
 from coral_ebpf.transform.resource import UNKNOWN_SERVICE, ResourceInfo, resource_info
@@ -31,6 +31,7 @@ _NO_RECORDED_VALUE = 1  # DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 @dataclass
 class MetricRows:
     tables: dict[str, pa.Table]
+    resources: list[ResourceInfo] = field(default_factory=list)
     points: int = 0
     rejected: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
@@ -136,6 +137,8 @@ class MetricsFlattener:
             row = self._row(scope.info, metric, route, attributes, stored.scaled(factor))
             row["source_temporality"] = "cumulative" if temporality == _CUMULATIVE else "delta"
             scope.rows.setdefault(table, []).append(row)
+            if not scope.result.resources or scope.result.resources[-1] is not scope.info:
+                scope.result.resources.append(scope.info)
 
     def _row(
         self,
@@ -152,9 +155,9 @@ class MetricsFlattener:
             "timestamp": point.time_ns,
             "start_time": point.start_ns or point.time_ns,
             "agent_id": self.agent_id,
+            "resource_id": info.resource_id,
             "service_name": service,
             "service_namespace": info.service_namespace or as_text(attributes.get("service.namespace")),
-            "service_instance_id": info.service_instance_id,
             "telemetry_sdk_name": info.sdk_name,
             "metric_name": metric.name,
             "side": route.side if route is not None else "",
@@ -162,7 +165,6 @@ class MetricsFlattener:
             "count": point.count,
             "bucket_counts": list(point.counts),
             "attributes": json_or_none(attributes),
-            "resource_attributes": info.attributes_json,
         }
         if route is None:
             row.update(sum=point.sum, min=point.min, max=point.max, bounds=list(point.bounds))
@@ -175,5 +177,5 @@ class MetricsFlattener:
 def _to_table(name: str, rows: list[dict[str, Any]]) -> pa.Table:
     schema = arrow_schema(name)
     columns = TABLES[name].column_names
-    arrays = [pa.array([row.get(column) for row in rows], type=schema.field(column).type) for column in columns]
+    arrays = [arrow_array([row.get(column) for row in rows], schema.field(column).type) for column in columns]
     return pa.Table.from_arrays(arrays, schema=schema)

@@ -22,10 +22,11 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from coral_ebpf.otlp.consumer import ConsumeResult, ConsumerUnavailableError, QueueFullError
-from coral_ebpf.storage.schema import SPANS
+from coral_ebpf.storage.schema import RESOURCES, SPANS
 from coral_ebpf.storage.writer import Batch, Storage, StorageClosedError, WriteQueueFullError
 from coral_ebpf.transform.histograms import DeltaTracker, Staging
 from coral_ebpf.transform.metrics import MetricsFlattener
+from coral_ebpf.transform.resource import resource_table
 from coral_ebpf.transform.spans import SpanFlattener
 from coral_ebpf.transform.telemetry_sources import SourceTracker
 
@@ -127,7 +128,7 @@ class TransformProcessor:
         rows = self._spans.flatten(request)
         self.sources.arrived(rows.per_sdk, "spans")
         if rows.table.num_rows:
-            self._submit(Batch({SPANS.name: rows.table}))
+            self._submit(Batch({SPANS.name: rows.table, RESOURCES.name: resource_table(rows.resources)}))
         self.sources.accepted(rows.per_sdk, "spans")
         self._count(spans_accepted=rows.table.num_rows, spans_rejected=rows.rejected)
         if rows.rejected:
@@ -142,7 +143,7 @@ class TransformProcessor:
             self.sources.arrived(rows.per_sdk, "metric_points")
             stored = sum(table.num_rows for table in rows.tables.values())
             if stored:
-                self._submit(Batch(rows.tables))
+                self._submit(Batch({**rows.tables, RESOURCES.name: resource_table(rows.resources)}))
             self._deltas.commit(staging)
         self.sources.accepted(rows.per_sdk, "metric_points")
         self._count(

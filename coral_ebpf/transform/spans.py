@@ -1,12 +1,14 @@
-"""ExportTraceServiceRequest -> one Arrow table of `otel_spans` rows. This is the hot path.
+"""ExportTraceServiceRequest -> one Arrow table of `otel_spans_raw` rows. This is the hot path.
 
-Each span becomes one tuple; the tuples are transposed into columns at the end (one C-level
-zip instead of ~35 list appends per span). Resource- and scope-level values are decoded
-once per resource/scope and shared by their spans.
+Each span becomes one tuple of its own fields; the tuples are transposed into columns at the
+end (one C-level zip instead of ~25 list appends per span). Values shared by all spans of a
+resource and scope (service, pid, resource attributes, ...) are decoded once and become
+repeated Arrow arrays, never Python lists.
 """
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,27 +20,75 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from coral_ebpf.storage.schema import SPANS, arrow_schema
+from coral_ebpf.storage.schema import SPANS, arrow_array, arrow_schema
 from coral_ebpf.transform.anyvalue import KeyValueCache, attributes_dict, to_json
 from coral_ebpf.transform.lazy_trace import LazyTraceRequest
 from coral_ebpf.transform.resource import ResourceInfo, resource_info
 from coral_ebpf.transform.semconv import SPAN_KINDS, SPAN_PROMOTED
 
 _SCHEMA = arrow_schema(SPANS.name)
-_ZERO_TRACE = bytes(16)
-_ZERO_SPAN = bytes(8)
+_TRACE_ID = struct.Struct(">QQ").unpack
+_SPAN_ID = struct.Struct(">Q").unpack
 _PROMOTED_COUNT = len(SPAN_PROMOTED)
-# The row tuple below lists the promoted columns in SPAN_PROMOTED's order, right after status_message.
-_FIRST_PROMOTED = SPANS.column_names.index("status_message") + 1
-assert SPANS.column_names[_FIRST_PROMOTED : _FIRST_PROMOTED + _PROMOTED_COUNT] == list(SPAN_PROMOTED)
+
+# Per-span columns, in the order of the row tuple built in `flatten`.
+_SPAN_COLUMNS = (
+    "trace_id_hi",
+    "trace_id_lo",
+    "span_id",
+    "parent_span_id",
+    "trace_state",
+    "flags",
+    "span_name",
+    "span_kind",
+    "start_time",
+    "end_time",
+    "duration_ns",
+    "status_code",
+    "status_message",
+    *SPAN_PROMOTED,
+    "attributes",
+    "events",
+    "links",
+    "dropped_attributes_count",
+    "dropped_events_count",
+    "dropped_links_count",
+)
+# Columns with one value per (resource, scope) block.
+_BLOCK_COLUMNS = (
+    "agent_id",
+    "resource_id",
+    "service_name",
+    "service_namespace",
+    "process_pid",
+    "telemetry_sdk_name",
+    "scope_name",
+    "scope_version",
+)
+assert sorted(_SPAN_COLUMNS + _BLOCK_COLUMNS) == sorted(SPANS.column_names)
 
 
 @dataclass
 class SpanRows:
     table: pa.Table
+    resources: list[ResourceInfo] = field(default_factory=list)
     rejected: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     per_sdk: Counter[str] = field(default_factory=Counter)
+
+
+_NOTHING_PROMOTED = (None,) * _PROMOTED_COUNT
+
+
+def _promote(promotions: list[tuple[int, int, Any]]) -> tuple[Any, ...]:
+    """Promoted column values; where old and new names are both present, the newer name wins."""
+    values: list[Any] = [None] * _PROMOTED_COUNT
+    ranks = [99] * _PROMOTED_COUNT
+    for slot, rank, value in promotions:
+        if rank < ranks[slot]:
+            values[slot] = value
+            ranks[slot] = rank
+    return tuple(values)
 
 
 def _status(raw: bytes) -> tuple[int, str | None]:
@@ -79,7 +129,7 @@ def _links(raw_links: Any) -> str | None:
 
 
 class SpanFlattener:
-    """Turns trace requests into `otel_spans` rows. One instance may serve several threads."""
+    """Turns trace requests into `otel_spans_raw` rows. One instance may serve several threads."""
 
     def __init__(self, agent_id: str) -> None:
         self.agent_id = agent_id
@@ -91,7 +141,7 @@ class SpanFlattener:
     def _resource(self, raw: bytes) -> ResourceInfo:
         info = self._resources.get(raw)
         if info is None:
-            info = resource_info(Resource.FromString(raw))
+            info = resource_info(Resource.FromString(raw), raw)
             if len(self._resources) > 4096:
                 self._resources.clear()
             self._resources[raw] = info
@@ -111,13 +161,16 @@ class SpanFlattener:
         lazy = LazyTraceRequest.FromString(request.SerializeToString())
         rows: list[tuple[Any, ...]] = []
         append = rows.append
+        blocks: list[tuple[tuple[Any, ...], int]] = []
+        resources: dict[int, ResourceInfo] = {}
         reasons: Counter[str] = Counter()
         per_sdk: Counter[str] = Counter()
         cached = self._attributes.get
         decode = self._attributes.decode
         statuses = self._statuses
-        agent_id = self.agent_id
         kinds = SPAN_KINDS
+        trace_words = _TRACE_ID
+        span_word = _SPAN_ID
         for resource_spans in lazy.resource_spans:
             info = self._resource(resource_spans.resource)
             for scope_spans in resource_spans.scope_spans:
@@ -127,22 +180,30 @@ class SpanFlattener:
                     trace_id = span.trace_id
                     span_id = span.span_id
                     parent = span.parent_span_id
-                    if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
-                        reasons["invalid trace_id (must be 16 bytes, not all zero)"] += 1
+                    if len(trace_id) != 16 or len(span_id) != 8 or (parent and len(parent) != 8):
+                        reasons["invalid id length (trace_id 16 bytes, span_id 8, parent_span_id 0 or 8)"] += 1
                         continue
-                    if len(span_id) != 8 or span_id == _ZERO_SPAN:
-                        reasons["invalid span_id (must be 8 bytes, not all zero)"] += 1
-                        continue
-                    if parent and len(parent) != 8:
-                        reasons["invalid parent_span_id (must be empty or 8 bytes)"] += 1
+                    trace_hi, trace_lo = trace_words(trace_id)
+                    (span_word_value,) = span_word(span_id)
+                    if not (trace_hi or trace_lo) or not span_word_value:
+                        reasons["all-zero trace_id or span_id"] += 1
                         continue
                     start = span.start_time_unix_nano
                     end = span.end_time_unix_nano
                     if start == 0 or end < start:
                         reasons["invalid span times (start_time missing or end before start)"] += 1
                         continue
+                    fragments = []
+                    promotions = None
                     try:
-                        entries = [cached(raw) or decode(raw) for raw in span.attributes]
+                        for raw in span.attributes:
+                            entry = cached(raw) or decode(raw)
+                            fragments.append(entry[0])
+                            if entry[1] is not None:
+                                if promotions is None:
+                                    promotions = [entry[1]]
+                                else:
+                                    promotions.append(entry[1])
                         status = statuses.get(span.status)
                         if status is None:
                             status = _status(span.status)
@@ -153,29 +214,16 @@ class SpanFlattener:
                     except DecodeError:
                         reasons["undecodable attribute, status, event or link"] += 1
                         continue
-                    promoted: list[Any] = [None] * _PROMOTED_COUNT
-                    ranks = [99] * _PROMOTED_COUNT
-                    for entry in entries:
-                        slot = entry.slot
-                        if slot >= 0 and entry.rank < ranks[slot] and entry.promoted is not None:
-                            promoted[slot] = entry.promoted
-                            ranks[slot] = entry.rank
+                    promoted = _NOTHING_PROMOTED if promotions is None else _promote(promotions)
                     kind = span.kind
                     append(
                         (
-                            trace_id.hex(),
-                            span_id.hex(),
-                            parent.hex() if parent and parent != _ZERO_SPAN else "",
+                            trace_hi,
+                            trace_lo,
+                            span_word_value,
+                            span_word(parent)[0] if parent else 0,
                             span.trace_state or None,
                             span.flags,
-                            agent_id,
-                            info.service_name,
-                            info.service_namespace,
-                            info.service_instance_id,
-                            info.process_pid,
-                            info.sdk_name,
-                            scope_name,
-                            scope_version,
                             span.name,
                             kinds[kind] if 0 <= kind < 6 else str(kind),
                             start,
@@ -184,8 +232,7 @@ class SpanFlattener:
                             status[0],
                             status[1],
                             *promoted,
-                            "{" + ",".join([entry.fragment for entry in entries]) + "}",
-                            info.attributes_json,
+                            "{" + ",".join(fragments) + "}",
                             events,
                             links,
                             span.dropped_attributes_count,
@@ -193,14 +240,39 @@ class SpanFlattener:
                             span.dropped_links_count,
                         )
                     )
-                per_sdk[info.sdk_name or ""] += len(rows) - before
-        return SpanRows(_to_table(rows), sum(reasons.values()), reasons, per_sdk)
+                count = len(rows) - before
+                if count:
+                    block = (
+                        self.agent_id,
+                        info.resource_id,
+                        info.service_name,
+                        info.service_namespace,
+                        info.process_pid,
+                        info.sdk_name,
+                        scope_name,
+                        scope_version,
+                    )
+                    blocks.append((block, count))
+                    resources[info.resource_id] = info
+                per_sdk[info.sdk_name or ""] += count
+        return SpanRows(_to_table(rows, blocks), list(resources.values()), sum(reasons.values()), reasons, per_sdk)
 
 
-def _to_table(rows: list[tuple[Any, ...]]) -> pa.Table:
+def _to_table(rows: list[tuple[Any, ...]], blocks: list[tuple[tuple[Any, ...], int]]) -> pa.Table:
     if not rows:
         return _SCHEMA.empty_table()
-    columns = list(zip(*rows, strict=True))
-    arrays = [pa.array(column, type=f.type) for column, f in zip(columns, _SCHEMA, strict=True)]
-    return pa.Table.from_arrays(arrays, schema=_SCHEMA)
+    arrays: dict[str, pa.Array] = {}
+    for name, column in zip(_SPAN_COLUMNS, zip(*rows, strict=True), strict=True):
+        arrays[name] = arrow_array(column, _SCHEMA.field(name).type)
+    for index, name in enumerate(_BLOCK_COLUMNS):
+        arrow_type = _SCHEMA.field(name).type
+        parts = [_repeat(block[index], arrow_type, count) for block, count in blocks]
+        arrays[name] = parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
+    return pa.Table.from_arrays([arrays[f.name] for f in _SCHEMA], schema=_SCHEMA)
 
+
+def _repeat(value: Any, arrow_type: pa.DataType, count: int) -> pa.Array:
+    if isinstance(arrow_type, pa.ExtensionType):
+        storage = pa.repeat(pa.scalar(value, type=arrow_type.storage_type), count)
+        return pa.ExtensionArray.from_storage(arrow_type, storage)
+    return pa.repeat(pa.scalar(value, type=arrow_type), count)
