@@ -28,7 +28,9 @@ class StorageSettings:
     retention: float = 3600.0
     cleanup_interval: float = 60.0
     queue_max_batches: int = 256
-    flush_interval: float = 0.2
+    # Bigger writes cost DuckDB less per row (a write that fills a 122,880-row group skips the
+    # WAL); a second is invisible next to Beyla's own 5-60 s export intervals.
+    flush_interval: float = 1.0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], state_dir: Path) -> StorageSettings:

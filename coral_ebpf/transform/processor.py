@@ -27,7 +27,7 @@ from coral_ebpf.storage.writer import Batch, Storage, StorageClosedError, WriteQ
 from coral_ebpf.transform.histograms import DeltaTracker, Staging
 from coral_ebpf.transform.metrics import MetricsFlattener
 from coral_ebpf.transform.resource import resource_table
-from coral_ebpf.transform.spans import SpanFlattener
+from coral_ebpf.transform.spans import SpanFlattener, SpanRows
 from coral_ebpf.transform.telemetry_sources import SourceTracker
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,20 @@ class TransformProcessor:
 
     def consume_traces(self, request: ExportTraceServiceRequest) -> ConsumeResult:
         self._check_running()
-        rows = self._spans.flatten(request)
+        return self._store_spans(self._spans.flatten(request))
+
+    def consume_traces_serialized(self, body: bytes) -> ConsumeResult:
+        """`consume_traces` for a protobuf-encoded ExportTraceServiceRequest, without decoding it first.
+
+        The fast path for a receiver holding the raw body (OTLP/HTTP protobuf, or gRPC with an
+        identity deserializer): it saves a full decode and re-encode (~1.5 us of ~10 per span).
+        Raises google.protobuf.message.DecodeError when the body is not such a request (HTTP 400
+        / INVALID_ARGUMENT); a span whose attributes do not decode is rejected on its own.
+        """
+        self._check_running()
+        return self._store_spans(self._spans.flatten_serialized(body))
+
+    def _store_spans(self, rows: SpanRows) -> ConsumeResult:
         self.sources.arrived(rows.per_sdk, "spans")
         if rows.table.num_rows:
             self._submit(Batch({SPANS.name: rows.table, RESOURCES.name: resource_table(rows.resources)}))

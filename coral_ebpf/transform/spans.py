@@ -37,8 +37,6 @@ _SPAN_COLUMNS = (
     "trace_id_lo",
     "span_id",
     "parent_span_id",
-    "trace_state",
-    "flags",
     "span_name",
     "span_kind",
     "start_time",
@@ -48,6 +46,11 @@ _SPAN_COLUMNS = (
     "status_message",
     *SPAN_PROMOTED,
     "attributes",
+)
+# Fields eBPF spans almost never carry: kept per span only when set, else filled as null/0.
+_RARE_COLUMNS = (
+    "trace_state",
+    "flags",
     "events",
     "links",
     "dropped_attributes_count",
@@ -65,7 +68,7 @@ _BLOCK_COLUMNS = (
     "scope_name",
     "scope_version",
 )
-assert sorted(_SPAN_COLUMNS + _BLOCK_COLUMNS) == sorted(SPANS.column_names)
+assert sorted(_SPAN_COLUMNS + _RARE_COLUMNS + _BLOCK_COLUMNS) == sorted(SPANS.column_names)
 
 
 @dataclass
@@ -158,10 +161,15 @@ class SpanFlattener:
         return scope
 
     def flatten(self, request: ExportTraceServiceRequest) -> SpanRows:
-        lazy = LazyTraceRequest.FromString(request.SerializeToString())
+        return self.flatten_serialized(request.SerializeToString())
+
+    def flatten_serialized(self, data: bytes) -> SpanRows:
+        """Rows from a serialized ExportTraceServiceRequest. Raises DecodeError if it is malformed."""
+        lazy = LazyTraceRequest.FromString(data)
         rows: list[tuple[Any, ...]] = []
         append = rows.append
         blocks: list[tuple[tuple[Any, ...], int]] = []
+        rare: list[tuple[int, tuple[Any, ...]]] = []
         resources: dict[int, ResourceInfo] = {}
         reasons: Counter[str] = Counter()
         per_sdk: Counter[str] = Counter()
@@ -209,8 +217,16 @@ class SpanFlattener:
                             status = _status(span.status)
                             if len(statuses) < 1024:
                                 statuses[span.status] = status
-                        events = _events(span.events) if span.events else None
-                        links = _links(span.links) if span.links else None
+                        if (
+                            span.events
+                            or span.links
+                            or span.trace_state
+                            or span.flags
+                            or span.dropped_attributes_count
+                            or span.dropped_events_count
+                            or span.dropped_links_count
+                        ):
+                            rare.append((len(rows), _rare_fields(span)))
                     except DecodeError:
                         reasons["undecodable attribute, status, event or link"] += 1
                         continue
@@ -222,8 +238,6 @@ class SpanFlattener:
                             trace_lo,
                             span_word_value,
                             span_word(parent)[0] if parent else 0,
-                            span.trace_state or None,
-                            span.flags,
                             span.name,
                             kinds[kind] if 0 <= kind < 6 else str(kind),
                             start,
@@ -233,11 +247,6 @@ class SpanFlattener:
                             status[1],
                             *promoted,
                             "{" + ",".join(fragments) + "}",
-                            events,
-                            links,
-                            span.dropped_attributes_count,
-                            span.dropped_events_count,
-                            span.dropped_links_count,
                         )
                     )
                 count = len(rows) - before
@@ -255,15 +264,45 @@ class SpanFlattener:
                     blocks.append((block, count))
                     resources[info.resource_id] = info
                 per_sdk[info.sdk_name or ""] += count
-        return SpanRows(_to_table(rows, blocks), list(resources.values()), sum(reasons.values()), reasons, per_sdk)
+        table = _to_table(rows, blocks, rare)
+        return SpanRows(table, list(resources.values()), sum(reasons.values()), reasons, per_sdk)
 
 
-def _to_table(rows: list[tuple[Any, ...]], blocks: list[tuple[tuple[Any, ...], int]]) -> pa.Table:
+def _rare_fields(span: Any) -> tuple[Any, ...]:
+    """Values for _RARE_COLUMNS. Raises DecodeError if an event or link does not decode."""
+    return (
+        span.trace_state or None,
+        span.flags,
+        _events(span.events) if span.events else None,
+        _links(span.links) if span.links else None,
+        span.dropped_attributes_count,
+        span.dropped_events_count,
+        span.dropped_links_count,
+    )
+
+
+_RARE_DEFAULTS = (None, 0, None, None, 0, 0, 0)
+
+
+def _to_table(
+    rows: list[tuple[Any, ...]],
+    blocks: list[tuple[tuple[Any, ...], int]],
+    rare: list[tuple[int, tuple[Any, ...]]],
+) -> pa.Table:
     if not rows:
         return _SCHEMA.empty_table()
     arrays: dict[str, pa.Array] = {}
     for name, column in zip(_SPAN_COLUMNS, zip(*rows, strict=True), strict=True):
         arrays[name] = arrow_array(column, _SCHEMA.field(name).type)
+    for index, name in enumerate(_RARE_COLUMNS):
+        arrow_type = _SCHEMA.field(name).type
+        if rare:
+            values = [_RARE_DEFAULTS[index]] * len(rows)
+            for row, fields in rare:
+                values[row] = fields[index]
+            arrays[name] = arrow_array(values, arrow_type)
+        else:
+            arrays[name] = _repeat(_RARE_DEFAULTS[index], arrow_type, len(rows))
     for index, name in enumerate(_BLOCK_COLUMNS):
         arrow_type = _SCHEMA.field(name).type
         parts = [_repeat(block[index], arrow_type, count) for block, count in blocks]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint, Metric, NumberDataPoint
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -268,3 +269,33 @@ def test_sources_track_when_each_sdk_last_sent(pipeline: tuple[Storage, Transfor
     assert processor.last_seen("coral-ebpf") is not None
     sources = processor.status()["sources"]
     assert sources["beyla"]["spans"] == 1 and sources["coral-ebpf"]["spans"] == 1
+
+
+def test_serialized_fast_path_matches_the_decoded_one(pipeline: tuple[Storage, TransformProcessor]) -> None:
+    storage, processor = pipeline
+    spans = [http_server_span(*new_ids(), start_ns=NOW, duration_ns=1000) for _ in range(3)]
+    body = trace_request(RESOURCE, spans).SerializeToString()
+    assert processor.consume_traces_serialized(body).rejected == 0
+    assert query(storage, "SELECT count(*), count(DISTINCT span_id), min(http_route) FROM otel_spans") == [
+        (3, 3, "/api/users/{id}")
+    ]
+
+
+def test_serialized_fast_path_rejects_only_the_undecodable_span(pipeline: tuple[Storage, TransformProcessor]) -> None:
+    storage, processor = pipeline
+    from coral_ebpf.transform.lazy_trace import LazyTraceRequest
+
+    lazy = LazyTraceRequest.FromString(
+        trace_request(RESOURCE, [http_server_span(*new_ids(), start_ns=NOW, duration_ns=1) for _ in range(2)])
+        .SerializeToString()
+    )
+    lazy.resource_spans[0].scope_spans[0].spans[0].attributes.append(b"\x0a\x05ab")  # truncated KeyValue
+    result = processor.consume_traces_serialized(lazy.SerializeToString())
+    assert result.rejected == 1 and "undecodable" in result.message
+    assert query(storage, "SELECT count(*) FROM otel_spans") == [(1,)]
+
+
+def test_serialized_fast_path_raises_decode_error_for_garbage(pipeline: tuple[Storage, TransformProcessor]) -> None:
+    _, processor = pipeline
+    with pytest.raises(DecodeError):
+        processor.consume_traces_serialized(b"\x0a\xff\xff\xff")
