@@ -78,7 +78,8 @@ def find_traces(connection: duckdb.DuckDBPyConnection, params: TraceParams) -> d
         clauses += ["start_time >= $window_start", "start_time <= $window_end"]
         args.update(window_start=utc_naive(start), window_end=utc_naive(end))
     if params.service:
-        clauses.append("service_name = $service")
+        glob = any(c in params.service for c in "*?[")
+        clauses.append("service_name GLOB $service" if glob else "service_name = $service")
         args["service"] = params.service
     having = ""
     if params.min_duration is not None:

@@ -181,6 +181,7 @@ def test_trace_summaries_newest_first(storage: Storage) -> None:
 def test_trace_filters(storage: Storage) -> None:
     assert [t["trace_id"] for t in traces(storage, min_duration="500ms")] == [SLOW.hex()]
     assert [t["trace_id"] for t in traces(storage, service="cart")] == [ORPHAN.hex()]
+    assert [t["trace_id"] for t in traces(storage, service="ca*")] == [ORPHAN.hex()]
     assert [t["trace_id"] for t in traces(storage, limit=1)] == [ORPHAN.hex()]
     assert [t["trace_id"] for t in traces(storage, trace_id=SLOW.hex()[:10])] == [SLOW.hex()]
     assert [t["trace_id"] for t in traces(storage, trace_id=SLOW.hex().upper())] == [SLOW.hex()]
