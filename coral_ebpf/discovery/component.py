@@ -1,0 +1,319 @@
+"""The `Discovery` component: probes + snapshot + registry, with one processor thread.
+
+Start-up order matters: the probes are attached and their readers queue events *before* the
+snapshot is taken, so nothing that happens while the snapshot runs is missed; the snapshot is
+then loaded and queued events older than it are dropped (it already shows their effect).
+The same path re-syncs after the kernel or the queue loses events.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+from coral_ebpf.bcc_runtime import BpfCompileError
+from coral_ebpf.discovery import listen_events, proc_events
+from coral_ebpf.discovery.bpf_stats import StatsSession
+from coral_ebpf.discovery.btf import VMLINUX_BTF
+from coral_ebpf.discovery.buffers import BufferMode, EventReader
+from coral_ebpf.discovery.exclusion import Exclusion
+from coral_ebpf.discovery.kernel_layout import KernelLayout, read_layout
+from coral_ebpf.discovery.listen_events import ListenEventsProgram
+from coral_ebpf.discovery.model import DiscoveryEvent
+from coral_ebpf.discovery.proc_events import ProcEventsProgram
+from coral_ebpf.discovery.registry import ServiceRegistry
+from coral_ebpf.discovery.settings import DiscoverySettings
+from coral_ebpf.discovery.snapshot import take_snapshot
+from coral_ebpf.discovery.tracker import Tracker
+from coral_ebpf.errors import NotRootError
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 65536
+BATCH_SIZE = 1024
+IDLE_WAIT_S = 0.2
+
+
+class Discovery:
+    """Live service discovery (Component protocol: start / stop / status)."""
+
+    name = "discovery"
+
+    def __init__(
+        self,
+        settings: DiscoverySettings,
+        state_dir: Path,
+        *,
+        registry: ServiceRegistry | None = None,
+        btf_path: Path | None = VMLINUX_BTF,
+        agent_pids: Collection[int] | None = None,
+        report_all_processes: bool = False,
+        queue_size: int = QUEUE_SIZE,
+    ) -> None:
+        self.settings = settings
+        self.state_dir = state_dir
+        self.registry = registry or ServiceRegistry()
+        self._btf_path = btf_path
+        self._report_all = report_all_processes
+        self._exclusion = Exclusion(settings.exclude, agent_pids)
+        self._queue: queue.Queue[DiscoveryEvent] = queue.Queue(maxsize=queue_size)
+        self._stopping = threading.Event()
+        self._resync_reasons: list[str] = []
+        self._resync_lock = threading.Lock()
+        self._processor: threading.Thread | None = None
+        self._proc: ProcEventsProgram | None = None
+        self._listen: ListenEventsProgram | None = None
+        self._readers: list[EventReader] = []
+        self._stats = StatsSession()
+        self._tracker: Tracker | None = None
+        self._layout = KernelLayout()
+        self._latencies: deque[float] = deque(maxlen=4096)
+        self.state = "stopped"
+        self.since = time.time()
+        self.mode: BufferMode | None = None
+        self.ring_buffer_error = ""
+        self.overflow = 0
+        self.resyncs = 0
+        self.last_resync_reason = ""
+        self.processing_errors = 0
+        self.last_snapshot: dict[str, Any] = {}
+
+    # ---- lifecycle ----
+
+    def start(self) -> None:
+        if not self.settings.enabled:
+            self._set_state("disabled")
+            return
+        if os.geteuid() != 0:
+            raise NotRootError(
+                "discovery needs root: it loads BPF programs, reads other processes' /proc entries "
+                "and enters network namespaces",
+                "run the agent (or 'coral-ebpf discover') with sudo",
+            )
+        self._set_state("starting")
+        try:
+            self._layout = read_layout(self._btf_path)
+            self._load_programs()
+            assert self._proc is not None and self._listen is not None
+            self._stats.enable()
+            self._tracker = Tracker(self.registry, self._exclusion, watcher=self._proc)
+            self._proc.report_all_processes(self._report_all)
+            for reader in self._readers:
+                reader.start()
+            self._load_snapshot("start-up")
+            self.registry.publish()
+            self._stopping.clear()
+            self._processor = threading.Thread(target=self._process_loop, name="coral-discovery", daemon=True)
+            self._processor.start()
+        except BaseException:
+            self._teardown(1.0)
+            self._set_state("failed")
+            raise
+        self._set_state("running")
+        log.info(
+            "discovery running",
+            extra={
+                "fields": {
+                    "buffer": self.mode,
+                    "layout": self._layout.describe(),
+                    "services": len(self.registry.snapshot()),
+                }
+            },
+        )
+
+    def _load_programs(self) -> None:
+        wanted = self.settings.buffer
+        modes: list[BufferMode]
+        if wanted == "auto":
+            modes = ["ring_buffer", "perf_buffer"]
+        else:
+            modes = ["perf_buffer" if wanted == "perf_buffer" else "ring_buffer"]
+        for mode in modes:
+            try:
+                self._proc = ProcEventsProgram(self.state_dir, self._layout, mode, self.settings.buffer_pages)
+                self._listen = ListenEventsProgram(self.state_dir, self._layout, mode, self.settings.buffer_pages)
+                self.mode = mode
+                break
+            except BpfCompileError as exc:
+                self._close_programs()
+                if mode == "ring_buffer" and len(modes) > 1:
+                    self.ring_buffer_error = exc.message
+                    log.warning(
+                        "ring buffer unavailable, using perf buffers", extra={"fields": {"error": exc.message}}
+                    )
+                    continue
+                raise
+        assert self._proc is not None and self._listen is not None and self.mode is not None
+        pages = self.settings.buffer_pages
+        self._readers = [
+            EventReader(
+                name,
+                program.bpf,
+                mode=self.mode,
+                decode=decode,
+                sink=self._enqueue,
+                on_loss=self._on_loss,
+                pages=pages,
+            )
+            for name, program, decode in (
+                ("proc_events", self._proc, proc_events.decode),
+                ("listen_events", self._listen, listen_events.decode),
+            )
+        ]
+
+    def stop(self, timeout: float) -> None:
+        if self.state in ("stopped", "disabled"):
+            return
+        self._teardown(timeout)
+        self._set_state("stopped")
+
+    def _teardown(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        for reader in self._readers:
+            reader.stop(max(0.1, deadline - time.monotonic()))
+        if self._processor is not None:
+            self._processor.join(max(0.1, deadline - time.monotonic()))
+            self._processor = None
+        self._readers = []
+        self._close_programs()
+        self._stats.disable()
+
+    def _close_programs(self) -> None:
+        for program in (self._proc, self._listen):
+            if program is not None:
+                try:
+                    program.close()
+                except Exception:
+                    log.exception("cannot detach a discovery probe")
+        self._proc = None
+        self._listen = None
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.since = time.time()
+
+    # ---- events in ----
+
+    def _enqueue(self, event: DiscoveryEvent) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.overflow += 1
+            self.request_resync("event queue overflow")
+
+    def _on_loss(self, probe: str, count: int) -> None:
+        log.warning("discovery lost kernel events", extra={"fields": {"probe": probe, "lost": count}})
+        self.request_resync(f"{count} events lost by {probe}")
+
+    def request_resync(self, reason: str) -> None:
+        """Rebuild the registry from a fresh snapshot on the processor thread, soon."""
+        with self._resync_lock:
+            self._resync_reasons.append(reason)
+
+    # ---- the processor thread ----
+
+    def _process_loop(self) -> None:
+        tracker = self._tracker
+        assert tracker is not None
+        while not self._stopping.is_set():
+            due = tracker.next_due_ns()
+            wait = IDLE_WAIT_S if due is None else min(IDLE_WAIT_S, max(0.0, (due - time.monotonic_ns()) / 1e9))
+            batch: list[DiscoveryEvent] = []
+            try:
+                batch.append(self._queue.get(timeout=wait))
+                while len(batch) < BATCH_SIZE:
+                    batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            try:
+                with self._resync_lock:
+                    reasons, self._resync_reasons = self._resync_reasons, []
+                if reasons:
+                    self._load_snapshot("; ".join(reasons))
+                for event in batch:
+                    tracker.handle(event)
+                    self._latencies.append((time.monotonic_ns() - event.ts_ns) / 1e6)
+                tracker.run_due()
+                self.registry.publish()
+            except Exception:
+                self.processing_errors += 1
+                log.exception("discovery could not apply events; re-syncing")
+                self.request_resync("processing error")
+
+    def _load_snapshot(self, reason: str) -> None:
+        assert self._tracker is not None
+        taken = take_snapshot()
+        self._tracker.load_snapshot(taken)
+        if reason != "start-up":
+            self.resyncs += 1
+            self.last_resync_reason = reason
+            log.info("discovery re-synced", extra={"fields": {"reason": reason}})
+        self.last_snapshot = {
+            "reason": reason,
+            "at": time.time(),
+            "duration_ms": round(taken.duration_s * 1000, 1),
+            "namespaces": taken.namespaces,
+            "listeners": len(taken.sockets),
+            "errors": taken.errors[:5],
+        }
+        if taken.errors:
+            log.warning("snapshot could not read some namespaces", extra={"fields": {"errors": taken.errors[:5]}})
+
+    # ---- test hooks ----
+
+    def pause_readers(self) -> bool:
+        """Stop draining the probes' buffers (the kernel then drops what does not fit). For tests."""
+        settled = [reader.pause() for reader in self._readers]  # pause every reader, then judge
+        return all(settled)
+
+    def resume_readers(self) -> None:
+        for reader in self._readers:
+            reader.resume()
+
+    # ---- status ----
+
+    def status(self) -> dict[str, Any]:
+        tracker = self._tracker
+        entries = self.registry.snapshot()
+        latencies = sorted(self._latencies)
+        status: dict[str, Any] = {
+            "state": self.state,
+            "since": self.since,
+            "buffer": self.mode,
+            "buffer_pages": self.settings.buffer_pages,
+            "kernel_layout": self._layout.describe(),
+            "services": len(entries),
+            "listeners": sum(len(entry.listeners) for entry in entries),
+            "events": dict(tracker.counts) if tracker else {},
+            "outcomes": dict(tracker.outcomes) if tracker else {},
+            "lost": {reader.name: reader.lost for reader in self._readers},
+            "perf_lost_records": {reader.name: reader.perf_lost_records for reader in self._readers},
+            "overflow": self.overflow,
+            "resyncs": self.resyncs,
+            "last_resync_reason": self.last_resync_reason,
+            "processing_errors": self.processing_errors,
+            "queue_depth": self._queue.qsize(),
+            "snapshot": self.last_snapshot,
+            "bpf_stats": self._stats.mode,
+            "probes": {},
+        }
+        if self.ring_buffer_error:
+            status["ring_buffer_error"] = self.ring_buffer_error
+        if latencies:
+            status["apply_latency_ms"] = {
+                "p50": round(statistics.median(latencies), 3),
+                "p99": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3),
+            }
+        for program in (self._proc, self._listen):
+            if program is not None:
+                status["probes"].update(program.run_stats())
+        return status
