@@ -8,6 +8,7 @@
 #include "discovery_events.h"
 
 #define TCP_LISTEN_STATE 10
+#define TCP_CLOSE_STATE 7
 #define IPPROTO_TCP_NUM 6
 #define AF_INET_NUM 2
 #define AF_INET6_NUM 10
@@ -36,8 +37,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     u32 kind;
     if (args->newstate == TCP_LISTEN_STATE)
         kind = EVENT_LISTEN;
-    else if (args->oldstate == TCP_LISTEN_STATE)
-        kind = EVENT_CLOSE;
+    else if (args->oldstate == TCP_LISTEN_STATE && args->newstate == TCP_CLOSE_STATE)
+        kind = EVENT_CLOSE; /* LISTEN -> SYN_RECV is a connection's child socket being cloned */
     else
         return 0;
 

@@ -55,9 +55,9 @@ class EventReader:
         self.decode_errors = 0
         self.received = 0
         if mode == "ring_buffer":
-            bpf["events"].open_ring_buffer(self._on_record)
+            bpf[b"events"].open_ring_buffer(self._on_record)
         else:
-            bpf["events"].open_perf_buffer(self._on_record, page_cnt=pages, lost_cb=self._on_perf_lost)
+            bpf[b"events"].open_perf_buffer(self._on_record, page_cnt=pages, lost_cb=self._on_perf_lost)
 
     def _on_record(self, _ctx: Any, data: Any, size: int) -> int:
         try:
@@ -78,7 +78,7 @@ class EventReader:
 
     def kernel_lost(self) -> int:
         """Records the probe could not write, summed over CPUs."""
-        values = self._bpf["lost"].getvalue(self._bpf["lost"].Key(0))
+        values = self._bpf[b"lost"].getvalue(self._bpf[b"lost"].Key(0))
         return sum(int(value.value if hasattr(value, "value") else value) for value in values)
 
     def _poll(self) -> None:

@@ -36,7 +36,7 @@ class ProcEventsProgram(DiscoveryProgram):
 
     def __init__(self, state_dir: Path, layout: KernelLayout, mode: BufferMode, pages: int) -> None:
         super().__init__(state_dir, layout, mode, pages, {"HAVE_GROUP_DEAD": int(exit_has_group_dead())})
-        self._watched = self.bpf["watched"]
+        self._watched = self.bpf[b"watched"]
 
     def watch(self, pid: int) -> None:
         self._watched[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
@@ -50,4 +50,4 @@ class ProcEventsProgram(DiscoveryProgram):
 
     def report_all_processes(self, enabled: bool) -> None:
         """Report exec/exit/fork of every process, not just watched ones (for `discover --all`)."""
-        self.bpf["settings"][ctypes.c_int(0)] = ctypes.c_uint32(1 if enabled else 0)
+        self.bpf[b"settings"][ctypes.c_int(0)] = ctypes.c_uint32(1 if enabled else 0)

@@ -423,6 +423,7 @@ class Tracker:
                     info = self.source.inspect(pid)
                     if info is not None and self.exclusion.reason(info) is not None:
                         self._excluded[pid] = info.start_ticks
+                        self.outcomes["excluded"] += 1
                         info = None
                     infos[pid] = info
                 if infos[pid] is not None:

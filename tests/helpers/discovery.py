@@ -103,6 +103,11 @@ class ListenerProcess:
         self.children.append(child)
         return child
 
+    def fork_exec(self, argv: Sequence[str]) -> int:
+        child = int(self.command("forkexec " + " ".join(argv))["child"])
+        self.children.append(child)
+        return child
+
     def exec(self, argv: Sequence[str]) -> None:
         self._stdin.write("exec " + " ".join(argv) + "\n")
         self._stdin.flush()

@@ -5,6 +5,7 @@ Reads one command per line on stdin, answers one JSON line on stdout:
   autolisten <4|6>                            -> listen() without bind(): the kernel picks the port
   close <port>                                -> {"closed": P}
   fork                                        -> {"child": pid}  (the child keeps every socket and sleeps)
+  forkexec <path> [args...]                   -> {"child": pid}  (the child execs, keeping every socket)
   exec <path> [args...]                       -> (no answer) exec with the sockets kept open
   exit                                        -> exits
 Sockets are inheritable so they survive fork and exec. Only the standard library is used, so
@@ -55,6 +56,11 @@ def main() -> None:
                 sys.stdin.close()
                 while True:
                     time.sleep(3600)
+            answer({"child": child})
+        elif command == "forkexec":
+            child = os.fork()
+            if child == 0:
+                os.execv(rest[0], rest)
             answer({"child": child})
         elif command == "exec":
             os.execv(rest[0], rest)
