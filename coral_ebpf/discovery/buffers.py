@@ -1,16 +1,20 @@
-"""Drain one probe's ring buffer (or perf buffer) on its own thread and notice lost events.
+"""Read the probes' ring buffers (or perf buffers) from one thread, and notice lost events.
 
-The probes count every record they could not write (ring buffer full, perf buffer full) in a
-per-CPU `lost` map; the reader sums it after each poll round and reports increases, which is
-what triggers a re-sync. In perf-buffer mode the kernel's own lost-record notices are counted
-too (`perf_lost_records`), but only the probe-side count decides, so no loss is counted twice.
+Both probes' buffers are watched with one epoll: a ring buffer's map fd is readable when it
+holds data, and so is each CPU's perf buffer fd. When one is ready, BCC's consume call runs
+our callback for every record, which decodes it into a batch; the caller applies the batch
+sorted by kernel timestamp, so events from the two probes come out in the order they happened.
+
+The probes count every record they could not write (buffer full) in a per-CPU `lost` map.
+`lost_since_last_check()` reports increases; that is what triggers a re-sync. In perf-buffer
+mode the kernel's own lost-record notices are counted too (`perf_lost_records`), but only the
+probe-side count decides, so no loss is counted twice.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
+import select
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -19,37 +23,18 @@ from coral_ebpf.discovery.model import DiscoveryEvent
 log = logging.getLogger(__name__)
 
 BufferMode = Literal["ring_buffer", "perf_buffer"]
-POLL_TIMEOUT_MS = 100
-LOSS_CHECK_INTERVAL_S = 0.1
-
 Decoder = Callable[[int, int], DiscoveryEvent | None]
 
 
-class EventReader:
-    """One thread per probe: poll, decode, hand each event to `sink`, report losses to `on_loss`."""
+class EventSource:
+    """One probe's buffer: its pollable fds, a consume call, and its lost-record counter."""
 
-    def __init__(
-        self,
-        name: str,
-        bpf: Any,
-        *,
-        mode: BufferMode,
-        decode: Decoder,
-        sink: Callable[[DiscoveryEvent], None],
-        on_loss: Callable[[str, int], None],
-        pages: int,
-    ) -> None:
+    def __init__(self, name: str, bpf: Any, *, mode: BufferMode, decode: Decoder, pages: int) -> None:
         self.name = name
         self.mode = mode
         self._bpf = bpf
         self._decode = decode
-        self._sink = sink
-        self._on_loss = on_loss
-        self._stop = threading.Event()
-        self._running = threading.Event()
-        self._running.set()
-        self._idle = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._batch: list[DiscoveryEvent] = []
         self.lost = 0
         self.perf_lost_records = 0
         self.decode_errors = 0
@@ -59,76 +44,80 @@ class EventReader:
         else:
             bpf[b"events"].open_perf_buffer(self._on_record, page_cnt=pages, lost_cb=self._on_perf_lost)
 
+    def fds(self) -> list[int]:
+        if self.mode == "ring_buffer":
+            return [int(self._bpf[b"events"].map_fd)]
+        from bcc.libbcc import lib
+
+        return [int(lib.perf_reader_fd(reader)) for reader in self._bpf.perf_buffers.values()]
+
     def _on_record(self, _ctx: Any, data: Any, size: int) -> int:
         try:
             event = self._decode(int(data), int(size))
-        except Exception:  # a bad record must not kill the reader
-            self.decode_errors += 1
+        except Exception:  # a bad record must not stop the others
+            event = None
             log.exception("cannot decode a discovery event", extra={"fields": {"probe": self.name}})
-            return 0
         if event is None:
             self.decode_errors += 1
-            return 0
-        self.received += 1
-        self._sink(event)
+        else:
+            self.received += 1
+            self._batch.append(event)
         return 0
 
     def _on_perf_lost(self, count: int) -> None:
         self.perf_lost_records += int(count)
 
+    def consume(self) -> list[DiscoveryEvent]:
+        """Every record waiting in the buffer, decoded."""
+        if self.mode == "ring_buffer":
+            self._bpf.ring_buffer_consume()
+        else:
+            self._bpf.perf_buffer_consume()
+        batch, self._batch = self._batch, []
+        return batch
+
     def kernel_lost(self) -> int:
         """Records the probe could not write, summed over CPUs."""
-        values = self._bpf[b"lost"].getvalue(self._bpf[b"lost"].Key(0))
-        return sum(int(value.value if hasattr(value, "value") else value) for value in values)
+        table = self._bpf[b"lost"]
+        return sum(int(value) for value in table.getvalue(table.Key(0)))
 
-    def _poll(self) -> None:
-        if self.mode == "ring_buffer":
-            self._bpf.ring_buffer_poll(POLL_TIMEOUT_MS)
-        else:
-            self._bpf.perf_buffer_poll(POLL_TIMEOUT_MS)
-
-    def _check_loss(self) -> None:
+    def lost_since_last_check(self) -> int:
         total = self.kernel_lost()
-        if total > self.lost:
-            fresh = total - self.lost
-            self.lost = total
-            self._on_loss(self.name, fresh)
+        fresh = max(0, total - self.lost)
+        self.lost = total
+        return fresh
 
-    def _run(self) -> None:
-        last_check = time.monotonic()
-        while not self._stop.is_set():
-            if not self._running.is_set():
-                self._idle.set()
-                self._running.wait(0.1)
-                continue
-            self._idle.clear()
-            try:
-                self._poll()
-                now = time.monotonic()
-                if now - last_check >= LOSS_CHECK_INTERVAL_S:
-                    last_check = now
-                    self._check_loss()
-            except Exception:
-                log.exception("discovery event reader failed; retrying", extra={"fields": {"probe": self.name}})
-                self._stop.wait(0.5)
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"coral-discovery-{self.name}", daemon=True)
-        self._thread.start()
+class Poller:
+    """Waits on several EventSources at once."""
 
-    def stop(self, timeout: float) -> None:
-        self._stop.set()
-        self._running.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def __init__(self, sources: list[EventSource]) -> None:
+        self.sources = sources
+        self._epoll = select.epoll()
+        self._owner: dict[int, EventSource] = {}
+        for source in sources:
+            for fd in source.fds():
+                self._epoll.register(fd, select.EPOLLIN)
+                self._owner[fd] = source
 
-    def pause(self, timeout: float = 2.0) -> bool:
-        """Stop draining (the kernel keeps writing until the buffer is full). For tests of loss handling.
+    def poll(self, timeout_s: float) -> list[DiscoveryEvent]:
+        """Events from every source that became ready within `timeout_s`, oldest first."""
+        try:
+            ready = self._epoll.poll(timeout_s)
+        except InterruptedError:
+            return []
+        sources = {id(self._owner[fd]): self._owner[fd] for fd, _mask in ready if fd in self._owner}
+        batch: list[DiscoveryEvent] = []
+        for source in sources.values():
+            batch.extend(source.consume())
+        batch.sort(key=lambda event: event.ts_ns)
+        return batch
 
-        Returns once the reader is idle (True), or False if it did not settle within `timeout`.
-        """
-        self._running.clear()
-        return self._idle.wait(timeout)
+    def drain(self) -> list[DiscoveryEvent]:
+        """Whatever is buffered now, without waiting."""
+        batch = [event for source in self.sources for event in source.consume()]
+        batch.sort(key=lambda event: event.ts_ns)
+        return batch
 
-    def resume(self) -> None:
-        self._running.set()
+    def close(self) -> None:
+        self._epoll.close()

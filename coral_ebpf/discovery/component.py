@@ -1,16 +1,20 @@
-"""The `Discovery` component: probes + snapshot + registry, with one processor thread.
+"""The `Discovery` component: probes + snapshot + registry, driven by one thread.
 
-Start-up order matters: the probes are attached and their readers queue events *before* the
-snapshot is taken, so nothing that happens while the snapshot runs is missed; the snapshot is
-then loaded and queued events older than it are dropped (it already shows their effect).
-The same path re-syncs after the kernel or the queue loses events.
+That thread waits on both probes' buffers, applies each batch of events in kernel-timestamp
+order, runs the tracker's deferred checks and publishes changes. One thread keeps the path
+from `listen()` to the registry short (no hand-off between threads) and keeps the agent's
+CPU low; the kernel buffers absorb bursts while the thread is busy.
+
+Start-up order matters: the probes are attached *before* the snapshot is taken, so whatever
+happens while it runs waits in the kernel buffers; the snapshot is then loaded and buffered
+events older than it are dropped (it already shows their effect). The same path re-syncs
+after the kernel loses events because a buffer was full.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import statistics
 import threading
 import time
@@ -23,11 +27,10 @@ from coral_ebpf.bcc_runtime import BpfCompileError
 from coral_ebpf.discovery import listen_events, proc_events
 from coral_ebpf.discovery.bpf_stats import StatsSession
 from coral_ebpf.discovery.btf import VMLINUX_BTF
-from coral_ebpf.discovery.buffers import BufferMode, EventReader
+from coral_ebpf.discovery.buffers import BufferMode, EventSource, Poller
 from coral_ebpf.discovery.exclusion import Exclusion
 from coral_ebpf.discovery.kernel_layout import KernelLayout, read_layout
 from coral_ebpf.discovery.listen_events import ListenEventsProgram
-from coral_ebpf.discovery.model import DiscoveryEvent
 from coral_ebpf.discovery.proc_events import ProcEventsProgram
 from coral_ebpf.discovery.registry import ServiceRegistry
 from coral_ebpf.discovery.settings import DiscoverySettings
@@ -37,9 +40,8 @@ from coral_ebpf.errors import NotRootError
 
 log = logging.getLogger(__name__)
 
-QUEUE_SIZE = 65536
-BATCH_SIZE = 1024
 IDLE_WAIT_S = 0.2
+LOSS_CHECK_INTERVAL_S = 0.1
 
 
 class Discovery:
@@ -56,7 +58,6 @@ class Discovery:
         btf_path: Path | None = VMLINUX_BTF,
         agent_pids: Collection[int] | None = None,
         report_all_processes: bool = False,
-        queue_size: int = QUEUE_SIZE,
     ) -> None:
         self.settings = settings
         self.state_dir = state_dir
@@ -64,14 +65,15 @@ class Discovery:
         self._btf_path = btf_path
         self._report_all = report_all_processes
         self._exclusion = Exclusion(settings.exclude, agent_pids)
-        self._queue: queue.Queue[DiscoveryEvent] = queue.Queue(maxsize=queue_size)
         self._stopping = threading.Event()
+        self._paused = threading.Event()
+        self._idle = threading.Event()
         self._resync_reasons: list[str] = []
         self._resync_lock = threading.Lock()
-        self._processor: threading.Thread | None = None
+        self._thread: threading.Thread | None = None
         self._proc: ProcEventsProgram | None = None
         self._listen: ListenEventsProgram | None = None
-        self._readers: list[EventReader] = []
+        self._poller: Poller | None = None
         self._stats = StatsSession()
         self._tracker: Tracker | None = None
         self._layout = KernelLayout()
@@ -80,7 +82,7 @@ class Discovery:
         self.since = time.time()
         self.mode: BufferMode | None = None
         self.ring_buffer_error = ""
-        self.overflow = 0
+        self.overflow = 0  # times a probe's buffer was found to have dropped records
         self.resyncs = 0
         self.last_resync_reason = ""
         self.processing_errors = 0
@@ -106,13 +108,11 @@ class Discovery:
             self._stats.enable()
             self._tracker = Tracker(self.registry, self._exclusion, watcher=self._proc)
             self._proc.report_all_processes(self._report_all)
-            for reader in self._readers:
-                reader.start()
             self._load_snapshot("start-up")
             self.registry.publish()
             self._stopping.clear()
-            self._processor = threading.Thread(target=self._process_loop, name="coral-discovery", daemon=True)
-            self._processor.start()
+            self._thread = threading.Thread(target=self._run, name="coral-discovery", daemon=True)
+            self._thread.start()
         except BaseException:
             self._teardown(1.0)
             self._set_state("failed")
@@ -153,21 +153,15 @@ class Discovery:
                 raise
         assert self._proc is not None and self._listen is not None and self.mode is not None
         pages = self.settings.buffer_pages
-        self._readers = [
-            EventReader(
-                name,
-                program.bpf,
-                mode=self.mode,
-                decode=decode,
-                sink=self._enqueue,
-                on_loss=self._on_loss,
-                pages=pages,
-            )
-            for name, program, decode in (
-                ("proc_events", self._proc, proc_events.decode),
-                ("listen_events", self._listen, listen_events.decode),
-            )
-        ]
+        self._poller = Poller(
+            [
+                EventSource(name, program.bpf, mode=self.mode, decode=decode, pages=pages)
+                for name, program, decode in (
+                    ("proc_events", self._proc, proc_events.decode),
+                    ("listen_events", self._listen, listen_events.decode),
+                )
+            ]
+        )
 
     def stop(self, timeout: float) -> None:
         if self.state in ("stopped", "disabled"):
@@ -176,14 +170,18 @@ class Discovery:
         self._set_state("stopped")
 
     def _teardown(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
         self._stopping.set()
-        for reader in self._readers:
-            reader.stop(max(0.1, deadline - time.monotonic()))
-        if self._processor is not None:
-            self._processor.join(max(0.1, deadline - time.monotonic()))
-            self._processor = None
-        self._readers = []
+        self._paused.clear()
+        if self._thread is not None:
+            self._thread.join(max(timeout, 2 * IDLE_WAIT_S))
+            if self._thread.is_alive():
+                # Freeing the buffers under a thread still reading them would crash the agent.
+                log.warning("discovery thread did not stop in time; leaving its probes to process exit")
+                return
+            self._thread = None
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
         self._close_programs()
         self._stats.disable()
 
@@ -201,44 +199,43 @@ class Discovery:
         self.state = state
         self.since = time.time()
 
-    # ---- events in ----
-
-    def _enqueue(self, event: DiscoveryEvent) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            self.overflow += 1
-            self.request_resync("event queue overflow")
-
-    def _on_loss(self, probe: str, count: int) -> None:
-        log.warning("discovery lost kernel events", extra={"fields": {"probe": probe, "lost": count}})
-        self.request_resync(f"{count} events lost by {probe}")
+    # ---- the discovery thread ----
 
     def request_resync(self, reason: str) -> None:
-        """Rebuild the registry from a fresh snapshot on the processor thread, soon."""
+        """Rebuild the registry from a fresh snapshot on the discovery thread, soon."""
         with self._resync_lock:
             self._resync_reasons.append(reason)
 
-    # ---- the processor thread ----
+    def _check_losses(self) -> None:
+        assert self._poller is not None
+        for source in self._poller.sources:
+            fresh = source.lost_since_last_check()
+            if fresh:
+                self.overflow += 1
+                log.warning("discovery lost kernel events", extra={"fields": {"probe": source.name, "lost": fresh}})
+                self.request_resync(f"{fresh} events lost by {source.name}")
 
-    def _process_loop(self) -> None:
-        tracker = self._tracker
-        assert tracker is not None
+    def _run(self) -> None:
+        tracker, poller = self._tracker, self._poller
+        assert tracker is not None and poller is not None
+        next_loss_check = 0.0
         while not self._stopping.is_set():
+            if self._paused.is_set():
+                self._idle.set()
+                self._stopping.wait(0.05)
+                continue
+            self._idle.clear()
             due = tracker.next_due_ns()
             wait = IDLE_WAIT_S if due is None else min(IDLE_WAIT_S, max(0.0, (due - time.monotonic_ns()) / 1e9))
-            batch: list[DiscoveryEvent] = []
             try:
-                batch.append(self._queue.get(timeout=wait))
-                while len(batch) < BATCH_SIZE:
-                    batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
-            try:
+                batch = poller.poll(wait)
+                if time.monotonic() >= next_loss_check:
+                    next_loss_check = time.monotonic() + LOSS_CHECK_INTERVAL_S
+                    self._check_losses()
                 with self._resync_lock:
                     reasons, self._resync_reasons = self._resync_reasons, []
                 if reasons:
-                    self._load_snapshot("; ".join(reasons))
+                    self._load_snapshot("; ".join(reasons))  # events in `batch` older than it are dropped
                 for event in batch:
                     tracker.handle(event)
                     self._latencies.append((time.monotonic_ns() - event.ts_ns) / 1e6)
@@ -248,6 +245,7 @@ class Discovery:
                 self.processing_errors += 1
                 log.exception("discovery could not apply events; re-syncing")
                 self.request_resync("processing error")
+                self._stopping.wait(0.1)
 
     def _load_snapshot(self, reason: str) -> None:
         assert self._tracker is not None
@@ -270,19 +268,23 @@ class Discovery:
 
     # ---- test hooks ----
 
-    def pause_readers(self) -> bool:
-        """Stop draining the probes' buffers (the kernel then drops what does not fit). For tests."""
-        settled = [reader.pause() for reader in self._readers]  # pause every reader, then judge
-        return all(settled)
+    def pause_readers(self, timeout: float = 2.0) -> bool:
+        """Stop reading the probes' buffers (the kernel then drops what does not fit). For tests.
+
+        Returns True once the discovery thread is idle.
+        """
+        self._idle.clear()
+        self._paused.set()
+        return self._idle.wait(timeout)
 
     def resume_readers(self) -> None:
-        for reader in self._readers:
-            reader.resume()
+        self._paused.clear()
 
     # ---- status ----
 
     def status(self) -> dict[str, Any]:
         tracker = self._tracker
+        sources = self._poller.sources if self._poller is not None else []
         entries = self.registry.snapshot()
         latencies = sorted(self._latencies)
         status: dict[str, Any] = {
@@ -295,13 +297,13 @@ class Discovery:
             "listeners": sum(len(entry.listeners) for entry in entries),
             "events": dict(tracker.counts) if tracker else {},
             "outcomes": dict(tracker.outcomes) if tracker else {},
-            "lost": {reader.name: reader.lost for reader in self._readers},
-            "perf_lost_records": {reader.name: reader.perf_lost_records for reader in self._readers},
+            "lost": {source.name: source.lost for source in sources},
+            "perf_lost_records": {source.name: source.perf_lost_records for source in sources},
+            "decode_errors": sum(source.decode_errors for source in sources),
             "overflow": self.overflow,
             "resyncs": self.resyncs,
             "last_resync_reason": self.last_resync_reason,
             "processing_errors": self.processing_errors,
-            "queue_depth": self._queue.qsize(),
             "snapshot": self.last_snapshot,
             "bpf_stats": self._stats.mode,
             "probes": {},
