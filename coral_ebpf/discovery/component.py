@@ -78,6 +78,7 @@ class Discovery:
         self._tracker: Tracker | None = None
         self._layout = KernelLayout()
         self._latencies: deque[float] = deque(maxlen=4096)
+        self._latency_lock = threading.Lock()
         self.state = "stopped"
         self.since = time.time()
         self.mode: BufferMode | None = None
@@ -91,6 +92,8 @@ class Discovery:
     # ---- lifecycle ----
 
     def start(self) -> None:
+        if self.state == "running":
+            return
         if not self.settings.enabled:
             self._set_state("disabled")
             return
@@ -219,6 +222,7 @@ class Discovery:
         tracker, poller = self._tracker, self._poller
         assert tracker is not None and poller is not None
         next_loss_check = 0.0
+        failures = 0
         while not self._stopping.is_set():
             if self._paused.is_set():
                 self._idle.set()
@@ -236,16 +240,21 @@ class Discovery:
                     reasons, self._resync_reasons = self._resync_reasons, []
                 if reasons:
                     self._load_snapshot("; ".join(reasons))  # events in `batch` older than it are dropped
+                applied = []
                 for event in batch:
                     tracker.handle(event)
-                    self._latencies.append((time.monotonic_ns() - event.ts_ns) / 1e6)
+                    applied.append((time.monotonic_ns() - event.ts_ns) / 1e6)
+                with self._latency_lock:
+                    self._latencies.extend(applied)
                 tracker.run_due()
                 self.registry.publish()
+                failures = 0
             except Exception:
                 self.processing_errors += 1
+                failures += 1
                 log.exception("discovery could not apply events; re-syncing")
                 self.request_resync("processing error")
-                self._stopping.wait(0.1)
+                self._stopping.wait(min(5.0, 0.1 * 2 ** min(failures, 6)))  # do not spin on a lasting fault
 
     def _load_snapshot(self, reason: str) -> None:
         assert self._tracker is not None
@@ -286,7 +295,8 @@ class Discovery:
         tracker = self._tracker
         sources = self._poller.sources if self._poller is not None else []
         entries = self.registry.snapshot()
-        latencies = sorted(self._latencies)
+        with self._latency_lock:
+            latencies = sorted(self._latencies)
         status: dict[str, Any] = {
             "state": self.state,
             "since": self.since,

@@ -31,6 +31,8 @@ from coral_ebpf.discovery.snapshot import ListeningSocket, Snapshot
 
 log = logging.getLogger(__name__)
 
+EVENT_KINDS = ("listen", "close", "exec", "exit", "fork")
+OUTCOMES = ("superseded", "stale", "short_lived", "excluded", "pid_reuse", "inherited", "unattributed")
 FORK_GRACE_NS = 100_000_000
 ORPHAN_GRACE_NS = 200_000_000
 RECENT_EXIT_KEEP_NS = 30_000_000_000
@@ -103,8 +105,9 @@ class Tracker:
         self.clock = clock
         self.fork_grace_ns = fork_grace_ns
         self.orphan_grace_ns = orphan_grace_ns
-        self.counts: Counter[str] = Counter()  # events received, by kind
-        self.outcomes: Counter[str] = Counter()  # short_lived, excluded, superseded, inherited, ...
+        # Every key exists from the start, so another thread can copy these while they count.
+        self.counts: Counter[str] = Counter(dict.fromkeys(EVENT_KINDS, 0))  # events received, by kind
+        self.outcomes: Counter[str] = Counter(dict.fromkeys(OUTCOMES, 0))
         self._floor_ns = 0
         self._recent_exits: dict[int, int] = {}
         self._excluded: dict[int, int] = {}  # pid -> start ticks of the excluded incarnation

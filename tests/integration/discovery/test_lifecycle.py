@@ -8,10 +8,14 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from coral_ebpf.bcc_runtime import BpfCompileError
+from coral_ebpf.discovery import program
 from coral_ebpf.discovery.component import Discovery
 from coral_ebpf.discovery.settings import DiscoverySettings
 from coral_ebpf.discovery.snapshot import take_snapshot
@@ -157,3 +161,38 @@ def test_kernel_event_loss_triggers_a_resync(state_dir: Path, netns: str, mode: 
             burst.kill()
             burst.wait()
         discovery.stop(5.0)
+
+
+def _refuse_ring_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This kernel has ring buffers; make their load fail as it does on kernels before 5.8."""
+    real_load = program.load_program
+
+    def load(name: str, state_dir: Path, defines: Mapping[str, int | str] | None = None) -> Any:
+        if defines and defines.get("USE_RINGBUF") == 1:
+            raise BpfCompileError(f"BPF program {name!r} failed to load: map type RINGBUF unsupported (simulated)")
+        return real_load(name, state_dir, defines=defines)
+
+    monkeypatch.setattr(program, "load_program", load)
+
+
+def test_auto_falls_back_to_perf_buffers(state_dir: Path, netns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _refuse_ring_buffers(monkeypatch)
+    discovery = Discovery(DiscoverySettings(buffer="auto"), state_dir)
+    discovery.start()
+    try:
+        status = discovery.status()
+        assert status["buffer"] == "perf_buffer" and "RINGBUF unsupported" in status["ring_buffer_error"]
+        with ListenerProcess(netns) as proc:
+            port = proc.listen(4, "127.0.0.1")
+            wait_until(lambda: port in ports_of(discovery.registry, proc.pid))
+    finally:
+        discovery.stop(5.0)
+
+
+def test_an_explicit_ring_buffer_does_not_fall_back(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _refuse_ring_buffers(monkeypatch)
+    discovery = Discovery(DiscoverySettings(buffer="ring_buffer"), state_dir)
+    with pytest.raises(BpfCompileError, match="RINGBUF"):
+        discovery.start()
+    assert discovery.state == "failed"
+    discovery.stop(1.0)
