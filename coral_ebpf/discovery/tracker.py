@@ -20,14 +20,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Protocol
 
-from coral_ebpf.discovery import procfs, snapshot
 from coral_ebpf.discovery.exclusion import Exclusion
 from coral_ebpf.discovery.model import DiscoveryEvent
 from coral_ebpf.discovery.procfs import ProcessInfo
 from coral_ebpf.discovery.registry import ServiceRegistry, TrackedProcess, TrackedSocket, socket_key
-from coral_ebpf.discovery.snapshot import ListeningSocket, Snapshot
+from coral_ebpf.discovery.snapshot import Snapshot
+from coral_ebpf.discovery.sources import NoWatcher, ProcessSource, ProcfsSource, Watcher
 
 log = logging.getLogger(__name__)
 
@@ -36,52 +35,6 @@ OUTCOMES = ("superseded", "stale", "short_lived", "excluded", "pid_reuse", "inhe
 FORK_GRACE_NS = 100_000_000
 ORPHAN_GRACE_NS = 200_000_000
 RECENT_EXIT_KEEP_NS = 30_000_000_000
-
-
-class ProcessSource(Protocol):
-    """Where the tracker reads processes and sockets (procfs and sock_diag; fakes in unit tests)."""
-
-    def inspect(self, pid: int) -> ProcessInfo | None: ...
-    def start_ticks(self, pid: int) -> int | None: ...
-    def socket_inodes(self, pid: int) -> set[int]: ...
-    def holders_of(self, inodes: set[int]) -> dict[int, set[int]]: ...
-    def listeners_in(self, netns: int) -> list[ListeningSocket] | None: ...
-    def thread_netns(self, tgid: int, tid: int) -> int: ...
-
-
-class Watcher(Protocol):
-    """The kernel-side filter: exec/exit/fork are reported only for watched pids."""
-
-    def watch(self, pid: int) -> None: ...
-    def unwatch(self, pid: int) -> None: ...
-
-
-class ProcfsSource:
-    def inspect(self, pid: int) -> ProcessInfo | None:
-        return procfs.inspect(pid)
-
-    def start_ticks(self, pid: int) -> int | None:
-        return procfs.start_ticks(pid)
-
-    def socket_inodes(self, pid: int) -> set[int]:
-        return procfs.socket_inodes(pid)
-
-    def holders_of(self, inodes: set[int]) -> dict[int, set[int]]:
-        return procfs.holders_of(inodes)
-
-    def listeners_in(self, netns: int) -> list[ListeningSocket] | None:
-        return snapshot.listeners_in(netns)
-
-    def thread_netns(self, tgid: int, tid: int) -> int:
-        return procfs.task_netns(tgid, tid)
-
-
-class NoWatcher:
-    def watch(self, pid: int) -> None:
-        return None
-
-    def unwatch(self, pid: int) -> None:
-        return None
 
 
 class Tracker:
