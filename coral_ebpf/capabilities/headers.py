@@ -38,6 +38,7 @@ KERNEL_ARCH = {
 }  # fmt: skip
 
 _INCLUDE_RE = re.compile(r"^\s*include\s+(\S+)/Makefile\s*$", re.MULTILINE)
+_UTS_RE = re.compile(r'^#define\s+UTS_RELEASE\s+"([^"]+)"', re.MULTILINE)
 _ARCH_RE = re.compile(r"^\s*(?:override\s+)?ARCH\s*:?=\s*(\S+)\s*$", re.MULTILINE)
 
 
@@ -81,15 +82,15 @@ def _version_key(text: str) -> tuple[int, ...]:
 
 
 def _kernel_release_of(arch_dir: Path) -> str:
-    """The release a headers dir was built for: include/config/kernel.release, else the dir name."""
-    for candidate in (arch_dir / "include" / "config" / "kernel.release",):
-        try:
-            text = candidate.read_text().strip()
-        except OSError:
-            continue
-        if text:
-            return text
-    return arch_dir.name.removeprefix("linux-headers-")
+    """The `uname -r` of the kernel these headers were built for (UTS_RELEASE), else the dir name.
+
+    Not include/config/kernel.release: Debian puts the upstream version there (6.1.192), not the ABI.
+    """
+    try:
+        match = _UTS_RE.search((arch_dir / "include" / "generated" / "utsrelease.h").read_text(errors="replace"))
+    except OSError:
+        match = None
+    return match.group(1) if match else arch_dir.name.removeprefix("linux-headers-")
 
 
 def _arch_of(arch_dir: Path) -> str | None:

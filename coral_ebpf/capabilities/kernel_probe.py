@@ -92,6 +92,14 @@ def _kernel_trials(tracefs: Path | None, function_ids: dict[str, int], btf_probl
     return found
 
 
+def _sysfs_hint(feature: str) -> str:
+    """What sysfs (readable without root) suggests about a probe type that could not be tried."""
+    if feature not in ("kprobe", "uprobe"):
+        return ""
+    present = (EVENT_SOURCES / feature).is_dir()
+    return f"; sysfs hint: {EVENT_SOURCES}/{feature} is {'present' if present else 'absent'}"
+
+
 def _event_sources() -> list[str]:
     try:
         return sorted(p.name for p in EVENT_SOURCES.iterdir())
@@ -131,7 +139,7 @@ def probe(state_dir: Path, *, include_bcc: bool = True) -> ProbeReport:
         else:
             why = "bpf() is not permitted for this process" if not permitted else "bpf() does not work here"
             for name in FEATURE_ORDER:
-                features.setdefault(name, Feature(False, f"not tried: {why}"))
+                features.setdefault(name, Feature(False, f"not tried: {why}{_sysfs_hint(name)}"))
         bcc = bcc_future.result() if bcc_future is not None else BccOutcome()
     for name in BCC_FEATURES:
         features[name] = bcc.features.get(name, Feature(False, "not tried: BCC check skipped"))

@@ -149,16 +149,23 @@ def tracefs_probe_event(tracefs: Path, control: str, definition: str) -> Iterato
     """Add `p:coral_probe/<unique> <definition>` to tracefs `control`, yield its tracepoint id, remove it."""
     event = f"p{os.getpid()}_{threading.get_native_id()}"
     control_file = tracefs / control
-    with control_file.open("a") as handle:
-        handle.write(f"p:{TRACEFS_GROUP}/{event} {definition}\n")
+    _append(control_file, f"p:{TRACEFS_GROUP}/{event} {definition}\n")
     try:
         tp_id = tracepoint_id(tracefs, f"{TRACEFS_GROUP}/{event}")
         if tp_id is None:
             raise OSError(f"{control} accepted the probe but {TRACEFS_GROUP}/{event} has no id")
         yield tp_id
     finally:
-        with control_file.open("a") as handle:
-            handle.write(f"-:{TRACEFS_GROUP}/{event}\n")
+        _append(control_file, f"-:{TRACEFS_GROUP}/{event}\n")
+
+
+def _append(control_file: Path, line: str) -> None:
+    """One write(2) with O_APPEND: without it (or with O_TRUNC) the kernel drops every existing probe."""
+    fd = os.open(control_file, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
 
 
 def _kprobe_options(release: str, version: str) -> b.LoadOptions:
