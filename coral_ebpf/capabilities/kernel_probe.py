@@ -10,17 +10,21 @@ tree in the state dir.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import resource
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from coral_ebpf.capabilities import trials_attach as attach
 from coral_ebpf.capabilities.bcc_check import BccOutcome, try_bcc
 from coral_ebpf.capabilities.btf import VMLINUX_BTF, BtfError, read_vmlinux_btf
-from coral_ebpf.capabilities.context import host_context, kernel_info
+from coral_ebpf.capabilities.context import HostContext, KernelInfo, host_context, kernel_info
 from coral_ebpf.capabilities.mounts import ensure_tracefs
 from coral_ebpf.capabilities.report import Feature, ProbeReport
 from coral_ebpf.capabilities.trials_maps import try_bpf_syscall, try_helpers, try_maps, try_memcg_accounting
@@ -123,7 +127,70 @@ def probe(state_dir: Path, *, include_bcc: bool = True) -> ProbeReport:
         notes.append(f"not running as root (euid {host.euid}): some checks need root; run: sudo coral-ebpf probe")
 
     bpf_syscall, jit, bpf_errno = try_bpf_syscall()
-    permitted = bpf_errno not in (errno.EPERM, errno.EACCES)
+    basics = _Basics(
+        started=started,
+        kernel=kernel,
+        host=host,
+        notes=notes,
+        bpf_syscall=bpf_syscall,
+        jit=jit,
+        memcg=try_memcg_accounting() if bpf_syscall.available else None,
+        permitted=bpf_errno not in (errno.EPERM, errno.EACCES),
+    )
+    with memlock_raised(basics.memcg is not None and not basics.memcg.available, notes):
+        return _run_trials(state_dir, include_bcc, basics)
+
+
+@dataclass(frozen=True)
+class _Basics:
+    """What is known before the trials start."""
+
+    started: float
+    kernel: KernelInfo
+    host: HostContext
+    notes: list[str]
+    bpf_syscall: Feature
+    jit: Feature
+    memcg: Feature | None  # None when no program loads at all
+    permitted: bool  # False when bpf() said EPERM/EACCES: not root
+
+
+@contextlib.contextmanager
+def memlock_raised(needed: bool, notes: list[str]) -> Iterator[None]:
+    """Before 5.11 the kernel charges BPF memory to RLIMIT_MEMLOCK, often 64 KiB. BCC, libbpf and Beyla
+    lift it before loading anything, so the trials do the same, to unlimited or else up to the hard
+    limit, and put it back afterwards."""
+    previous = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if not needed or previous[0] == resource.RLIM_INFINITY:
+        yield
+        return
+    raised = None
+    for wanted in ((resource.RLIM_INFINITY, resource.RLIM_INFINITY), (previous[1], previous[1])):
+        if wanted[0] != resource.RLIM_INFINITY and wanted[0] <= previous[0]:
+            continue
+        try:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, wanted)
+        except (OSError, ValueError):
+            continue
+        raised = wanted
+        break
+    if raised is None:
+        notes.append(f"RLIMIT_MEMLOCK is {previous[0]} bytes and could not be raised: trials may get EPERM")
+        yield
+        return
+    shown = "unlimited" if raised[0] == resource.RLIM_INFINITY else f"{raised[0]} bytes"
+    notes.append(f"raised RLIMIT_MEMLOCK from {previous[0]} bytes to {shown} for the trials, as BCC and Beyla do")
+    try:
+        yield
+    finally:
+        if resource.getrlimit(resource.RLIMIT_MEMLOCK) == raised:  # unless someone else changed it meanwhile
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, previous)
+
+
+def _run_trials(state_dir: Path, include_bcc: bool, basics: _Basics) -> ProbeReport:
+    kernel, host, notes, bpf_syscall, permitted = (
+        basics.kernel, basics.host, basics.notes, basics.bpf_syscall, basics.permitted
+    )  # fmt: skip
     tracefs, tracefs_mounted, tracefs_note = _tracefs() if permitted else (None, False, "")
     if tracefs_note:
         notes.append(tracefs_note)
@@ -136,9 +203,9 @@ def probe(state_dir: Path, *, include_bcc: bool = True) -> ProbeReport:
         )
         attach_futures = _submit_attach_trials(pool, tracefs) if bpf_syscall.available else {}
         btf, function_ids, btf_context, btf_fallback = _btf_trial(kernel.release)
-        features: dict[str, Feature] = {"bpf_syscall": bpf_syscall, "jit": jit, "btf": btf}
-        if bpf_syscall.available:
-            features["memcg_accounting"] = try_memcg_accounting()
+        features: dict[str, Feature] = {"bpf_syscall": bpf_syscall, "jit": basics.jit, "btf": btf}
+        if bpf_syscall.available and basics.memcg is not None:
+            features["memcg_accounting"] = basics.memcg
             features.update(try_maps())
             features.update(try_helpers())
             features["fentry"] = attach.try_fentry(function_ids, "" if btf.available else btf.detail)
@@ -178,7 +245,7 @@ def probe(state_dir: Path, *, include_bcc: bool = True) -> ProbeReport:
         "bcc": bcc.context.get("bcc", features["bcc_import"].detail),
         "state_dir": str(state_dir),
     }
-    duration_ms = (time.perf_counter() - started) * 1000
+    duration_ms = (time.perf_counter() - basics.started) * 1000
     log.debug("capability probe done", extra={"fields": {"duration_ms": round(duration_ms, 1)}})
     return ProbeReport(
         kernel=kernel.to_dict(),

@@ -7,6 +7,7 @@ Maps and programs live only inside each trial; every fd is closed before it retu
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,14 +61,21 @@ def try_map(name: str, scope: b.FdScope) -> tuple[Feature, int | None]:
     try:
         fd = scope.add(b.map_create(trial.map_type, trial.key_size, trial.value_size, entries))
     except b.BpfSyscallError as exc:
-        return Feature(False, f"BPF_MAP_CREATE of {trial.label} map failed: {exc.short}"), None
+        hint = (
+            " (on kernels before 5.11 this usually means RLIMIT_MEMLOCK is too low)" if exc.errno == errno.EPERM else ""
+        )
+        return Feature(False, f"BPF_MAP_CREATE of {trial.label} map failed: {exc.short}{hint}"), None
     size = f" of {entries // 1024} KiB" if name == "ringbuf" else ""
     return Feature(True, f"created {trial.label} map{size}"), fd
 
 
 def try_maps() -> dict[str, Feature]:
-    with b.FdScope() as scope:
-        return {name: try_map(name, scope)[0] for name in MAPS}
+    """One map at a time, each closed before the next: on kernels before 5.11 every map counts against memlock."""
+    found: dict[str, Feature] = {}
+    for name in MAPS:
+        with b.FdScope() as scope:
+            found[name] = try_map(name, scope)[0]
+    return found
 
 
 # --- helpers ------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import threading
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 from coral_ebpf.capabilities import bpf_sys as b
 from coral_ebpf.capabilities import trials_attach as attach
 from coral_ebpf.capabilities import trials_maps
-from coral_ebpf.capabilities.kernel_probe import probe
+from coral_ebpf.capabilities.kernel_probe import memlock_raised, probe
 from coral_ebpf.capabilities.mounts import ensure_tracefs
 from coral_ebpf.capabilities.report import ProbeReport
 from tests.helpers.kernel_truth import KernelConfig, bpftool_features, kernel_config, kernel_numbers
@@ -199,3 +200,26 @@ def test_bpf_errors_carry_errno() -> None:
     with pytest.raises(b.BpfSyscallError) as info:
         b.map_create(b.MAP_RINGBUF, 0, 0, 4097)  # not a power-of-two number of pages
     assert info.value.errno == errno.EINVAL
+
+
+def test_memlock_is_lifted_for_the_trials_and_put_back() -> None:
+    """Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; the probe lifts it like BCC does, then restores it."""
+    original = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    low = 64 * 1024
+    hard = original[1]
+    try:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (low, hard))
+        notes: list[str] = []
+        with memlock_raised(True, notes):
+            soft = resource.getrlimit(resource.RLIMIT_MEMLOCK)[0]
+            assert soft == resource.RLIM_INFINITY or soft > low
+            feature, fd = trials_maps.try_map("ringbuf", b.FdScope())
+            assert feature.available is (kernel_numbers() >= (5, 8))
+            if fd is not None:
+                os.close(fd)
+        assert resource.getrlimit(resource.RLIMIT_MEMLOCK) == (low, hard)
+        assert notes and "RLIMIT_MEMLOCK" in notes[0]
+        with memlock_raised(False, notes):  # not needed (memcg accounting): left alone
+            assert resource.getrlimit(resource.RLIMIT_MEMLOCK) == (low, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, original)
