@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from coral_ebpf.bcc_runtime import BpfCompileError
+from coral_ebpf.capabilities.report import ProbeReport
 from coral_ebpf.discovery import listen_events, proc_events
 from coral_ebpf.discovery.bpf_stats import StatsSession
 from coral_ebpf.discovery.btf import VMLINUX_BTF
@@ -44,6 +45,20 @@ IDLE_WAIT_S = 0.2
 LOSS_CHECK_INTERVAL_S = 0.1
 
 
+def buffer_candidates(setting: str, report: ProbeReport | None = None) -> list[BufferMode]:
+    """Buffer modes to try in order: the configured one, or for `auto` the ring buffer then perf buffers.
+
+    With a capability report that found no ring buffer map, `auto` goes straight to perf buffers.
+    """
+    if setting == "ring_buffer":
+        return ["ring_buffer"]
+    if setting == "perf_buffer":
+        return ["perf_buffer"]
+    if report is not None and "ringbuf" in report.features and not report.feature("ringbuf"):
+        return ["perf_buffer"]
+    return ["ring_buffer", "perf_buffer"]
+
+
 class Discovery:
     """Live service discovery (Component protocol: start / stop / status)."""
 
@@ -58,12 +73,14 @@ class Discovery:
         btf_path: Path | None = VMLINUX_BTF,
         agent_pids: Collection[int] | None = None,
         report_all_processes: bool = False,
+        probe_report: ProbeReport | None = None,
     ) -> None:
         self.settings = settings
         self.state_dir = state_dir
         self.registry = registry or ServiceRegistry()
         self._btf_path = btf_path
         self._report_all = report_all_processes
+        self._probe_report = probe_report
         self._exclusion = Exclusion(settings.exclude, agent_pids)
         self._stopping = threading.Event()
         self._paused = threading.Event()
@@ -133,12 +150,7 @@ class Discovery:
         )
 
     def _load_programs(self) -> None:
-        wanted = self.settings.buffer
-        modes: list[BufferMode]
-        if wanted == "auto":
-            modes = ["ring_buffer", "perf_buffer"]
-        else:
-            modes = ["perf_buffer" if wanted == "perf_buffer" else "ring_buffer"]
+        modes = buffer_candidates(self.settings.buffer, self._probe_report)
         for mode in modes:
             try:
                 self._proc = ProcEventsProgram(self.state_dir, self._layout, mode, self.settings.buffer_pages)

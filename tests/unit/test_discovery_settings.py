@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from coral_ebpf.capabilities.report import Feature, ProbeReport
 from coral_ebpf.config import parse_config_text
+from coral_ebpf.discovery.component import buffer_candidates
 from coral_ebpf.discovery.settings import DiscoverySettings
 from coral_ebpf.errors import ConfigError
 
@@ -43,3 +45,17 @@ def test_bad_values_name_key_and_line(text: str, line: int, key: str) -> None:
 def test_unknown_key_is_rejected() -> None:
     with pytest.raises(ConfigError, match=r"unknown key 'discovery\.poll_interval'"):
         parse_config_text("discovery:\n  poll_interval: 5s\n", source="c.yaml")
+
+
+def _report(ringbuf: bool | None) -> ProbeReport:
+    features = {} if ringbuf is None else {"ringbuf": Feature(ringbuf, "trial map")}
+    return ProbeReport(kernel={}, features=features, components={})
+
+
+def test_buffer_choice_follows_setting_then_capability_report() -> None:
+    assert buffer_candidates("ring_buffer", _report(False)) == ["ring_buffer"]  # explicit wins
+    assert buffer_candidates("perf_buffer") == ["perf_buffer"]
+    assert buffer_candidates("auto") == ["ring_buffer", "perf_buffer"]
+    assert buffer_candidates("auto", _report(True)) == ["ring_buffer", "perf_buffer"]
+    assert buffer_candidates("auto", _report(False)) == ["perf_buffer"]
+    assert buffer_candidates("auto", _report(None)) == ["ring_buffer", "perf_buffer"]  # not probed: try
