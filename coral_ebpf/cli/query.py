@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from coral_ebpf.agent.control import ControlClient
 from coral_ebpf.cli._common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -28,9 +29,13 @@ from coral_ebpf.units import parse_duration
 def execute(config: AgentConfig, kind: str, params: dict[str, Any]) -> dict[str, Any]:
     """Run one query and return its JSON-ready result.
 
-    Today this opens the database file read-only, which works while no agent holds it; the
-    agent's control socket (which runs `run_query` inside the agent) takes over when one runs.
+    A running agent owns the database file, so when its control socket answers the query runs
+    inside the agent; otherwise the file is opened read-only here.
     """
+    client = ControlClient(config.control.socket)
+    if client.available():
+        result: dict[str, Any] = client.query(kind, params)
+        return result
     connection = open_read_only(config.storage.path)
     try:
         return run_query(connection, kind, params)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import duckdb
@@ -26,3 +26,19 @@ def run_query(connection: duckdb.DuckDBPyConnection, kind: str, params: Mapping[
     if kind == "traces":
         return find_traces(connection, TraceParams.from_dict(params))
     raise QueryError(f"unknown query kind {kind!r}; known: {', '.join(QUERY_KINDS)}")
+
+
+def query_executor(reader: Callable[[], duckdb.DuckDBPyConnection]) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
+    """`run_query` on a fresh reader connection per call (closed after), for the control socket.
+
+    `reader` is normally `Storage.reader`: queries run inside the agent, on the file it holds.
+    """
+
+    def execute(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+        connection = reader()
+        try:
+            return run_query(connection, kind, params)
+        finally:
+            connection.close()
+
+    return execute

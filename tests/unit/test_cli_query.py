@@ -151,3 +151,32 @@ def test_help_for_every_kind(capsys: pytest.CaptureFixture[str]) -> None:
             main(["query", kind, "--help"])
         assert exited.value.code == 0
         assert "--since" in capsys.readouterr().out
+
+
+def test_queries_go_through_a_running_agent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from coral_ebpf.agent.control import ControlServer
+    from coral_ebpf.query.dispatch import query_executor
+
+    socket_path = tmp_path / "run" / "control.sock"
+    config = tmp_path / "config.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\ncontrol:\n  socket: {socket_path}\n")
+    now = time.time_ns()
+    resource = beyla_resource("live")
+    with data_path(tmp_path / "state") as (storage, processor):
+        histogram = CumulativeHistogram("http.server.request.duration", start_ns=now - 10 * SECOND_NS)
+        histogram.record(http_server_attributes(resource, "GET", "/live", 200), 0.02, 3)
+        processor.consume_metrics(metrics_request(resource, [histogram.export(now)]))
+        storage.flush()
+        server = ControlServer(socket_path, status=lambda: {"state": "running"}, query=query_executor(storage.reader))
+        server.start()
+        try:
+            # The agent holds the database file: only the control socket can answer.
+            code, out, _ = run(capsys, "query", "http", "--json", "--config", str(config))
+            assert code == 0
+            (row,) = json.loads(out)
+            assert (row["service"], row["route"], row["requests"]) == ("live", "/live", 3)
+            code, _, err = run(capsys, "query", "traces", "--trace-id", "zz", "--config", str(config))
+            assert code == 2 and "trace id" in err
+            assert server.status()["requests"] == 1
+        finally:
+            server.stop(5)
