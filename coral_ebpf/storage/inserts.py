@@ -1,15 +1,19 @@
-"""One INSERT per table per write, from an Arrow table.
+"""One INSERT per table per write, from an Arrow table; span deduplication.
 
 Spans are deduplicated on (trace_id, span_id): a sender that retries a request whose answer
-it never saw must not double-count. The check is an anti-join against the stored rows whose
-start_time lies in the batch's range (DuckDB skips the other row groups by their min/max
-zone maps); duplicates inside the batch itself are removed first when there are any. Rows
-that are not inserted never draw a seq_id, so a puller sees no false gaps from them.
+it never saw must not double-count. Such a retry comes within the sender's retry budget
+(seconds to a few minutes), so a new span is compared with the spans *inserted* recently:
+an anti-join against the rows with `seq_id` above a floor (`SpanWindow`). seq_id follows
+insertion order, so DuckDB's min/max zone maps skip every older row group, whatever the spans'
+own start times (a long-running span does not widen the search). Duplicates inside the batch
+are removed too. Rows not inserted never draw a seq_id, so a puller sees no false gaps.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import time
+from collections import deque
+from collections.abc import Callable
 
 import duckdb
 import pyarrow as pa
@@ -17,12 +21,46 @@ import pyarrow.compute as pc
 
 from coral_ebpf.storage.schema import RESOURCES, SPANS, TABLES
 
-_EPOCH = dt.datetime(1970, 1, 1)
 _BATCH_VIEW = "__coral_batch"
 
+# How far back a re-sent span is recognised: by insertion time, and at most this many rows.
+DEDUPE_WINDOW_SECONDS = 600.0
+DEDUPE_MAX_ROWS = 2_000_000
 
-def _as_timestamp(ns: int, offset_us: int) -> dt.datetime:
-    return _EPOCH + dt.timedelta(microseconds=ns // 1000 + offset_us)
+
+class SpanWindow:
+    """The seq_id above which lie the spans inserted in the last DEDUPE_WINDOW_SECONDS."""
+
+    def __init__(self, max_seq: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_seq = max_seq
+        self._clock = clock
+        # (time of a write, max seq_id before it). Rows stored before the agent started count
+        # as written at start: a sender retrying across an agent restart is caught too.
+        self._writes: deque[tuple[float, int]] = deque([(clock(), 0)])
+
+    @classmethod
+    def for_table(cls, connection: duckdb.DuckDBPyConnection) -> SpanWindow:
+        row = connection.execute(f"SELECT coalesce(max(seq_id), 0) FROM {SPANS.name}").fetchone()
+        return cls(int(row[0]) if row else 0)
+
+    def floor(self) -> int:
+        horizon = self._clock() - DEDUPE_WINDOW_SECONDS
+        while self._writes and self._writes[0][0] <= horizon:
+            self._writes.popleft()
+        by_time = self._writes[0][1] if self._writes else self.max_seq
+        return max(by_time, self.max_seq - DEDUPE_MAX_ROWS, 0)
+
+    def wrote(self, max_seq_before: int, max_seq_after: int) -> None:
+        self._writes.append((self._clock(), max_seq_before))
+        self.max_seq = max(self.max_seq, max_seq_after)
+
+    def refresh(self, connection: duckdb.DuckDBPyConnection) -> None:
+        """Record a write that just committed (reads the new highest seq_id)."""
+        before = self.max_seq
+        row = connection.execute(
+            f"SELECT coalesce(max(seq_id), 0) FROM {SPANS.name} WHERE seq_id > ?", [before]
+        ).fetchone()
+        self.wrote(before, int(row[0]) if row else before)
 
 
 def _has_repeated_span_ids(table: pa.Table) -> bool:
@@ -34,7 +72,7 @@ def _has_repeated_span_ids(table: pa.Table) -> bool:
 def _span_insert_sql(columns: str, deduplicate_batch: bool) -> str:
     sql = (
         f"INSERT INTO {SPANS.name} ({columns}) SELECT {columns} FROM {_BATCH_VIEW} AS b "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {SPANS.name} AS s WHERE s.start_time BETWEEN $lo AND $hi "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {SPANS.name} AS s WHERE s.seq_id > $floor "
         "AND s.span_id = b.span_id AND s.trace_id_lo = b.trace_id_lo AND s.trace_id_hi = b.trace_id_hi)"
     )
     if deduplicate_batch:
@@ -53,16 +91,20 @@ ON CONFLICT (resource_id) DO UPDATE SET last_seen = greatest({RESOURCES.name}.la
 """
 
 
-def insert_table(connection: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> int:
-    """Insert `table` into `name`; return the number of rows actually inserted."""
+def insert_table(
+    connection: duckdb.DuckDBPyConnection, name: str, table: pa.Table, span_window: SpanWindow | None = None
+) -> int:
+    """Insert `table` into `name`; return the number of rows actually inserted.
+
+    Spans are checked against the spans above `span_window.floor()` (all spans without one).
+    """
     columns = ", ".join(TABLES[name].column_names)
     connection.register(_BATCH_VIEW, table)
     try:
         if name == SPANS.name:
-            bounds = pc.min_max(table.column("start_time").cast(pa.int64()))
-            # DuckDB rounds ns to us on the way into TIMESTAMP; a little slack covers it.
-            params = {"lo": _as_timestamp(bounds["min"].as_py(), -1), "hi": _as_timestamp(bounds["max"].as_py(), 2)}
-            result = connection.execute(_span_insert_sql(columns, _has_repeated_span_ids(table)), params).fetchone()
+            floor = span_window.floor() if span_window is not None else 0
+            sql = _span_insert_sql(columns, _has_repeated_span_ids(table))
+            result = connection.execute(sql, {"floor": floor}).fetchone()
         elif name == RESOURCES.name:
             result = connection.execute(_RESOURCE_UPSERT).fetchone()
         else:

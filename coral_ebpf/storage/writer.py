@@ -24,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from coral_ebpf.storage.database import open_for_writing, read_metadata, wal_path
-from coral_ebpf.storage.inserts import insert_table
+from coral_ebpf.storage.inserts import SpanWindow, insert_table
 from coral_ebpf.storage.retention import delete_expired
 from coral_ebpf.storage.schema import METRIC_TABLES, SPANS, TABLES
 from coral_ebpf.storage.umask import PrivateUmask
@@ -89,6 +89,7 @@ class Storage:
         self._clock = wall_clock
         self._queue: queue.Queue[Batch] = queue.Queue(maxsize=settings.queue_max_batches)
         self._connection: duckdb.DuckDBPyConnection | None = None
+        self._span_window: SpanWindow | None = None
         self._reader_root: duckdb.DuckDBPyConnection | None = None
         self._reader_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -118,6 +119,7 @@ class Storage:
         self.session_id = read_metadata(self._connection)["session_id"]
         self.resume_after = self._latest_metric_time(self._connection)
         self._reader_root = self._connection.cursor()
+        self._span_window = SpanWindow.for_table(self._connection)
         self._accepting = True
         self._set_state("running")
         self._thread = threading.Thread(target=self._run, name="storage-writer", daemon=True)
@@ -291,7 +293,7 @@ class Storage:
             written: dict[str, tuple[int, int]] = {}
             for name, tables in grouped.items():
                 combined = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-                written[name] = (combined.num_rows, insert_table(connection, name, combined))
+                written[name] = (combined.num_rows, insert_table(connection, name, combined, self._span_window))
             connection.execute("COMMIT")
         except BaseException:
             try:
@@ -299,6 +301,8 @@ class Storage:
             except duckdb.Error:
                 log.debug("rollback after a failed write also failed", exc_info=True)
             raise
+        if SPANS.name in written and self._span_window is not None:
+            self._span_window.refresh(connection)
         counters = self._counters
         for name, (offered, inserted) in written.items():
             counters.rows_written[name] += inserted

@@ -256,3 +256,29 @@ def test_status_reports_the_queue_and_writes(tmp_path: Path) -> None:
     assert status["batches_written"] == 1
     assert status["last_write"] is not None and status["db_size_bytes"] > 0
     assert status["state"] == "running"
+
+
+def test_span_window_floor_follows_insertion_time() -> None:
+    from coral_ebpf.storage.inserts import DEDUPE_MAX_ROWS, DEDUPE_WINDOW_SECONDS, SpanWindow
+
+    now = [1000.0]
+    window = SpanWindow(max_seq=50, clock=lambda: now[0])
+    assert window.floor() == 0, "rows stored before start are checked during the first window"
+    now[0] += 10
+    window.wrote(50, 80)
+    now[0] += DEDUPE_WINDOW_SECONDS - 5  # start is out of the window, the write at +10 is in
+    assert window.floor() == 50
+    now[0] += 10
+    assert window.floor() == 80, "no write left in the window: nothing older is checked"
+    window.wrote(80, 80 + 3 * DEDUPE_MAX_ROWS)
+    assert window.floor() == 80 + 2 * DEDUPE_MAX_ROWS, "the row cap bounds the work per insert"
+
+
+def test_resent_spans_are_recognised_after_an_agent_restart(tmp_path: Path) -> None:
+    request, _ = spans_request(30)
+    with data_path(tmp_path) as (_, processor):
+        processor.consume_traces(request)  # type: ignore[arg-type]
+    with data_path(tmp_path) as (storage, processor):
+        processor.consume_traces(request)  # type: ignore[arg-type]
+        storage.flush()
+        assert count_spans(storage) == 30
