@@ -94,14 +94,17 @@ def _prepare_parent(path: Path) -> None:
         os.chmod(directory, 0o700)
 
 
-def open_for_writing(path: Path) -> duckdb.DuckDBPyConnection:
+def open_for_writing(path: Path, memory_limit: int | None = None) -> duckdb.DuckDBPyConnection:
     """Open (creating if needed) the agent's database and bring its schema up to date.
 
     The caller must hold a `PrivateUmask` for as long as the connection writes.
     """
     _prepare_parent(path)
+    config: dict[str, str | bool | int | float | list[str]] = {}
+    if memory_limit is not None:
+        config["memory_limit"] = f"{memory_limit}B"
     try:
-        connection = duckdb.connect(str(path))
+        connection = duckdb.connect(str(path), config=config)
     except duckdb.Error as exc:
         raise _translate(exc, path, read_only=False) from exc
     try:

@@ -112,7 +112,7 @@ class Storage:
     def start(self) -> None:
         self._umask.acquire()
         try:
-            self._connection = open_for_writing(self.path)
+            self._connection = open_for_writing(self.path, self.settings.memory_limit)
         except BaseException:
             self._umask.release()
             raise
@@ -372,6 +372,7 @@ class Storage:
             "last_error": counters.last_error,
             "rows_lost": counters.rows_lost,
             "retention_seconds": self.settings.retention,
+            "memory_limit_bytes": self.settings.memory_limit,
             "last_cleanup": counters.last_cleanup,
             "rows_expired": counters.rows_expired,
             "db_size_bytes": _size(self.path),

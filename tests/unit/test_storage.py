@@ -282,3 +282,21 @@ def test_resent_spans_are_recognised_after_an_agent_restart(tmp_path: Path) -> N
         processor.consume_traces(request)  # type: ignore[arg-type]
         storage.flush()
         assert count_spans(storage) == 30
+
+
+def test_memory_limit_is_applied(tmp_path: Path) -> None:
+    with data_path(tmp_path, memory_limit="64MiB") as (storage, _):
+        assert storage.reader().execute("SELECT current_setting('memory_limit')").fetchone() == ("64.0 MiB",)
+        assert storage.status()["memory_limit_bytes"] == 64 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("retention", "0s", "retention"), ("cleanup_interval", "0", "cleanup_interval"),
+     ("memory_limit", "1MiB", "memory_limit"), ("queue_max_batches", "0", "queue_max_batches")],
+)
+def test_bad_storage_settings_are_rejected(tmp_path: Path, key: str, value: str, message: str) -> None:
+    from coral_ebpf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        config_for(tmp_path, **{key: value})
