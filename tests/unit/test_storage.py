@@ -300,3 +300,19 @@ def test_bad_storage_settings_are_rejected(tmp_path: Path, key: str, value: str,
 
     with pytest.raises(ConfigError, match=message):
         config_for(tmp_path, **{key: value})
+
+
+def test_a_resource_stays_while_rows_refer_to_it(tmp_path: Path) -> None:
+    clock = [time.time()]
+    with data_path(tmp_path, wall_clock=lambda: clock[0], retention="1h", cleanup_interval="1h") as (
+        storage,
+        processor,
+    ):
+        # The sender's clock runs two hours ahead of the agent's.
+        ahead, _ = spans_request(3, start_ns=NOW + 2 * 3600 * 10**9)
+        processor.consume_traces(ahead)  # type: ignore[arg-type]
+        storage.flush()
+        clock[0] += 1.5 * 3600  # the resource was last seen 1.5 h ago; its spans are not expired
+        assert storage.run_cleanup()
+        rows = storage.reader().execute("SELECT count(*), count(resource_attributes) FROM otel_spans").fetchone()
+        assert rows == (3, 3)
