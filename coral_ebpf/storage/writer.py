@@ -113,13 +113,13 @@ class Storage:
         self._umask.acquire()
         try:
             self._connection = open_for_writing(self.path, self.settings.memory_limit)
+            self.session_id = read_metadata(self._connection)["session_id"]
+            self.resume_after = self._latest_metric_time(self._connection)
+            self._reader_root = self._connection.cursor()
+            self._span_window = SpanWindow.for_table(self._connection)
         except BaseException:
-            self._umask.release()
+            self._close()
             raise
-        self.session_id = read_metadata(self._connection)["session_id"]
-        self.resume_after = self._latest_metric_time(self._connection)
-        self._reader_root = self._connection.cursor()
-        self._span_window = SpanWindow.for_table(self._connection)
         self._accepting = True
         self._set_state("running")
         self._thread = threading.Thread(target=self._run, name="storage-writer", daemon=True)
@@ -131,7 +131,8 @@ class Storage:
 
     def stop(self, timeout: float) -> None:
         """Refuse new batches, write everything queued, checkpoint and close within `timeout`."""
-        self._accepting = False
+        with self._done:  # no submit() is between its check and its put once this is set
+            self._accepting = False
         if self._thread is None:
             return
         self._set_state("stopping")
@@ -168,9 +169,9 @@ class Storage:
 
     def submit(self, batch: Batch) -> None:
         """Queue `batch` for writing without blocking; raise if full or closed."""
-        if not self._accepting:
-            raise StorageClosedError(f"storage is {self._state}")
         with self._done:
+            if not self._accepting:
+                raise StorageClosedError(f"storage is {self._state}")
             try:
                 self._queue.put_nowait(batch)
             except queue.Full:

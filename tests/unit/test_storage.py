@@ -316,3 +316,35 @@ def test_a_resource_stays_while_rows_refer_to_it(tmp_path: Path) -> None:
         assert storage.run_cleanup()
         rows = storage.reader().execute("SELECT count(*), count(resource_attributes) FROM otel_spans").fetchone()
         assert rows == (3, 3)
+
+
+def test_every_acknowledged_span_is_stored_when_stop_races_with_senders(tmp_path: Path) -> None:
+    acknowledged = [0] * 4
+    stop_senders = threading.Event()
+
+    def sender(index: int, processor: Any) -> None:
+        while not stop_senders.is_set():
+            request, _ = spans_request(20)
+            try:
+                processor.consume_traces(request)
+            except (QueueFullError, ConsumerUnavailableError):
+                continue
+            acknowledged[index] += 20
+
+    with data_path(tmp_path, queue_max_batches=4, flush_interval="0.05s") as (storage, processor):
+        threads = [threading.Thread(target=sender, args=(i, processor)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        storage.stop(30)  # while the senders keep sending
+        stop_senders.set()
+        for thread in threads:
+            thread.join()
+        path = storage.path
+    connection = open_read_only(path)
+    try:
+        row = connection.execute("SELECT count(*) FROM otel_spans_raw").fetchone()
+    finally:
+        connection.close()
+    assert sum(acknowledged) > 0
+    assert row == (sum(acknowledged),)
