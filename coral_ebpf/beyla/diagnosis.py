@@ -73,10 +73,10 @@ def diagnose_line(line: LogLine) -> Diagnosis | None:
     text = f"{message} {error}"
     if line.stream == "stderr" and message.startswith("coral-ebpf wrapper:"):
         return Diagnosis("start_failed", message.removeprefix("coral-ebpf wrapper: "), "", False, line.raw)
-    if _has(error, "kernel version") and _has(error, "not supported"):
-        return Diagnosis("kernel_too_old", error, KERNEL_FIX, False, line.raw)
     if _has(text, "CONFIG_DEBUG_INFO_BTF", "no BTF found", "load kernel spec", "btf: not supported"):
         return Diagnosis("no_btf", error or message, BTF_FIX, False, line.raw)
+    if _has(error, "kernel version") and _has(error, "minimum required version"):
+        return Diagnosis("kernel_too_old", error, KERNEL_FIX, False, line.raw)
     if _has(text, "capabilities are required", "Required system capabilities"):
         return Diagnosis("capabilities", error or message, CAPS_FIX, False, line.raw)
     if _has(text, "MEMLOCK", "memlock"):
