@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from coral_ebpf.beyla import health, process
-from coral_ebpf.beyla.diagnosis import WATCHER_FAILURE
+from coral_ebpf.beyla.diagnosis import WATCHER_FAILURE, diagnose_line
 from coral_ebpf.beyla.logparse import LogLine, parse_line
 from coral_ebpf.beyla.render import RenderedConfig
 from coral_ebpf.discovery.model import ServiceEntry
@@ -30,7 +30,8 @@ _RESERVED_FIELDS = {"ts", "level", "logger", "msg", "source", "error", "beyla_pi
 class Observations:
     """What the reader and health threads saw; read and written under the supervisor's lock."""
 
-    first_error: LogLine | None = None
+    first_error: LogLine | None = None  # the first ERROR line that names a cause Beyla stops for
+    last_error: LogLine | None = None
     watcher_failure: LogLine | None = None
     warnings: list[str] = field(default_factory=list)
     instrumented: int = 0
@@ -83,6 +84,10 @@ class BeylaInstance:
         for thread in self._threads:
             thread.start()
 
+    def exit_line(self) -> LogLine | None:
+        """The line that best explains an exit: the first one naming a cause, else the last ERROR line."""
+        return self.seen.first_error or self.seen.last_error
+
     @property
     def pid(self) -> int:
         return self.child.pid
@@ -115,10 +120,13 @@ class BeylaInstance:
     def _observe(self, line: LogLine) -> None:
         seen = self.seen
         seen.recent.append(line.raw)
-        if line.message == WATCHER_FAILURE and seen.watcher_failure is None:
-            seen.watcher_failure = line
-        elif line.level == "ERROR" and seen.first_error is None:
-            seen.first_error = line
+        if line.message == WATCHER_FAILURE:
+            if seen.watcher_failure is None:
+                seen.watcher_failure = line
+        elif line.level == "ERROR":
+            seen.last_error = line
+            if seen.first_error is None and diagnose_line(line) is not None:
+                seen.first_error = line
         if line.message.startswith(INSTRUMENTING):
             seen.instrumented += 1
         if line.message == CAPABILITY_WARNING:

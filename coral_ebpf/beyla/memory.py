@@ -134,10 +134,11 @@ def _try_cgroup1(root: Path, own: dict[str, str], name: str, limit: int) -> Memo
     return MemoryGuard("cgroup1", limit, child)
 
 
-def prepare(limit: int | None, *, root: Path = CGROUP_ROOT, instance: str = "") -> MemoryGuard:
+def prepare(limit: int | None, *, root: Path | None = None, instance: str = "") -> MemoryGuard:
     """The strongest hard limit available for one Beyla start (see the module docstring)."""
     if not limit:
         return MemoryGuard.none()
+    root = CGROUP_ROOT if root is None else root
     name = f"coral-ebpf-beyla-{os.getpid()}{('-' + instance) if instance else ''}"
     try:
         own = _own_cgroups()

@@ -96,6 +96,11 @@ class BeylaSupervisor:
     # ---------------------------------------------------------------- Component interface
 
     @property
+    def static_attributes(self) -> dict[str, str]:
+        """`beyla.attributes`, which the receiver adds to Beyla's data (see coral_ebpf.beyla.attributes)."""
+        return dict(self.settings.attributes)
+
+    @property
     def work_dir(self) -> Path:
         return self.settings.work_dir
 
@@ -333,10 +338,10 @@ class BeylaSupervisor:
         status = instance.child.popen.returncode
         self._record_exit(status)
         with self._cond:
-            first_error = instance.seen.first_error
+            exit_line = instance.exit_line()
         diagnosis = diagnose_exit(
             status,
-            first_error,
+            exit_line,
             oom_kills=guard.oom_kills(),
             memory_limit=guard.limit if guard.method != "none" else None,
         )
@@ -384,7 +389,9 @@ class BeylaSupervisor:
             return
         delay = min(restart.backoff_initial * 2 ** (self._consecutive_failures - 1), restart.backoff_max)
         self._restart_at = time.monotonic() + delay
-        self._set_state("backoff", reason=diagnosis.message, delay=delay, attempt=self._consecutive_failures)
+        self._set_state(
+            "backoff", reason=diagnosis.message, kind=diagnosis.kind, delay=delay, attempt=self._consecutive_failures
+        )
 
     def _record_exit(self, status: int | None) -> None:
         self._last_exit_code = status
@@ -546,6 +553,7 @@ class BeylaSupervisor:
                 "next_restart_in": None if self._restart_at is None else max(0.0, self._restart_at - now),
                 "config_rejected": self._config_rejected,
                 "last_stop": self._last_stop,
+                "static_attributes": dict(self.settings.attributes),
                 "memory_guard": {
                     "gomemlimit": self.settings.limits.memory_soft,
                     **(self._last_guard.describe() if self._last_guard else memory.MemoryGuard.none().describe()),

@@ -91,7 +91,12 @@ def _config(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.current:
         path = config.beyla.work_dir / CONFIG_FILE
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CoralError(
+                f"cannot read {path}: {exc.strerror}", "the agent writes it when it starts Beyla ('coral-ebpf start')"
+            ) from exc
         if args.json:
             print_json({"path": str(path), "config": yaml.safe_load(text)})
         else:

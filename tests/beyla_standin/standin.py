@@ -311,7 +311,9 @@ def main(schema_path: str) -> None:
     rejected = set(control.get("reject_ports", ()))
     if rejected and any(rejected & set(parse_ports(s.get("open_ports", "0"))) for s in selectors(config)):
         fatal(log, "wrong Beyla configuration", "discovery.instrument: port rejected by the stand-in's control file")
-    if fail == "wrong_configuration":
+    # coral-ebpf's version probe config is valid: a configuration failure does not apply to it.
+    probe = config.get("enforce_sys_caps") is True and config.get("open_port") == 1
+    if fail == "wrong_configuration" and not probe:
         fatal(log, *FAILURES[fail])
     metrics_cfg = config.get("otel_metrics_export") or {}
     traces_cfg = config.get("otel_traces_export") or {}
@@ -401,9 +403,21 @@ def main(schema_path: str) -> None:
     while not stop.wait(0.1):
         if exit_after is not None and time.monotonic() - started >= float(exit_after):
             os._exit(int(control.get("exit_code", 0)))
+    # Like Beyla: flush what is buffered, but give up after shutdown_timeout (default 10s).
     if telemetry is not None:
-        telemetry.shutdown()
-    sys.exit(0)
+        flusher = threading.Thread(target=telemetry.shutdown, daemon=True)
+        flusher.start()
+        flusher.join(timeout=_seconds(str(config.get("shutdown_timeout", "10s"))))
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def _seconds(text: str) -> float:
+    if text.endswith("ms"):
+        return float(text[:-2]) / 1000
+    if text.endswith("m"):
+        return float(text[:-1]) * 60
+    return float(text.rstrip("s"))
 
 
 if __name__ == "__main__":
