@@ -71,7 +71,7 @@ def test_starts_healthy_with_a_clean_environment_and_full_status(
     caplog.set_level(logging.INFO, logger="coral_ebpf.beyla")
     supervisor, bindir = make()
     supervisor.start()
-    status = wait_for(supervisor, lambda s: s["state"] == "running")
+    status = wait_for(supervisor, lambda s: s["state"] == "running" and s["health"]["instrumented_processes"] == 1)
     assert set(status) >= STATUS_FIELDS
     assert (status["version"], status["dialect"], status["restarts"], status["diagnosis"]) == ("v3.35.0", "v3.20", 0,
                                                                                                None)

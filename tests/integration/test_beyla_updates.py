@@ -119,3 +119,16 @@ def test_config_rejected_by_the_schema_keeps_the_old_instance_running(
     assert f"port {bad_port} refused" in status["config_rejected"]["diagnosis"]["message"]
     assert status["pid"] == pid and status["state"] == "running" and len(runs(bindir)) == before
     assert "backoff" not in states(supervisor)
+
+
+def test_a_configuration_beyla_rejected_is_not_retried_for_the_same_services(
+    started: Any, services: list[ServiceEntry]
+) -> None:
+    supervisor, bindir = started({"reject_ports": [services[1].ports[0]]})
+    supervisor.update_services([services[0], services[1]])
+    status = wait_for(supervisor, lambda s: s["config_rejected"] is not None and s["state"] == "running")
+    before = len(runs(bindir))
+    supervisor.update_services([services[1], services[0]])
+    wait_for(supervisor, lambda s: not s["pending_update"])
+    time.sleep(0.5)
+    assert len(runs(bindir)) == before and supervisor.status()["pid"] == status["pid"]
