@@ -9,7 +9,8 @@ any agent setting the detected release cannot carry.
 - v2 (v2.5-v2.x): `discovery.instrument` / `discovery.exclude_instrument` globs;
   `otel_metrics_export.features`; no /healthz.
 - v3 (v3.0-v3.19): as v2, with `metrics.features`; no /healthz.
-- v3.20 (v3.20 and later): as v3, with `health_check.port` (/healthz on loopback).
+- v3.20 (v3.20 and later): as v3, with `health_check.port` (/healthz on loopback), and the agent's
+  pid excluded with a `target_pids` selector as well (a key Beyla would ignore if it did not know it).
 
 Sources: beyla-facts.md §2 (`discovery.instrument` absent in v2.2.4, present in v2.5.1;
 `otel_metrics_export.features` deprecated in v3 for `metrics.features`; `health_check`
@@ -71,6 +72,7 @@ class Dialect:
     instrument_globs: bool  # discovery.instrument / exclude_instrument (else top-level open_port)
     features_key: str | None  # where `features: [application]` goes; None: leave Beyla's default
     health_check: bool
+    selector_pids: bool = False  # `target_pids` inside a selector (in the v3.31 schema; assumed from v3.20)
 
     @property
     def description(self) -> str:
@@ -80,7 +82,7 @@ class Dialect:
 LEGACY = Dialect("legacy", instrument_globs=False, features_key=None, health_check=False)
 V2 = Dialect("v2", instrument_globs=True, features_key="otel_metrics_export", health_check=False)
 V3 = Dialect("v3", instrument_globs=True, features_key="metrics", health_check=False)
-V3_20 = Dialect("v3.20", instrument_globs=True, features_key="metrics", health_check=True)
+V3_20 = Dialect("v3.20", instrument_globs=True, features_key="metrics", health_check=True, selector_pids=True)
 DIALECTS = (LEGACY, V2, V3, V3_20)
 
 DIALECT_NOTES = {

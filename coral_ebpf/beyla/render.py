@@ -143,8 +143,10 @@ def _static_selectors(settings: BeylaSettings) -> list[dict[str, Any]]:
     return found
 
 
-def _exclusions(exclusion: SelfExclusion) -> list[dict[str, Any]]:
+def _exclusions(exclusion: SelfExclusion, dialect: Dialect) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = [{"cmd_args": glob} for glob in exclusion.agent_cmd_globs]
+    if dialect.selector_pids and exclusion.agent_pids:
+        rules.append({"target_pids": list(exclusion.agent_pids)})
     if exclusion.agent_ports:
         rules.append({"open_ports": _ports_text(exclusion.agent_ports)})
     if exclusion.beyla_binary is not None and _glob_safe(str(exclusion.beyla_binary)):
@@ -238,7 +240,7 @@ def render(
         metrics["features"] = ["application"]
 
     if dialect.instrument_globs:
-        document["discovery"] = {"instrument": selectors, "exclude_instrument": _exclusions(target.exclusion)}
+        document["discovery"] = {"instrument": selectors, "exclude_instrument": _exclusions(target.exclusion, dialect)}
     else:
         parts = _merge_port_parts(s["open_ports"] for s in selectors)
         selectors = [{"open_ports": parts}] if parts else []

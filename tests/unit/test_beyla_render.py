@@ -187,6 +187,8 @@ def test_exclusions_name_the_agent_its_ports_and_beyla() -> None:
     assert {"cmd_args": "*coral-ebpf*"} in exclusions
     assert {"open_ports": "4317,4318"} in exclusions
     assert {"exe_path": str(BEYLA)} in exclusions
+    assert {"target_pids": [4242]} in exclusions
+    assert not [rule for rule in rendered(dialect=V3)["discovery"]["exclude_instrument"] if "target_pids" in rule]
 
 
 def test_no_catch_all_rule_is_ever_emitted() -> None:
