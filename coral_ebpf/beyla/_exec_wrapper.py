@@ -13,6 +13,7 @@ message on stderr starts with `coral-ebpf wrapper:` so the supervisor can tell i
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -38,6 +39,10 @@ class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
+class _SetupError(Exception):
+    pass
+
+
 def _fail(message: str, code: int = 126) -> None:
     sys.stderr.write(f"coral-ebpf wrapper: {message}\n")
     sys.stderr.flush()
@@ -50,20 +55,25 @@ def _call(result: int, what: str) -> None:
         _fail(f"{what}: {os.strerror(err)}")
 
 
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        raise _SetupError(f"{what}: {os.strerror(ctypes.get_errno())}")
+
+
 def _drop_capabilities() -> None:
     """Leave no capability for the exec'd program, even as uid 0 (used for the version probe)."""
-    _call(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities")
+    _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities")
     header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
-    _call(_libc.capget(ctypes.byref(header), data), "capget")
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
     for item in data:
         item.inheritable = 0
-    _call(_libc.capset(ctypes.byref(header), data), "capset")
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
     with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as handle:
         last = int(handle.read())
     for cap in range(last + 1):
-        _call(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"drop capability {cap} from the bounding set")
-    _call(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
+        _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"drop capability {cap} from the bounding set")
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
 
 
 def main(argv: list[str]) -> None:
@@ -118,10 +128,13 @@ def main(argv: list[str]) -> None:
             resource.setrlimit(resource.RLIMIT_AS, (rlimit_as, rlimit_as))
         except (OSError, ValueError) as exc:
             _fail(f"cannot set RLIMIT_AS to {rlimit_as}: {exc}")
+    # Both are precautions for the version probe, which stops Beyla at its version line anyway:
+    # where the kernel or a seccomp policy refuses them, the probe still runs.
     if netns:
-        _call(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        _libc.unshare(CLONE_NEWNET)
     if drop_caps:
-        _drop_capabilities()
+        with contextlib.suppress(_SetupError, OSError):
+            _drop_capabilities()
     try:
         os.execv(command[0], command)
     except OSError as exc:
