@@ -156,7 +156,7 @@ def test_without_a_writable_cgroup_the_limit_is_rlimit_as(
 def test_no_cgroup_is_left_after_many_restarts(tmp_path: Path, service: ServiceEntry) -> None:
     supervisor = make(tmp_path, service, {"crash": {"times": 3}}, limits={"memory_max": "1GiB"})
     supervisor.start()
-    status = wait_for(supervisor, lambda s: s["state"] == "running")
+    status = wait_for(supervisor, lambda s: s["state"] == "running" and s["restarts"] == 2)
     supervisor.stop(15)
     if status["memory_guard"]["method"] in ("cgroup1", "cgroup2"):
         parent = Path(status["memory_guard"]["cgroup"]).parent

@@ -152,7 +152,7 @@ def test_fatal_errors_fail_at_once_with_a_diagnosis_and_a_fix(make: Any, failure
 def test_retryable_errors_back_off_and_recover(make: Any, failure: str, kind: str) -> None:
     supervisor, _ = make({"fail": failure, "fail_times": 3})  # the version probe is start 1
     supervisor.start()
-    status = wait_for(supervisor, lambda s: s["state"] == "running")
+    status = wait_for(supervisor, lambda s: s["state"] == "running" and s["restarts"] == 2)
     backoffs = [e for e in supervisor.history() if e["state"] == "backoff"]
     assert len(backoffs) == 2 and status["restarts"] == 2
     assert status["last_exit_code"] == 255
@@ -181,7 +181,8 @@ def test_crash_loop_backs_off_exponentially_then_fails(make: Any) -> None:
 def test_backoff_starts_over_after_a_healthy_period(make: Any) -> None:
     supervisor, _bindir = make({"crash": {"times": 3}})  # probe + two crashing starts
     supervisor.start()
-    status = wait_for(supervisor, lambda s: s["state"] == "running")
+    # (/healthz may answer before a crashing start crashes, so wait for the third start, not the first "running")
+    status = wait_for(supervisor, lambda s: s["state"] == "running" and s["restarts"] == 2)
     assert [e["delay"] for e in supervisor.history() if e["state"] == "backoff"] == [0.05, 0.1]
     wait_for(supervisor, lambda s: s["consecutive_failures"] == 0)  # healthy_reset: 1s
     os.kill(status["pid"], signal.SIGKILL)
