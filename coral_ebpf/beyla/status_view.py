@@ -89,6 +89,10 @@ def build(
         "probe_warning": record.probe_warning,
         "warnings": list(seen.warnings) if seen else [],
         "services": len(instance.rendered.selectors) if instance else 0,
+        "skipped_services": [
+            {"pid": skipped.pid, "name": skipped.name, "reason": skipped.reason}
+            for skipped in (instance.rendered.skipped if instance else ())
+        ],
         "pending_update": pending_update,
         "next_restart_in": None if restart_at is None else max(0.0, restart_at - time.monotonic()),
         "config_rejected": record.config_rejected,

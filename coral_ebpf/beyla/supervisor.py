@@ -147,7 +147,7 @@ class BeylaSupervisor:
     def _run(self) -> None:
         try:
             self._detect_version(first=True)
-            if self._record.state != "failed":
+            if self._record.state != "failed" and not self._stop_requested:
                 self._launch(self._services)
             while True:
                 with self._cond:

@@ -77,6 +77,7 @@ def test_starts_healthy_with_a_clean_environment_and_full_status(
                                                                                                None)
     assert status["health"]["source"] == "healthz" and status["health"]["ok"] is True
     assert status["rss_bytes"] > 0 and status["probe_warning"] is None
+    assert status["services"] == 1 and status["skipped_services"] == []
     run = runs(bindir)[-1]  # runs[0] was the version probe
     assert run["pid"] == status["pid"] and run["pgid"] == status["pid"]  # its own process group
     assert run["argv"] == ["-config", status["config_path"]]
