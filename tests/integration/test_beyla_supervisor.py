@@ -272,3 +272,19 @@ def test_failing_healthz_degrades_then_restarts(make: Any) -> None:
     backoff = next(e for e in supervisor.history() if e["state"] == "backoff")
     assert "/healthz failed 3 times in a row" in backoff["reason"]
     assert status["last_stop"]["why"] == "unhealthy"
+
+
+def test_the_real_capability_probe_decides_whether_beyla_starts(make: Any, tmp_path: Path) -> None:
+    from coral_ebpf.capabilities import probe
+
+    report = probe(tmp_path / "probe-state", include_bcc=False)
+    verdict = report.verdict("beyla_application")
+    supervisor, bindir = make(probe=report)
+    supervisor.start()
+    if verdict.ok:
+        wait_for(supervisor, lambda s: s["state"] == "running")
+        return
+    # On a kernel without kprobes (the development machines) Beyla's application mode cannot work.
+    status = supervisor.status()
+    assert status["state"] == "unsupported" and status["diagnosis"]["message"] == verdict.reason
+    assert runs(bindir) == []
