@@ -115,7 +115,9 @@ def service_selectors(
         if entry.pid in exclusion.agent_pids or _excluded_by_cmd(entry, exclusion):
             skipped.append(SkippedService(entry.pid, entry.name, "the agent itself"))
             continue
-        if beyla_path and entry.exe == beyla_path:
+        # Beyla's own listener (/healthz) must never make it restart itself; a script (like the test
+        # stand-in, `python -I beyla ...`) shows the binary among its first arguments, not as its executable.
+        if beyla_path and (entry.exe == beyla_path or beyla_path in entry.cmdline[:3]):
             skipped.append(SkippedService(entry.pid, entry.name, "Beyla itself"))
             continue
         ports = [p for p in entry.ports if p not in exclusion.agent_ports and p > 0]

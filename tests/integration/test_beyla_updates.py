@@ -132,3 +132,20 @@ def test_a_configuration_beyla_rejected_is_not_retried_for_the_same_services(
     wait_for(supervisor, lambda s: not s["pending_update"])
     time.sleep(0.5)
     assert len(runs(bindir)) == before and supervisor.status()["pid"] == status["pid"]
+
+
+def test_beylas_own_listener_in_discovery_does_not_restart_it(started: Any, services: list[ServiceEntry]) -> None:
+    import psutil
+
+    from coral_ebpf.discovery.model import Listener
+
+    supervisor, bindir = started()
+    status = supervisor.status()
+    beyla = psutil.Process(status["pid"])
+    own = ServiceEntry(pid=beyla.pid, netns=0, name="beyla", exe=beyla.exe(), cmdline=tuple(beyla.cmdline()),
+                       listeners=(Listener(status["health"]["port"]),))
+    before = len(runs(bindir))
+    supervisor.update_services([services[0], own])
+    wait_for(supervisor, lambda s: not s["pending_update"])
+    time.sleep(0.5)
+    assert supervisor.status()["pid"] == status["pid"] and len(runs(bindir)) == before

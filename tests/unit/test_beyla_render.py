@@ -53,6 +53,7 @@ SERVICES = [
     service(4242, "/usr/bin/python3.11", 7777),  # the agent's own pid
     service(103, str(BEYLA), 6060),
     service(104, "/usr/bin/app (deleted)", 8081),
+    service(105, "/usr/bin/python3.11", 6061, cmd=("/usr/bin/python3.11", str(BEYLA), "-config", "x.yaml")),
 ]
 
 
@@ -170,7 +171,7 @@ def test_selectors_pair_ports_with_the_executable_and_skip_the_agent_and_beyla()
         {"open_ports": "8081"},  # deleted executable: a glob on it would never match
     ]
     reasons = {entry.pid: entry.reason for entry in skipped}
-    assert reasons == {102: "the agent itself", 4242: "the agent itself", 103: "Beyla itself"}
+    assert reasons == {102: "the agent itself", 4242: "the agent itself", 103: "Beyla itself", 105: "Beyla itself"}
 
 
 def test_agent_ports_are_never_instrumented_even_in_another_process() -> None:
