@@ -80,7 +80,7 @@ class SpanRows:
     per_sdk: Counter[str] = field(default_factory=Counter)
 
 
-_NOTHING_PROMOTED = (None,) * _PROMOTED_COUNT
+_NOTHING_PROMOTED: tuple[Any, ...] = (None,) * _PROMOTED_COUNT
 
 
 def _promote(promotions: list[tuple[int, int, Any]]) -> tuple[Any, ...]:
@@ -138,6 +138,8 @@ class SpanFlattener:
         self.agent_id = agent_id
         self._attributes = KeyValueCache(SPAN_PROMOTED)
         self._statuses: dict[bytes, tuple[int, str | None]] = {}
+        # Spans of one route share their promoted values (method, route, status, ...).
+        self._promoted: dict[tuple[tuple[int, int, Any], ...], tuple[Any, ...]] = {}
         self._resources: dict[bytes, ResourceInfo] = {}
         self._scopes: dict[bytes, tuple[str | None, str | None]] = {}
 
@@ -176,6 +178,7 @@ class SpanFlattener:
         cached = self._attributes.get
         decode = self._attributes.decode
         statuses = self._statuses
+        promoted_cache = self._promoted
         kinds = SPAN_KINDS
         trace_words = _TRACE_ID
         span_word = _SPAN_ID
@@ -230,7 +233,16 @@ class SpanFlattener:
                     except DecodeError:
                         reasons["undecodable attribute, status, event or link"] += 1
                         continue
-                    promoted = _NOTHING_PROMOTED if promotions is None else _promote(promotions)
+                    promoted: tuple[Any, ...] | None
+                    if promotions is None:
+                        promoted = _NOTHING_PROMOTED
+                    else:
+                        combination = tuple(promotions)
+                        promoted = promoted_cache.get(combination)
+                        if promoted is None:
+                            promoted = _promote(promotions)
+                            if len(promoted_cache) < 4096:
+                                promoted_cache[combination] = promoted
                     kind = span.kind
                     append(
                         (
