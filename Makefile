@@ -49,6 +49,10 @@ venv:
 	$(VENV_BIN)/python -m pip install -q -e '.[test]'
 	@$(VENV_BIN)/python -c "import bcc; assert hasattr(bcc, 'BPF'), 'wrong bcc module'; print('bcc:', bcc.__file__)"
 	@$(VENV_BIN)/coral-ebpf --version
+	@# So that `sudo coral-ebpf start` works: sudo's PATH includes /usr/local/bin, not the venv.
+	@if [ "$$(id -u)" = 0 ] && [ -z "$(NO_SYSTEM_LINK)" ]; then \
+	  ln -sfn "$(CURDIR)/$(VENV_BIN)/coral-ebpf" /usr/local/bin/coral-ebpf && \
+	  echo "linked /usr/local/bin/coral-ebpf -> $(CURDIR)/$(VENV_BIN)/coral-ebpf"; fi
 
 test: lint typecheck
 	$(VENV_BIN)/python -m pytest -q -ra tests/unit tests/integration
