@@ -265,6 +265,11 @@ class RedEngine:
             except Exception as exc:
                 log.exception("RED export failed", extra={"fields": {"error": str(exc)}})
 
+    def flush(self) -> None:
+        """Read every event waiting in the kernel buffer and export everything now."""
+        self._drain()
+        self.export_now()
+
     def export_now(self) -> None:
         """Hand everything aggregated so far to the consumer (the export thread calls this every interval)."""
         with self._export_lock:

@@ -73,10 +73,10 @@ class HttpRedProbe:
     def _wire_tail_calls(self) -> None:
         import bcc
 
-        tails = self._bpf["tails"]
+        tails = self._bpf[b"tails"]
         for slot, name in enumerate(TAIL_PROGRAMS):
             try:
-                fn = self._bpf.load_func(name, bcc.BPF.TRACEPOINT)
+                fn = self._bpf.load_func(name.encode(), bcc.BPF.TRACEPOINT)
             except Exception as exc:  # BCC raises bare Exception with the verifier's verdict
                 raise BpfCompileError(
                     f"BPF program {PROGRAM!r}: {name} failed to load: {exc}",
@@ -94,7 +94,7 @@ class HttpRedProbe:
                 return
             self._on_event(event)
 
-        events = self._bpf["events"]
+        events = self._bpf[b"events"]
         if self.transport == "ringbuf":
             events.open_ring_buffer(handle)
         else:
@@ -127,7 +127,7 @@ class HttpRedProbe:
             if self._bpf is None:
                 self._targets = wanted
                 return
-            table = self._bpf["targets"]
+            table = self._bpf[b"targets"]
             for tgid in wanted - self._targets:
                 table[ctypes.c_uint32(tgid)] = ctypes.c_uint8(1)
             removed = self._targets - wanted
@@ -139,7 +139,7 @@ class HttpRedProbe:
             self._targets = wanted
 
     def _forget_connections(self, tgids: set[int]) -> None:
-        conns = self._bpf["conns"]
+        conns = self._bpf[b"conns"]
         stale = [key for key in conns if key.tgid in tgids]
         for key in stale:
             with contextlib.suppress(KeyError):
@@ -148,7 +148,7 @@ class HttpRedProbe:
     def counters(self) -> dict[str, int]:
         if self._bpf is None:
             return {}
-        table = self._bpf["counters"]
+        table = self._bpf[b"counters"]
         result: dict[str, int] = {}
         for index, name in enumerate(COUNTER_NAMES):
             values = table[ctypes.c_int(index)]
