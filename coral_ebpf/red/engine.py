@@ -61,7 +61,7 @@ class RedEngine:
         self._departed: dict[int, ServiceInfo] = {}  # exited, their data not yet exported
         self._routes: dict[int, RouteResolver] = {}
         self._sockets = SocketResolver(self._hostname)
-        self._aggregator = DurationAggregator(settings.temporality)
+        self._aggregator = DurationAggregator(settings.temporality, time.time_ns())
         self._spans: deque[SpanRecord] = deque()
         self._clock_offset = time.time_ns() - time.monotonic_ns()
         self._state = "created"
@@ -278,11 +278,12 @@ class RedEngine:
             self._retry_at = 0.0
             self._clock_offset = time.time_ns() - time.monotonic_ns()
             with self._lock:
-                series = self._aggregator.take()
+                taken_at = time.time_ns()
+                series = self._aggregator.take(taken_at)
                 resources = {pid: info.resource for pid, info in {**self._departed, **self._services}.items()}
                 spans = list(self._spans)
                 self._spans.clear()
-            self._export_metrics(series, resources)
+            self._export_metrics(series, resources, taken_at)
             self._export_spans(spans, resources)
             self._last_export = time.time()
             if not self._retry_at:
@@ -294,10 +295,10 @@ class RedEngine:
         self._retry_at = time.monotonic() + max(0.05, exc.retry_after)
         log.info("consumer refused RED data, will retry", extra={"fields": {"retry_after": exc.retry_after}})
 
-    def _export_metrics(self, series: dict[Any, Any], resources: dict[int, list[Attribute]]) -> None:
+    def _export_metrics(self, series: dict[Any, Any], resources: dict[int, list[Attribute]], now_ns: int) -> None:
         if not series:
             return
-        request = metrics_request(series, resources, self._settings.temporality, time.time_ns())
+        request = metrics_request(series, resources, self._settings.temporality, now_ns)
         try:
             self._consumer.consume_metrics(request)
         except (QueueFullError, ConsumerUnavailableError) as exc:

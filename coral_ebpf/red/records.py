@@ -69,9 +69,10 @@ class Histogram:
 class DurationAggregator:
     """Histograms per (process, attribute set). Not thread-safe: the engine holds its lock."""
 
-    def __init__(self, temporality: str) -> None:
+    def __init__(self, temporality: str, now_ns: int) -> None:
         self.temporality = temporality
         self._series: dict[SeriesKey, Histogram] = {}
+        self._interval_start = now_ns  # delta points cover [previous export, this export]
 
     def __len__(self) -> int:
         return len(self._series)
@@ -80,13 +81,15 @@ class DurationAggregator:
         key = (tgid, attributes)
         histogram = self._series.get(key)
         if histogram is None:
-            histogram = self._series[key] = Histogram(start_ns=now_ns)
+            start = self._interval_start if self.temporality == "delta" else now_ns
+            histogram = self._series[key] = Histogram(start_ns=start)
         histogram.record(seconds)
 
-    def take(self) -> dict[SeriesKey, Histogram]:
+    def take(self, now_ns: int) -> dict[SeriesKey, Histogram]:
         """The series to export: delta hands them over and starts afresh; cumulative keeps them."""
         if self.temporality == "delta":
             series, self._series = self._series, {}
+            self._interval_start = now_ns
             return series
         return {
             key: Histogram(h.start_ns, list(h.counts), h.count, h.total, h.low, h.high)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import socket
 import time
@@ -290,5 +291,21 @@ def test_refused_exports_are_retried_without_loss(tmp_path: Path) -> None:
             assert consumer.refused == 3
             assert len(spans(consumer, proc.pid)) == 10
             assert red.status()["export_retries"] >= 1
+    finally:
+        red.stop(10)
+
+
+def test_perf_buffer_transport(tmp_path: Path) -> None:
+    """The fallback for kernels without ring buffers (< 5.8) carries the same records."""
+    consumer = CollectingConsumer()
+    red = RedEngine(dataclasses.replace(SETTINGS, event_transport="perf"), consumer, tmp_path)
+    red.start()
+    try:
+        assert red.status()["transport"] == "perf"
+        with server("python") as proc:
+            red.set_targets([proc.entry()])
+            mixed_traffic(proc.port)
+            got = wait_for(red.flush, consumer, proc.pid, sum(EXPECTED_MIX.values()))
+        assert dict(got) == EXPECTED_MIX
     finally:
         red.stop(10)
