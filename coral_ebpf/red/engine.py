@@ -22,8 +22,15 @@ from coral_ebpf.errors import CoralError
 from coral_ebpf.otlp.consumer import Consumer, ConsumerUnavailableError, QueueFullError
 from coral_ebpf.red.events import FLAG_INFERRED, RedEvent
 from coral_ebpf.red.probe import HttpRedProbe
-from coral_ebpf.red.records import Attribute, DurationAggregator, SpanRecord, metrics_request, traces_request
-from coral_ebpf.red.routes import RouteResolver
+from coral_ebpf.red.records import (
+    Attribute,
+    DurationAggregator,
+    SpanRecord,
+    metrics_request,
+    span_template,
+    traces_request,
+)
+from coral_ebpf.red.routes import RouteResolver, normalize_target
 from coral_ebpf.red.services import ServiceInfo, SocketResolver
 from coral_ebpf.red.settings import RedSettings
 
@@ -31,6 +38,7 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.1
 SPANS_PER_REQUEST = 2000
+KIND_CACHE_SIZE = 65536
 
 
 class RedEngine:
@@ -60,6 +68,7 @@ class RedEngine:
         self._services: dict[int, ServiceInfo] = {}
         self._departed: dict[int, ServiceInfo] = {}  # exited, their data not yet exported
         self._routes: dict[int, RouteResolver] = {}
+        self._kinds: dict[tuple[Any, ...], tuple[tuple[Attribute, ...], bool, bytes | None]] = {}
         self._sockets = SocketResolver(self._hostname)
         self._aggregator = DurationAggregator(settings.temporality, time.time_ns())
         self._spans: deque[SpanRecord] = deque()
@@ -173,62 +182,74 @@ class RedEngine:
                 elif known.entry != entry:
                     known.entry = entry  # new listeners: keep the resource, refresh the ports
                     self._sockets.forget(pid)
+            self._kinds.clear()
             if self._probe is not None:
                 self._probe.set_targets(self._services)
 
     # -- events ----------------------------------------------------------------------------
     def _on_event(self, event: RedEvent) -> None:
         with self._lock:
-            info = self._services.get(event.tgid)
-            routes = self._routes.get(event.tgid)
-            if info is None or routes is None:
-                self._stats["unknown_process"] += 1
-                return
+            kind = self._kinds.get(event.kind_key)
+            if kind is None:
+                kind = self._classify(event)
+                if kind is None:
+                    self._stats["unknown_process"] += 1
+                    return
             if event.closed_without_response and event.flags & FLAG_INFERRED:
                 return
-            route = routes.route(event.target, event.truncated)
-            address, port = self._sockets.server(info.entry, event.listen_fd, event.fd, event.peer_address)
-            seconds = max(0, event.end_ns - event.start_ns) / 1e9
-            status = event.status
-            attributes: tuple[Attribute, ...] = (
-                ("http.request.method", event.method),
-                ("http.response.status_code", status),
-                ("http.route", route),
-                ("url.scheme", "http"),
-                ("server.address", address),
-                ("server.port", port),
-                ("service.name", info.entry.name),
-            )
-            if info.namespace:
-                attributes += (("service.namespace", info.namespace),)
+            attributes, error, template = kind
             end_unix = event.end_ns + self._clock_offset
-            self._aggregator.record(event.tgid, attributes, seconds, end_unix)
+            self._aggregator.record(event.tgid, attributes, max(0, event.end_ns - event.start_ns) / 1e9, end_unix)
             self._stats["requests"] += 1
-            error = status == 0 or status >= 500
             if error:
                 self._stats["errors"] += 1
-            if status == 0:
-                self._stats["no_response"] += 1
-            if self._settings.traces:
-                self._add_span(
-                    SpanRecord(
-                        tgid=event.tgid,
-                        name=f"{event.method} {route}",
-                        start_ns=event.start_ns + self._clock_offset,
-                        end_ns=end_unix,
-                        error=error,
-                        attributes=(
-                            ("http.request.method", event.method),
-                            ("http.response.status_code", status),
-                            ("url.path", event.target.split("?", 1)[0]),
-                            ("url.scheme", "http"),
-                            ("http.route", route),
-                            ("client.address", event.peer_address),
-                            ("server.address", address),
-                            ("server.port", port),
-                        ),
-                    )
-                )
+                if event.status == 0:
+                    self._stats["no_response"] += 1
+            if template is not None:
+                self._add_span(SpanRecord(event.tgid, event.start_ns + self._clock_offset, end_unix, template))
+
+    def _classify(self, event: RedEvent) -> tuple[tuple[Attribute, ...], bool, bytes | None] | None:
+        """Attributes, error flag and span template of a kind of request; cached, as most requests repeat one."""
+        info = self._services.get(event.tgid)
+        routes = self._routes.get(event.tgid)
+        if info is None or routes is None:
+            return None
+        route = routes.route(event.target, event.truncated)
+        address, port = self._sockets.server(info.entry, event.listen_fd, event.fd, event.peer_address)
+        status = event.status
+        attributes: tuple[Attribute, ...] = (
+            ("http.request.method", event.method),
+            ("http.response.status_code", status),
+            ("http.route", route),
+            ("url.scheme", "http"),
+            ("server.address", address),
+            ("server.port", port),
+            ("service.name", info.entry.name),
+        )
+        if info.namespace:
+            attributes += (("service.namespace", info.namespace),)
+        error = status == 0 or status >= 500
+        template = None
+        if self._settings.traces:
+            template = span_template(
+                f"{event.method} {route}",
+                error,
+                (
+                    ("http.request.method", event.method),
+                    ("http.response.status_code", status),
+                    ("url.path", normalize_target(event.target)),
+                    ("url.scheme", "http"),
+                    ("http.route", route),
+                    ("client.address", event.peer_address),
+                    ("server.address", address),
+                    ("server.port", port),
+                ),
+            )
+        kind = (attributes, error, template)
+        if len(self._kinds) >= KIND_CACHE_SIZE:
+            self._kinds.clear()
+        self._kinds[event.kind_key] = kind
+        return kind
 
     def _add_span(self, span: SpanRecord) -> None:
         self._spans.append(span)

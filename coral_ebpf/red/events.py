@@ -57,6 +57,21 @@ class RedEvent:
     peer_port: int
 
     @property
+    def kind_key(self) -> tuple[int, str, str, int, int, int, int, str]:
+        """What decides a request's attributes: same key, same attributes (the engine caches by it)."""
+        inferred_fd = self.fd if self.listen_fd < 0 else -1
+        return (
+            self.tgid,
+            self.method,
+            self.target,
+            self.status,
+            self.flags & FLAG_TRUNCATED,
+            self.listen_fd,
+            inferred_fd,
+            self.peer_address,
+        )
+
+    @property
     def truncated(self) -> bool:
         return bool(self.flags & FLAG_TRUNCATED)
 
@@ -65,7 +80,20 @@ class RedEvent:
         return bool(self.flags & FLAG_CLOSED)
 
 
+_PEERS: dict[tuple[int, bytes], str] = {}
+
+
 def _peer(family: int, raw: bytes) -> str:
+    key = (family, raw)
+    found = _PEERS.get(key)
+    if found is None:
+        if len(_PEERS) > 65536:
+            _PEERS.clear()
+        found = _PEERS[key] = _format_peer(family, raw)
+    return found
+
+
+def _format_peer(family: int, raw: bytes) -> str:
     if family == socket.AF_INET:
         return socket.inet_ntop(socket.AF_INET, raw[:4])
     if family == socket.AF_INET6:
