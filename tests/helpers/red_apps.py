@@ -2,9 +2,10 @@
 
 Each binds 127.0.0.1 on an ephemeral port and prints the port on its first line of stdout.
 Routes (both HTTP servers):
-  /fail -> 500, /missing... -> 404 (any path starting with /missing), /slow?ms=N -> sleep N ms, 200,
+  /fail -> 500, /missing... -> 404 (any path starting with /missing), anything else -> 200 "ok";
+  any GET with a query `ms=N` first sleeps N ms (e.g. /slow?ms=120);
   POST /upload -> reads the body (Content-Length), 201, /drop -> closes without a response
-  (http.server only), anything else -> 200 "ok".
+  (http.server only).
 Kinds: `python` (http.server ThreadingHTTPServer, HTTP/1.1 keep-alive), `uvicorn` (a tiny ASGI app),
 `echo` (a raw TCP echo server: not HTTP).
 """
@@ -43,13 +44,11 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == "/drop":
             self.close_connection = True
             return
+        time.sleep(_delay(url.query))
         if url.path == "/fail":
             self._reply(500, b"boom")
         elif url.path.startswith("/missing"):
             self._reply(404, b"no")
-        elif url.path == "/slow":
-            time.sleep(_delay(url.query))
-            self._reply(200)
         else:
             self._reply(200)
 
@@ -92,12 +91,12 @@ async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             length += len(message.get("body", b""))
             more = message.get("more_body", False)
         status, body = 201, str(length).encode()
-    elif path == "/fail":
+    else:
+        await asyncio.sleep(_delay(scope.get("query_string", b"").decode()))
+    if path == "/fail":
         status, body = 500, b"boom"
     elif path.startswith("/missing"):
         status, body = 404, b"no"
-    elif path == "/slow":
-        await asyncio.sleep(_delay(scope.get("query_string", b"").decode()))
     headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
