@@ -1,4 +1,4 @@
-"""`red:` section: which engine produces RED data (Beyla or the built-in BCC probe)."""
+"""`red:` section: which engine produces RED data, and how the built-in BCC engine runs."""
 
 from __future__ import annotations
 
@@ -6,9 +6,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from coral_ebpf.config.formats import section
+from coral_ebpf.config.formats import BOOL, DURATION, SIZE, section
+from coral_ebpf.errors import ConfigError
+from coral_ebpf.units import parse_duration, parse_size
 
 ENGINES = ("auto", "beyla", "bcc")
+UNMATCHED_ROUTES = ("heuristic", "path", "wildcard")
+TEMPORALITIES = ("delta", "cumulative")
+EVENT_TRANSPORTS = ("auto", "ringbuf", "perf")
+PATH_MAX_CHOICES = (32, 64, 128, 256)
+PIPELINE_DEPTH_CHOICES = (2, 4, 8, 16)
+
+_ROUTE_PATTERN = {"type": "string", "pattern": "^/", "minLength": 1}
 
 SCHEMA = section(
     {
@@ -16,15 +25,109 @@ SCHEMA = section(
             "enum": list(ENGINES),
             "description": "auto: Beyla where it can run, else the built-in BCC probe",
         },
+        "routes": {
+            "type": "array",
+            "items": _ROUTE_PATTERN,
+            "description": "Route patterns (/users/{id}, /api/*), first match wins (BCC engine)",
+        },
+        "unmatched_routes": {
+            "enum": list(UNMATCHED_ROUTES),
+            "description": "Route of a path no pattern matches: heuristic (ids become *), path, or wildcard (/**)",
+        },
+        "max_routes_per_service": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 100000,
+            "description": "Distinct routes kept per service; later ones are reported as /**",
+        },
+        "export_interval": {**DURATION, "description": "How often RED metrics and spans are handed on"},
+        "temporality": {"enum": list(TEMPORALITIES), "description": "Histogram temporality of exported metrics"},
+        "traces": {**BOOL, "description": "Emit a SERVER span per request"},
+        "max_pending_spans": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "Spans kept waiting for export (incl. retries); older ones are dropped and counted",
+        },
+        "max_connections": {
+            "type": "integer",
+            "minimum": 64,
+            "maximum": 1048576,
+            "description": "Connections tracked at once in the kernel (LRU)",
+        },
+        "path_max": {"enum": list(PATH_MAX_CHOICES), "description": "Bytes of the request target captured"},
+        "pipeline_depth": {
+            "enum": list(PIPELINE_DEPTH_CHOICES),
+            "description": "Requests waiting for their response per connection (keep-alive pipelining)",
+        },
+        "event_transport": {
+            "enum": list(EVENT_TRANSPORTS),
+            "description": "Kernel-to-agent channel: auto (ring buffer, else perf buffer), ringbuf or perf",
+        },
+        "event_buffer_size": {**SIZE, "description": "Ring buffer size (perf: per CPU); rounded to pages, power of 2"},
+        "track_preexisting_connections": {
+            **BOOL,
+            "description": "Also follow connections accepted before the probe started, from their next request",
+        },
     },
-    "RED engine selection",
+    "RED engine selection and the built-in BCC engine",
 )
 
 
 @dataclass(frozen=True)
 class RedSettings:
     engine: str = "auto"
+    routes: tuple[str, ...] = ()
+    unmatched_routes: str = "heuristic"
+    max_routes_per_service: int = 200
+    export_interval: float = 10.0
+    temporality: str = "delta"
+    traces: bool = True
+    max_pending_spans: int = 50000
+    max_connections: int = 16384
+    path_max: int = 128
+    pipeline_depth: int = 4
+    event_transport: str = "auto"
+    event_buffer_size: int = 4 * 1024 * 1024
+    track_preexisting_connections: bool = True
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RedSettings:
-        return cls(engine=data.get("engine", "auto"))
+        defaults = cls()
+        settings = cls(
+            engine=data.get("engine", defaults.engine),
+            routes=tuple(data.get("routes", defaults.routes)),
+            unmatched_routes=data.get("unmatched_routes", defaults.unmatched_routes),
+            max_routes_per_service=int(data.get("max_routes_per_service", defaults.max_routes_per_service)),
+            export_interval=parse_duration(data.get("export_interval", defaults.export_interval)),
+            temporality=data.get("temporality", defaults.temporality),
+            traces=bool(data.get("traces", defaults.traces)),
+            max_pending_spans=int(data.get("max_pending_spans", defaults.max_pending_spans)),
+            max_connections=int(data.get("max_connections", defaults.max_connections)),
+            path_max=int(data.get("path_max", defaults.path_max)),
+            pipeline_depth=int(data.get("pipeline_depth", defaults.pipeline_depth)),
+            event_transport=data.get("event_transport", defaults.event_transport),
+            event_buffer_size=parse_size(data.get("event_buffer_size", defaults.event_buffer_size)),
+            track_preexisting_connections=bool(
+                data.get("track_preexisting_connections", defaults.track_preexisting_connections)
+            ),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Checks the schema cannot express; raises ConfigError naming the key."""
+        from coral_ebpf.red.routes import RoutePattern
+
+        for pattern in self.routes:
+            try:
+                RoutePattern.parse(pattern)
+            except ValueError as exc:
+                raise ConfigError(f"red.routes: {exc}", "write patterns like /users/{id} or /api/*") from None
+        if self.export_interval < 0.1:
+            raise ConfigError(
+                f"red.export_interval: {self.export_interval}s is too short", "use at least 100ms (e.g. 10s)"
+            )
+        if self.event_buffer_size < 64 * 1024:
+            raise ConfigError(
+                f"red.event_buffer_size: {self.event_buffer_size} bytes is too small", "use at least 64KiB (e.g. 4MiB)"
+            )

@@ -1,0 +1,827 @@
+/*
+ * http_red: HTTP/1.x RED data (rate, errors, duration) for chosen processes, from syscall
+ * tracepoints only (no kprobes, no kernel struct layouts), for the agent's built-in RED engine.
+ *
+ * A connection is a (tgid, fd) pair: created when a target process accepts a socket (or, with
+ * RED_INFER_CONNS, when it reads bytes that open an HTTP request on an fd we never saw accepted).
+ * Each connection holds a FIFO of requests waiting for their response (keep-alive, pipelining).
+ *   read side  (read/recvfrom/readv/recvmsg, at exit: only the bytes actually read)
+ *     - no request pending: the bytes must open a request ("METHOD /target"); a request line
+ *       split across reads is assembled in the connection (up to RED_PATH_MAX bytes of it).
+ *     - a request pending: the bytes are body or header continuation, unless the pending request
+ *       has no body by its method (GET, HEAD, DELETE, OPTIONS, TRACE) and the bytes hold a
+ *       complete request target: then it is a pipelined request. Body bytes of POST/PUT/PATCH
+ *       are therefore never taken for a request, whatever they contain.
+ *     - inside one read, requests without a body that follow the end of headers ("\r\n\r\n")
+ *       are pipelined requests too (within the first RED_SCRATCH bytes).
+ *   write side (write/sendto/writev/sendmsg, at exit: bytes actually sent) "HTTP/1.x NNN"
+ *     completes the oldest pending request; 1xx (except 101) is informational; 101 ends HTTP on
+ *     the connection. Further status lines in the same write complete further pipelined requests.
+ *   close: pending requests are reported with status 0 (no response), like Beyla.
+ * The first bytes read on a connection that do not open a request mark it non-HTTP for good.
+ * Limits are documented in docs/red.md.
+ */
+#include <uapi/linux/ptrace.h>
+
+#ifndef RED_MAX_CONNS
+#define RED_MAX_CONNS 16384
+#endif
+#ifndef RED_MAX_TARGETS
+#define RED_MAX_TARGETS 4096
+#endif
+#ifndef RED_PATH_MAX
+#define RED_PATH_MAX 128 /* power of two, 32..256 */
+#endif
+#ifndef RED_DEPTH
+#define RED_DEPTH 4 /* power of two: pending requests per connection */
+#endif
+#ifndef RED_SCRATCH
+#define RED_SCRATCH 1024 /* power of two: bytes of one read/write that are inspected */
+#endif
+#ifndef RED_USE_RINGBUF
+#define RED_USE_RINGBUF 1
+#endif
+#ifndef RED_RINGBUF_PAGES
+#define RED_RINGBUF_PAGES 256
+#endif
+#ifndef RED_INFER_CONNS
+#define RED_INFER_CONNS 1
+#endif
+
+/* Hide a value from the optimiser so branch-free arithmetic is not turned back into branches. */
+#define OPAQUE(v) asm volatile("" : "+r"(v))
+#define FIND_CHUNK 64
+#define RED_INSPECT (RED_SCRATCH - 1) /* bytes of one read/write copied for inspection */
+#define RED_PIPE_MAX (RED_DEPTH < 8 ? RED_DEPTH : 8) /* pipelined requests found in one read/write */
+#define SCRATCH_MASK (RED_SCRATCH - 1)
+#define PATH_MASK (RED_PATH_MAX - 1)
+#define DEPTH_MASK (RED_DEPTH - 1)
+
+/* event flags (mirrored in coral_ebpf/red/events.py) */
+#define RED_F_CLOSED 1     /* connection closed before a response: status 0 */
+#define RED_F_TRUNCATED 2  /* the request target was longer than RED_PATH_MAX */
+#define RED_F_INFERRED 4   /* connection not seen accepted (it predates the probe) */
+#define RED_F_SCAN 8       /* path[] holds path_len raw bytes: the target ends at the first ' ', '?' or CR */
+
+/* connection states */
+#define ST_UNKNOWN 0
+#define ST_HTTP 1
+#define ST_NOT_HTTP 2
+
+/* io kinds saved at syscall enter */
+#define IO_PLAIN 0  /* buf, count */
+#define IO_IOV 1    /* struct iovec *, first iovec inspected */
+#define IO_MSG 2    /* struct user_msghdr *, first iovec inspected */
+#define IO_ACCEPT 3 /* listening fd, struct sockaddr * of the peer */
+
+/* counters (mirrored in coral_ebpf/red/events.py) */
+#define C_EVENTS 0
+#define C_LOST 1
+#define C_FIFO_FULL 2
+#define C_UNMATCHED 3
+#define C_NOT_HTTP 4
+#define C_INFERRED 5
+#define C_NO_RESPONSE 6
+#define C_ACCEPTED 7
+#define C_COUNT 8
+
+enum { M_NONE = 0, M_GET, M_POST, M_PUT, M_DELETE, M_HEAD, M_OPTIONS, M_PATCH, M_CONNECT, M_TRACE };
+enum { P_NO = 0, P_MORE = 1, P_OK = 2 };
+
+struct conn_key {
+    u32 tgid;
+    s32 fd;
+};
+
+struct pending {
+    u64 start_ns;
+    u16 path_len;
+    u8 method;
+    u8 flags;
+    u32 _pad;
+    char path[RED_PATH_MAX];
+};
+
+struct conn {
+    u64 id;
+    u64 line_ns;
+    s32 listen_fd;
+    u8 state;
+    u8 first;
+    u8 count;
+    u8 line_len;
+    u8 inferred;
+    u8 peer_family;
+    u16 peer_port;
+    u32 _pad;
+    u8 peer_addr[16];
+    char line[RED_PATH_MAX]; /* a request line split across reads, assembled here */
+    struct pending q[RED_DEPTH];
+};
+
+struct io_args {
+    u64 ptr;
+    u64 aux;
+    s32 fd;
+    u32 kind;
+};
+
+struct red_event {
+    u64 start_ns;
+    u64 end_ns;
+    u64 conn_id;
+    u32 tgid;
+    u32 pid;
+    s32 fd;
+    s32 listen_fd;
+    u16 status;
+    u16 peer_port;
+    u16 path_len;
+    u8 method;
+    u8 flags;
+    u8 peer_family;
+    u8 _pad[7];
+    u8 peer_addr[16];
+    char path[RED_PATH_MAX];
+};
+
+struct scratch_buf {
+    char buf[RED_SCRATCH + RED_PATH_MAX]; /* room for an assembled line before the bytes read */
+    u32 cell[4];
+    u32 pos[RED_PIPE_MAX]; /* positions found by find_all4 */
+    /* handed from a syscall program to the pipelining program it tail-calls */
+    struct conn_key key;
+    u32 from;
+    u32 n;
+    u32 line;
+    u32 method;
+    u64 now;
+};
+
+/*
+ * Pass a value through map memory: the verifier then sees an unknown (bounded by masks at use)
+ * scalar instead of one of many constants, so the states after a loop or a switch converge and
+ * are pruned. Without this the parser below exceeds the verifier's 1M-instruction budget.
+ */
+#define LAUNDER(s, i, val) ({ ((volatile u32 *)(s)->cell)[i] = (val); ((volatile u32 *)(s)->cell)[i]; })
+
+struct user_iovec {
+    u64 base;
+    u64 len;
+};
+
+BPF_HASH(targets, u32, u8, RED_MAX_TARGETS);
+BPF_TABLE("lru_hash", struct conn_key, struct conn, conns, RED_MAX_CONNS);
+BPF_TABLE("lru_hash", u64, struct io_args, io_args, 16384);
+BPF_PERCPU_ARRAY(scratch, struct scratch_buf, 1);
+BPF_PERCPU_ARRAY(event_scratch, struct red_event, 1);
+BPF_PERCPU_ARRAY(conn_template, struct conn, 1);
+BPF_PERCPU_ARRAY(counters, u64, C_COUNT);
+/*
+ * Pipelining is looked for in separate programs, tail-called: verified on their own, each stays
+ * far below the verifier's budget (inline, the combined program exceeded it). User space fills
+ * the slots (coral_ebpf/red/probe.py); an empty slot makes the tail call a no-op.
+ */
+#define TAIL_PARSE_READ 0
+#define TAIL_PIPE_READ 1
+#define TAIL_PIPE_WRITE 2
+BPF_PROG_ARRAY(tails, 3);
+#if RED_USE_RINGBUF
+BPF_RINGBUF_OUTPUT(events, RED_RINGBUF_PAGES);
+#else
+BPF_PERF_OUTPUT(events);
+#endif
+
+static __always_inline void count(int idx) {
+    u64 *value = counters.lookup(&idx);
+    if (value)
+        *value += 1;
+}
+
+static __always_inline int is_target(u32 tgid) {
+    return targets.lookup(&tgid) != NULL;
+}
+
+static __always_inline int bodyless(u8 method) {
+    return method == M_GET || method == M_HEAD || method == M_DELETE || method == M_OPTIONS || method == M_TRACE;
+}
+
+static __always_inline char at(struct scratch_buf *s, u32 idx) {
+    return s->buf[idx & SCRATCH_MASK];
+}
+
+/* Compare the bytes at `off` with a method token followed by a space. */
+static __always_inline int token(struct scratch_buf *s, u32 off, u32 n, const char *word, u32 len) {
+#pragma unroll
+    for (u32 i = 0; i < 8; i++) {
+        if (i >= len)
+            return P_OK;
+        if (off + i >= n)
+            return P_MORE;
+        if (at(s, off + i) != word[i])
+            return P_NO;
+    }
+    return P_OK;
+}
+
+/* Which method opens the bytes at `off`: returns P_OK/P_MORE/P_NO, the method and its length. */
+static __always_inline int method_at(struct scratch_buf *s, u32 off, u32 n, u8 *method, u32 *mlen) {
+    int r = P_NO;
+    if (off >= n)
+        return P_MORE;
+    switch (at(s, off)) {
+    case 'G': r = token(s, off, n, "GET ", 4); *method = M_GET; *mlen = 4; break;
+    case 'H': r = token(s, off, n, "HEAD ", 5); *method = M_HEAD; *mlen = 5; break;
+    case 'D': r = token(s, off, n, "DELETE ", 7); *method = M_DELETE; *mlen = 7; break;
+    case 'O': r = token(s, off, n, "OPTIONS ", 8); *method = M_OPTIONS; *mlen = 8; break;
+    case 'C': r = token(s, off, n, "CONNECT ", 8); *method = M_CONNECT; *mlen = 8; break;
+    case 'T': r = token(s, off, n, "TRACE ", 6); *method = M_TRACE; *mlen = 6; break;
+    case 'P':
+        if (off + 1 >= n)
+            return P_MORE;
+        if (at(s, off + 1) == 'O') {
+            r = token(s, off, n, "POST ", 5); *method = M_POST; *mlen = 5;
+        } else if (at(s, off + 1) == 'U') {
+            r = token(s, off, n, "PUT ", 4); *method = M_PUT; *mlen = 4;
+        } else {
+            r = token(s, off, n, "PATCH ", 6); *method = M_PATCH; *mlen = 6;
+        }
+        break;
+    default:
+        return P_NO;
+    }
+    return r;
+}
+
+static __always_inline int ends_target(char c) {
+    return c == ' ' || c == '?' || c == '\r' || c == '\n' || c == 0;
+}
+
+/*
+ * Parse a request line at `off` into `slot`. P_MORE: the bytes end before the target starts.
+ * strict: the target must end inside the bytes (pipelined requests). *end: index after the target.
+ */
+static __always_inline int parse_request(struct scratch_buf *s, u32 off, u32 n, int strict,
+                                         struct pending *slot, u32 *end) {
+    u8 method = M_NONE;
+    u32 mlen = 0;
+    int r = method_at(s, off, n, &method, &mlen);
+    if (r != P_OK)
+        return r;
+    u32 start = LAUNDER(s, 0, off + mlen);
+    if (start >= n)
+        return strict ? P_NO : P_MORE;
+    char first = at(s, start);
+    if (first != '/' && first != '*' && first != 'h')
+        return P_NO;
+    slot->method = method;
+    slot->flags = 0;
+    u32 len = 0;
+    for (u32 i = 0; i <= RED_PATH_MAX; i++) {
+        u32 idx = start + i;
+        if (idx >= n) {
+            /* The line goes on in the next read: assemble it unless it already fills line[]. */
+            if (strict)
+                return P_NO;
+            if (n < RED_PATH_MAX)
+                return P_MORE;
+            slot->flags = RED_F_TRUNCATED;
+            break;
+        }
+        char c = at(s, idx);
+        if (ends_target(c))
+            break;
+        if (i == RED_PATH_MAX) {
+            slot->flags = RED_F_TRUNCATED;
+            break;
+        }
+        slot->path[i & PATH_MASK] = c;
+        len = i + 1;
+    }
+    slot->path_len = len;
+    *end = LAUNDER(s, 1, start + len);
+    return P_OK;
+}
+
+/*
+ * A request line at `off` without a loop over the target: its first RED_PATH_MAX bytes are copied
+ * raw and user space finds where it ends (RED_F_SCAN). Used for pipelined requests, where the
+ * verifier could not afford the byte loop of parse_request once per request.
+ */
+static __always_inline int parse_raw(struct scratch_buf *s, u32 off, u32 n, struct pending *slot) {
+    u8 method = M_NONE;
+    u32 mlen = 0;
+    if (method_at(s, off, n, &method, &mlen) != P_OK)
+        return P_NO;
+    u32 start = LAUNDER(s, 0, off + mlen) & SCRATCH_MASK;
+    if (start >= n)
+        return P_NO;
+    char first = at(s, start);
+    if (first != '/' && first != '*' && first != 'h')
+        return P_NO;
+    slot->method = method;
+    slot->flags = RED_F_SCAN;
+    bpf_probe_read_kernel(slot->path, RED_PATH_MAX, &s->buf[start]);
+    u32 avail = n - start;
+    slot->path_len = avail < RED_PATH_MAX ? avail : RED_PATH_MAX;
+    return P_OK;
+}
+
+/*
+ * Positions just after the first RED_PIPE_MAX occurrences of the 4 bytes `pattern` (big-endian)
+ * in [from, n), stored in s->pos[]; returns how many. Branch-free inside a chunk, so the verifier
+ * walks it straight through instead of keeping a pending state per byte (its jump-sequence limit
+ * is 8192); the one data-dependent branch per chunk stops at the end of the bytes.
+ */
+static __always_inline u32 find_all4(struct scratch_buf *s, u32 from, u32 n, u32 pattern) {
+    u64 found = 0;
+    u32 window = 0;
+#pragma unroll
+    for (int k = 0; k < RED_PIPE_MAX; k++)
+        s->pos[k] = 0;
+    for (u32 chunk = 0; chunk < RED_SCRATCH / FIND_CHUNK; chunk++) {
+        u32 base = from + chunk * FIND_CHUNK;
+        if (base >= n)
+            break;
+        for (u32 j = 0; j < FIND_CHUNK; j++) {
+            u32 idx = base + j;
+            window = (window << 8) | (u8)at(s, idx);
+            u64 diff = (u64)(window ^ pattern);
+            OPAQUE(diff);
+            u64 equal = (diff - 1) >> 63; /* 1 when diff == 0 (diff < 2^32) */
+            u64 before_end = (u64)idx - (u64)n;
+            OPAQUE(before_end);
+            before_end >>= 63; /* 1 when idx < n */
+            u64 room = found - RED_PIPE_MAX;
+            OPAQUE(room);
+            room >>= 63; /* 1 while found < RED_PIPE_MAX */
+            u64 hit = equal & before_end & room;
+            OPAQUE(hit);
+            u32 slot = found & (RED_PIPE_MAX - 1);
+            s->pos[slot] |= (u32)((0 - hit) & (u64)(idx + 1));
+            found += hit;
+        }
+    }
+    return LAUNDER(s, 2, (u32)found);
+}
+
+static __always_inline void fill_event(struct red_event *ev, struct conn_key *key, struct conn *c,
+                                       struct pending *p, u16 status, u8 flags, u64 now) {
+    ev->start_ns = p->start_ns;
+    ev->end_ns = now;
+    ev->conn_id = c->id;
+    ev->tgid = key->tgid;
+    ev->pid = (u32)bpf_get_current_pid_tgid();
+    ev->fd = key->fd;
+    ev->listen_fd = c->listen_fd;
+    ev->status = status;
+    ev->peer_port = c->peer_port;
+    ev->path_len = p->path_len;
+    ev->method = p->method;
+    ev->flags = flags | (p->flags & (RED_F_TRUNCATED | RED_F_SCAN)) | (c->inferred ? RED_F_INFERRED : 0);
+    ev->peer_family = c->peer_family;
+    __builtin_memcpy(ev->peer_addr, c->peer_addr, 16);
+    __builtin_memcpy(ev->path, p->path, RED_PATH_MAX);
+}
+
+/* Complete the oldest pending request of `c` with `status`. */
+static __always_inline void complete(void *ctx, struct conn_key *key, struct conn *c, u16 status, u8 flags, u64 now) {
+    if (c->count == 0)
+        return;
+    struct pending *p = &c->q[c->first & DEPTH_MASK];
+    int zero = 0;
+    struct red_event *ev = event_scratch.lookup(&zero);
+    if (ev) {
+        fill_event(ev, key, c, p, status, flags, now);
+#if RED_USE_RINGBUF
+        if (events.ringbuf_output(ev, sizeof(*ev), BPF_RB_NO_WAKEUP) == 0)
+            count(C_EVENTS);
+        else
+            count(C_LOST);
+#else
+        if (events.perf_submit(ctx, ev, sizeof(*ev)) == 0)
+            count(C_EVENTS);
+        else
+            count(C_LOST);
+#endif
+    }
+    c->first = (c->first + 1) & DEPTH_MASK;
+    c->count -= 1;
+}
+
+/* The slot for a new request, or NULL when the FIFO is full. */
+static __always_inline struct pending *push_slot(struct conn *c) {
+    if (c->count >= RED_DEPTH) {
+        count(C_FIFO_FULL);
+        return NULL;
+    }
+    return &c->q[(c->first + c->count) & DEPTH_MASK];
+}
+
+static __always_inline u64 first_iov(u64 vec, u64 *len) {
+    struct user_iovec iov = {};
+    if (bpf_probe_read_user(&iov, sizeof(iov), (void *)vec) != 0)
+        return 0;
+    *len = iov.len;
+    return iov.base;
+}
+
+/* The user buffer and the number of its bytes the syscall moved, from the saved enter args. */
+static __always_inline u64 io_buffer(struct io_args *io, long ret, u32 *n) {
+    u64 ptr = io->ptr;
+    u64 len = (u64)ret;
+    if (io->kind == IO_MSG) {
+        u64 vec = 0;
+        if (bpf_probe_read_user(&vec, sizeof(vec), (void *)(ptr + 16)) != 0) /* user_msghdr.msg_iov */
+            return 0;
+        ptr = vec;
+    }
+    if (io->kind == IO_MSG || io->kind == IO_IOV) {
+        u64 first_len = 0;
+        ptr = first_iov(ptr, &first_len);
+        if (first_len < len)
+            len = first_len;
+    }
+    *n = len > 0xffffffff ? 0xffffffff : (u32)len;
+    return ptr;
+}
+
+static __always_inline struct conn *new_conn(struct conn_key *key, s32 listen_fd, u8 inferred) {
+    int zero = 0;
+    struct conn *tpl = conn_template.lookup(&zero);
+    if (!tpl)
+        return NULL;
+    tpl->id = bpf_ktime_get_ns();
+    tpl->line_ns = 0;
+    tpl->listen_fd = listen_fd;
+    tpl->state = ST_UNKNOWN;
+    tpl->first = 0;
+    tpl->count = 0;
+    tpl->line_len = 0;
+    tpl->inferred = inferred;
+    tpl->peer_family = 0;
+    tpl->peer_port = 0;
+    __builtin_memset(tpl->peer_addr, 0, 16);
+    conns.update(key, tpl);
+    return conns.lookup(key);
+}
+
+static __always_inline void on_read(void *ctx, struct conn_key *key, struct io_args *io, long ret) {
+    u32 total = 0;
+    u64 ptr = io_buffer(io, ret, &total);
+    if (!ptr || total == 0)
+        return;
+    int zero = 0;
+    struct scratch_buf *s = scratch.lookup(&zero);
+    if (!s)
+        return;
+    struct conn *c = conns.lookup(key);
+    if (!c) {
+#if RED_INFER_CONNS
+        /* An fd we never saw accepted (it predates the probe): only a whole "METHOD /" opens it. */
+        if (bpf_probe_read_user(s->buf, 16, (void *)ptr) != 0)
+            return;
+        u8 method = 0;
+        u32 mlen = 0;
+        if (total < 16 || method_at(s, 0, 16, &method, &mlen) != P_OK || at(s, mlen) != '/')
+            return;
+        c = new_conn(key, -1, 1);
+        if (!c)
+            return;
+        count(C_INFERRED);
+#else
+        return;
+#endif
+    }
+    if (c->state == ST_NOT_HTTP)
+        return;
+    u64 now = bpf_ktime_get_ns();
+    u32 line = c->line_len & PATH_MASK;
+    if (c->count > 0)
+        line = 0;
+    if (line)
+        __builtin_memcpy(s->buf, c->line, RED_PATH_MAX);
+    u32 len = total > RED_INSPECT ? RED_INSPECT : total;
+    len = LAUNDER(s, 3, len) & SCRATCH_MASK; /* keeps the mask: clang would drop it as redundant */
+    if (bpf_probe_read_user(&s->buf[line], len, (void *)ptr) != 0)
+        return;
+    u32 n = line + len;
+    if (n > RED_SCRATCH)
+        n = RED_SCRATCH; /* at() wraps past RED_SCRATCH: parse only what it can see */
+    s->key = *key;
+    s->n = n;
+    s->line = line;
+    s->now = now;
+    tails.call(ctx, TAIL_PARSE_READ);
+}
+
+/* Tail-called with the bytes read in scratch: a new request, a pipelined one, or neither. */
+int red_parse_read(void *ctx) {
+    int zero = 0;
+    struct scratch_buf *s = scratch.lookup(&zero);
+    if (!s)
+        return 0;
+    struct conn_key key = s->key;
+    struct conn *c = conns.lookup(&key);
+    if (!c)
+        return 0;
+    u32 n = s->n;
+    u32 line = s->line;
+    u64 now = s->now;
+    struct pending *slot;
+    u32 end = 0;
+    if (c->count > 0) {
+        struct pending *tail = &c->q[(c->first + c->count - 1) & DEPTH_MASK];
+        if (!bodyless(tail->method))
+            return 0; /* body of a POST/PUT/PATCH: never a request, whatever it holds */
+        slot = push_slot(c);
+        if (!slot)
+            return 0;
+        if (parse_request(s, 0, n, 1, slot, &end) != P_OK)
+            return 0; /* header continuation or body */
+        slot->start_ns = now;
+    } else {
+        slot = &c->q[c->first & DEPTH_MASK];
+        int r = parse_request(s, 0, n, 0, slot, &end);
+        if (r == P_MORE) {
+            /* The request line is split across reads (n < RED_PATH_MAX): keep it for the next one. */
+            if (!line)
+                c->line_ns = now;
+            __builtin_memcpy(c->line, s->buf, RED_PATH_MAX);
+            c->line_len = n;
+            return 0;
+        }
+        c->line_len = 0;
+        if (r == P_NO) {
+            if (c->state == ST_UNKNOWN) {
+                c->state = ST_NOT_HTTP;
+                count(C_NOT_HTTP);
+            }
+            return 0;
+        }
+        slot->start_ns = line ? c->line_ns : now;
+        c->state = ST_HTTP;
+    }
+    c->count += 1;
+    if (!bodyless(slot->method) || end >= n)
+        return 0;
+    s->from = end;
+    s->n = n;
+    s->method = slot->method;
+    s->now = now;
+    tails.call(ctx, TAIL_PIPE_READ);
+    return 0;
+}
+
+/* Status code of "HTTP/1.x NNN" at `off`, or 0. */
+static __always_inline u16 status_at(struct scratch_buf *s, u32 off, u32 n) {
+    if (off + 12 > n)
+        return 0;
+    if (at(s, off) != 'H' || at(s, off + 1) != 'T' || at(s, off + 2) != 'T' || at(s, off + 3) != 'P' ||
+        at(s, off + 4) != '/' || at(s, off + 5) != '1' || at(s, off + 6) != '.' || at(s, off + 8) != ' ')
+        return 0;
+    char d0 = at(s, off + 9), d1 = at(s, off + 10), d2 = at(s, off + 11);
+    if (d0 < '1' || d0 > '5' || d1 < '0' || d1 > '9' || d2 < '0' || d2 > '9')
+        return 0;
+    return (d0 - '0') * 100 + (d1 - '0') * 10 + (d2 - '0');
+}
+
+static __always_inline void on_write(void *ctx, struct conn_key *key, struct io_args *io, long ret) {
+    struct conn *c = conns.lookup(key);
+    if (!c || c->state != ST_HTTP)
+        return;
+    u32 total = 0;
+    u64 ptr = io_buffer(io, ret, &total);
+    if (!ptr || total < 12)
+        return;
+    int zero = 0;
+    struct scratch_buf *s = scratch.lookup(&zero);
+    if (!s)
+        return;
+    /* Most writes answer one request: read 16 bytes first, the rest only for pipelining. */
+    if (bpf_probe_read_user(s->buf, 16, (void *)ptr) != 0)
+        return;
+    u16 status = status_at(s, 0, 16);
+    if (status == 0)
+        return;
+    if (c->count == 0) {
+        count(C_UNMATCHED);
+        return;
+    }
+    if (status < 200 && status != 101)
+        return; /* 100 Continue and other informational responses precede the real one */
+    u64 now = bpf_ktime_get_ns();
+    complete(ctx, key, c, status, 0, now);
+    if (status == 101) {
+        c->state = ST_NOT_HTTP; /* protocol upgrade: what follows is not HTTP/1.x */
+        return;
+    }
+    if (c->count == 0 || total <= 16)
+        return;
+    u32 len = total > RED_INSPECT ? RED_INSPECT : total;
+    len = LAUNDER(s, 3, len) & SCRATCH_MASK;
+    if (bpf_probe_read_user(s->buf, len, (void *)ptr) != 0)
+        return;
+    s->key = *key;
+    s->n = len;
+    s->now = now;
+    tails.call(ctx, TAIL_PIPE_WRITE);
+}
+
+static __always_inline int save_io(u32 fd, u64 ptr, u64 aux, u32 kind) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (!is_target(tgid))
+        return 0;
+    struct io_args io = {.ptr = ptr, .aux = aux, .fd = (s32)fd, .kind = kind};
+    io_args.update(&id, &io);
+    return 0;
+}
+
+/* Save enter args of a write only for connections that are HTTP, to keep other writes cheap. */
+static __always_inline int save_write(u32 fd, u64 ptr, u32 kind) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct conn_key key = {.tgid = id >> 32, .fd = (s32)fd};
+    struct conn *c = conns.lookup(&key);
+    if (!c || c->state != ST_HTTP)
+        return 0;
+    struct io_args io = {.ptr = ptr, .aux = 0, .fd = (s32)fd, .kind = kind};
+    io_args.update(&id, &io);
+    return 0;
+}
+
+static __always_inline int save_read(u32 fd, u64 ptr, u32 kind) {
+#if RED_INFER_CONNS
+    return save_io(fd, ptr, 0, kind);
+#else
+    u64 id = bpf_get_current_pid_tgid();
+    struct conn_key key = {.tgid = id >> 32, .fd = (s32)fd};
+    if (!conns.lookup(&key))
+        return 0;
+    struct io_args io = {.ptr = ptr, .aux = 0, .fd = (s32)fd, .kind = kind};
+    io_args.update(&id, &io);
+    return 0;
+#endif
+}
+
+static __always_inline int finish_read(void *ctx, long ret) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct io_args *io = io_args.lookup(&id);
+    if (!io)
+        return 0;
+    struct io_args copy = *io;
+    io_args.delete(&id);
+    if (ret <= 0 || copy.kind == IO_ACCEPT)
+        return 0;
+    struct conn_key key = {.tgid = id >> 32, .fd = copy.fd};
+    on_read(ctx, &key, &copy, ret);
+    return 0;
+}
+
+static __always_inline int finish_write(void *ctx, long ret) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct io_args *io = io_args.lookup(&id);
+    if (!io)
+        return 0;
+    struct io_args copy = *io;
+    io_args.delete(&id);
+    if (ret <= 0 || copy.kind == IO_ACCEPT)
+        return 0;
+    struct conn_key key = {.tgid = id >> 32, .fd = copy.fd};
+    on_write(ctx, &key, &copy, ret);
+    return 0;
+}
+
+static __always_inline int finish_accept(long ret) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct io_args *io = io_args.lookup(&id);
+    if (!io)
+        return 0;
+    struct io_args copy = *io;
+    io_args.delete(&id);
+    if (ret < 0 || copy.kind != IO_ACCEPT)
+        return 0;
+    struct conn_key key = {.tgid = id >> 32, .fd = (s32)ret};
+    struct conn *c = new_conn(&key, copy.fd, 0);
+    if (!c)
+        return 0;
+    count(C_ACCEPTED);
+    if (copy.ptr) {
+        /* sockaddr_in: family, port, addr[4]; sockaddr_in6: family, port, flowinfo, addr[16] */
+        u8 sa[24] = {};
+        if (bpf_probe_read_user(sa, sizeof(sa), (void *)copy.ptr) == 0) {
+            u16 family = sa[0] | (sa[1] << 8);
+            c->peer_family = (u8)family;
+            c->peer_port = (sa[2] << 8) | sa[3];
+            if (family == 2)
+                __builtin_memcpy(c->peer_addr, &sa[4], 4);
+            else if (family == 10)
+                __builtin_memcpy(c->peer_addr, &sa[8], 16);
+        }
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_accept) { return save_io(args->fd, (u64)args->upeer_sockaddr, 0, IO_ACCEPT); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return finish_accept(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { return save_io(args->fd, (u64)args->upeer_sockaddr, 0, IO_ACCEPT); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return finish_accept(args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_read) { return save_read(args->fd, (u64)args->buf, IO_PLAIN); }
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return finish_read(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { return save_read(args->fd, (u64)args->ubuf, IO_PLAIN); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return finish_read(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_readv) { return save_read(args->fd, (u64)args->vec, IO_IOV); }
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return finish_read(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { return save_read(args->fd, (u64)args->msg, IO_MSG); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return finish_read(args, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_write) { return save_write(args->fd, (u64)args->buf, IO_PLAIN); }
+TRACEPOINT_PROBE(syscalls, sys_exit_write) { return finish_write(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return save_write(args->fd, (u64)args->buff, IO_PLAIN); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return finish_write(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_writev) { return save_write(args->fd, (u64)args->vec, IO_IOV); }
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return finish_write(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { return save_write(args->fd, (u64)args->msg, IO_MSG); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return finish_write(args, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct conn_key key = {.tgid = id >> 32, .fd = (s32)args->fd};
+    struct conn *c = conns.lookup(&key);
+    if (!c)
+        return 0;
+    if (c->inferred) {
+        /* An fd we never saw accepted might not be a socket at all: report responses only. */
+        conns.delete(&key);
+        return 0;
+    }
+    u64 now = bpf_ktime_get_ns();
+#pragma unroll
+    for (int i = 0; i < RED_DEPTH; i++) {
+        if (c->count == 0)
+            break;
+        count(C_NO_RESPONSE);
+        complete(args, &key, c, 0, RED_F_CLOSED, now);
+    }
+    conns.delete(&key);
+    return 0;
+}
+
+/* Tail-called after a request was read: requests without a body that follow it in the same read. */
+int red_pipe_read(void *ctx) {
+    int zero = 0;
+    struct scratch_buf *s = scratch.lookup(&zero);
+    if (!s)
+        return 0;
+    struct conn_key key = s->key;
+    struct conn *c = conns.lookup(&key);
+    if (!c)
+        return 0;
+    u32 n = s->n;
+    u64 now = s->now;
+    u8 method = s->method;
+    u32 found = find_all4(s, s->from, n, 0x0d0a0d0a);
+    for (int k = 0; k < RED_PIPE_MAX; k++) {
+        if (k >= found || !bodyless(method))
+            return 0;
+        u32 next = s->pos[k];
+        if (next >= n)
+            return 0;
+        struct pending *slot = push_slot(c);
+        if (!slot)
+            return 0;
+        if (parse_raw(s, next, n, slot) != P_OK)
+            return 0;
+        slot->start_ns = now;
+        method = slot->method;
+        c->count += 1;
+    }
+    return 0;
+}
+
+/* Tail-called after a response completed a request: further responses in the same write. */
+int red_pipe_write(void *ctx) {
+    int zero = 0;
+    struct scratch_buf *s = scratch.lookup(&zero);
+    if (!s)
+        return 0;
+    struct conn_key key = s->key;
+    struct conn *c = conns.lookup(&key);
+    if (!c)
+        return 0;
+    u32 n = s->n;
+    u64 now = s->now;
+    u32 found = find_all4(s, 12, n, 0x48545450); /* "HTTP" */
+    for (int k = 0; k < RED_PIPE_MAX; k++) {
+        if (k >= found || c->count == 0)
+            return 0;
+        u32 after = s->pos[k];
+        if (after < 4)
+            return 0;
+        u16 next = status_at(s, after - 4, n);
+        if (next >= 200 || next == 101)
+            complete(ctx, &key, c, next, 0, now);
+    }
+    return 0;
+}

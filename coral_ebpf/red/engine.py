@@ -1,0 +1,365 @@
+"""`RedEngine`: the built-in RED engine as an agent component.
+
+Events from the BPF probe become Beyla-shaped OTLP records (histograms and SERVER spans) that are
+handed to a `Consumer` — the same interface the OTLP receiver feeds — every `red.export_interval`.
+A consumer that is full (QueueFullError) or unavailable gets the same data again later: metrics are
+folded into the next export, spans wait in a bounded queue (oldest dropped and counted).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from coral_ebpf.discovery.model import ServiceEntry
+from coral_ebpf.errors import CoralError
+from coral_ebpf.otlp.consumer import Consumer, ConsumerUnavailableError, QueueFullError
+from coral_ebpf.red.events import FLAG_INFERRED, RedEvent
+from coral_ebpf.red.probe import HttpRedProbe
+from coral_ebpf.red.records import (
+    Attribute,
+    DurationAggregator,
+    SpanRecord,
+    metrics_request,
+    span_template,
+    traces_request,
+)
+from coral_ebpf.red.routes import RouteResolver, normalize_target
+from coral_ebpf.red.services import ServiceInfo, SocketResolver
+from coral_ebpf.red.settings import RedSettings
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.1
+SPANS_PER_REQUEST = 2000
+KIND_CACHE_SIZE = 65536
+
+
+class RedEngine:
+    """Component (see coral_ebpf/agent/component.py) producing HTTP RED data with the BCC probe."""
+
+    name = "red"
+
+    def __init__(
+        self,
+        settings: RedSettings,
+        consumer: Consumer,
+        state_dir: Path,
+        hostname: str | None = None,
+        probe_factory: Callable[[Callable[[RedEvent], None]], HttpRedProbe] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._state_dir = state_dir
+        self._hostname = hostname or socket.gethostname()
+        self._probe_factory = probe_factory or (lambda handler: HttpRedProbe(state_dir, settings, handler))
+        self._probe: HttpRedProbe | None = None
+        self._lock = threading.RLock()
+        self._export_lock = threading.Lock()
+        self._poll_lock = threading.Lock()  # BCC buffers are not safe to consume from two threads
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._services: dict[int, ServiceInfo] = {}
+        self._departed: dict[int, ServiceInfo] = {}  # exited, their data not yet exported
+        self._routes: dict[int, RouteResolver] = {}
+        self._kinds: dict[tuple[Any, ...], tuple[tuple[Attribute, ...], bool, bytes | None]] = {}
+        self._sockets = SocketResolver(self._hostname)
+        self._aggregator = DurationAggregator(settings.temporality, time.time_ns())
+        self._spans: deque[SpanRecord] = deque()
+        self._clock_offset = time.time_ns() - time.monotonic_ns()
+        self._state = "created"
+        self._since = time.time()
+        self._error = ""
+        self._retry_at = 0.0
+        self._stats = {
+            "requests": 0,
+            "errors": 0,
+            "no_response": 0,
+            "unknown_process": 0,
+            "dropped_spans": 0,
+            "exported_points": 0,
+            "exported_spans": 0,
+            "export_retries": 0,
+            "export_failures": 0,
+        }
+        self._last_export = 0.0
+
+    # -- Component -------------------------------------------------------------------------
+    def start(self) -> None:
+        probe = self._probe_factory(self._on_event)
+        try:
+            probe.load()
+        except CoralError as exc:
+            self._set_state("failed", str(exc))
+            raise
+        self._probe = probe
+        with self._lock:
+            probe.set_targets(self._services)
+        self._stop.clear()
+        self._threads = [
+            threading.Thread(target=self._poll_loop, name="red-poll", daemon=True),
+            threading.Thread(target=self._export_loop, name="red-export", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        self._set_state("running")
+        log.info(
+            "RED engine started",
+            extra={"fields": {"transport": probe.transport, "services": len(self._services)}},
+        )
+
+    def stop(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
+        if self._probe is not None:
+            try:
+                self._drain()
+                self._retry_at = 0.0
+                self.export_now()  # one last attempt; what the consumer refuses now is lost
+            finally:
+                self._probe.close()
+                self._probe = None
+        self._set_state("stopped")
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            services = [
+                {
+                    "pid": info.entry.pid,
+                    "name": info.entry.name,
+                    "ports": list(info.entry.ports),
+                    "routes": self._routes[pid].route_count if pid in self._routes else 0,
+                }
+                for pid, info in sorted(self._services.items())
+            ]
+            status: dict[str, Any] = {
+                "state": self._state,
+                "since": self._since,
+                "engine": "bcc",
+                "transport": self._probe.transport if self._probe else "",
+                "services": services,
+                "temporality": self._settings.temporality,
+                "pending_series": len(self._aggregator),
+                "pending_spans": len(self._spans),
+                "last_export": self._last_export,
+                **self._stats,
+            }
+            status["routes_overflowed"] = sum(r.overflowed for r in self._routes.values())
+        if self._error:
+            status["error"] = self._error
+        if self._probe is not None:
+            status["kernel"] = self._probe.counters()
+        return status
+
+    # -- targets ---------------------------------------------------------------------------
+    def set_targets(self, entries: Iterable[ServiceEntry]) -> None:
+        """Trace exactly these processes (discovery's current services)."""
+        wanted = {entry.pid: entry for entry in entries}
+        with self._lock:
+            for pid in list(self._services):
+                current = self._services[pid].entry
+                entry = wanted.get(pid)
+                if entry is None or entry.start_time != current.start_time:
+                    self._departed[pid] = self._services.pop(pid)
+                    self._routes.pop(pid, None)
+                    self._sockets.forget(pid)
+            for pid, entry in wanted.items():
+                known = self._services.get(pid)
+                if known is None:
+                    self._services[pid] = ServiceInfo.from_entry(entry, self._hostname)
+                    self._routes[pid] = RouteResolver(
+                        self._settings.routes, self._settings.unmatched_routes, self._settings.max_routes_per_service
+                    )
+                elif known.entry != entry:
+                    known.entry = entry  # new listeners: keep the resource, refresh the ports
+                    self._sockets.forget(pid)
+            self._kinds.clear()
+            if self._probe is not None:
+                self._probe.set_targets(self._services)
+
+    # -- events ----------------------------------------------------------------------------
+    def _on_event(self, event: RedEvent) -> None:
+        with self._lock:
+            kind = self._kinds.get(event.kind_key)
+            if kind is None:
+                kind = self._classify(event)
+                if kind is None:
+                    self._stats["unknown_process"] += 1
+                    return
+            if event.closed_without_response and event.flags & FLAG_INFERRED:
+                return
+            attributes, error, template = kind
+            end_unix = event.end_ns + self._clock_offset
+            self._aggregator.record(event.tgid, attributes, max(0, event.end_ns - event.start_ns) / 1e9, end_unix)
+            self._stats["requests"] += 1
+            if error:
+                self._stats["errors"] += 1
+                if event.status == 0:
+                    self._stats["no_response"] += 1
+            if template is not None:
+                self._add_span(SpanRecord(event.tgid, event.start_ns + self._clock_offset, end_unix, template))
+
+    def _classify(self, event: RedEvent) -> tuple[tuple[Attribute, ...], bool, bytes | None] | None:
+        """Attributes, error flag and span template of a kind of request; cached, as most requests repeat one."""
+        info = self._services.get(event.tgid)
+        routes = self._routes.get(event.tgid)
+        if info is None or routes is None:
+            return None
+        route = routes.route(event.target, event.truncated)
+        address, port = self._sockets.server(info.entry, event.listen_fd, event.fd, event.peer_address)
+        status = event.status
+        attributes: tuple[Attribute, ...] = (
+            ("http.request.method", event.method),
+            ("http.response.status_code", status),
+            ("http.route", route),
+            ("url.scheme", "http"),
+            ("server.address", address),
+            ("server.port", port),
+            ("service.name", info.entry.name),
+        )
+        if info.namespace:
+            attributes += (("service.namespace", info.namespace),)
+        error = status == 0 or status >= 500
+        template = None
+        if self._settings.traces:
+            template = span_template(
+                f"{event.method} {route}",
+                error,
+                (
+                    ("http.request.method", event.method),
+                    ("http.response.status_code", status),
+                    ("url.path", normalize_target(event.target)),
+                    ("url.scheme", "http"),
+                    ("http.route", route),
+                    ("client.address", event.peer_address),
+                    ("server.address", address),
+                    ("server.port", port),
+                ),
+            )
+        kind = (attributes, error, template)
+        if len(self._kinds) >= KIND_CACHE_SIZE:
+            self._kinds.clear()
+        self._kinds[event.kind_key] = kind
+        return kind
+
+    def _add_span(self, span: SpanRecord) -> None:
+        self._spans.append(span)
+        overflow = len(self._spans) - self._settings.max_pending_spans
+        for _ in range(max(0, overflow)):
+            self._spans.popleft()
+            self._stats["dropped_spans"] += 1
+
+    # -- loops -----------------------------------------------------------------------------
+    def _drain(self) -> None:
+        with self._poll_lock:
+            if self._probe is not None:
+                self._probe.poll()
+
+    def _poll_loop(self) -> None:
+        while not self._stop.wait(POLL_INTERVAL):
+            try:
+                self._drain()
+            except Exception as exc:  # never let one bad event stop the engine
+                log.exception("RED event polling failed", extra={"fields": {"error": str(exc)}})
+
+    def _export_loop(self) -> None:
+        interval = self._settings.export_interval
+        next_export = time.monotonic() + interval
+        while not self._stop.wait(max(0.0, min(next_export, self._retry_at or next_export) - time.monotonic())):
+            now = time.monotonic()
+            if now < next_export and (self._retry_at == 0.0 or now < self._retry_at):
+                continue
+            if now >= next_export:
+                next_export = now + interval
+            try:
+                self._drain()
+                self.export_now()
+            except Exception as exc:
+                log.exception("RED export failed", extra={"fields": {"error": str(exc)}})
+
+    def flush(self) -> None:
+        """Read every event waiting in the kernel buffer and export everything now."""
+        self._drain()
+        self.export_now()
+
+    def export_now(self) -> None:
+        """Hand everything aggregated so far to the consumer (the export thread calls this every interval)."""
+        with self._export_lock:
+            if self._retry_at and time.monotonic() < self._retry_at:
+                return
+            self._retry_at = 0.0
+            self._clock_offset = time.time_ns() - time.monotonic_ns()
+            with self._lock:
+                taken_at = time.time_ns()
+                series = self._aggregator.take(taken_at)
+                resources = {pid: info.resource for pid, info in {**self._departed, **self._services}.items()}
+                spans = list(self._spans)
+                self._spans.clear()
+            self._export_metrics(series, resources, taken_at)
+            self._export_spans(spans, resources)
+            self._last_export = time.time()
+            if not self._retry_at:
+                with self._lock:
+                    self._departed.clear()
+
+    def _refused(self, exc: QueueFullError | ConsumerUnavailableError) -> None:
+        self._stats["export_retries"] += 1
+        self._retry_at = time.monotonic() + max(0.05, exc.retry_after)
+        log.info("consumer refused RED data, will retry", extra={"fields": {"retry_after": exc.retry_after}})
+
+    def _export_metrics(self, series: dict[Any, Any], resources: dict[int, list[Attribute]], now_ns: int) -> None:
+        if not series:
+            return
+        request = metrics_request(series, resources, self._settings.temporality, now_ns)
+        try:
+            self._consumer.consume_metrics(request)
+        except (QueueFullError, ConsumerUnavailableError) as exc:
+            self._refused(exc)
+            with self._lock:
+                self._aggregator.give_back(series)
+            return
+        except Exception as exc:
+            self._stats["export_failures"] += 1
+            log.error("consumer rejected RED metrics", extra={"fields": {"error": str(exc)}})
+            return
+        self._stats["exported_points"] += sum(1 for h in series.values() if h.count)
+
+    def _export_spans(self, spans: list[SpanRecord], resources: dict[int, list[Attribute]]) -> None:
+        for start in range(0, len(spans), SPANS_PER_REQUEST):
+            batch = spans[start : start + SPANS_PER_REQUEST]
+            if self._retry_at:
+                self._requeue(spans[start:])
+                return
+            try:
+                self._consumer.consume_traces(traces_request(batch, resources))
+            except (QueueFullError, ConsumerUnavailableError) as exc:
+                self._refused(exc)
+                self._requeue(spans[start:])
+                return
+            except Exception as exc:
+                self._stats["export_failures"] += 1
+                log.error("consumer rejected RED spans", extra={"fields": {"error": str(exc)}})
+                continue
+            self._stats["exported_spans"] += len(batch)
+
+    def _requeue(self, spans: list[SpanRecord]) -> None:
+        with self._lock:
+            self._spans.extendleft(reversed(spans))
+            overflow = len(self._spans) - self._settings.max_pending_spans
+            for _ in range(max(0, overflow)):
+                self._spans.popleft()
+                self._stats["dropped_spans"] += 1
+
+    def _set_state(self, state: str, error: str = "") -> None:
+        self._state = state
+        self._since = time.time()
+        self._error = error

@@ -1,0 +1,162 @@
+"""Loader for `bpf/http_red.bpf.c`: compile with the settings, wire tail calls, feed targets, read events."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from coral_ebpf.bcc_runtime import BpfCompileError, load_program
+from coral_ebpf.red.events import COUNTER_NAMES, TAIL_PROGRAMS, RedEvent, decode_event
+from coral_ebpf.red.settings import RedSettings
+
+log = logging.getLogger(__name__)
+
+PROGRAM = "http_red"
+PAGE_SIZE = 4096
+
+
+def _pages(size: int, cpus: int = 1) -> int:
+    """Power-of-two page count for `size` bytes (split over `cpus` per-CPU buffers)."""
+    wanted = max(1, size // PAGE_SIZE // max(cpus, 1))
+    pages = 1
+    while pages * 2 <= wanted:
+        pages *= 2
+    return pages
+
+
+class HttpRedProbe:
+    """The loaded BPF program. Not thread-safe: one thread polls, `set_targets` takes a lock."""
+
+    def __init__(self, state_dir: Path, settings: RedSettings, on_event: Callable[[RedEvent], None]) -> None:
+        self._state_dir = state_dir
+        self._settings = settings
+        self._on_event = on_event
+        self._bpf: Any = None
+        self._lock = threading.Lock()
+        self._targets: set[int] = set()
+        self.transport = ""
+        self.decode_errors = 0
+
+    def defines(self, ringbuf: bool) -> dict[str, int | str]:
+        s = self._settings
+        return {
+            "RED_MAX_CONNS": s.max_connections,
+            "RED_PATH_MAX": s.path_max,
+            "RED_DEPTH": s.pipeline_depth,
+            "RED_USE_RINGBUF": 1 if ringbuf else 0,
+            "RED_RINGBUF_PAGES": _pages(s.event_buffer_size),
+            "RED_INFER_CONNS": 1 if s.track_preexisting_connections else 0,
+        }
+
+    def load(self) -> None:
+        """Compile and attach; with `event_transport: auto`, a kernel without ring buffers gets perf buffers."""
+        transport = self._settings.event_transport
+        if transport in ("auto", "ringbuf"):
+            try:
+                self._bpf = load_program(PROGRAM, self._state_dir, defines=self.defines(ringbuf=True))
+                self.transport = "ringbuf"
+            except BpfCompileError as exc:
+                if transport == "ringbuf":
+                    raise
+                log.info("ring buffer unavailable, falling back to perf buffer", extra={"fields": {"error": str(exc)}})
+        if self._bpf is None:
+            self._bpf = load_program(PROGRAM, self._state_dir, defines=self.defines(ringbuf=False))
+            self.transport = "perf"
+        self._wire_tail_calls()
+        self._open_events()
+
+    def _wire_tail_calls(self) -> None:
+        import bcc
+
+        tails = self._bpf[b"tails"]
+        for slot, name in enumerate(TAIL_PROGRAMS):
+            try:
+                fn = self._bpf.load_func(name.encode(), bcc.BPF.TRACEPOINT)
+            except Exception as exc:  # BCC raises bare Exception with the verifier's verdict
+                raise BpfCompileError(
+                    f"BPF program {PROGRAM!r}: {name} failed to load: {exc}",
+                    "run 'coral-ebpf probe' for what this kernel allows",
+                ) from exc
+            tails[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
+
+    def _open_events(self) -> None:
+        path_max = self._settings.path_max
+
+        def handle(_ctx: Any, data: Any, size: int) -> None:
+            event = decode_event(ctypes.string_at(data, size), path_max)
+            if event is None:
+                self.decode_errors += 1
+                return
+            self._on_event(event)
+
+        events = self._bpf[b"events"]
+        if self.transport == "ringbuf":
+            events.open_ring_buffer(handle)
+        else:
+            import os
+
+            cpus = os.cpu_count() or 1
+            events.open_perf_buffer(
+                handle,
+                page_cnt=_pages(self._settings.event_buffer_size, cpus),
+                lost_cb=self._lost,
+                wakeup_events=64,
+            )
+
+    def _lost(self, count: int) -> None:
+        self.decode_errors += count
+
+    def poll(self) -> None:
+        """Hand every event waiting in the buffer to `on_event` (no wait: events are sent without wakeups)."""
+        if self._bpf is None:
+            return
+        if self.transport == "ringbuf":
+            self._bpf.ring_buffer_consume()
+        else:
+            self._bpf.perf_buffer_consume()
+
+    def set_targets(self, tgids: Iterable[int]) -> None:
+        """Trace exactly these processes; connections of processes no longer traced are forgotten."""
+        wanted = set(tgids)
+        with self._lock:
+            if self._bpf is None:
+                self._targets = wanted
+                return
+            table = self._bpf[b"targets"]
+            for tgid in wanted - self._targets:
+                table[ctypes.c_uint32(tgid)] = ctypes.c_uint8(1)
+            removed = self._targets - wanted
+            for tgid in removed:
+                with contextlib.suppress(KeyError):
+                    del table[ctypes.c_uint32(tgid)]
+            if removed:
+                self._forget_connections(removed)
+            self._targets = wanted
+
+    def _forget_connections(self, tgids: set[int]) -> None:
+        conns = self._bpf[b"conns"]
+        stale = [key for key in conns if key.tgid in tgids]
+        for key in stale:
+            with contextlib.suppress(KeyError):
+                del conns[key]
+
+    def counters(self) -> dict[str, int]:
+        if self._bpf is None:
+            return {}
+        table = self._bpf[b"counters"]
+        result: dict[str, int] = {}
+        for index, name in enumerate(COUNTER_NAMES):
+            values = table[ctypes.c_int(index)]
+            result[name] = int(sum(values))
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            if self._bpf is not None:
+                self._bpf.cleanup()
+                self._bpf = None

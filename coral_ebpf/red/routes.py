@@ -1,0 +1,146 @@
+"""`http.route` from a raw request target: configured patterns first, else a low-cardinality rule.
+
+Patterns (`red.routes`), first match wins, the pattern text is the route:
+- `{name}` or `:name` matches exactly one path segment;
+- `*` matches one segment, or, as the last segment, everything that follows (one or more segments);
+- any other segment matches itself.
+Unmatched paths (`red.unmatched_routes`):
+- `heuristic` (default): segments that look like identifiers become `*` — decimal numbers, UUIDs,
+  hex strings of 8+ characters with a digit, long tokens mixing letters and digits, e-mail-like,
+  and base64-padded values;
+- `path`: the path itself; `wildcard`: `/**` for every path.
+Either way a service keeps at most `max_routes_per_service` distinct routes; further ones become
+`/**`, so a scanner walking random URLs cannot blow up the number of series.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+
+WILDCARD_ROUTE = "/**"
+_PLACEHOLDER = re.compile(r"^(\{[^/{}]+\}|:[A-Za-z_][A-Za-z0-9_]*)$")
+_NUMBER = re.compile(r"^[+-]?\d+([.,]\d+)?$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_HEX = re.compile(r"^(0x)?[0-9a-fA-F]{8,}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-.~]{16,}$")
+_CACHE_SIZE = 4096
+
+
+def normalize_target(target: str) -> str:
+    """The path of a request target: absolute-form reduced to its path, no query or fragment."""
+    if target.startswith(("http://", "https://")):
+        rest = target.split("://", 1)[1]
+        slash = rest.find("/")
+        target = rest[slash:] if slash >= 0 else "/"
+    for stop in ("?", "#"):
+        cut = target.find(stop)
+        if cut >= 0:
+            target = target[:cut]
+    if target == "*":
+        return target
+    return target if target.startswith("/") else "/" + target
+
+
+def looks_like_id(segment: str) -> bool:
+    if not segment:
+        return False
+    if _NUMBER.match(segment) or _UUID.match(segment):
+        return True
+    if _HEX.match(segment) and any(ch.isdigit() for ch in segment):
+        return True
+    if "@" in segment or segment.endswith("="):
+        return True
+    return bool(_TOKEN.match(segment) and any(ch.isdigit() for ch in segment) and any(ch.isalpha() for ch in segment))
+
+
+def heuristic_route(path: str, truncated: bool = False) -> str:
+    if path == "*":
+        return path
+    segments = path.split("/")
+    if truncated and len(segments) > 1:
+        segments[-1] = "*"  # a segment cut by the capture limit says nothing
+    return "/".join("*" if looks_like_id(segment) else segment for segment in segments) or "/"
+
+
+@dataclass(frozen=True)
+class RoutePattern:
+    text: str
+    segments: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> RoutePattern:
+        if not text.startswith("/"):
+            raise ValueError(f"route pattern {text!r} must start with /")
+        segments = tuple(text.split("/")[1:])
+        for index, segment in enumerate(segments):
+            if ("{" in segment or "}" in segment) and not _PLACEHOLDER.match(segment):
+                raise ValueError(f"route pattern {text!r}: {segment!r} must be a whole segment like {{id}}")
+            if "*" in segment and segment != "*":
+                raise ValueError(f"route pattern {text!r}: * must be a whole segment")
+            if segment == "" and index != len(segments) - 1:
+                raise ValueError(f"route pattern {text!r} has an empty segment (//)")
+        return cls(text, segments)
+
+    def matches(self, segments: list[str]) -> bool:
+        for index, want in enumerate(self.segments):
+            if want == "*" and index == len(self.segments) - 1:
+                return len(segments) > index
+            if index >= len(segments):
+                return False
+            if want == "*" or _PLACEHOLDER.match(want):
+                if segments[index] == "":
+                    return False
+                continue
+            if want != segments[index]:
+                return False
+        return len(segments) == len(self.segments)
+
+
+class RouteResolver:
+    """Route for each path of one service, with the per-service cap on distinct routes."""
+
+    def __init__(self, patterns: tuple[str, ...], unmatched: str, max_routes: int) -> None:
+        self._patterns = [RoutePattern.parse(text) for text in patterns]
+        self._unmatched = unmatched
+        self._max_routes = max_routes
+        self._routes: set[str] = set()
+        self._cache: OrderedDict[tuple[str, bool], str] = OrderedDict()
+        self.overflowed = 0
+
+    @property
+    def route_count(self) -> int:
+        return len(self._routes)
+
+    def route(self, target: str, truncated: bool = False) -> str:
+        key = (target, truncated)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        route = self._admit(self._resolve(normalize_target(target), truncated))
+        self._cache[key] = route
+        if len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return route
+
+    def _resolve(self, path: str, truncated: bool) -> str:
+        segments = path.split("/")[1:]
+        for pattern in self._patterns:
+            if pattern.matches(segments):
+                return pattern.text
+        if self._unmatched == "wildcard":
+            return WILDCARD_ROUTE
+        if self._unmatched == "path":
+            return path + ("*" if truncated else "")
+        return heuristic_route(path, truncated)
+
+    def _admit(self, route: str) -> str:
+        if route in self._routes:
+            return route
+        if len(self._routes) >= self._max_routes:
+            self.overflowed += 1
+            return WILDCARD_ROUTE
+        self._routes.add(route)
+        return route

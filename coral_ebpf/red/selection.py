@@ -1,0 +1,31 @@
+"""Which RED engine serves the host: Beyla, or the built-in BCC probe where Beyla cannot run."""
+
+from __future__ import annotations
+
+from coral_ebpf.errors import ConfigError
+from coral_ebpf.red.settings import ENGINES
+
+
+def choose_engine(setting: str, beyla_verdict_ok: bool, beyla_binary_found: bool) -> tuple[str, str]:
+    """Return (engine, reason) for `red.engine` = `setting`; engine is "beyla" or "bcc".
+
+    `beyla_verdict_ok`: the capability probe says Beyla's application mode can run on this kernel.
+    `beyla_binary_found`: a usable Beyla binary is installed.
+    """
+    if setting == "beyla":
+        caveats = []
+        if not beyla_verdict_ok:
+            caveats.append("the probe says Beyla cannot run on this kernel")
+        if not beyla_binary_found:
+            caveats.append("no Beyla binary was found")
+        suffix = f" (although {' and '.join(caveats)})" if caveats else ""
+        return "beyla", f"red.engine is beyla{suffix}"
+    if setting == "bcc":
+        return "bcc", "red.engine is bcc"
+    if setting == "auto":
+        if not beyla_verdict_ok:
+            return "bcc", "Beyla cannot run on this kernel (capability probe): using the built-in BCC probe"
+        if not beyla_binary_found:
+            return "bcc", "no Beyla binary found: using the built-in BCC probe"
+        return "beyla", "Beyla can run and is installed"
+    raise ConfigError(f"red.engine: {setting!r} is not one of {', '.join(ENGINES)}", "use auto, beyla or bcc")

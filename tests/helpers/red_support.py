@@ -1,0 +1,191 @@
+"""Support for RED engine tests: server processes, a consumer that keeps what it gets, record readers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from coral_ebpf.discovery.model import Listener, ServiceEntry
+from coral_ebpf.otlp.consumer import ConsumeResult, QueueFullError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[str]
+    port: int
+    kind: str
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def entry(self, name: str | None = None) -> ServiceEntry:
+        return ServiceEntry(
+            pid=self.pid,
+            netns=os.stat(f"/proc/{self.pid}/ns/net").st_ino,
+            name=name or f"{self.kind}-app",
+            exe=os.readlink(f"/proc/{self.pid}/exe"),
+            cmdline=tuple(self.process.args) if isinstance(self.process.args, list) else (),
+            listeners=(Listener(port=self.port, address="127.0.0.1"),),
+            start_time=0.0,
+        )
+
+
+@contextlib.contextmanager
+def server(kind: str) -> Iterator[ServerProcess]:
+    """A server from tests/helpers/red_apps.py, stopped at the end of the block."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.helpers.red_apps", kind],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{kind} server exited before printing its port")
+        yield ServerProcess(process, int(line), kind)
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class CollectingConsumer:
+    """A Consumer that keeps every request; can refuse the first `refuse` calls with QueueFullError."""
+
+    def __init__(self, refuse: int = 0) -> None:
+        self.metrics: list[ExportMetricsServiceRequest] = []
+        self.traces: list[ExportTraceServiceRequest] = []
+        self.refuse = refuse
+        self.refused = 0
+        self._lock = threading.Lock()
+
+    def _maybe_refuse(self) -> None:
+        if self.refused < self.refuse:
+            self.refused += 1
+            raise QueueFullError("full (test)", retry_after=0.05)
+
+    def consume_metrics(self, request: ExportMetricsServiceRequest) -> ConsumeResult:
+        with self._lock:
+            self._maybe_refuse()
+            copy = ExportMetricsServiceRequest()
+            copy.CopyFrom(request)
+            self.metrics.append(copy)
+        return ConsumeResult()
+
+    def consume_traces(self, request: ExportTraceServiceRequest) -> ConsumeResult:
+        with self._lock:
+            self._maybe_refuse()
+            copy = ExportTraceServiceRequest()
+            copy.CopyFrom(request)
+            self.traces.append(copy)
+        return ConsumeResult()
+
+    def consume_logs(self, request: ExportLogsServiceRequest) -> ConsumeResult:
+        return ConsumeResult()
+
+    def clear(self) -> None:
+        with self._lock:
+            self.metrics.clear()
+            self.traces.clear()
+
+
+def value(any_value: AnyValue) -> Any:
+    return getattr(any_value, any_value.WhichOneof("value") or "string_value")
+
+
+def attrs(key_values: Any) -> dict[str, Any]:
+    return {kv.key: value(kv.value) for kv in key_values}
+
+
+@dataclass
+class Point:
+    resource: dict[str, Any]
+    attributes: dict[str, Any]
+    count: int
+    total: float
+    buckets: list[int]
+    bounds: list[float]
+    temporality: int
+
+
+def points(consumer: CollectingConsumer, pid: int | None = None) -> list[Point]:
+    found = []
+    for request in list(consumer.metrics):
+        for resource_metrics in request.resource_metrics:
+            resource = attrs(resource_metrics.resource.attributes)
+            if pid is not None and resource.get("process.pid") != pid:
+                continue
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    for point in metric.histogram.data_points:
+                        found.append(
+                            Point(
+                                resource,
+                                attrs(point.attributes),
+                                point.count,
+                                point.sum,
+                                list(point.bucket_counts),
+                                list(point.explicit_bounds),
+                                metric.histogram.aggregation_temporality,
+                            )
+                        )
+    return found
+
+
+def spans(consumer: CollectingConsumer, pid: int | None = None) -> list[tuple[dict[str, Any], Any]]:
+    found = []
+    for request in list(consumer.traces):
+        for resource_spans in request.resource_spans:
+            resource = attrs(resource_spans.resource.attributes)
+            if pid is not None and resource.get("process.pid") != pid:
+                continue
+            for scope in resource_spans.scope_spans:
+                found.extend((resource, span) for span in scope.spans)
+    return found
+
+
+def counts(consumer: CollectingConsumer, pid: int) -> Counter[tuple[str, str, int]]:
+    """(method, route, status) -> requests, summed over every export."""
+    total: Counter[tuple[str, str, int]] = Counter()
+    for point in points(consumer, pid):
+        a = point.attributes
+        total[(a["http.request.method"], a["http.route"], a["http.response.status_code"])] += point.count
+    return total
+
+
+def wait_for(
+    flush: Callable[[], None], consumer: CollectingConsumer, pid: int, expected: int, timeout: float = 10.0
+) -> Counter[tuple[str, str, int]]:
+    """Flush until `expected` requests of `pid` were exported, then once more to catch any extra."""
+    deadline = time.monotonic() + timeout
+    while True:
+        flush()
+        got = counts(consumer, pid)
+        if sum(got.values()) >= expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    time.sleep(0.3)
+    flush()
+    return counts(consumer, pid)

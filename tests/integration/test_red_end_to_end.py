@@ -1,0 +1,105 @@
+"""Real traffic -> BPF -> RedEngine -> TransformProcessor -> DuckDB -> `coral-ebpf query http --json`.
+
+Skipped until the data path (transform + storage, issue 2) is in the tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("coral_ebpf.transform.processor")
+datapath = pytest.importorskip("tests.helpers.datapath")
+
+from coral_ebpf.red.engine import RedEngine  # noqa: E402
+from coral_ebpf.red.settings import RedSettings  # noqa: E402
+from tests.helpers.red_support import counts, server  # noqa: E402
+
+SETTINGS = RedSettings(engine="bcc", routes=("/orders/{id}",), export_interval=3600)
+
+
+def query(config: Path, *args: str) -> Any:
+    script = Path(sys.executable).with_name("coral-ebpf")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "coral_ebpf"]
+    result = subprocess.run(
+        [*command, "query", *args, "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+class Recording:
+    """Passes requests on to the real processor and keeps a copy, to compare both ends."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.metrics: list[Any] = []
+        self.traces: list[Any] = []
+
+    def consume_metrics(self, request: Any) -> Any:
+        result = self.inner.consume_metrics(request)
+        self.metrics.append(request)
+        return result
+
+    def consume_traces(self, request: Any) -> Any:
+        result = self.inner.consume_traces(request)
+        self.traces.append(request)
+        return result
+
+    def consume_logs(self, request: Any) -> Any:
+        return self.inner.consume_logs(request)
+
+
+@pytest.mark.parametrize("kind", ["python", "uvicorn"])
+@pytest.mark.parametrize("temporality", ["delta", "cumulative"])
+def test_query_http_returns_exact_counts(kind: str, temporality: str, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with datapath.data_path(state) as (storage, processor):
+        recording = Recording(processor)
+        red = RedEngine(dataclasses.replace(SETTINGS, temporality=temporality), recording, tmp_path / "red")
+        red.start()
+        try:
+            with server(kind) as proc:
+                red.set_targets([proc.entry(name="shop")])
+                for round_ in range(2):  # two exports: the second must add, not replace
+                    conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=10)
+                    for user in range(4):
+                        conn.request("GET", f"/users/{user + 10 * round_}?ms=30")
+                        conn.getresponse().read()
+                    for _ in range(2):
+                        conn.request("GET", "/fail")
+                        conn.getresponse().read()
+                    conn.request("GET", f"/orders/{round_}")
+                    conn.getresponse().read()
+                    conn.close()
+                    for _ in range(50):
+                        red.flush()
+                        if sum(counts(recording, proc.pid).values()) >= 7 * (round_ + 1):
+                            break
+                        time.sleep(0.1)
+        finally:
+            red.stop(10)
+        storage.flush()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"state_dir: {state}\nagent_id: test-agent\n")
+    rows = {(row["service"], row["method"], row["route"]): row for row in query(config, "http", "--since", "10m")}
+    users = rows[("shop", "GET", "/users/*")]
+    assert (users["requests"], users["errors"]) == (8, 0)
+    assert 25 <= users["p50_ms"] <= 50  # 30 ms server-side sleep: in the (25, 50 ms] bucket
+    fail = rows[("shop", "GET", "/fail")]
+    assert (fail["requests"], fail["errors"]) == (4, 4)
+    orders = rows[("shop", "GET", "/orders/{id}")]
+    assert (orders["requests"], orders["errors"]) == (2, 0)
+    assert set(rows) == {("shop", "GET", "/users/*"), ("shop", "GET", "/fail"), ("shop", "GET", "/orders/{id}")}

@@ -1,0 +1,215 @@
+"""Event decoding, histogram aggregation and the OTLP the engine builds, without the kernel.
+
+The engine is fed events by a stand-in for the BPF probe (the real probe runs in
+tests/integration/test_red_engine.py); what is checked here is the user-space half.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+from coral_ebpf.discovery.model import Listener, ServiceEntry
+from coral_ebpf.red.engine import RedEngine
+from coral_ebpf.red.events import FLAG_CLOSED, FLAG_SCAN, FLAG_TRUNCATED, RedEvent, decode_event, event_size
+from coral_ebpf.red.records import BUCKETS, DurationAggregator, metrics_request
+from coral_ebpf.red.settings import RedSettings
+from tests.helpers.red_support import CollectingConsumer, counts, points, spans
+
+PATH_MAX = 64
+
+
+def encode(target: bytes, status: int = 200, flags: int = 0, method: int = 1, path_len: int | None = None) -> bytes:
+    header = struct.pack(
+        "<QQQIIiiHHHBBB7x16s",
+        1_000,
+        2_000,
+        7,
+        42,
+        43,
+        5,
+        3,
+        status,
+        51234,
+        len(target) if path_len is None else path_len,
+        method,
+        flags,
+        2,
+        bytes([127, 0, 0, 1]) + bytes(12),
+    )
+    return header + target.ljust(PATH_MAX, b"\0")
+
+
+def test_event_layout_matches_the_bpf_struct() -> None:
+    assert event_size(128) == 72 + 128  # struct red_event: 72-byte header, then path[RED_PATH_MAX]
+
+
+def test_decode_event() -> None:
+    event = decode_event(encode(b"/users/1", status=503), PATH_MAX)
+    assert event is not None
+    assert (event.method, event.target, event.status, event.tgid, event.pid) == ("GET", "/users/1", 503, 42, 43)
+    assert (event.peer_address, event.peer_port, event.listen_fd, event.fd) == ("127.0.0.1", 51234, 3, 5)
+    assert decode_event(b"short", PATH_MAX) is None
+
+
+def test_decode_raw_target_finds_its_end() -> None:
+    event = decode_event(encode(b"/pipe/b HTTP/1.1\r\nHost", flags=FLAG_SCAN), PATH_MAX)
+    assert event is not None and event.target == "/pipe/b" and not event.truncated
+    event = decode_event(encode(b"/q?x=1 HTTP/1.1", flags=FLAG_SCAN), PATH_MAX)
+    assert event is not None and event.target == "/q"
+    full = b"/" + b"a" * (PATH_MAX - 1)
+    event = decode_event(encode(full, flags=FLAG_SCAN), PATH_MAX)
+    assert event is not None and event.truncated
+
+
+def test_histogram_buckets_follow_otlp_bounds() -> None:
+    aggregator = DurationAggregator("delta", 0)
+    attributes = (("http.route", "/x"),)
+    for seconds in (0.0, 0.005, 0.0051, 0.3, 12.0):
+        aggregator.record(1, attributes, seconds, 10)
+    series = aggregator.take(20)
+    request = metrics_request(series, {1: [("service.name", "svc")]}, "delta", 20)
+    [point] = request.resource_metrics[0].scope_metrics[0].metrics[0].histogram.data_points
+    assert list(point.explicit_bounds) == list(BUCKETS)
+    counts_by_bucket = list(point.bucket_counts)
+    assert counts_by_bucket[0] == 1  # (-inf, 0]
+    assert counts_by_bucket[1] == 1  # (0, 0.005]
+    assert counts_by_bucket[2] == 1  # (0.005, 0.01]
+    assert counts_by_bucket[BUCKETS.index(0.5)] == 1  # (0.25, 0.5]
+    assert counts_by_bucket[-1] == 1  # (10, +inf)
+    assert point.count == 5 and point.min == 0.0 and point.max == 12.0
+    assert point.start_time_unix_nano == 0 and point.time_unix_nano == 20
+    assert len(aggregator) == 0  # delta starts afresh
+
+
+def test_cumulative_keeps_series_and_delta_folds_back() -> None:
+    cumulative = DurationAggregator("cumulative", 0)
+    cumulative.record(1, (), 0.1, 5)
+    assert cumulative.take(10)[(1, ())].count == 1
+    cumulative.record(1, (), 0.1, 15)
+    assert cumulative.take(20)[(1, ())].count == 2
+
+    delta = DurationAggregator("delta", 0)
+    delta.record(1, (), 0.1, 5)
+    refused = delta.take(10)
+    delta.record(1, (), 0.2, 15)
+    delta.give_back(refused)
+    merged = delta.take(20)[(1, ())]
+    assert merged.count == 2 and merged.start_ns == 0
+
+
+class StandInProbe:
+    """Plays back events the way HttpRedProbe delivers them: on poll()."""
+
+    transport = "stand-in"
+
+    def __init__(self, handler: Callable[[RedEvent], None]) -> None:
+        self.handler = handler
+        self.queue: list[RedEvent] = []
+        self.targets: set[int] = set()
+
+    def load(self) -> None:
+        pass
+
+    def set_targets(self, tgids: Iterable[int]) -> None:
+        self.targets = set(tgids)
+
+    def poll(self) -> None:
+        queue, self.queue = self.queue, []
+        for event in queue:
+            if event.tgid in self.targets:
+                self.handler(event)
+
+    def counters(self) -> dict[str, int]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def make_event(pid: int, target: str, status: int, flags: int = 0) -> RedEvent:
+    end = time.monotonic_ns()
+    return RedEvent(end - 10_000_000, end, 1, pid, pid, 5, 3, status, "GET", target, flags, "10.1.2.3", 4000)
+
+
+def make_engine(settings: RedSettings, consumer: CollectingConsumer, tmp_path: Path) -> tuple[RedEngine, Any]:
+    holder: dict[str, StandInProbe] = {}
+
+    def factory(handler: Callable[[RedEvent], None]) -> Any:
+        holder["probe"] = StandInProbe(handler)
+        return holder["probe"]
+
+    engine = RedEngine(settings, consumer, tmp_path, hostname="host-a", probe_factory=factory)
+    engine.start()
+    return engine, holder["probe"]
+
+
+def entry(pid: int) -> ServiceEntry:
+    return ServiceEntry(
+        pid=pid, netns=0, name="shop", exe="/usr/bin/python3", cmdline=(), listeners=(Listener(port=8080),)
+    )
+
+
+def test_engine_builds_beyla_shaped_records(tmp_path: Path) -> None:
+    pid = os.getpid()  # a live pid, so /proc lookups behave
+    consumer = CollectingConsumer()
+    engine, probe = make_engine(RedSettings(export_interval=3600), consumer, tmp_path)
+    try:
+        engine.set_targets([entry(pid)])
+        probe.queue += [
+            make_event(pid, "/users/1", 200),
+            make_event(pid, "/users/2", 200),
+            make_event(pid, "/users/3", 503),
+            make_event(pid, "/cart", 0, flags=FLAG_CLOSED),
+            make_event(pid, "/long/trunc", 200, flags=FLAG_TRUNCATED),
+            make_event(pid + 1, "/other", 200),  # not a target
+        ]
+        engine.flush()
+    finally:
+        engine.stop(5)
+    assert dict(counts(consumer, pid)) == {
+        ("GET", "/users/*", 200): 2,
+        ("GET", "/users/*", 503): 1,
+        ("GET", "/cart", 0): 1,
+        ("GET", "/long/*", 200): 1,
+    }
+    point = points(consumer, pid)[0]
+    assert point.temporality == AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
+    assert point.resource["service.instance.id"] == f"host-a:{pid}"
+    assert point.resource["host.name"] == "host-a"
+    assert point.resource["telemetry.sdk.name"] == "coral-ebpf"
+    assert point.attributes["server.port"] == 8080  # the only listener (no such fd in this process)
+    assert point.attributes["server.address"] == "host-a"  # not loopback, no local address known
+    errors = [s for _, s in spans(consumer, pid) if s.status.code == Status.StatusCode.STATUS_CODE_ERROR]
+    assert sorted(s.name for s in errors) == ["GET /cart", "GET /users/*"]
+    client = {kv.key: kv.value.string_value for kv in spans(consumer, pid)[0][1].attributes}["client.address"]
+    assert client == "10.1.2.3"
+
+
+def test_engine_retries_refused_exports_and_bounds_spans(tmp_path: Path) -> None:
+    pid = os.getpid()
+    consumer = CollectingConsumer(refuse=2)
+    engine, probe = make_engine(RedSettings(export_interval=3600, max_pending_spans=3), consumer, tmp_path)
+    try:
+        engine.set_targets([entry(pid)])
+        probe.queue += [make_event(pid, "/a", 200) for _ in range(5)]
+        engine.flush()  # metrics refused: folded back
+        assert consumer.metrics == []
+        time.sleep(0.1)
+        engine.flush()  # metrics accepted; spans refused (the second refusal)
+        time.sleep(0.1)
+        engine.flush()
+    finally:
+        engine.stop(5)
+    assert dict(counts(consumer, pid)) == {("GET", "/a", 200): 5}
+    assert len(spans(consumer, pid)) == 3  # bounded to max_pending_spans
+    status = engine.status()
+    assert status["dropped_spans"] == 2
+    assert status["export_retries"] == 2
