@@ -30,7 +30,9 @@ def taken_port() -> Iterator[int]:
 
 
 def test_grpc_port_taken_names_the_endpoint(taken_port: int) -> None:
-    receiver = OtlpReceiver(OtlpSettings(grpc_endpoint=f"127.0.0.1:{taken_port}", http_endpoint=None), RecordingConsumer())
+    receiver = OtlpReceiver(
+        OtlpSettings(grpc_endpoint=f"127.0.0.1:{taken_port}", http_endpoint=None), RecordingConsumer()
+    )
     with pytest.raises(CoralError, match=rf"OTLP/gRPC on 127.0.0.1:{taken_port}") as caught:
         receiver.start()
     assert "otlp.grpc_endpoint" in caught.value.hint
