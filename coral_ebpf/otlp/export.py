@@ -7,6 +7,7 @@ client was told is stored can be lost here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from coral_ebpf.otlp.consumer import Consumer
 from coral_ebpf.otlp.errors import ErrorReply, reply_for
 from coral_ebpf.otlp.signals import SignalHandler
 from coral_ebpf.otlp.stats import ReceiverStats
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,17 @@ class Exporter:
             result = handler.consume(self._consumer, request)
         except Exception as exc:  # every failure is answered here; none reaches the transport
             reply = reply_for(exc, self._retry_after_floor)
+            log.debug(
+                "export refused",
+                extra={
+                    "fields": {
+                        "transport": transport,
+                        "signal": handler.name,
+                        "code": error_key(reply),
+                        "reason": reply.message,
+                    }
+                },
+            )
             self._stats.record(
                 transport,
                 handler.name,

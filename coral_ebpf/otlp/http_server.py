@@ -31,6 +31,9 @@ from coral_ebpf.units import parse_endpoint
 log = logging.getLogger(__name__)
 
 HTTP_WORKERS = 4
+# Bodies being read or decoded at once; further requests wait (their bytes stay in socket buffers)
+# instead of each buffering up to otlp.max_body_bytes. Matches the gRPC side's concurrency cap.
+MAX_CONCURRENT_REQUESTS = 64
 # After answering early (413), keep reading and discarding the rest of the body this long, so
 # the client sees the answer instead of a reset connection.
 LINGERING_SECONDS = 2.0
@@ -55,6 +58,7 @@ class HttpTransport:
         self._runner: web.AppRunner | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._in_flight = 0
+        self._slots: asyncio.Semaphore | None = None
         self.address: str | None = None
 
     # lifecycle -------------------------------------------------------------------------------
@@ -115,6 +119,7 @@ class HttpTransport:
         ) -> web.StreamResponse:
             return await self._unknown_route(request, handler)
 
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         app = web.Application(middlewares=[unknown_route])
         for signal in SIGNALS:
             app.router.add_post(signal.http_path, partial(self._export, signal))
@@ -146,6 +151,11 @@ class HttpTransport:
         while self._in_flight and loop.time() < deadline:
             await asyncio.sleep(0.01)
         await self._runner.cleanup()
+        # Connections still lingering over an unread body (after a 413) end here, not at loop.close().
+        leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
 
     # requests --------------------------------------------------------------------------------
 
@@ -166,9 +176,11 @@ class HttpTransport:
             return web.Response(status=404, text=f"no OTLP endpoint at {request.path}: POST to one of {_PATHS}\n")
 
     async def _export(self, signal: SignalHandler, request: web.Request) -> web.StreamResponse:
+        assert self._slots is not None
         self._in_flight += 1
         try:
-            return await self._export_request(signal, request)
+            async with self._slots:
+                return await self._export_request(signal, request)
         finally:
             self._in_flight -= 1
 

@@ -159,3 +159,35 @@ def test_restart_after_stop() -> None:
         assert receiver.status()["state"] == "serving" and receiver.http_address is not None
     finally:
         receiver.stop(2.0)
+
+
+def test_http_requests_beyond_the_cap_wait_instead_of_buffering(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("coral_ebpf.otlp.http_server.MAX_CONCURRENT_REQUESTS", 1)
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def slow(signal: str) -> ConsumeResult | None:
+        entered.release()
+        release.wait(10)
+        return None
+
+    with running_receiver(RecordingConsumer(slow), grpc_endpoint=None) as (receiver, consumer):
+        assert receiver.http_address is not None
+        host, _, port = receiver.http_address.rpartition(":")
+        statuses: list[int] = []
+
+        def call() -> None:
+            connection = http.client.HTTPConnection(host, int(port), timeout=20)
+            body = beyla_otlp.traces_request().SerializeToString()
+            connection.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+            statuses.append(connection.getresponse().status)
+
+        callers = [threading.Thread(target=call) for _ in range(2)]
+        for caller in callers:
+            caller.start()
+        assert entered.acquire(timeout=10)
+        assert not entered.acquire(timeout=0.5)  # the second request waits for the slot
+        release.set()
+        for caller in callers:
+            caller.join(20)
+        assert statuses == [200, 200] and len(consumer.traces) == 2
