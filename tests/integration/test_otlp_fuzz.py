@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from coral_ebpf.otlp import OtlpReceiver
-from tests.helpers import beyla_otlp
+from tests.helpers import beyla_payloads
 from tests.helpers.otlp_receiver import RecordingConsumer, running_receiver
 
 LIMIT = 256 * 1024
@@ -30,10 +30,10 @@ GRPC_ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.Statu
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 VALID_PROTOBUF = (
-    beyla_otlp.traces_request().SerializeToString(),
-    beyla_otlp.metrics_request().SerializeToString(),
+    beyla_payloads.traces_request().SerializeToString(),
+    beyla_payloads.metrics_request().SerializeToString(),
 )
-VALID_JSON = (beyla_otlp.traces_json(), beyla_otlp.metrics_json())
+VALID_JSON = (beyla_payloads.traces_json(), beyla_payloads.metrics_json())
 
 
 @pytest.fixture(scope="module")
@@ -148,11 +148,11 @@ def _grpc_code(
 
 
 def _still_serves(receiver: OtlpReceiver) -> None:
-    body = beyla_otlp.traces_request().SerializeToString()
+    body = beyla_payloads.traces_request().SerializeToString()
     assert _post(receiver, "/v1/traces", body, {"Content-Type": "application/x-protobuf"}) == 200
     assert receiver.grpc_address is not None
     with grpc.insecure_channel(receiver.grpc_address) as channel:
-        trace_service_pb2_grpc.TraceServiceStub(channel).Export(beyla_otlp.traces_request(), timeout=10)
+        trace_service_pb2_grpc.TraceServiceStub(channel).Export(beyla_payloads.traces_request(), timeout=10)
 
 
 @FUZZ

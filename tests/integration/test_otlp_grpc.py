@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from coral_ebpf.otlp import ConsumeResult, ConsumerUnavailableError, OtlpReceiver, QueueFullError
-from tests.helpers import beyla_otlp
+from tests.helpers import beyla_payloads
 from tests.helpers.bombs import gzip_bomb
 from tests.helpers.otlp_receiver import RecordingConsumer, running_receiver
 from tests.helpers.raw_grpc import unary_call
@@ -44,21 +44,21 @@ def raw_export(receiver: OtlpReceiver, body: bytes, compression: grpc.Compressio
 def assert_still_serving(receiver: OtlpReceiver, consumer: RecordingConsumer) -> None:
     before = len(consumer.traces)
     with channel(receiver) as ch:
-        trace_service_pb2_grpc.TraceServiceStub(ch).Export(beyla_otlp.traces_request(), timeout=10)
+        trace_service_pb2_grpc.TraceServiceStub(ch).Export(beyla_payloads.traces_request(), timeout=10)
     assert len(consumer.traces) == before + 1
 
 
 def test_generated_stubs_for_every_signal(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
     receiver, consumer = served
     with channel(receiver) as ch:
-        response = trace_service_pb2_grpc.TraceServiceStub(ch).Export(beyla_otlp.traces_request(), timeout=10)
+        response = trace_service_pb2_grpc.TraceServiceStub(ch).Export(beyla_payloads.traces_request(), timeout=10)
         assert response == trace_service_pb2.ExportTraceServiceResponse()
-        metrics_service_pb2_grpc.MetricsServiceStub(ch).Export(beyla_otlp.metrics_request(), timeout=10)
+        metrics_service_pb2_grpc.MetricsServiceStub(ch).Export(beyla_payloads.metrics_request(), timeout=10)
         logs_request = logs_service_pb2.ExportLogsServiceRequest()
         logs_request.resource_logs.add().scope_logs.add().log_records.add().body.string_value = "hello"
         logs_service_pb2_grpc.LogsServiceStub(ch).Export(logs_request, timeout=10)
-    assert consumer.traces == [beyla_otlp.traces_request()]
-    assert consumer.metrics == [beyla_otlp.metrics_request()]
+    assert consumer.traces == [beyla_payloads.traces_request()]
+    assert consumer.metrics == [beyla_payloads.metrics_request()]
     assert consumer.logs == [logs_request]
     signals = receiver.status()["grpc"]["signals"]
     assert [signals[s]["items_accepted"] for s in ("traces", "metrics", "logs")] == [4, 4, 1]
@@ -66,15 +66,15 @@ def test_generated_stubs_for_every_signal(served: tuple[OtlpReceiver, RecordingC
 
 def test_gzip_compressed_call(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
     receiver, consumer = served
-    raw_export(receiver, beyla_otlp.traces_request().SerializeToString(), grpc.Compression.Gzip)
-    assert consumer.traces == [beyla_otlp.traces_request()]
+    raw_export(receiver, beyla_payloads.traces_request().SerializeToString(), grpc.Compression.Gzip)
+    assert consumer.traces == [beyla_payloads.traces_request()]
 
 
 def test_partial_success(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
     receiver, consumer = served
     consumer.behaviour = lambda signal: ConsumeResult(rejected=3, message="3 spans lack a service")
     response = trace_service_pb2.ExportTraceServiceResponse.FromString(
-        raw_export(receiver, beyla_otlp.traces_request().SerializeToString())
+        raw_export(receiver, beyla_payloads.traces_request().SerializeToString())
     )
     assert response.partial_success.rejected_spans == 3
     assert response.partial_success.error_message == "3 spans lack a service"
@@ -126,10 +126,10 @@ def test_raw_frames_reach_the_receiver(served: tuple[OtlpReceiver, RecordingCons
     """The h2 client used for the bomb speaks valid gRPC: a good gzip message through it is accepted."""
     receiver, consumer = served
     assert receiver.grpc_address is not None
-    body = gzip.compress(beyla_otlp.traces_request().SerializeToString())
+    body = gzip.compress(beyla_payloads.traces_request().SerializeToString())
     answer = unary_call(receiver.grpc_address, TRACE_EXPORT, body, gzip_compressed=True)
     assert answer["grpc-status"] == "0"
-    assert consumer.traces == [beyla_otlp.traces_request()]
+    assert consumer.traces == [beyla_payloads.traces_request()]
 
 
 def _retry_info(error: grpc.RpcError) -> tuple[float, float]:
@@ -148,7 +148,7 @@ def test_queue_full_is_resource_exhausted_with_retry_info() -> None:
 
     with running_receiver(RecordingConsumer(full), http_endpoint=None, retry_after=1.0) as (receiver, _):
         with pytest.raises(grpc.RpcError) as caught:
-            raw_export(receiver, beyla_otlp.traces_request().SerializeToString())
+            raw_export(receiver, beyla_payloads.traces_request().SerializeToString())
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "write queue full" in caught.value.details()
         assert _retry_info(caught.value) == (2.5, 2.5)
@@ -162,7 +162,7 @@ def test_unavailable_with_retry_info() -> None:
 
     with running_receiver(RecordingConsumer(down), http_endpoint=None, retry_after=3.0) as (receiver, _):
         with pytest.raises(grpc.RpcError) as caught:
-            raw_export(receiver, beyla_otlp.traces_request().SerializeToString())
+            raw_export(receiver, beyla_payloads.traces_request().SerializeToString())
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "storage is stopping" in caught.value.details()
         assert _retry_info(caught.value) == (3.0, 3.0)

@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from coral_ebpf.otlp import ConsumeResult, ConsumerUnavailableError, OtlpReceiver, QueueFullError
-from tests.helpers import beyla_otlp
+from tests.helpers import beyla_payloads
 from tests.helpers.bombs import gzip_bomb
 from tests.helpers.otlp_receiver import RecordingConsumer, running_receiver
 
@@ -70,7 +70,7 @@ def post(
 
 def assert_still_serving(receiver: OtlpReceiver, consumer: RecordingConsumer) -> None:
     before = len(consumer.traces)
-    reply = post(receiver, "/v1/traces", beyla_otlp.traces_request().SerializeToString())
+    reply = post(receiver, "/v1/traces", beyla_payloads.traces_request().SerializeToString())
     assert reply.status == 200, reply.body
     assert len(consumer.traces) == before + 1
 
@@ -86,7 +86,7 @@ def served() -> Iterator[tuple[OtlpReceiver, RecordingConsumer]]:
 
 def test_beyla_protobuf_traces_arrive_intact(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
     receiver, consumer = served
-    request = beyla_otlp.traces_request()
+    request = beyla_payloads.traces_request()
     reply = post(receiver, "/v1/traces", request.SerializeToString())
     assert reply.status == 200 and reply.content_type.startswith(PROTOBUF)
     assert ExportTraceServiceResponse.FromString(reply.body) == ExportTraceServiceResponse()
@@ -96,19 +96,19 @@ def test_beyla_protobuf_traces_arrive_intact(served: tuple[OtlpReceiver, Recordi
 
 def test_beyla_protobuf_metrics_arrive_intact(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
     receiver, consumer = served
-    request = beyla_otlp.metrics_request()
+    request = beyla_payloads.metrics_request()
     reply = post(receiver, "/v1/metrics", request.SerializeToString())
     assert reply.status == 200
     assert consumer.metrics == [request]
     metric = consumer.metrics[0].resource_metrics[0].scope_metrics[0].metrics[0]
     assert metric.name == "http.server.request.duration" and metric.unit == "s"
-    assert list(metric.histogram.data_points[0].explicit_bounds) == list(beyla_otlp.DURATION_BUCKETS)
+    assert list(metric.histogram.data_points[0].explicit_bounds) == list(beyla_payloads.DURATION_BUCKETS)
     assert receiver.status()["http"]["signals"]["metrics"]["items_accepted"] == 4
 
 
 def test_beyla_json_traces_hex_ids_and_integer_enums(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
     receiver, consumer = served
-    reply = post(receiver, "/v1/traces", beyla_otlp.traces_json(), "application/json; charset=utf-8")
+    reply = post(receiver, "/v1/traces", beyla_payloads.traces_json(), "application/json; charset=utf-8")
     assert reply.status == 200 and reply.content_type.startswith(JSON)
     assert json.loads(reply.body) == {}
     server, sql = consumer.spans()
@@ -123,12 +123,12 @@ def test_beyla_json_traces_hex_ids_and_integer_enums(served: tuple[OtlpReceiver,
     attributes = {kv.key: kv.value for kv in server.attributes}  # type: ignore[attr-defined]
     assert attributes["http.response.status_code"].int_value == 200
     resource_attrs = {kv.key: kv.value for kv in consumer.traces[0].resource_spans[0].resource.attributes}
-    assert resource_attrs["process.pid"].int_value == beyla_otlp.PID
+    assert resource_attrs["process.pid"].int_value == beyla_payloads.PID
 
 
 def test_beyla_json_metrics_with_exemplar_ids(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
     receiver, consumer = served
-    reply = post(receiver, "/v1/metrics", beyla_otlp.metrics_json(), JSON)
+    reply = post(receiver, "/v1/metrics", beyla_payloads.metrics_json(), JSON)
     assert reply.status == 200, reply.body
     point = consumer.metrics[0].resource_metrics[0].scope_metrics[0].metrics[0].histogram.data_points[0]
     assert point.count == 100 and list(point.bucket_counts)[:4] == [0, 10, 20, 30]
@@ -138,7 +138,7 @@ def test_beyla_json_metrics_with_exemplar_ids(served: tuple[OtlpReceiver, Record
 
 def test_gzip_and_multi_member_gzip(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
     receiver, consumer = served
-    payload = beyla_otlp.traces_request().SerializeToString()
+    payload = beyla_payloads.traces_request().SerializeToString()
     assert post(receiver, "/v1/traces", gzip.compress(payload), encoding="gzip").status == 200
     half = len(payload) // 2
     two_members = gzip.compress(payload[:half]) + gzip.compress(payload[half:])
@@ -149,10 +149,10 @@ def test_gzip_and_multi_member_gzip(served: tuple[OtlpReceiver, RecordingConsume
 
 def test_chunked_body_within_limit(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
     receiver, consumer = served
-    payload = beyla_otlp.traces_request().SerializeToString()
+    payload = beyla_payloads.traces_request().SerializeToString()
     reply = post(receiver, "/v1/traces", iter([payload[:100], payload[100:]]))
     assert reply.status == 200
-    assert consumer.traces == [beyla_otlp.traces_request()]
+    assert consumer.traces == [beyla_payloads.traces_request()]
 
 
 def test_empty_protobuf_body_is_an_empty_request(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
@@ -167,12 +167,12 @@ def test_empty_protobuf_body_is_an_empty_request(served: tuple[OtlpReceiver, Rec
 def test_partial_success_in_both_encodings() -> None:
     consumer = RecordingConsumer(lambda signal: ConsumeResult(rejected=1, message="span without service.name"))
     with running_receiver(consumer, grpc_endpoint=None) as (receiver, _):
-        reply = post(receiver, "/v1/traces", beyla_otlp.traces_request().SerializeToString())
+        reply = post(receiver, "/v1/traces", beyla_payloads.traces_request().SerializeToString())
         assert reply.status == 200
         partial = ExportTraceServiceResponse.FromString(reply.body).partial_success
         assert (partial.rejected_spans, partial.error_message) == (1, "span without service.name")
 
-        reply = post(receiver, "/v1/traces", beyla_otlp.traces_json(), JSON)
+        reply = post(receiver, "/v1/traces", beyla_payloads.traces_json(), JSON)
         assert json.loads(reply.body) == {
             "partialSuccess": {"rejectedSpans": "1", "errorMessage": "span without service.name"}
         }
@@ -183,7 +183,7 @@ def test_partial_success_in_both_encodings() -> None:
 def test_partial_success_without_message_gets_one() -> None:
     consumer = RecordingConsumer(lambda signal: ConsumeResult(rejected=2))
     with running_receiver(consumer, grpc_endpoint=None) as (receiver, _):
-        reply = post(receiver, "/v1/metrics", beyla_otlp.metrics_request().SerializeToString())
+        reply = post(receiver, "/v1/metrics", beyla_payloads.metrics_request().SerializeToString())
         partial = ExportMetricsServiceResponse.FromString(reply.body).partial_success
         assert partial.rejected_data_points == 2
         assert partial.error_message == "2 of 4 data_points rejected"
@@ -232,7 +232,7 @@ def test_malformed_json_is_400(
 
 def test_unknown_json_fields_are_ignored(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
     receiver, consumer = served
-    document = json.loads(beyla_otlp.traces_json())
+    document = json.loads(beyla_payloads.traces_json())
     document["futureField"] = {"x": 1}
     document["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["newSpanField"] = "v"
     assert post(receiver, "/v1/traces", json.dumps(document).encode(), JSON).status == 200
@@ -318,11 +318,11 @@ def test_queue_full_is_429_with_retry_after() -> None:
         raise QueueFullError("write queue holds 200000 rows", retry_after=2.5)
 
     with running_receiver(RecordingConsumer(full), grpc_endpoint=None, retry_after=1.0) as (receiver, _):
-        reply = post(receiver, "/v1/traces", beyla_otlp.traces_request().SerializeToString())
+        reply = post(receiver, "/v1/traces", beyla_payloads.traces_request().SerializeToString())
         assert reply.status == 429
         assert reply.headers["Retry-After"] == "3"  # the pipeline's 2.5 s, rounded up to whole seconds
         assert "write queue full" in reply.status_message()
-        reply = post(receiver, "/v1/traces", beyla_otlp.traces_json(), JSON)
+        reply = post(receiver, "/v1/traces", beyla_payloads.traces_json(), JSON)
         assert reply.status == 429 and "write queue full" in reply.status_message()
         traces = receiver.status()["http"]["signals"]["traces"]
         assert traces["errors"] == {"429": 2} and traces["items_refused"] == 6 and traces["items_accepted"] == 0
@@ -333,7 +333,7 @@ def test_unavailable_is_503_with_retry_after_floor() -> None:
         raise ConsumerUnavailableError("storage is stopping", retry_after=0.1)
 
     with running_receiver(RecordingConsumer(down), grpc_endpoint=None, retry_after=7.0) as (receiver, _):
-        reply = post(receiver, "/v1/metrics", beyla_otlp.metrics_request().SerializeToString())
+        reply = post(receiver, "/v1/metrics", beyla_payloads.metrics_request().SerializeToString())
         assert reply.status == 503
         assert reply.headers["Retry-After"] == "7"  # otlp.retry_after is the floor
         assert "storage is stopping" in reply.status_message()
@@ -344,7 +344,7 @@ def test_unexpected_consumer_error_is_retryable_503() -> None:
         raise KeyError("bug")
 
     with running_receiver(RecordingConsumer(broken), grpc_endpoint=None) as (receiver, _):
-        reply = post(receiver, "/v1/traces", beyla_otlp.traces_request().SerializeToString())
+        reply = post(receiver, "/v1/traces", beyla_payloads.traces_request().SerializeToString())
         assert reply.status == 503 and "Retry-After" in reply.headers
         assert "internal error in the pipeline (KeyError)" in reply.status_message()
 

@@ -14,7 +14,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from coral_ebpf.errors import ConfigError, CoralError
 from coral_ebpf.otlp import ConsumeResult, OtlpReceiver, OtlpSettings
-from tests.helpers import beyla_otlp
+from tests.helpers import beyla_payloads
 from tests.helpers.otlp_receiver import RecordingConsumer, running_receiver
 
 
@@ -79,10 +79,10 @@ def test_ipv6_loopback_for_both_transports() -> None:
         assert receiver.grpc_address is not None and receiver.grpc_address.startswith("[::1]:")
         assert receiver.http_address is not None and receiver.http_address.startswith("[::1]:")
         with grpc.insecure_channel(receiver.grpc_address) as ch:
-            trace_service_pb2_grpc.TraceServiceStub(ch).Export(beyla_otlp.traces_request(), timeout=10)
+            trace_service_pb2_grpc.TraceServiceStub(ch).Export(beyla_payloads.traces_request(), timeout=10)
         port = int(receiver.http_address.rpartition(":")[2])
         connection = http.client.HTTPConnection("::1", port, timeout=10)
-        body = beyla_otlp.traces_request().SerializeToString()
+        body = beyla_payloads.traces_request().SerializeToString()
         connection.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
         assert connection.getresponse().status == 200
         assert len(consumer.traces) == 2
@@ -119,13 +119,13 @@ def test_stop_lets_in_flight_requests_finish() -> None:
 
     def grpc_call() -> None:
         with grpc.insecure_channel(grpc_address) as ch:
-            trace_service_pb2_grpc.TraceServiceStub(ch).Export(beyla_otlp.traces_request(), timeout=20)
+            trace_service_pb2_grpc.TraceServiceStub(ch).Export(beyla_payloads.traces_request(), timeout=20)
             results["grpc"] = "ok"
 
     def http_call() -> None:
         host, _, port = http_address.rpartition(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=20)
-        body = beyla_otlp.traces_request().SerializeToString()
+        body = beyla_payloads.traces_request().SerializeToString()
         connection.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
         results["http"] = connection.getresponse().status
 
@@ -178,7 +178,7 @@ def test_http_requests_beyond_the_cap_wait_instead_of_buffering(monkeypatch: pyt
 
         def call() -> None:
             connection = http.client.HTTPConnection(host, int(port), timeout=20)
-            body = beyla_otlp.traces_request().SerializeToString()
+            body = beyla_payloads.traces_request().SerializeToString()
             connection.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
             statuses.append(connection.getresponse().status)
 

@@ -21,7 +21,7 @@ from coral_ebpf.otlp.errors import (
     reply_for,
 )
 from coral_ebpf.otlp.signals import LOGS, METRICS, TRACES
-from tests.helpers import beyla_otlp
+from tests.helpers import beyla_payloads
 
 # --- content types and encodings ---------------------------------------------------------
 
@@ -115,12 +115,12 @@ def test_bad_compressed_bodies(body: bytes, encoding: str, message: str) -> None
 
 
 def test_protobuf_round_trip() -> None:
-    request = beyla_otlp.traces_request()
+    request = beyla_payloads.traces_request()
     assert decode(request.SerializeToString(), ExportTraceServiceRequest, Encoding.PROTOBUF) == request
 
 
 def test_json_matches_protobuf_for_the_same_data() -> None:
-    decoded = decode(beyla_otlp.traces_json(), ExportTraceServiceRequest, Encoding.JSON)
+    decoded = decode(beyla_payloads.traces_json(), ExportTraceServiceRequest, Encoding.JSON)
     span = decoded.resource_spans[0].scope_spans[0].spans[0]
     assert span.trace_id.hex() == "5b8efff798038103d269b633813fc60c"
     assert span.span_id.hex() == "eee19b7ec3c1b174"  # sent upper case
@@ -184,8 +184,8 @@ def test_json_response_uses_lower_camel_case_and_int64_strings() -> None:
 
 
 def test_item_counts() -> None:
-    assert TRACES.count_items(beyla_otlp.traces_request()) == 4
-    assert METRICS.count_items(beyla_otlp.metrics_request()) == 4
+    assert TRACES.count_items(beyla_payloads.traces_request()) == 4
+    assert METRICS.count_items(beyla_payloads.metrics_request()) == 4
     assert METRICS.count_items(ExportMetricsServiceRequest()) == 0
     assert LOGS.http_path == "/v1/logs"
     assert TRACES.grpc_service == "opentelemetry.proto.collector.trace.v1.TraceService"
