@@ -1,15 +1,18 @@
 """OTLP/gRPC ingest: Beyla-shaped span batches of 512 for N seconds, counted once stored.
 
-    .venv/bin/python bench/ingest.py [--seconds 10] [--target auto|agent|receiver] [--senders 4]
+    .venv/bin/python bench/ingest.py [--seconds 10] [--target auto|agent|pipeline|receiver] [--senders 4]
 
 Targets:
 - `agent`: a fresh `coral-ebpf start --config <tmp>` (loopback, temp state dir, Beyla off). The
   figure counts spans **stored and queryable**: after sending, the agent is stopped (SIGTERM,
   which flushes what it acknowledged) and the spans are counted in its DuckDB file (`beyla_traces`);
   spans/s = stored spans / (first send .. agent exited).
+- `pipeline`: the same parts in a subprocess without the CLI (OtlpReceiver -> TransformProcessor ->
+  Storage on a temp DuckDB file), for builds that have the data store but not yet `start`. Also counts
+  stored spans (after `Storage.flush`).
 - `receiver`: the OTLP receiver alone in a subprocess, with a consumer that only counts: an upper
-  bound for the receive path, used until `coral-ebpf start` exists. Its last line says so.
-- `auto` (default): `agent` if `coral-ebpf start` comes up, else `receiver`.
+  bound for the receive path. Its last line says so.
+- `auto` (default): the first of `agent`, `pipeline`, `receiver` that this build can run.
 
 The client is kept cheap so it does not steal the agent's CPU: one request is serialised once,
 and each send only patches the batch number into the trace and span ids of a private copy,
@@ -235,9 +238,19 @@ def run_agent(seconds: float, senders: int, workdir: Path) -> dict[str, object] 
     }
 
 
-def run_receiver(seconds: float, senders: int) -> dict[str, object]:
+def pipeline_available() -> bool:
+    import importlib.util
+
+    return all(
+        importlib.util.find_spec(name) is not None
+        for name in ("coral_ebpf.storage.writer", "coral_ebpf.transform.processor")
+    )
+
+
+def run_server(kind: str, seconds: float, senders: int, workdir: Path) -> dict[str, object]:
+    """Run `--serve-<kind>` in a subprocess, send to it, and collect its report."""
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve-receiver"],
+        [sys.executable, __file__, f"--serve-{kind}", str(workdir)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=ROOT,
@@ -256,21 +269,63 @@ def run_receiver(seconds: float, senders: int) -> dict[str, object]:
         if server.poll() is None:
             server.kill()
             server.wait()
+    # The server reports (wall clock) when everything it acknowledged was stored.
+    stored_at = time.monotonic() - (time.time() - report["stored_at_unix"])
     return {
-        "target": "receiver",
+        "target": kind,
         "sent": sent,
         "stored_spans": report["spans"],
-        "elapsed_s": sent.finished - sent.started,
+        "elapsed_s": stored_at - sent.started,
         "peak_rss_mib": report["peak_rss_mib"],
         "exit_code": server.returncode,
     }
 
 
-def serve_receiver() -> None:
-    """The `receiver` target's server: OtlpReceiver on an ephemeral loopback port, counting spans."""
+def _serve(receiver_consumer: object, finish: object) -> None:
+    """Serve OTLP/gRPC on an ephemeral loopback port until told to report on stdin."""
     import resource
 
-    from coral_ebpf.otlp import ConsumeResult, OtlpReceiver, OtlpSettings
+    from coral_ebpf.otlp import OtlpReceiver, OtlpSettings
+
+    receiver = OtlpReceiver(OtlpSettings(grpc_endpoint="127.0.0.1:0", http_endpoint=None), receiver_consumer)  # type: ignore[arg-type]
+    receiver.start()
+    print(receiver.grpc_address, flush=True)
+    sys.stdin.readline()
+    receiver.stop(5.0)
+    spans = finish()  # type: ignore[operator]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"spans": spans, "stored_at_unix": time.time(), "peak_rss_mib": peak}), flush=True)
+
+
+def serve_pipeline(workdir: Path) -> None:
+    """The `pipeline` target's server: receiver -> transform -> storage (DuckDB in `workdir`)."""
+    import importlib
+
+    importlib.import_module("coral_ebpf.config")  # settings modules import cleanly only after it
+    from coral_ebpf.storage.writer import Storage
+    from coral_ebpf.transform.processor import TransformProcessor
+
+    from coral_ebpf.storage.settings import StorageSettings
+
+    storage = Storage(StorageSettings(path=workdir / "coral-ebpf.duckdb"))
+    storage.start()
+    processor = TransformProcessor(storage, agent_id="ingest-bench")
+    processor.start()
+
+    def finish() -> int:
+        processor.stop(5.0)
+        storage.flush(120.0)
+        with storage.reader() as reader:
+            row = reader.execute("SELECT count(*) FROM beyla_traces WHERE service_name = ?", [SERVICE]).fetchone()
+        storage.stop(30.0)
+        return int(row[0]) if row else 0
+
+    _serve(processor, finish)
+
+
+def serve_receiver(workdir: Path) -> None:
+    """The `receiver` target's server: a consumer that only counts spans."""
+    from coral_ebpf.otlp import ConsumeResult
 
     class CountingConsumer:
         def __init__(self) -> None:
@@ -290,24 +345,22 @@ def serve_receiver() -> None:
             return ConsumeResult()
 
     consumer = CountingConsumer()
-    receiver = OtlpReceiver(OtlpSettings(grpc_endpoint="127.0.0.1:0", http_endpoint=None), consumer)
-    receiver.start()
-    print(receiver.grpc_address, flush=True)
-    sys.stdin.readline()
-    receiver.stop(5.0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"spans": consumer.spans, "peak_rss_mib": peak}), flush=True)
+    _serve(consumer, lambda: consumer.spans)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="how long to send (default 10)")
-    parser.add_argument("--target", choices=("auto", "agent", "receiver"), default="auto")
+    parser.add_argument("--target", choices=("auto", "agent", "pipeline", "receiver"), default="auto")
     parser.add_argument("--senders", type=int, default=4, help="concurrent client calls (default 4)")
-    parser.add_argument("--serve-receiver", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-receiver", metavar="DIR", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-pipeline", metavar="DIR", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_receiver:
-        serve_receiver()
+        serve_receiver(args.serve_receiver)
+        return 0
+    if args.serve_pipeline:
+        serve_pipeline(args.serve_pipeline)
         return 0
 
     workdir = Path(tempfile.mkdtemp(prefix="coral-ingest-bench-"))
@@ -318,10 +371,16 @@ def main() -> int:
             if result is None and args.target == "agent":
                 print("ingest: agent target unavailable (see above)")
                 return 1
-            if result is None:
-                print("`coral-ebpf start` is not serving yet: measuring the receiver alone")
+        if result is None and args.target in ("auto", "pipeline"):
+            if pipeline_available():
+                print("measuring receiver -> transform -> storage in a subprocess, without the CLI")
+                result = run_server("pipeline", args.seconds, args.senders, workdir)
+            elif args.target == "pipeline":
+                print("ingest: this build has no coral_ebpf.storage.writer / coral_ebpf.transform.processor")
+                return 1
         if result is None:
-            result = run_receiver(args.seconds, args.senders)
+            print("no data store in this build: measuring the receiver alone")
+            result = run_server("receiver", args.seconds, args.senders, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -336,9 +395,9 @@ def main() -> int:
     print(f"retried after backpressure: {sent.refusals} calls; failed: {sent.failures or 'none'}")
     print(f"peak RSS of the {result['target']}: {result['peak_rss_mib']:.0f} MiB")
     rate = stored / elapsed if elapsed > 0 else 0.0
-    if result["target"] == "agent":
+    if result["target"] in ("agent", "pipeline"):
         lost = sent.acknowledged_spans - stored
-        print(f"stored and queryable: {stored} spans in {elapsed:.1f}s (until the agent had flushed and exited)")
+        print(f"stored and queryable: {stored} spans in {elapsed:.1f}s (first send .. all acknowledged spans stored)")
         if lost:
             print(f"WARNING: {lost} acknowledged spans are not in the database")
         print(f"ingest: {rate:.0f} spans/s")

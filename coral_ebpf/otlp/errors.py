@@ -9,6 +9,7 @@ OpenTelemetry Collector (`receiver/otlpreceiver/internal/errors`):
 | malformed body                 | 400  | INVALID_ARGUMENT   | no             |
 | body over `otlp.max_body_bytes`| 413  | RESOURCE_EXHAUSTED | no (no RetryInfo) |
 | unknown Content-Type/-Encoding | 415  | (HTTP only)        | no             |
+| body not sent in time          | 408  | (HTTP only)        | yes            |
 | write queue full               | 429  | RESOURCE_EXHAUSTED + RetryInfo | yes, after Retry-After |
 | pipeline stopping or broken    | 503  | UNAVAILABLE + RetryInfo        | yes, after Retry-After |
 """
@@ -48,6 +49,10 @@ class BodyTooLargeError(ReceiverError):
 
 class UnsupportedMediaTypeError(ReceiverError):
     """Unknown Content-Type or Content-Encoding (415)."""
+
+
+class BodyTimeoutError(ReceiverError):
+    """The client did not send its whole body in time (408); it holds a request slot meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,8 @@ def reply_for(error: BaseException, retry_after_floor: float) -> ErrorReply:
         return ErrorReply(413, grpc.StatusCode.RESOURCE_EXHAUSTED, error.message)
     if isinstance(error, UnsupportedMediaTypeError):
         return ErrorReply(415, grpc.StatusCode.INVALID_ARGUMENT, error.message)
+    if isinstance(error, BodyTimeoutError):
+        return ErrorReply(408, grpc.StatusCode.DEADLINE_EXCEEDED, error.message)
     if isinstance(error, QueueFullError):
         delay = max(retry_after_floor, error.retry_after)
         return ErrorReply(429, grpc.StatusCode.RESOURCE_EXHAUSTED, f"write queue full: {error}", delay)

@@ -22,7 +22,14 @@ from google.protobuf.message import Message
 from coral_ebpf.errors import CoralError
 from coral_ebpf.otlp.compression import SUPPORTED_ENCODINGS, decompress, normalise_encoding
 from coral_ebpf.otlp.encoding import Encoding, decode, encode, encoding_for_content_type
-from coral_ebpf.otlp.errors import BodyTooLargeError, ErrorReply, MalformedRequestError, ReceiverError, reply_for
+from coral_ebpf.otlp.errors import (
+    BodyTimeoutError,
+    BodyTooLargeError,
+    ErrorReply,
+    MalformedRequestError,
+    ReceiverError,
+    reply_for,
+)
 from coral_ebpf.otlp.export import Exporter
 from coral_ebpf.otlp.signals import SIGNALS, SignalHandler
 from coral_ebpf.otlp.stats import OTHER, ReceiverStats
@@ -34,6 +41,8 @@ HTTP_WORKERS = 4
 # Bodies being read or decoded at once; further requests wait (their bytes stay in socket buffers)
 # instead of each buffering up to otlp.max_body_bytes. Matches the gRPC side's concurrency cap.
 MAX_CONCURRENT_REQUESTS = 64
+# A body must arrive within this long: a stalled client would otherwise hold a slot for ever.
+BODY_READ_TIMEOUT = 30.0
 # After answering early (413), keep reading and discarding the rest of the body this long, so
 # the client sees the answer instead of a reset connection.
 LINGERING_SECONDS = 2.0
@@ -197,7 +206,7 @@ class HttpTransport:
             reply = reply_for(exc, self._retry_after_floor)
             self._stats.record("http", signal.name, bytes_in=request.content_length or 0, error=str(reply.http_status))
             response = self._error_response(reply, encoding)
-            if isinstance(exc, BodyTooLargeError):
+            if isinstance(exc, BodyTooLargeError | BodyTimeoutError):
                 response.force_close()
             elif reply.http_status == 415:
                 response.headers["Accept-Encoding"] = ", ".join(SUPPORTED_ENCODINGS)
@@ -225,14 +234,17 @@ class HttpTransport:
         if length is not None and length > limit:
             raise BodyTooLargeError(f"Content-Length {length} is over the limit of {limit} bytes (otlp.max_body_bytes)")
         try:
-            if length is not None:
-                return await request.content.readexactly(length) if length else b""
-            body = bytearray()
-            while chunk := await request.content.readany():
-                body += chunk
-                if len(body) > limit:
-                    raise BodyTooLargeError(f"body is over the limit of {limit} bytes (otlp.max_body_bytes)")
-            return bytes(body)
+            async with asyncio.timeout(BODY_READ_TIMEOUT):
+                if length is not None:
+                    return await request.content.readexactly(length) if length else b""
+                body = bytearray()
+                while chunk := await request.content.readany():
+                    body += chunk
+                    if len(body) > limit:
+                        raise BodyTooLargeError(f"body is over the limit of {limit} bytes (otlp.max_body_bytes)")
+                return bytes(body)
+        except TimeoutError:
+            raise BodyTimeoutError(f"the request body did not arrive within {BODY_READ_TIMEOUT:g}s") from None
         except (asyncio.IncompleteReadError, aiohttp.ClientPayloadError, ConnectionError) as exc:
             raise MalformedRequestError(f"body ended before it was complete: {exc}") from None
 

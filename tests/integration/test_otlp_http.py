@@ -6,6 +6,7 @@ import gzip
 import http.client
 import json
 import resource
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -359,3 +360,21 @@ def test_wrong_path_is_404_and_wrong_method_405(served: tuple[OtlpReceiver, Reco
     assert post(receiver, "/v1/metrics", b"", None, method="PUT").status == 405
     assert receiver.status()["http"]["signals"]["other"]["errors"] == {"404": 2, "405": 2}
     assert_still_serving(receiver, consumer)
+
+
+def test_stalled_body_is_408_and_frees_its_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("coral_ebpf.otlp.http_server.BODY_READ_TIMEOUT", 0.5)
+    monkeypatch.setattr("coral_ebpf.otlp.http_server.MAX_CONCURRENT_REQUESTS", 1)
+    with running_receiver(grpc_endpoint=None) as (receiver, consumer):
+        assert receiver.http_address is not None
+        host, _, port = receiver.http_address.rpartition(":")
+        stalled = socket.create_connection((host, int(port)), timeout=10)
+        stalled.sendall(
+            b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            b"Content-Length: 1000\r\n\r\n" + b"\x0a" * 10
+        )
+        answer = stalled.recv(4096)
+        stalled.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"did not arrive within 0.5s" in answer
+        assert_still_serving(receiver, consumer)  # the only slot is free again
