@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import threading
 import time
@@ -95,7 +96,7 @@ def test_defaults_are_loopback() -> None:
 
 def test_disabled_listener_reports_disabled() -> None:
     with running_receiver(grpc_endpoint=None) as (receiver, _):
-        status = receiver.status()
+        status = json.loads(json.dumps(receiver.status()))  # JSON-ready as the control socket sends it
         assert status["state"] == "serving"
         assert status["grpc"] == {**status["grpc"], "enabled": False, "address": None}
         assert status["http"]["enabled"] and status["http"]["address"] == receiver.http_address
