@@ -197,8 +197,12 @@ class HttpTransport:
         try:
             encoding = encoding_for_content_type(request.headers.get("Content-Type"))
         except ReceiverError as exc:
-            self._stats.record("http", signal.name, error="415")
-            return web.Response(status=415, text=exc.message + "\n", headers={"Accept-Post": _ACCEPT_POST})
+            # No encoding to answer in: the reply is plain text, listing what is accepted.
+            reply = reply_for(exc, self._retry_after_floor)
+            self._stats.record("http", signal.name, error=str(reply.http_status))
+            return web.Response(
+                status=reply.http_status, text=reply.message + "\n", headers={"Accept-Post": _ACCEPT_POST}
+            )
         try:
             coding = normalise_encoding(request.headers.get("Content-Encoding"))
             body = await self._read_body(request)
