@@ -299,9 +299,6 @@ def _serve(receiver_consumer: object, finish: object) -> None:
 
 def serve_pipeline(workdir: Path) -> None:
     """The `pipeline` target's server: receiver -> transform -> storage (DuckDB in `workdir`)."""
-    import importlib
-
-    importlib.import_module("coral_ebpf.config")  # settings modules import cleanly only after it
     from coral_ebpf.storage.writer import Storage
     from coral_ebpf.transform.processor import TransformProcessor
 

@@ -1,8 +1,7 @@
 """OTLP receiver (gRPC and HTTP) in front of a `Consumer`; see docs/otlp.md.
 
-The public names are loaded lazily: `coral_ebpf.config` imports `otlp.settings` while it
-assembles the schema, so `otlp.settings` can only be imported after `coral_ebpf.config`
-(importing it first is circular); `OtlpSettings` here takes care of that order.
+Public names are resolved lazily (as in `coral_ebpf.config`): the config schema imports
+`otlp.settings` while it is being built, and must not pull in the receiver and grpcio with it.
 """
 
 from __future__ import annotations
@@ -35,8 +34,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        if name == "OtlpSettings":
-            importlib.import_module("coral_ebpf.config")
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'coral_ebpf.otlp' has no attribute {name!r}")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'coral_ebpf.otlp' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -8,19 +8,17 @@ had bound); `stop()` refuses new requests and lets in-flight ones finish.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from coral_ebpf.errors import ConfigError, CoralError
 from coral_ebpf.otlp.consumer import Consumer
 from coral_ebpf.otlp.export import Exporter
 from coral_ebpf.otlp.grpc_server import GrpcTransport
 from coral_ebpf.otlp.http_server import HttpTransport
+from coral_ebpf.otlp.settings import OtlpSettings
 from coral_ebpf.otlp.signals import SIGNALS
 from coral_ebpf.otlp.stats import ReceiverStats
 from coral_ebpf.units import parse_endpoint
-
-if TYPE_CHECKING:  # a runtime import would be circular through coral_ebpf.config (see otlp/__init__.py)
-    from coral_ebpf.otlp.settings import OtlpSettings
 
 
 class OtlpReceiver:
