@@ -1,19 +1,158 @@
-"""`coral-ebpf query` (placeholder until its issue lands; replaced wholesale by the part's owner)."""
+"""`coral-ebpf query http|grpc|sql|messaging|traces`: RED metrics and traces from the agent's database.
+
+Parameters are built here; `execute()` runs the query (through the running agent when there
+is one, else by opening the database file read-only) and the result is printed as a table
+or, with --json, as JSON: RED kinds print the list of rows, `traces` the list of traces.
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from coral_ebpf.cli._common import EXIT_FAILURE, add_config_flag, add_json_flag, print_error
+from coral_ebpf.agent.control import ControlClient
+from coral_ebpf.cli._common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    config_from_args,
+    print_error,
+    print_json,
+)
+from coral_ebpf.cli.query_output import print_red, print_traces
+from coral_ebpf.config import AgentConfig
+from coral_ebpf.query.dispatch import run_query
+from coral_ebpf.query.params import QueryError, RedParams, TraceParams
+from coral_ebpf.storage.database import open_read_only
+from coral_ebpf.units import parse_duration
+
+
+def execute(config: AgentConfig, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Run one query and return its JSON-ready result.
+
+    A running agent owns the database file, so when its control socket answers the query runs
+    inside the agent; otherwise the file is opened read-only here.
+    """
+    client = ControlClient(config.control.socket)
+    if client.available():
+        result: dict[str, Any] = client.query(kind, params)
+        return result
+    connection = open_read_only(config.storage.path)
+    try:
+        return run_query(connection, kind, params)
+    finally:
+        connection.close()
+
+
+def _duration_text(flag: str, value: str) -> str:
+    try:
+        parse_duration(value)
+    except ValueError as exc:
+        raise QueryError(f"{flag}: {exc}") from None
+    return value
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {"since": _duration_text("--since", args.since)}
+    for name in ("service", "route", "method", "operation", "table", "side", "trace_id"):
+        value = getattr(args, name, None)
+        if value:
+            params[name] = value
+    if args.kind == "traces":
+        params["limit"] = args.limit
+        if args.min_duration:
+            params["min_duration"] = _duration_text("--min-duration", args.min_duration)
+        params["with_spans"] = _output_format(args) in ("tree", "json")
+    return params
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    if getattr(args, "json", False):
+        return "json"
+    return str(getattr(args, "format", None) or "table")
 
 
 def _run(args: argparse.Namespace) -> int:
-    print_error("'query' is not built yet")
-    return EXIT_FAILURE
+    config = config_from_args(args)
+    try:
+        params = _params(args)
+        (TraceParams if args.kind == "traces" else RedParams).from_dict(params)
+    except QueryError as exc:
+        print_error(str(exc))
+        return EXIT_USAGE
+    result = execute(config, args.kind, params)
+    output = _output_format(args)
+    if args.kind == "traces":
+        if output == "json":
+            print_json(result["traces"])
+        else:
+            print_traces(result, params, tree=output == "tree")
+    elif output == "json":
+        print_json(result["rows"])
+    else:
+        print_red(result, params)
+    return EXIT_OK
+
+
+def _common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="agent configuration (default /etc/coral-ebpf/config.yaml; built-in defaults if absent)",
+    )
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
+    parser.add_argument("--since", default="15m", metavar="DURATION", help="how far back to look (default 15m)")
+    parser.add_argument("--service", metavar="NAME", help="only this service (glob with *)")
+
+
+def _side_flag(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--side",
+        choices=("server", "client", "producer", "consumer", "all"),
+        help=f"which side of the calls to count (default {default})",
+    )
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("query", help="query")
-    add_config_flag(parser)
-    add_json_flag(parser)
-    parser.set_defaults(func=_run)
+    parser = commands.add_parser(
+        "query",
+        help="RED metrics and traces for the services on this host",
+        description="Query the agent's database: per-route RED metrics (http, grpc, sql, messaging) and traces.",
+    )
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="agent configuration")
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
+    kinds = parser.add_subparsers(dest="kind", metavar="KIND", parser_class=type(parser))
+    kinds.required = True
+
+    http = kinds.add_parser("http", help="HTTP requests per service, method and route")
+    _common_flags(http)
+    http.add_argument("--route", help="only this route (glob with *), e.g. '/api/users/*'")
+    http.add_argument("--method", help="only this HTTP method")
+    _side_flag(http, "server")
+
+    grpc = kinds.add_parser("grpc", help="gRPC calls per service and method")
+    _common_flags(grpc)
+    grpc.add_argument("--method", "--route", dest="method", help="only this method, e.g. '/pkg.Svc/Get' (glob with *)")
+    _side_flag(grpc, "server")
+
+    sql = kinds.add_parser("sql", help="database calls per service, operation and table")
+    _common_flags(sql)
+    sql.add_argument("--operation", help="only this operation, e.g. SELECT")
+    sql.add_argument("--table", "--route", dest="table", help="only this table or collection (glob with *)")
+    _side_flag(sql, "client")
+
+    messaging = kinds.add_parser("messaging", help="messaging publish/process per service and destination")
+    _common_flags(messaging)
+    messaging.add_argument("--operation", help="only this operation, e.g. publish")
+    messaging.add_argument("--destination", "--route", dest="table", help="only this topic or queue")
+    _side_flag(messaging, "all")
+
+    traces = kinds.add_parser("traces", help="recent traces: a table, an indented tree, or JSON")
+    _common_flags(traces)
+    traces.add_argument("--trace-id", metavar="ID", help="one trace (32 hex digits, or a prefix of at least 8)")
+    traces.add_argument("--min-duration", metavar="DURATION", help="only traces at least this long, e.g. 500ms")
+    traces.add_argument("--limit", type=int, default=20, metavar="N", help="at most N traces (default 20)")
+    traces.add_argument("--format", choices=("table", "tree", "json"), default="table", help="output format")
+
+    for sub in (http, grpc, sql, messaging, traces):
+        sub.set_defaults(func=_run)

@@ -1,0 +1,44 @@
+"""`run_query`: the one entry point the CLI and the agent's control socket call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import duckdb
+
+from coral_ebpf.query.params import QueryError, RedParams, TraceParams
+from coral_ebpf.query.red import PROTOCOLS, red_summary
+from coral_ebpf.query.traces import find_traces
+
+QUERY_KINDS = (*PROTOCOLS, "traces")
+
+
+def run_query(connection: duckdb.DuckDBPyConnection, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Run query `kind` ("http", "grpc", "sql", "messaging", "traces") with `params`; JSON-ready result.
+
+    RED kinds return {"kind", "rows": [...], "overall": {...}, "window", "side"} (plus
+    "services_available" when no row matched); "traces" returns {"kind", "traces": [...], "window"}.
+    Raises QueryError for an unknown kind or bad parameters.
+    """
+    if kind in PROTOCOLS:
+        return red_summary(connection, kind, RedParams.from_dict(params))
+    if kind == "traces":
+        return find_traces(connection, TraceParams.from_dict(params))
+    raise QueryError(f"unknown query kind {kind!r}; known: {', '.join(QUERY_KINDS)}")
+
+
+def query_executor(reader: Callable[[], duckdb.DuckDBPyConnection]) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
+    """`run_query` on a fresh reader connection per call (closed after), for the control socket.
+
+    `reader` is normally `Storage.reader`: queries run inside the agent, on the file it holds.
+    """
+
+    def execute(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+        connection = reader()
+        try:
+            return run_query(connection, kind, params)
+        finally:
+            connection.close()
+
+    return execute

@@ -1,0 +1,139 @@
+"""Typed query parameters, built from the JSON-like dicts the CLI and the control socket send.
+
+Durations may be numbers of seconds or text such as "15m" or "500ms". Unknown keys and bad
+values raise `QueryError` naming the key, so a typo never silently widens a query.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from coral_ebpf.errors import CoralError
+from coral_ebpf.units import parse_duration
+
+DEFAULT_SINCE = 900.0
+DEFAULT_TRACE_LIMIT = 20
+MAX_TRACE_LIMIT = 10_000
+SIDES = ("server", "client", "producer", "consumer", "all")
+_HEX = re.compile(r"^[0-9a-f]+$")
+
+
+class QueryError(CoralError):
+    """A query's parameters are wrong (bad value, unknown key or kind)."""
+
+
+def _duration(key: str, value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except (TypeError, ValueError) as exc:
+        raise QueryError(f"{key}: {exc}") from None
+
+
+def _text(key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise QueryError(f"{key}: expected text, got {value!r}")
+    return value or None
+
+
+def _unix_time(key: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise QueryError(f"{key}: expected unix seconds, got {value!r}")
+    return float(value)
+
+
+def _check_keys(cls: type[Any], data: Mapping[str, Any]) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise QueryError(f"unknown query parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+@dataclass(frozen=True)
+class RedParams:
+    """RED query over one protocol table: window, filters, and which side (server/client)."""
+
+    since: float = DEFAULT_SINCE
+    until: float | None = None  # unix seconds; None = now
+    service: str | None = None
+    route: str | None = None  # HTTP route; gRPC method; a '*' makes it a glob
+    method: str | None = None  # HTTP method; gRPC method
+    operation: str | None = None  # SQL operation; messaging operation
+    table: str | None = None  # SQL table; messaging destination
+    side: str | None = None  # None = the protocol's default (see red.py)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RedParams:
+        _check_keys(cls, data)
+        side = _text("side", data.get("side"))
+        if side is not None and side not in SIDES:
+            raise QueryError(f"side: {side!r} is not one of {', '.join(SIDES)}")
+        since = _duration("since", data.get("since", DEFAULT_SINCE))
+        if since <= 0:
+            raise QueryError("since: must be greater than 0 (e.g. 15m)")
+        return cls(
+            since=since,
+            until=_unix_time("until", data.get("until")),
+            service=_text("service", data.get("service")),
+            route=_text("route", data.get("route")),
+            method=_text("method", data.get("method")),
+            operation=_text("operation", data.get("operation")),
+            table=_text("table", data.get("table")),
+            side=side,
+        )
+
+    def window(self) -> tuple[float, float]:
+        until = time.time() if self.until is None else self.until
+        return until - self.since, until
+
+
+@dataclass(frozen=True)
+class TraceParams:
+    since: float = DEFAULT_SINCE
+    until: float | None = None
+    service: str | None = None
+    trace_id: str | None = None  # full id, or a prefix of at least 8 hex digits
+    min_duration: float | None = None  # seconds
+    limit: int = DEFAULT_TRACE_LIMIT
+    with_spans: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TraceParams:
+        _check_keys(cls, data)
+        trace_id = _text("trace_id", data.get("trace_id"))
+        if trace_id is not None:
+            trace_id = trace_id.strip().lower()
+            if not _HEX.match(trace_id) or not 8 <= len(trace_id) <= 32:
+                raise QueryError(
+                    f"trace_id: {trace_id!r} is not a trace id (32 hex digits, or a prefix of at least 8)"
+                )
+        limit = data.get("limit", DEFAULT_TRACE_LIMIT)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_TRACE_LIMIT:
+            raise QueryError(f"limit: expected a whole number from 1 to {MAX_TRACE_LIMIT}, got {limit!r}")
+        with_spans = data.get("with_spans", False)
+        if not isinstance(with_spans, bool):
+            raise QueryError(f"with_spans: expected true or false, got {with_spans!r}")
+        min_duration = data.get("min_duration")
+        since = _duration("since", data.get("since", DEFAULT_SINCE))
+        if since <= 0:
+            raise QueryError("since: must be greater than 0 (e.g. 15m)")
+        return cls(
+            since=since,
+            until=_unix_time("until", data.get("until")),
+            service=_text("service", data.get("service")),
+            trace_id=trace_id,
+            min_duration=None if min_duration is None else _duration("min_duration", min_duration),
+            limit=limit,
+            with_spans=with_spans,
+        )
+
+    def window(self) -> tuple[float, float]:
+        until = time.time() if self.until is None else self.until
+        return until - self.since, until

@@ -1,0 +1,208 @@
+"""RED summaries (requests, rate, errors, duration percentiles) from the delta-histogram tables.
+
+Per group (service, side and the protocol's keys): requests = sum of `count` over the rows
+whose interval ends inside the window; errors = the same sum over rows that are errors by
+the protocol's definition; percentiles = `histogram_quantile` over the bucket counts summed
+per bound (PromQL: `histogram_quantile(q, sum by (le, ...) (increase(..._bucket[w])))`).
+Rate = requests / seconds from the later of the window start and the group's first interval
+start, to the window end.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from coral_ebpf.query.params import QueryError, RedParams
+from coral_ebpf.query.quantile import Histogram, histogram_quantile, merge_histograms
+from coral_ebpf.storage.retention import utc_naive
+
+QUANTILES = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    table: str
+    keys: tuple[tuple[str, str], ...]  # (output key, column)
+    error_sql: str
+    default_side: str
+    route_column: str | None = None
+    method_column: str | None = None
+    operation_column: str | None = None
+    table_column: str | None = None
+
+
+_SERVICE_KEYS = (("service", "service_name"), ("side", "side"))
+
+PROTOCOLS: dict[str, Protocol] = {
+    # HTTP: a server fails on 5xx; a client also on 4xx (OTel semconv span status rules).
+    # Status 0 means no response was seen, which Beyla reports as an error too.
+    "http": Protocol(
+        table="beyla_http_metrics",
+        keys=(*_SERVICE_KEYS, ("method", "http_method"), ("route", "http_route")),
+        error_sql=(
+            "coalesce(http_status_code >= CASE WHEN side = 'server' THEN 500 ELSE 400 END, false) "
+            "OR coalesce(http_status_code = 0, false) OR error_type IS NOT NULL"
+        ),
+        default_side="server",
+        route_column="http_route",
+        method_column="http_method",
+    ),
+    # gRPC: any status other than OK (0).
+    "grpc": Protocol(
+        table="beyla_grpc_metrics",
+        keys=(*_SERVICE_KEYS, ("method", "grpc_method")),
+        error_sql="coalesce(grpc_status_code <> 0, false) OR error_type IS NOT NULL",
+        default_side="server",
+        route_column="grpc_method",
+        method_column="grpc_method",
+    ),
+    # SQL (and every db.* system): the call carries error.type.
+    "sql": Protocol(
+        table="beyla_sql_metrics",
+        keys=(*_SERVICE_KEYS, ("db_system", "db_system"), ("operation", "sql_operation"), ("table", "table_name")),
+        error_sql="error_type IS NOT NULL",
+        default_side="client",
+        operation_column="sql_operation",
+        table_column="table_name",
+    ),
+    "messaging": Protocol(
+        table="beyla_messaging_metrics",
+        keys=(
+            *_SERVICE_KEYS,
+            ("system", "messaging_system"),
+            ("operation", "operation"),
+            ("destination", "destination"),
+        ),
+        error_sql="error_type IS NOT NULL",
+        default_side="all",
+        operation_column="operation",
+        table_column="destination",
+    ),
+}
+
+
+def _match(column: str, value: str, args: dict[str, Any], name: str) -> str:
+    args[name] = value
+    return f"{column} GLOB ${name}" if any(c in value for c in "*?[") else f"{column} = ${name}"
+
+
+def _filters(protocol: Protocol, params: RedParams, start: float, end: float) -> tuple[str, dict[str, Any]]:
+    args: dict[str, Any] = {"window_start": utc_naive(start), "window_end": utc_naive(end)}
+    clauses = ["timestamp > $window_start", "timestamp <= $window_end"]
+    side = params.side or protocol.default_side
+    if side != "all":
+        clauses.append("side = $side")
+        args["side"] = side
+    if params.service:
+        clauses.append(_match("service_name", params.service, args, "service"))
+    filters = (
+        (protocol.route_column, params.route, "route"),
+        (protocol.method_column, params.method, "method"),
+        (protocol.operation_column, params.operation, "operation"),
+        (protocol.table_column, params.table, "table_filter"),
+    )
+    for column, value, name in filters:
+        if value:
+            if column is None:
+                raise QueryError(f"the {name!r} filter does not apply to {protocol.table}")
+            clauses.append(_match(column, value, args, name))
+    return " AND ".join(clauses), args
+
+
+def _quantiles(histogram: tuple[list[float], list[float]]) -> dict[str, float | None]:
+    bounds, counts = histogram
+    result: dict[str, float | None] = {}
+    for key, q in QUANTILES.items():
+        value = histogram_quantile(q, bounds, counts) if len(counts) == len(bounds) + 1 else None
+        result[key] = None if value is None or not math.isfinite(value) else round(value * 1000.0, 6)
+    return result
+
+
+def _rate(requests: int, first_start: float | None, start: float, end: float) -> float:
+    covered = end - max(start, first_start if first_start is not None else start)
+    return round(requests / max(covered, 1.0), 6)
+
+
+def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedParams) -> dict[str, Any]:
+    """Rows per group plus an overall line, JSON-ready."""
+    protocol = PROTOCOLS[kind]
+    start, end = params.window()
+    where, args = _filters(protocol, params, start, end)
+    columns = [column for _, column in protocol.keys]
+    group_sql = ", ".join(columns)
+    totals = connection.execute(
+        f"SELECT {group_sql}, sum(count)::UBIGINT, (sum(count) FILTER (WHERE {protocol.error_sql}))::UBIGINT, "
+        f"epoch_us(min(start_time)) FROM {protocol.table} WHERE {where} GROUP BY ALL",
+        args,
+    ).fetchall()
+    buckets = connection.execute(
+        f"SELECT {group_sql}, bounds_s, idx, sum(c) FROM (SELECT {group_sql}, bounds_s, "
+        f"unnest(bucket_counts) AS c, generate_subscripts(bucket_counts, 1) AS idx "
+        f"FROM {protocol.table} WHERE {where}) GROUP BY ALL",
+        args,
+    ).fetchall()
+    width = len(columns)
+    layouts: dict[tuple[Any, ...], dict[tuple[float, ...], list[float]]] = {}
+    for row in buckets:
+        group, bounds, index, total = tuple(row[:width]), tuple(row[width]), row[width + 1], row[width + 2]
+        counts = layouts.setdefault(group, {}).setdefault(bounds, [0.0] * (len(bounds) + 1))
+        counts[index - 1] += float(total)
+    rows = []
+    all_histograms: list[Histogram] = []
+    first_starts: list[float] = []
+    for row in totals:
+        group = tuple(row[:width])
+        requests, errors, first_start_us = int(row[width] or 0), int(row[width + 1] or 0), row[width + 2]
+        histograms = list(layouts.get(group, {}).items())
+        all_histograms.extend(histograms)
+        first_start = None if first_start_us is None else first_start_us / 1e6
+        if first_start is not None:
+            first_starts.append(first_start)
+        record: dict[str, Any] = {key: value for (key, _), value in zip(protocol.keys, group, strict=True)}
+        record.update(_measures(requests, errors, merge_histograms(histograms), first_start, (start, end)))
+        rows.append(record)
+    rows.sort(key=lambda r: (r["service"], -r["requests"], *(str(r[k] or "") for k, _ in protocol.keys[2:])))
+    requests = sum(r["requests"] for r in rows)
+    errors = sum(r["errors"] for r in rows)
+    overall = _measures(
+        requests, errors, merge_histograms(all_histograms), min(first_starts, default=None), (start, end)
+    )
+    result: dict[str, Any] = {
+        "kind": kind,
+        "rows": rows,
+        "overall": overall,
+        "window": {"start": start, "end": end, "seconds": end - start},
+        "side": params.side or protocol.default_side,
+    }
+    if not rows:
+        result["services_available"] = services_available(connection, protocol.table)
+    return result
+
+
+def _measures(
+    requests: int,
+    errors: int,
+    histogram: tuple[list[float], list[float]],
+    first_start: float | None,
+    window: tuple[float, float],
+) -> dict[str, Any]:
+    start, end = window
+    return {
+        "requests": requests,
+        "rate_per_s": _rate(requests, first_start, start, end),
+        "errors": errors,
+        "error_rate": round(errors / requests, 6) if requests else 0.0,
+        **_quantiles(histogram),
+    }
+
+
+def services_available(connection: duckdb.DuckDBPyConnection, table: str) -> list[dict[str, Any]]:
+    """Every service with rows in `table` (any time still retained), to help fix a wrong --service."""
+    rows = connection.execute(
+        f"SELECT service_name, side, epoch_us(max(timestamp)) FROM {table} GROUP BY ALL ORDER BY 1, 2"
+    ).fetchall()
+    return [{"service": name, "side": side, "last_seen": last / 1e6} for name, side, last in rows]

@@ -1,0 +1,151 @@
+"""Opening the DuckDB file: private permissions, schema, metadata, and errors a person can act on.
+
+DuckDB lets one process hold the file open for writing (the running agent). While it runs,
+queries go through the agent; when it does not, the CLI opens the file read-only.
+
+DuckDB creates the file and its write-ahead log with mode 0666 & ~umask, and deletes and
+re-creates the WAL at every checkpoint, so a chmod after opening is not enough: the writer
+keeps the process umask at 077 while the database is open (`storage/umask.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+from pathlib import Path
+
+import duckdb
+
+from coral_ebpf.errors import CoralError
+from coral_ebpf.storage.schema import SCHEMA_VERSION, ddl_statements
+
+
+class DatabaseError(CoralError):
+    """The database file cannot be opened or used."""
+
+
+class DatabaseLockedError(DatabaseError):
+    """Another process (normally a running agent) holds the database file."""
+
+
+class DatabaseMissingError(DatabaseError):
+    """There is no database file yet (the agent never ran with this storage.path)."""
+
+
+def wal_path(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
+
+
+_LOCK_HOLDER = re.compile(r"PID (\d+)")
+
+
+def _translate(exc: duckdb.Error, path: Path, read_only: bool) -> DatabaseError:
+    text = str(exc)
+    if "Could not set lock" in text or "Conflicting lock" in text:
+        holder = _LOCK_HOLDER.search(text)
+        who = f"process {holder.group(1)}" if holder else "another process"
+        hint = (
+            "a coral-ebpf agent is probably running with this database: query it through the agent "
+            "('coral-ebpf query ...' with the same --config), or stop it first"
+            if read_only
+            else "another coral-ebpf agent is probably running: stop it, or give this one another storage.path"
+        )
+        return DatabaseLockedError(f"database {path} is in use by {who}", hint)
+    if "not a valid DuckDB database" in text or "Corrupt" in text or "corrupt" in text:
+        return DatabaseError(
+            f"database {path} is damaged or is not a DuckDB file: {text}",
+            f"move it aside (mv {path} {path}.broken); the agent creates a new one on start",
+        )
+    if "version" in text.lower() and "storage" in text.lower():
+        return DatabaseError(
+            f"database {path} was written by an incompatible DuckDB version: {text}",
+            f"move it aside (mv {path} {path}.old) so the agent creates a new one",
+        )
+    if "Permission denied" in text:
+        return DatabaseError(f"cannot open database {path}: permission denied", "run as root (sudo)")
+    return DatabaseError(f"cannot open database {path}: {text}")
+
+
+def make_private(path: Path) -> None:
+    """Mode 0600 on the database file and its WAL (files left by an older run may be wider)."""
+    for candidate in (path, wal_path(path)):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(candidate, 0o600)
+
+
+def _prepare_parent(path: Path) -> None:
+    missing = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        except PermissionError as exc:
+            raise DatabaseError(
+                f"cannot create directory {directory} for the database: permission denied",
+                "run as root (sudo), or set storage.path to a directory you own",
+            ) from exc
+        os.chmod(directory, 0o700)
+
+
+def open_for_writing(path: Path, memory_limit: int | None = None) -> duckdb.DuckDBPyConnection:
+    """Open (creating if needed) the agent's database and bring its schema up to date.
+
+    The caller must hold a `PrivateUmask` for as long as the connection writes.
+    """
+    _prepare_parent(path)
+    config: dict[str, str | bool | int | float | list[str]] = {}
+    if memory_limit is not None:
+        config["memory_limit"] = f"{memory_limit}B"
+    try:
+        connection = duckdb.connect(str(path), config=config)
+    except duckdb.Error as exc:
+        raise _translate(exc, path, read_only=False) from exc
+    try:
+        for statement in ddl_statements():
+            connection.execute(statement)
+        _init_metadata(connection, path)
+        connection.execute("CHECKPOINT")
+    except duckdb.Error as exc:
+        connection.close()
+        raise _translate(exc, path, read_only=False) from exc
+    make_private(path)
+    return connection
+
+
+def _init_metadata(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
+    rows = dict(connection.execute("SELECT key, value FROM db_metadata").fetchall())
+    stored_version = rows.get("schema_version")
+    if stored_version is not None and stored_version != SCHEMA_VERSION:
+        raise DatabaseError(
+            f"database {path} has schema version {stored_version}; this agent writes version {SCHEMA_VERSION}",
+            f"move it aside (mv {path} {path}.v{stored_version}) so the agent creates a new one",
+        )
+    # A new session_id per database file tells a colony puller to reset its seq_id checkpoints.
+    defaults = {"schema_version": SCHEMA_VERSION, "session_id": str(uuid.uuid4())}
+    for key, value in defaults.items():
+        if key not in rows:
+            connection.execute("INSERT INTO db_metadata VALUES (?, ?)", [key, value])
+
+
+def open_read_only(path: Path) -> duckdb.DuckDBPyConnection:
+    """Open an existing database for queries while no agent holds it."""
+    if not path.exists():
+        raise DatabaseMissingError(
+            f"no database at {path}: the agent has not stored any data there yet",
+            "start the agent (sudo coral-ebpf start), or pass the --config whose storage.path holds the data",
+        )
+    try:
+        return duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        raise _translate(exc, path, read_only=True) from exc
+
+
+def read_metadata(connection: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    return dict(connection.execute("SELECT key, value FROM db_metadata").fetchall())

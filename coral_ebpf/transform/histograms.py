@@ -1,0 +1,201 @@
+"""Explicit-bucket histogram points: validation, and cumulative -> delta per series.
+
+A series is (resource, scope, metric name, unit, data-point attribute set). Beyla exports
+cumulative histograms whose `start_time` is the exporter's start; each stored row is the
+difference between two consecutive cumulative points of a series.
+
+Rules (docs/storage-and-query.md explains why):
+- first point of a series: stored whole, as the delta over [start_time, time] — unless the
+  database already held metric rows newer than that start_time when the agent started (the
+  sender outlived an agent restart, so part of that count may already be stored); then it
+  is only the baseline.
+- start_time changed, or the count or any bucket went down: a reset; the point is stored
+  whole as a fresh start.
+- time not after the last point (out of order, or a retried request): nothing to store; a
+  later cumulative point already contains it.
+- no new observations: nothing stored (the state still advances).
+- delta input is stored as sent; a point identical in (series, start, time) to one of the
+  last few of its series is a duplicate (a retry) and is dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint
+
+SeriesKey = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class HistogramPoint:
+    start_ns: int
+    time_ns: int
+    count: int
+    sum: float | None
+    min: float | None
+    max: float | None
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+
+    def scaled(self, factor: float) -> HistogramPoint:
+        """The same point in another unit (bounds, sum, min and max multiplied by `factor`)."""
+        if factor == 1.0:
+            return self
+        return replace(
+            self,
+            sum=None if self.sum is None else self.sum * factor,
+            min=None if self.min is None else self.min * factor,
+            max=None if self.max is None else self.max * factor,
+            bounds=tuple(bound * factor for bound in self.bounds),
+        )
+
+
+def read_point(data_point: HistogramDataPoint) -> HistogramPoint | str:
+    """The point, or why it cannot be used."""
+    bounds = tuple(data_point.explicit_bounds)
+    counts = tuple(data_point.bucket_counts)
+    if data_point.time_unix_nano == 0:
+        return "time_unix_nano is missing"
+    if counts and len(counts) != len(bounds) + 1:
+        return f"{len(counts)} bucket counts for {len(bounds)} bounds (need bounds + 1, the last being +Inf)"
+    if not counts and bounds:
+        return "explicit_bounds without bucket_counts"
+    if any(not math.isfinite(bound) for bound in bounds) or any(b >= a for b, a in itertools.pairwise(bounds)):
+        return "explicit_bounds must be finite and strictly increasing"
+    if counts and sum(counts) != data_point.count:
+        return f"count {data_point.count} differs from the sum of bucket_counts {sum(counts)}"
+    total = data_point.sum if data_point.HasField("sum") else None
+    if total is not None and not math.isfinite(total):
+        return "sum is not finite"
+    return HistogramPoint(
+        start_ns=data_point.start_time_unix_nano,
+        time_ns=data_point.time_unix_nano,
+        count=data_point.count,
+        sum=total,
+        min=data_point.min if data_point.HasField("min") else None,
+        max=data_point.max if data_point.HasField("max") else None,
+        bounds=bounds,
+        counts=counts,
+    )
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """A series' last cumulative point, or its recent delta identities."""
+
+    last: HistogramPoint | None
+    recent: tuple[tuple[int, int], ...] = ()
+    touched: float = 0.0
+
+
+class Staging:
+    """Series states changed by one request, applied only if the request is accepted."""
+
+    def __init__(self) -> None:
+        self.changes: dict[SeriesKey, _Seen] = {}
+        self.outcomes: dict[str, int] = {}
+
+    def note(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+class DeltaTracker:
+    """Per-series state for turning cumulative histograms into deltas. Not thread-safe: callers lock."""
+
+    RECENT_DELTAS = 8
+
+    def __init__(self, resume_after_ns: int | None = None, series_ttl: float = 3600.0, max_series: int = 200_000):
+        self.resume_after_ns = resume_after_ns
+        self.series_ttl = series_ttl
+        self.max_series = max_series
+        self._series: dict[SeriesKey, _Seen] = {}
+        self._last_sweep = time.monotonic()
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def _lookup(self, key: SeriesKey, staging: Staging) -> _Seen | None:
+        seen = staging.changes.get(key)
+        return seen if seen is not None else self._series.get(key)
+
+    def cumulative(self, key: SeriesKey, point: HistogramPoint, staging: Staging) -> HistogramPoint | None:
+        """The delta to store for cumulative `point`, or None."""
+        now = time.monotonic()
+        seen = self._lookup(key, staging)
+        previous = seen.last if seen is not None else None
+        if previous is None:
+            staging.changes[key] = _Seen(point, touched=now)
+            if self.resume_after_ns is not None and point.start_ns < self.resume_after_ns:
+                staging.note("first_point_baseline")
+                return None
+            staging.note("first_point_stored")
+            return point if point.count else None
+        if point.time_ns <= previous.time_ns:
+            staging.note("out_of_order")
+            return None
+        staging.changes[key] = _Seen(point, touched=now)
+        if point.start_ns != previous.start_ns:
+            staging.note("reset")
+            return point if point.count else None
+        if (
+            point.count < previous.count
+            or point.bounds != previous.bounds
+            or any(new < old for new, old in zip(point.counts, previous.counts, strict=False))
+        ):
+            staging.note("reset")
+            return replace(point, start_ns=previous.time_ns) if point.count else None
+        if point.count == previous.count:
+            staging.note("unchanged")
+            return None
+        return _difference(previous, point)
+
+    def delta(self, key: SeriesKey, point: HistogramPoint, staging: Staging) -> HistogramPoint | None:
+        """`point` itself, unless it repeats one of the series' recent points (a retry)."""
+        identity = (point.start_ns, point.time_ns)
+        seen = self._lookup(key, staging)
+        recent = seen.recent if seen is not None else ()
+        if identity in recent:
+            staging.note("duplicate_delta")
+            return None
+        staging.changes[key] = _Seen(None, (*recent, identity)[-self.RECENT_DELTAS :], time.monotonic())
+        return point if point.count else None
+
+    def commit(self, staging: Staging) -> None:
+        self._series.update(staging.changes)
+        now = time.monotonic()
+        if now - self._last_sweep > 60 or len(self._series) > self.max_series:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        self._last_sweep = now
+        expired = [key for key, seen in self._series.items() if now - seen.touched > self.series_ttl]
+        for key in expired:
+            del self._series[key]
+        overflow = len(self._series) - self.max_series
+        if overflow > 0:
+            oldest = sorted(self._series, key=lambda k: self._series[k].touched)[:overflow]
+            for key in oldest:
+                del self._series[key]
+
+
+def _difference(previous: HistogramPoint, point: HistogramPoint) -> HistogramPoint:
+    # A cumulative min/max covers the whole run; it tells something about this interval only
+    # when it moved (then the new extreme happened inside the interval).
+    new_max = point.max if point.max is not None and (previous.max is None or point.max > previous.max) else None
+    new_min = point.min if point.min is not None and (previous.min is None or point.min < previous.min) else None
+    total = None if point.sum is None or previous.sum is None else point.sum - previous.sum
+    return HistogramPoint(
+        start_ns=previous.time_ns,
+        time_ns=point.time_ns,
+        count=point.count - previous.count,
+        sum=total,
+        min=new_min,
+        max=new_max,
+        bounds=point.bounds,
+        counts=tuple(new - old for new, old in zip(point.counts, previous.counts, strict=True)),
+    )
