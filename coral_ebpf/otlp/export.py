@@ -11,10 +11,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from coral_ebpf.otlp.consumer import Consumer
-from coral_ebpf.otlp.errors import ErrorReply, reply_for
+from coral_ebpf.otlp.encoding import Encoding, decode
+from coral_ebpf.otlp.errors import ErrorReply, MalformedRequestError, reply_for
 from coral_ebpf.otlp.signals import SignalHandler
 from coral_ebpf.otlp.stats import ReceiverStats
 
@@ -39,16 +40,28 @@ class Exporter:
         self,
         transport: str,
         handler: SignalHandler,
-        decode: Callable[[], Message],
+        *,
+        payload: Callable[[], bytes],
+        encoding: Encoding,
         bytes_in: int,
         error_key: Callable[[ErrorReply], str],
     ) -> ExportResult:
-        """Run one request; `decode` turns the body into the request message or raises a ReceiverError."""
+        """Run one request; `payload` returns the (decompressed) body or raises a ReceiverError."""
         items = 0
         try:
-            request = decode()
-            items = handler.count_items(request)
-            result = handler.consume(self._consumer, request)
+            body = payload()
+            if encoding is Encoding.PROTOBUF and handler.takes_serialized(self._consumer):
+                items = handler.count_serialized(body)
+                try:
+                    result = handler.consume_serialized(self._consumer, body)
+                except DecodeError as exc:
+                    raise MalformedRequestError(
+                        f"body is not a valid protobuf {handler.request_type.DESCRIPTOR.name}: {exc}"
+                    ) from None
+            else:
+                request = decode(body, handler.request_type, encoding)
+                items = handler.count_items(request)
+                result = handler.consume(self._consumer, request)
         except Exception as exc:  # every failure is answered here; none reaches the transport
             reply = reply_for(exc, self._retry_after_floor)
             log.debug(

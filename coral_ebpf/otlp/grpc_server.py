@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 
 from coral_ebpf.errors import CoralError
-from coral_ebpf.otlp.encoding import decode_protobuf
+from coral_ebpf.otlp.encoding import Encoding
 from coral_ebpf.otlp.errors import ErrorReply
 from coral_ebpf.otlp.export import Exporter
 from coral_ebpf.otlp.signals import SIGNALS, SignalHandler
@@ -103,11 +103,15 @@ class GrpcTransport:
 
     def _export_method(self, signal: SignalHandler) -> Callable[[bytes, grpc.ServicerContext], bytes]:
         exporter = self._exporter
-        request_type = signal.request_type
 
         def export(raw: bytes, context: grpc.ServicerContext) -> bytes:
             result = exporter.handle(
-                "grpc", signal, lambda: decode_protobuf(raw, request_type), len(raw), _grpc_error_key
+                "grpc",
+                signal,
+                payload=lambda: raw,
+                encoding=Encoding.PROTOBUF,
+                bytes_in=len(raw),
+                error_key=_grpc_error_key,
             )
             if result.error is not None:
                 context.set_trailing_metadata(result.error.grpc_trailing_metadata())

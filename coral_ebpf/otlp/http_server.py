@@ -17,11 +17,10 @@ from functools import partial
 
 import aiohttp
 from aiohttp import web
-from google.protobuf.message import Message
 
 from coral_ebpf.errors import CoralError
 from coral_ebpf.otlp.compression import SUPPORTED_ENCODINGS, decompress, normalise_encoding
-from coral_ebpf.otlp.encoding import Encoding, decode, encode, encoding_for_content_type
+from coral_ebpf.otlp.encoding import Encoding, encode, encoding_for_content_type
 from coral_ebpf.otlp.errors import (
     BodyTimeoutError,
     BodyTooLargeError,
@@ -218,15 +217,16 @@ class HttpTransport:
 
         assert self._executor is not None
         limit = self._max_body_bytes
-        result = await asyncio.get_running_loop().run_in_executor(
-            self._executor,
+        handle = partial(
             self._exporter.handle,
             "http",
             signal,
-            partial(_decode_body, body, coding, encoding, signal.request_type, limit),
-            len(body),
-            _http_error_key,
+            payload=partial(decompress, body, coding, limit),
+            encoding=encoding,
+            bytes_in=len(body),
+            error_key=_http_error_key,
         )
+        result = await asyncio.get_running_loop().run_in_executor(self._executor, handle)
         if result.error is not None:
             return self._error_response(result.error, encoding)
         assert result.response is not None
@@ -266,7 +266,3 @@ class HttpTransport:
 
 
 _ACCEPT_POST = ", ".join(encoding.content_type for encoding in Encoding)
-
-
-def _decode_body(body: bytes, coding: str, encoding: Encoding, request_type: type[Message], limit: int) -> Message:
-    return decode(decompress(body, coding, limit), request_type, encoding)

@@ -15,7 +15,8 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from coral_ebpf.otlp.consumer import Consumer, ConsumeResult
+from coral_ebpf.otlp.consumer import Consumer, ConsumeResult, SerializedTracesConsumer
+from coral_ebpf.otlp.encoding import count_spans_serialized
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class SignalHandler:
     _count: Callable[[Any], int]
     _consume: Callable[[Consumer, Any], ConsumeResult]
     _partial_success: Callable[[Any, int, str], None]
+    # The fast path for protobuf bodies, when the consumer takes them undecoded (traces only).
+    _count_serialized: Callable[[bytes], int] | None = None
+    _consume_serialized: Callable[[Any, bytes], ConsumeResult] | None = None
 
     @property
     def http_path(self) -> str:
@@ -38,6 +42,18 @@ class SignalHandler:
 
     def consume(self, consumer: Consumer, request: Message) -> ConsumeResult:
         return self._consume(consumer, request)
+
+    def takes_serialized(self, consumer: Consumer) -> bool:
+        """True when protobuf bodies of this signal can go to `consumer` without being decoded here."""
+        return self._consume_serialized is not None and isinstance(consumer, SerializedTracesConsumer)
+
+    def count_serialized(self, payload: bytes) -> int:
+        assert self._count_serialized is not None
+        return self._count_serialized(payload)
+
+    def consume_serialized(self, consumer: Consumer, payload: bytes) -> ConsumeResult:
+        assert self._consume_serialized is not None
+        return self._consume_serialized(consumer, payload)
 
     def response(self, rejected: int, message: str) -> Message:
         """The export response; `partial_success` only when something was rejected or explained."""
@@ -91,6 +107,8 @@ TRACES = SignalHandler(
     _count=_count_spans,
     _consume=lambda consumer, request: consumer.consume_traces(request),
     _partial_success=_traces_partial,
+    _count_serialized=count_spans_serialized,
+    _consume_serialized=lambda consumer, payload: consumer.consume_traces_serialized(payload),
 )
 
 METRICS = SignalHandler(

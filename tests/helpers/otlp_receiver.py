@@ -79,3 +79,16 @@ def running_receiver(
         yield receiver, consumer
     finally:
         receiver.stop(5.0)
+
+
+@dataclass
+class SerializedRecordingConsumer(RecordingConsumer):
+    """Also takes protobuf trace bodies undecoded (the `SerializedTracesConsumer` fast path)."""
+
+    bodies: list[bytes] = field(default_factory=list)
+
+    def consume_traces_serialized(self, body: bytes) -> ConsumeResult:
+        request = ExportTraceServiceRequest.FromString(body)  # DecodeError for a bad body, as the contract says
+        with self._arrived:
+            self.bodies.append(body)
+        return self.consume_traces(request)

@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
-from coral_ebpf.otlp import OtlpReceiver
+from coral_ebpf.otlp import OtlpReceiver, OtlpSettings
 from tests.helpers import beyla_payloads
+from tests.helpers.datapath import data_path
 from tests.helpers.otlp_receiver import RecordingConsumer, running_receiver
 
 LIMIT = 256 * 1024
@@ -40,6 +41,19 @@ VALID_JSON = (beyla_payloads.traces_json(), beyla_payloads.metrics_json())
 def receiver() -> Iterator[OtlpReceiver]:
     with running_receiver(RecordingConsumer(), max_body_bytes=LIMIT) as (served, _):
         yield served
+
+
+@pytest.fixture(scope="module")
+def pipeline_receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OtlpReceiver]:
+    """The receiver in front of the real transform and storage, which take protobuf traces undecoded."""
+    with data_path(tmp_path_factory.mktemp("fuzz-db")) as (_, processor):
+        settings = OtlpSettings(grpc_endpoint="127.0.0.1:0", http_endpoint="127.0.0.1:0", max_body_bytes=LIMIT)
+        served = OtlpReceiver(settings, processor)
+        served.start()
+        try:
+            yield served
+        finally:
+            served.stop(5.0)
 
 
 def _truncated(payloads: tuple[bytes, ...]) -> st.SearchStrategy[bytes]:
@@ -200,6 +214,28 @@ def test_http_any_path_and_headers(receiver: OtlpReceiver, path: str, headers: d
 def test_grpc_fuzz(receiver: OtlpReceiver, method: str, body: bytes, gzip_on: bool) -> None:
     compression = grpc.Compression.Gzip if gzip_on else None
     assert _grpc_code(receiver, method, body, compression) in GRPC_ALLOWED
+
+
+@FUZZ
+@given(path=st.sampled_from(PATHS), body=PROTOBUF_BODIES, gzip_on=st.booleans())
+def test_real_pipeline_fuzz(pipeline_receiver: OtlpReceiver, path: str, body: bytes, gzip_on: bool) -> None:
+    """Malformed bodies reach the transform's own protobuf reader (the fast path): still 4xx, never 5xx."""
+    headers = {"Content-Type": "application/x-protobuf"}
+    if gzip_on:
+        headers["Content-Encoding"] = "gzip"
+        body = gzip.compress(body)
+    assert _post(pipeline_receiver, path, body, headers) in HTTP_ALLOWED
+    method = GRPC_METHODS[PATHS.index(path)]
+    assert _grpc_code(pipeline_receiver, method, body if not gzip_on else gzip.decompress(body), None) in GRPC_ALLOWED
+
+
+def test_real_pipeline_still_serving_after_the_fuzz(pipeline_receiver: OtlpReceiver) -> None:
+    _still_serves(pipeline_receiver)
+    for transport in ("grpc", "http"):
+        for counters in pipeline_receiver.status()[transport]["signals"].values():
+            assert not any(
+                key.startswith("5") or key in {"INTERNAL", "UNKNOWN", "UNAVAILABLE"} for key in counters["errors"]
+            )
 
 
 def test_still_serving_after_the_fuzz(receiver: OtlpReceiver) -> None:

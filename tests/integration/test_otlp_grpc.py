@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from coral_ebpf.otlp import ConsumeResult, ConsumerUnavailableError, OtlpReceiver, QueueFullError
 from tests.helpers import beyla_payloads
 from tests.helpers.bombs import gzip_bomb
-from tests.helpers.otlp_receiver import RecordingConsumer, running_receiver
+from tests.helpers.otlp_receiver import RecordingConsumer, SerializedRecordingConsumer, running_receiver
 from tests.helpers.raw_grpc import unary_call
 
 LIMIT = 4 * 1024 * 1024
@@ -174,3 +174,27 @@ def test_unknown_method_is_unimplemented(served: tuple[OtlpReceiver, RecordingCo
         ch.unary_unary("/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export")(b"", timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert_still_serving(receiver, consumer)
+
+
+def test_serialized_fast_path_gets_the_raw_body() -> None:
+    consumer = SerializedRecordingConsumer(lambda signal: ConsumeResult(rejected=1, message="one bad span"))
+    with running_receiver(consumer, http_endpoint=None) as (receiver, _):
+        body = beyla_payloads.traces_request().SerializeToString()
+        response = trace_service_pb2.ExportTraceServiceResponse.FromString(raw_export(receiver, body))
+        assert consumer.bodies == [body]
+        assert response.partial_success.rejected_spans == 1
+        traces = receiver.status()["grpc"]["signals"]["traces"]
+        assert (traces["items_accepted"], traces["items_rejected"]) == (3, 1)
+
+
+def test_serialized_fast_path_refuses_what_the_consumer_cannot_decode() -> None:
+    consumer = SerializedRecordingConsumer()
+    with running_receiver(consumer, http_endpoint=None) as (receiver, _):
+        # Outer framing is fine (one resource, one scope, one "span"), the span itself is not.
+        body = b"\x0a\x06\x12\x04\x12\x02\x08\xff"
+        with pytest.raises(grpc.RpcError) as caught:
+            raw_export(receiver, body)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid protobuf ExportTraceServiceRequest" in caught.value.details()
+        assert consumer.bodies == []
+        assert_still_serving(receiver, consumer)

@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from coral_ebpf.otlp import ConsumeResult, ConsumerUnavailableError, OtlpReceiver, QueueFullError
 from tests.helpers import beyla_payloads
 from tests.helpers.bombs import gzip_bomb
-from tests.helpers.otlp_receiver import RecordingConsumer, running_receiver
+from tests.helpers.otlp_receiver import RecordingConsumer, SerializedRecordingConsumer, running_receiver
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -378,3 +378,14 @@ def test_stalled_body_is_408_and_frees_its_slot(monkeypatch: pytest.MonkeyPatch)
         assert answer.startswith(b"HTTP/1.1 408"), answer
         assert b"did not arrive within 0.5s" in answer
         assert_still_serving(receiver, consumer)  # the only slot is free again
+
+
+def test_serialized_fast_path_for_protobuf_only() -> None:
+    consumer = SerializedRecordingConsumer()
+    with running_receiver(consumer, grpc_endpoint=None) as (receiver, _):
+        body = beyla_payloads.traces_request().SerializeToString()
+        assert post(receiver, "/v1/traces", gzip.compress(body), encoding="gzip").status == 200
+        assert consumer.bodies == [body]  # decompressed, not decoded
+        assert post(receiver, "/v1/traces", beyla_payloads.traces_json(), JSON).status == 200
+        assert len(consumer.bodies) == 1 and len(consumer.traces) == 2  # JSON went the decoded way
+        assert receiver.status()["http"]["signals"]["traces"]["items_accepted"] == 6

@@ -13,7 +13,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from coral_ebpf.otlp.compression import decompress, normalise_encoding
 from coral_ebpf.otlp.consumer import ConsumerUnavailableError, QueueFullError
-from coral_ebpf.otlp.encoding import Encoding, decode, encode, encoding_for_content_type
+from coral_ebpf.otlp.encoding import Encoding, count_spans_serialized, decode, encode, encoding_for_content_type
 from coral_ebpf.otlp.errors import (
     BodyTooLargeError,
     MalformedRequestError,
@@ -221,3 +221,12 @@ def test_retry_info_only_when_retryable() -> None:
     assert reply_for(MalformedRequestError("x"), 1.0).grpc_trailing_metadata() == ()
     keys = [key for key, _ in reply_for(QueueFullError("full", 3.0), 1.0).grpc_trailing_metadata()]
     assert keys == ["grpc-status-details-bin", "google.rpc.retryinfo-bin"]
+
+
+def test_count_spans_without_decoding_them() -> None:
+    assert count_spans_serialized(beyla_payloads.traces_request().SerializeToString()) == 4
+    assert count_spans_serialized(b"") == 0
+    # Spans are not decoded: a bad span is the consumer's to refuse, the framing is checked here.
+    assert count_spans_serialized(b"\x0a\x06\x12\x04\x12\x02\x08\xff") == 1
+    with pytest.raises(MalformedRequestError, match="wire format is corrupt"):
+        count_spans_serialized(b"\x0a\xff\xff")
