@@ -165,6 +165,15 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a live process (its threads included)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -215,6 +224,7 @@ def run_agent(seconds: float, senders: int, workdir: Path) -> dict[str, object] 
             return None
         sent = send_for(f"127.0.0.1:{port}", seconds, senders)
         peak = peak_rss_mib(agent.pid)
+        cpu = cpu_seconds(agent.pid)  # before the final flush: a slight undercount
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=300)
         stored_at = time.monotonic()
@@ -234,6 +244,7 @@ def run_agent(seconds: float, senders: int, workdir: Path) -> dict[str, object] 
         "stored_spans": stored,
         "elapsed_s": stored_at - sent.started,
         "peak_rss_mib": peak,
+        "cpu_s": cpu,
         "exit_code": agent.returncode,
     }
 
@@ -277,6 +288,7 @@ def run_server(kind: str, seconds: float, senders: int, workdir: Path) -> dict[s
         "stored_spans": report["spans"],
         "elapsed_s": stored_at - sent.started,
         "peak_rss_mib": report["peak_rss_mib"],
+        "cpu_s": report["cpu_s"],
         "exit_code": server.returncode,
     }
 
@@ -293,16 +305,21 @@ def _serve(receiver_consumer: object, finish: object) -> None:
     sys.stdin.readline()
     receiver.stop(5.0)
     spans = finish()  # type: ignore[operator]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"spans": spans, "stored_at_unix": time.time(), "peak_rss_mib": peak}), flush=True)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    report = {
+        "spans": spans,
+        "stored_at_unix": time.time(),
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+    }
+    print(json.dumps(report), flush=True)
 
 
 def serve_pipeline(workdir: Path) -> None:
     """The `pipeline` target's server: receiver -> transform -> storage (DuckDB in `workdir`)."""
+    from coral_ebpf.storage.settings import StorageSettings
     from coral_ebpf.storage.writer import Storage
     from coral_ebpf.transform.processor import TransformProcessor
-
-    from coral_ebpf.storage.settings import StorageSettings
 
     storage = Storage(StorageSettings(path=workdir / "coral-ebpf.duckdb"))
     storage.start()
@@ -391,6 +408,10 @@ def main() -> int:
     )
     print(f"retried after backpressure: {sent.refusals} calls; failed: {sent.failures or 'none'}")
     print(f"peak RSS of the {result['target']}: {result['peak_rss_mib']:.0f} MiB")
+    cpu = result.get("cpu_s")
+    if isinstance(cpu, float) and cpu > 0:
+        # Less sensitive than wall-clock figures to other jobs sharing the cores.
+        print(f"CPU used by the {result['target']}: {cpu:.1f}s ({stored / cpu:,.0f} spans per CPU-second)")
     rate = stored / elapsed if elapsed > 0 else 0.0
     if result["target"] in ("agent", "pipeline"):
         lost = sent.acknowledged_spans - stored
@@ -399,7 +420,7 @@ def main() -> int:
             print(f"WARNING: {lost} acknowledged spans are not in the database")
         print(f"ingest: {rate:.0f} spans/s")
     else:
-        print(f"received by the consumer: {stored} spans (not stored: no storage in this build)")
+        print(f"received by a counting consumer: {stored} spans (the receiver alone: nothing is stored)")
         print(f"ingest: {rate:.0f} spans/s received (receiver only, not stored)")
     return 0
 
