@@ -9,7 +9,7 @@ to HTTP and gRPC status codes in one place (`otlp/errors.py`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -48,3 +48,16 @@ class Consumer(Protocol):
     def consume_metrics(self, request: ExportMetricsServiceRequest) -> ConsumeResult: ...
 
     def consume_logs(self, request: ExportLogsServiceRequest) -> ConsumeResult: ...
+
+
+@runtime_checkable
+class SerializedTracesConsumer(Protocol):
+    """Optional fast path: a consumer that reads a protobuf ExportTraceServiceRequest from its bytes.
+
+    When the consumer has it, the receiver hands protobuf trace bodies (gRPC, and OTLP/HTTP after
+    decompression) over undecoded, saving a full decode. It must raise
+    `google.protobuf.message.DecodeError` for a body that is not such a request (answered 400 /
+    INVALID_ARGUMENT), and may raise QueueFullError / ConsumerUnavailableError like the others.
+    """
+
+    def consume_traces_serialized(self, body: bytes) -> ConsumeResult: ...

@@ -200,8 +200,12 @@ def find_targets(config: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             target = targets.setdefault(
                 pid,
-                {"pid": pid, "exe": exe, "ports": [], "service": environ.get("OTEL_SERVICE_NAME")
-                 or os.path.basename(exe)},
+                {
+                    "pid": pid,
+                    "exe": exe,
+                    "ports": [],
+                    "service": environ.get("OTEL_SERVICE_NAME") or os.path.basename(exe),
+                },
             )
             target["ports"].append(port)
     return list(targets.values())
@@ -343,11 +347,17 @@ def main(schema_path: str) -> None:
             HealthServer(int(health_cfg["port"]), address, started, control, log).start()
         except OSError as exc:
             where = f"{address}:{health_cfg['port']}"
-            fatal(log, "Beyla ran with errors", f"starting health check server: listen tcp {where}: bind: "
-                  f"{(exc.strerror or str(exc)).lower()}")
+            fatal(
+                log,
+                "Beyla ran with errors",
+                f"starting health check server: listen tcp {where}: bind: {(exc.strerror or str(exc)).lower()}",
+            )
     if fail == "port_in_use":
-        fatal(log, "Beyla ran with errors", "starting health check server: listen tcp 127.0.0.1:6061: bind: "
-              "address already in use")
+        fatal(
+            log,
+            "Beyla ran with errors",
+            "starting health check server: listen tcp 127.0.0.1:6061: bind: address already in use",
+        )
     if fail in ("memlock", "runtime"):
         fatal(log, *FAILURES[fail])
 

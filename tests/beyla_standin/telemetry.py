@@ -182,8 +182,14 @@ class _Service:
         if protocol == "grpc":
             method = rng.choice(GRPC_METHODS)
             code = 0 if rng.random() > 0.05 else 14
-            attrs = {**app, "rpc.method": method, self.names.rpc_system: "grpc", self.names.rpc_status: code,
-                     "server.address": "127.0.0.1", "server.port": port}
+            attrs = {
+                **app,
+                "rpc.method": method,
+                self.names.rpc_system: "grpc",
+                self.names.rpc_status: code,
+                "server.address": "127.0.0.1",
+                "server.port": port,
+            }
             if self.meters is not None and self._wants("grpc", self.metric_protocols):
                 self.rpc_duration.record(seconds, attrs)
             if self._wants("grpc", self.trace_protocols):
@@ -191,8 +197,12 @@ class _Service:
             return
         if protocol == "sql":
             operation, table = rng.choice(SQL_OPERATIONS)
-            attrs = {**app, "db.operation.name": operation, "db.system.name": "postgresql",
-                     "server.address": "127.0.0.1"}
+            attrs = {
+                **app,
+                "db.operation.name": operation,
+                "db.system.name": "postgresql",
+                "server.address": "127.0.0.1",
+            }
             if self.meters is not None and self._wants("sql", self.metric_protocols):
                 self.db_duration.record(seconds, attrs)
             if self._wants("sql", self.trace_protocols):
@@ -203,8 +213,15 @@ class _Service:
         roll = rng.random()
         status = 500 if roll < 0.05 else (404 if roll < 0.1 else 200)
         method = "POST" if route == "/api/orders" else "GET"
-        attrs = {**app, "http.request.method": method, "http.response.status_code": status, "url.scheme": "http",
-                 "http.route": route, "server.address": "127.0.0.1", "server.port": port}
+        attrs = {
+            **app,
+            "http.request.method": method,
+            "http.response.status_code": status,
+            "url.scheme": "http",
+            "http.route": route,
+            "server.address": "127.0.0.1",
+            "server.port": port,
+        }
         request_size = 0 if method == "GET" else rng.randint(40, 900)
         response_size = rng.randint(20, 6000)
         if self.meters is not None and self._wants("http", self.metric_protocols):
@@ -213,8 +230,13 @@ class _Service:
             self.http_resp_size.record(response_size, attrs)
         if self._wants("http", self.trace_protocols):
             path = route.replace("{id}", str(rng.randint(1, 99)))
-            span_attrs = {**attrs, "url.path": path, "client.address": "127.0.0.1",
-                          "http.request.body.size": request_size, "http.response.body.size": response_size}
+            span_attrs = {
+                **attrs,
+                "url.path": path,
+                "client.address": "127.0.0.1",
+                "http.request.body.size": request_size,
+                "http.response.body.size": response_size,
+            }
             self._span(f"{method} {route}", SpanKind.SERVER, (start_ns, end_ns), span_attrs, status >= 500)
 
     def shutdown(self) -> None:

@@ -158,9 +158,7 @@ def sql_client_attributes(
     if old_names:
         attributes.update({"db.operation": operation, "db.system": "postgresql", "db.sql.table": table})
     else:
-        attributes.update(
-            {"db.operation.name": operation, "db.system.name": "postgresql", "db.collection.name": table}
-        )
+        attributes.update({"db.operation.name": operation, "db.system.name": "postgresql", "db.collection.name": table})
         attributes["server.address"] = "db.local"
     if error:
         attributes["error.type"] = error

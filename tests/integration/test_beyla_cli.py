@@ -16,11 +16,15 @@ from tests.beyla_standin import install_standin
 def config(tmp_path: Path) -> Path:
     binary = install_standin(tmp_path / "bin", {"version": "v3.10.0"})
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({
-        "state_dir": str(tmp_path / "state"),
-        "otlp": {"http_endpoint": "0.0.0.0:14318", "grpc_endpoint": "127.0.0.1:14317"},
-        "beyla": {"binary": str(binary), "protocols": ["http"], "instrument": [{"open_ports": "9000-9010"}]},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "state_dir": str(tmp_path / "state"),
+                "otlp": {"http_endpoint": "0.0.0.0:14318", "grpc_endpoint": "127.0.0.1:14317"},
+                "beyla": {"binary": str(binary), "protocols": ["http"], "instrument": [{"open_ports": "9000-9010"}]},
+            }
+        )
+    )
     return path
 
 

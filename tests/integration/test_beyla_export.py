@@ -41,8 +41,9 @@ def attributes(values: Any) -> dict[str, Any]:
 
 def run(tmp_path: Path, service: ServiceEntry, endpoint: str, control: dict[str, Any], **beyla: Any) -> BeylaSupervisor:
     binary = install_standin(tmp_path / "bin", control)
-    supervisor = BeylaSupervisor(settings_for(tmp_path / "state", binary, **beyla), otlp_endpoint=endpoint,
-                                 services=[service])
+    supervisor = BeylaSupervisor(
+        settings_for(tmp_path / "state", binary, **beyla), otlp_endpoint=endpoint, services=[service]
+    )
     supervisor.start()
     wait_for(supervisor, lambda s: s["state"] == "running")
     return supervisor
@@ -53,8 +54,11 @@ def test_http_protobuf_metrics_and_traces_look_like_beylas(tmp_path: Path, servi
         supervisor = run(tmp_path, service, sink.endpoint, {"request_interval": 0.05}, protocols=["http", "grpc"])
         try:
             assert sink.wait_for(
-                lambda s: {"http.server.request.duration", "http.server.request.body.size",
-                           "http.server.response.body.size"} <= s.metric_names() and s.span_names(),
+                lambda s: (
+                    {"http.server.request.duration", "http.server.request.body.size", "http.server.response.body.size"}
+                    <= s.metric_names()
+                    and s.span_names()
+                ),
                 timeout=30,
             )
         finally:
@@ -76,8 +80,9 @@ def test_http_protobuf_metrics_and_traces_look_like_beylas(tmp_path: Path, servi
             assert {"http.request.method", "http.response.status_code", "url.scheme", "http.route"} <= set(labels)
         else:
             assert metric.unit == "By" and tuple(point.explicit_bounds) == SIZE_BUCKETS
-    spans = [span for request in sink.traces for rs in request.resource_spans for ss in rs.scope_spans
-             for span in ss.spans]
+    spans = [
+        span for request in sink.traces for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans
+    ]
     assert spans and all(span.kind == span.SPAN_KIND_SERVER for span in spans)
     assert {"GET /api/items", "POST /api/orders"} & {span.name for span in spans}
 

@@ -179,7 +179,12 @@ def test_pinned_checksums_are_real_sha256_values() -> None:
 
 
 def test_cli_install_then_version(
-    release: dict[str, Any], server: str, dest: Path, *, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    release: dict[str, Any],
+    server: str,
+    dest: Path,
+    *,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv(installer.BASE_URL_ENV, server)
@@ -191,8 +196,9 @@ def test_cli_install_then_version(
     other = release["root"] / "v3.34.0"
     other.mkdir()
     (other / asset_name("v3.34.0", ARCH)).write_bytes((release["root"] / TAG / ASSET).read_bytes())
-    code = main(["beyla", "install", "--version", "v3.34.0", "--sha256", release["digest"], "--dest", str(dest),
-                 "--json"])
+    code = main(
+        ["beyla", "install", "--version", "v3.34.0", "--sha256", release["digest"], "--dest", str(dest), "--json"]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["path"] == str(dest / "beyla") and summary["reports"] == TAG

@@ -78,7 +78,11 @@ AGENT = textwrap.dedent(
 def start_agent(tmp_path: Path, service: ServiceEntry, control: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
     binary = install_standin(tmp_path / "bin", control)
     code = AGENT.format(
-        repo=str(REPO), state=str(tmp_path / "state"), binary=str(binary), pid=service.pid, exe=service.exe,
+        repo=str(REPO),
+        state=str(tmp_path / "state"),
+        binary=str(binary),
+        pid=service.pid,
+        exe=service.exe,
         port=service.ports[0],
     )
     agent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -94,10 +98,7 @@ def test_beyla_dies_with_the_agent(tmp_path: Path, service: ServiceEntry) -> Non
     wait_until(lambda: group_dead(beyla_pid), what="Beyla to get its parent-death signal")
 
 
-
-def test_a_beyla_left_by_a_dead_agent_is_stopped_before_a_new_one_starts(
-    tmp_path: Path, service: ServiceEntry
-) -> None:
+def test_a_beyla_left_by_a_dead_agent_is_stopped_before_a_new_one_starts(tmp_path: Path, service: ServiceEntry) -> None:
     agent, stale_pid = start_agent(tmp_path, service, {"hang_on_sigterm": True})
     agent.kill()
     agent.wait()

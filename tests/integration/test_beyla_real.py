@@ -53,7 +53,9 @@ def test_real_beyla_accepts_the_generated_config_and_is_supervised(
 ) -> None:
     with OtlpSink() as sink:
         settings = settings_for(
-            tmp_path / "state", binary, health={"grace": "60s", "interval": "2s", "timeout": "2s", "failures": 5},
+            tmp_path / "state",
+            binary,
+            health={"grace": "60s", "interval": "2s", "timeout": "2s", "failures": 5},
             shutdown_timeout="10s",
         )
         supervisor = BeylaSupervisor(settings, otlp_endpoint=sink.endpoint, services=[service])

@@ -21,8 +21,18 @@ from tests.beyla_standin import install_standin, runs
 from tests.integration.beyla_support import free_port, http_service, settings_for, states, wait_for
 
 STATUS_FIELDS = {
-    "state", "since", "restarts", "last_exit_code", "diagnosis", "version", "binary", "config_path", "pid",
-    "rss_bytes", "health", "probe_warning",
+    "state",
+    "since",
+    "restarts",
+    "last_exit_code",
+    "diagnosis",
+    "version",
+    "binary",
+    "config_path",
+    "pid",
+    "rss_bytes",
+    "health",
+    "probe_warning",
 }
 
 
@@ -43,8 +53,11 @@ def supervisors() -> Iterator[list[BeylaSupervisor]]:
 @pytest.fixture
 def make(tmp_path: Path, supervisors: list[BeylaSupervisor], service: ServiceEntry) -> Any:
     def build(
-        control: dict[str, Any] | None = None, services: list[ServiceEntry] | None = None,
-        probe: ProbeReport | Verdict | None = None, last_data_seen: Any = None, **beyla: Any,
+        control: dict[str, Any] | None = None,
+        services: list[ServiceEntry] | None = None,
+        probe: ProbeReport | Verdict | None = None,
+        last_data_seen: Any = None,
+        **beyla: Any,
     ) -> tuple[BeylaSupervisor, Path]:
         binary = install_standin(tmp_path / "bin", control or {})
         settings = settings_for(tmp_path / "state", binary, **beyla)
@@ -73,8 +86,12 @@ def test_starts_healthy_with_a_clean_environment_and_full_status(
     supervisor.start()
     status = wait_for(supervisor, lambda s: s["state"] == "running" and s["health"]["instrumented_processes"] == 1)
     assert set(status) >= STATUS_FIELDS
-    assert (status["version"], status["dialect"], status["restarts"], status["diagnosis"]) == ("v3.35.0", "v3.20", 0,
-                                                                                               None)
+    assert (status["version"], status["dialect"], status["restarts"], status["diagnosis"]) == (
+        "v3.35.0",
+        "v3.20",
+        0,
+        None,
+    )
     assert status["health"]["source"] == "healthz" and status["health"]["ok"] is True
     assert status["rss_bytes"] > 0 and status["probe_warning"] is None
     assert status["services"] == 1 and status["skipped_services"] == []
@@ -120,10 +137,13 @@ def test_a_legacy_release_gets_top_level_open_port(make: Any, service: ServiceEn
 def test_data_arriving_counts_as_running_when_nothing_else_says_so(make: Any, service: ServiceEntry) -> None:
     seen: list[float] = []
     # A port nobody listens on: the stand-in instruments nothing, so no 'instrumenting' line either.
-    quiet = ServiceEntry(pid=service.pid, netns=0, name="x", exe=service.exe, cmdline=(),
-                         listeners=(Listener(free_port()),))
+    quiet = ServiceEntry(
+        pid=service.pid, netns=0, name="x", exe=service.exe, cmdline=(), listeners=(Listener(free_port()),)
+    )
     supervisor, _ = make(
-        {"version": "v3.10.0"}, services=[quiet], last_data_seen=lambda: seen[-1] if seen else None,
+        {"version": "v3.10.0"},
+        services=[quiet],
+        last_data_seen=lambda: seen[-1] if seen else None,
         health={"grace": "60s"},
     )
     supervisor.start()
@@ -137,8 +157,13 @@ def test_data_arriving_counts_as_running_when_nothing_else_says_so(make: Any, se
 
 @pytest.mark.parametrize(
     ("failure", "kind"),
-    [("kernel_too_old", "kernel_too_old"), ("no_btf", "no_btf"), ("capabilities", "capabilities"),
-     ("wrong_configuration", "wrong_configuration"), ("memlock", "memlock")],
+    [
+        ("kernel_too_old", "kernel_too_old"),
+        ("no_btf", "no_btf"),
+        ("capabilities", "capabilities"),
+        ("wrong_configuration", "wrong_configuration"),
+        ("memlock", "memlock"),
+    ],
 )
 def test_fatal_errors_fail_at_once_with_a_diagnosis_and_a_fix(make: Any, failure: str, kind: str) -> None:
     supervisor, _bindir = make({"fail": failure})
@@ -175,8 +200,9 @@ def test_crash_loop_backs_off_exponentially_then_fails(make: Any) -> None:
     assert status["restarts"] == 4 and status["last_exit_code"] == 2
     assert status["diagnosis"]["kind"] == "crash"
     assert "gave up after 4 restarts in a row" in status["diagnosis"]["message"]
-    assert status["diagnosis"]["message"].endswith("panic: runtime error: invalid memory address or nil pointer "
-                                                   "dereference")
+    assert status["diagnosis"]["message"].endswith(
+        "panic: runtime error: invalid memory address or nil pointer dereference"
+    )
 
 
 def test_backoff_starts_over_after_a_healthy_period(make: Any) -> None:
@@ -208,8 +234,13 @@ def _no_kprobes() -> ProbeReport:
     return ProbeReport(
         kernel={"release": "6.18"},
         features={"kprobes": Feature(False, "CONFIG_KPROBES is not set")},
-        components={"beyla_application": Verdict(False, "no kprobes: Beyla's process watcher cannot load",
-                                                 "use a kernel with CONFIG_KPROBES=y, or red.engine: bcc")},
+        components={
+            "beyla_application": Verdict(
+                False,
+                "no kprobes: Beyla's process watcher cannot load",
+                "use a kernel with CONFIG_KPROBES=y, or red.engine: bcc",
+            )
+        },
     )
 
 

@@ -32,7 +32,8 @@ def started(tmp_path: Path, services: list[ServiceEntry]) -> Iterator[Any]:
     def start(control: dict[str, Any] | None = None, **beyla: Any) -> tuple[BeylaSupervisor, Path]:
         binary = install_standin(tmp_path / "bin", control or {})
         supervisor = BeylaSupervisor(
-            settings_for(tmp_path / "state", binary, **beyla), otlp_endpoint="http://127.0.0.1:9",
+            settings_for(tmp_path / "state", binary, **beyla),
+            otlp_endpoint="http://127.0.0.1:9",
             services=[services[0]],
         )
         created.append(supervisor)
@@ -142,8 +143,14 @@ def test_beylas_own_listener_in_discovery_does_not_restart_it(started: Any, serv
     supervisor, bindir = started()
     status = supervisor.status()
     beyla = psutil.Process(status["pid"])
-    own = ServiceEntry(pid=beyla.pid, netns=0, name="beyla", exe=beyla.exe(), cmdline=tuple(beyla.cmdline()),
-                       listeners=(Listener(status["health"]["port"]),))
+    own = ServiceEntry(
+        pid=beyla.pid,
+        netns=0,
+        name="beyla",
+        exe=beyla.exe(),
+        cmdline=tuple(beyla.cmdline()),
+        listeners=(Listener(status["health"]["port"]),),
+    )
     before = len(runs(bindir))
     supervisor.update_services([services[0], own])
     wait_for(supervisor, lambda s: not s["pending_update"])

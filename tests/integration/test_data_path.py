@@ -51,7 +51,10 @@ def cli(config: Path, *args: str) -> Any:
     command = [str(script)] if script.exists() else [sys.executable, "-m", "coral_ebpf"]
     result = subprocess.run(
         [*command, "query", *args, "--json", "--config", str(config)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -177,8 +180,13 @@ def test_real_sdk_metrics_through_the_cli(tmp_path: Path) -> None:
     config = write_config(tmp_path)
 
     (row,) = cli(config, "http")
-    assert (row["service"], row["method"], row["route"], row["requests"], row["errors"]) == ("sdk-api", "GET", "/a",
-                                                                                             25, 5)
+    assert (row["service"], row["method"], row["route"], row["requests"], row["errors"]) == (
+        "sdk-api",
+        "GET",
+        "/a",
+        25,
+        5,
+    )
     # 10 in (0, 5ms], 10 in (25, 50ms], 5 in (100, 250ms]
     assert row["p50_ms"] == pytest.approx(25 + 25 * 2.5 / 10)
     assert row["p95_ms"] == pytest.approx(100 + 150 * 3.75 / 5)

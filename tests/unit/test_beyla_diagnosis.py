@@ -59,8 +59,17 @@ def test_version_line_in_both_formats() -> None:
 
 @pytest.mark.parametrize(
     ("version", "dialect"),
-    [("v1.0.0", LEGACY), ("v2.2.4", LEGACY), ("v2.5.0", V2), ("v2.7.8", V2), ("v3.0.0", V3), ("v3.19.9", V3),
-     ("v3.20.0", V3_20), ("v3.35.0", V3_20), ("4.0.0", V3_20)],
+    [
+        ("v1.0.0", LEGACY),
+        ("v2.2.4", LEGACY),
+        ("v2.5.0", V2),
+        ("v2.7.8", V2),
+        ("v3.0.0", V3),
+        ("v3.19.9", V3),
+        ("v3.20.0", V3_20),
+        ("v3.35.0", V3_20),
+        ("4.0.0", V3_20),
+    ],
 )
 def test_dialect_by_version(version: str, dialect: Any) -> None:
     assert dialect_for(BeylaVersion.parse(version)) is dialect
@@ -95,16 +104,32 @@ def test_each_beyla_error_line_gets_its_diagnosis(failure: str, kind: str, retry
 @pytest.mark.parametrize(
     ("line", "kind"),
     [
-        (text_line("can't open /var/lib/coral-ebpf/beyla/beyla.yaml",
-                   error="open /var/lib/coral-ebpf/beyla/beyla.yaml: no such file or directory"), "config_unreadable"),
+        (
+            text_line(
+                "can't open /var/lib/coral-ebpf/beyla/beyla.yaml",
+                error="open /var/lib/coral-ebpf/beyla/beyla.yaml: no such file or directory",
+            ),
+            "config_unreadable",
+        ),
         (text_line("wrong configuration", error="yaml: line 3: did not find expected key"), "wrong_configuration"),
-        (text_line("unknown log level specified, choices are [DEBUG, INFO, WARN, ERROR]", error="x"),
-         "wrong_configuration"),
-        (text_line("Beyla ran with errors",
-                   error="starting health check server: listen tcp 127.0.0.1:6061: bind: address already in use"),
-         "port_in_use"),
-        (text_line("can't start Beyla", error="apply CO-RE relocations: load kernel spec: "
-                   "no BTF found for kernel version 5.4: not supported"), "no_btf"),
+        (
+            text_line("unknown log level specified, choices are [DEBUG, INFO, WARN, ERROR]", error="x"),
+            "wrong_configuration",
+        ),
+        (
+            text_line(
+                "Beyla ran with errors",
+                error="starting health check server: listen tcp 127.0.0.1:6061: bind: address already in use",
+            ),
+            "port_in_use",
+        ),
+        (
+            text_line(
+                "can't start Beyla",
+                error="apply CO-RE relocations: load kernel spec: no BTF found for kernel version 5.4: not supported",
+            ),
+            "no_btf",
+        ),
     ],
 )
 def test_more_error_lines(line: str, kind: str) -> None:

@@ -73,8 +73,10 @@ def test_without_healthz_logs_data_or_time_decide() -> None:
 
 def test_dead_discovery_wins_over_a_healthy_healthz() -> None:
     seen = Observations(health_ok_ever=True, last_health=HealthResult(True, "ok"))
-    seen.watcher_failure = parse_line('{"level":"ERROR","msg":"Unable to load eBPF watcher for process events",'
-                                      '"error":"attaching kprobe: not supported"}')
+    seen.watcher_failure = parse_line(
+        '{"level":"ERROR","msg":"Unable to load eBPF watcher for process events",'
+        '"error":"attaching kprobe: not supported"}'
+    )
     verdict = Verdict(False, "no kprobes on this kernel", "red.engine: bcc")
     result = assess(seen, age=1, has_healthz=True, health=HEALTH, data_arrived=False, probe=verdict)
     assert result.verdict == "degraded" and result.diagnosis is not None

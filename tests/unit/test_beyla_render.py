@@ -41,7 +41,11 @@ TARGET = RenderTarget(
 
 def service(pid: int, exe: str, *ports: int, cmd: tuple[str, ...] = ()) -> ServiceEntry:
     return ServiceEntry(
-        pid=pid, netns=1, name=Path(exe).name, exe=exe, cmdline=cmd or (exe,),
+        pid=pid,
+        netns=1,
+        name=Path(exe).name,
+        exe=exe,
+        cmdline=cmd or (exe,),
         listeners=tuple(Listener(p) for p in ports),
     )
 
@@ -74,8 +78,15 @@ def rendered(beyla: dict[str, Any] | None = None, dialect: Any = V3_20, services
     "beyla",
     [
         {},
-        {"routes": {"patterns": ["/users/{id}"], "ignored_patterns": ["/health"], "ignore_mode": "traces",
-                    "unmatched": "wildcard", "wildcard_char": "*"}},
+        {
+            "routes": {
+                "patterns": ["/users/{id}"],
+                "ignored_patterns": ["/health"],
+                "ignore_mode": "traces",
+                "unmatched": "wildcard",
+                "wildcard_char": "*",
+            }
+        },
         {"otlp_protocol": "grpc", "metrics_interval": "1500ms", "log_level": "debug"},
         {"instrument": [{"open_ports": "8000-8999"}, {"open_ports": 443}]},
     ],
@@ -268,20 +279,26 @@ PASSED_ON: dict[str, tuple[dict[str, Any], Any]] = {
     "otlp_protocol": ({"otlp_protocol": "grpc"}, lambda b: _doc(b)["otel_traces_export"]["protocol"] == "grpc"),
     "metrics_interval": ({"metrics_interval": "30s"}, lambda b: _doc(b)["otel_metrics_export"]["interval"] == "30s"),
     "traces_batch_timeout": (
-        {"traces_batch_timeout": "3s"}, lambda b: _doc(b)["otel_traces_export"]["batch_timeout"] == "3s"
+        {"traces_batch_timeout": "3s"},
+        lambda b: _doc(b)["otel_traces_export"]["batch_timeout"] == "3s",
     ),
     "shutdown_timeout": ({"shutdown_timeout": "20s"}, lambda b: _doc(b)["shutdown_timeout"] == "20s"),
     "debounce": ({"debounce": "9s"}, lambda b: settings_from(b).debounce == 9.0),
     "protocols": (
         {"protocols": ["http", "redis"]},
-        lambda b: _doc(b)["otel_metrics_export"]["instrumentations"] == ["http", "redis"]
-        and _doc(b)["otel_traces_export"]["instrumentations"] == ["http", "redis"],
+        lambda b: (
+            _doc(b)["otel_metrics_export"]["instrumentations"] == ["http", "redis"]
+            and _doc(b)["otel_traces_export"]["instrumentations"] == ["http", "redis"]
+        ),
     ),
-    "attributes": ({"attributes": {"deployment.environment": "prod"}},
-                   lambda b: settings_from(b).attributes == {"deployment.environment": "prod"}),
+    "attributes": (
+        {"attributes": {"deployment.environment": "prod"}},
+        lambda b: settings_from(b).attributes == {"deployment.environment": "prod"},
+    ),
     "routes.patterns": ({"routes": {"patterns": ["/u/{id}"]}}, lambda b: _doc(b)["routes"]["patterns"] == ["/u/{id}"]),
     "routes.ignored_patterns": (
-        {"routes": {"ignored_patterns": ["/health"]}}, lambda b: _doc(b)["routes"]["ignored_patterns"] == ["/health"]
+        {"routes": {"ignored_patterns": ["/health"]}},
+        lambda b: _doc(b)["routes"]["ignored_patterns"] == ["/health"],
     ),
     "routes.ignore_mode": (
         {"routes": {"ignored_patterns": ["/h"], "ignore_mode": "metrics"}},
@@ -289,7 +306,8 @@ PASSED_ON: dict[str, tuple[dict[str, Any], Any]] = {
     ),
     "routes.unmatched": ({"routes": {"unmatched": "path"}}, lambda b: _doc(b)["routes"]["unmatched"] == "path"),
     "routes.wildcard_char": (
-        {"routes": {"unmatched": "wildcard", "wildcard_char": "#"}}, lambda b: _doc(b)["routes"]["wildcard_char"] == "#"
+        {"routes": {"unmatched": "wildcard", "wildcard_char": "#"}},
+        lambda b: _doc(b)["routes"]["wildcard_char"] == "#",
     ),
     "sampling.sampler": (
         {"sampling": {"sampler": "always_off"}},
@@ -299,26 +317,35 @@ PASSED_ON: dict[str, tuple[dict[str, Any], Any]] = {
         {"sampling": {"ratio": 0.1}},
         lambda b: _doc(b)["otel_traces_export"]["sampler"] == {"name": "parentbased_traceidratio", "arg": "0.1"},
     ),
-    "limits.memory_soft": ({"limits": {"memory_soft": "256MiB"}},
-                           lambda b: settings_from(b).limits.memory_soft == 256 * 1024**2),
+    "limits.memory_soft": (
+        {"limits": {"memory_soft": "256MiB"}},
+        lambda b: settings_from(b).limits.memory_soft == 256 * 1024**2,
+    ),
     "limits.memory_max": ({"limits": {"memory_max": "1GiB"}}, lambda b: settings_from(b).limits.memory_max == 1024**3),
     "limits.traces_queue_size": (
         {"limits": {"traces_queue_size": 100}},
-        lambda b: _doc(b)["otel_traces_export"]["queue_size"] == 100
-        and _doc(b)["otel_traces_export"]["batch_max_size"] == 50,
+        lambda b: (
+            _doc(b)["otel_traces_export"]["queue_size"] == 100 and _doc(b)["otel_traces_export"]["batch_max_size"] == 50
+        ),
     ),
     "limits.metrics_ttl": ({"limits": {"metrics_ttl": "2m"}}, lambda b: _doc(b)["otel_metrics_export"]["ttl"] == "2m"),
     "instrument.*.open_ports": (
-        {"instrument": [{"open_ports": 8000}]}, lambda b: {"open_ports": "8000"} in _doc(b)["discovery"]["instrument"]
+        {"instrument": [{"open_ports": 8000}]},
+        lambda b: {"open_ports": "8000"} in _doc(b)["discovery"]["instrument"],
     ),
     "instrument.*.exe_path": (
-        {"instrument": [{"exe_path": "/bin/*"}]}, lambda b: {"exe_path": "/bin/*"} in _doc(b)["discovery"]["instrument"]
+        {"instrument": [{"exe_path": "/bin/*"}]},
+        lambda b: {"exe_path": "/bin/*"} in _doc(b)["discovery"]["instrument"],
     ),
-    "restart.backoff_initial": ({"restart": {"backoff_initial": "2s"}},
-                                lambda b: settings_from(b).restart.backoff_initial == 2.0),
+    "restart.backoff_initial": (
+        {"restart": {"backoff_initial": "2s"}},
+        lambda b: settings_from(b).restart.backoff_initial == 2.0,
+    ),
     "restart.backoff_max": ({"restart": {"backoff_max": "1m"}}, lambda b: settings_from(b).restart.backoff_max == 60.0),
-    "restart.healthy_reset": ({"restart": {"healthy_reset": "1m"}},
-                              lambda b: settings_from(b).restart.healthy_reset == 60.0),
+    "restart.healthy_reset": (
+        {"restart": {"healthy_reset": "1m"}},
+        lambda b: settings_from(b).restart.healthy_reset == 60.0,
+    ),
     "restart.max_restarts": ({"restart": {"max_restarts": 3}}, lambda b: settings_from(b).restart.max_restarts == 3),
     "health.grace": ({"health": {"grace": "40s"}}, lambda b: settings_from(b).health.grace == 40.0),
     "health.interval": ({"health": {"interval": "3s"}}, lambda b: settings_from(b).health.interval == 3.0),

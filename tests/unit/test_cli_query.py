@@ -42,8 +42,9 @@ def config_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 resource,
                 [
                     http_server_span(TRACE, root_span, start_ns=now - 4 * SECOND_NS, duration_ns=700_000_000),
-                    sql_client_span(TRACE, os.urandom(8), root_span, start_ns=now - 4 * SECOND_NS + 10,
-                                    duration_ns=300_000_000),
+                    sql_client_span(
+                        TRACE, os.urandom(8), root_span, start_ns=now - 4 * SECOND_NS + 10, duration_ns=300_000_000
+                    ),
                 ],
             )
         )
@@ -69,7 +70,11 @@ def test_http_json(config_file: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0
     (row,) = json.loads(out)
     assert {k: row[k] for k in ("service", "method", "route", "requests", "errors")} == {
-        "service": "frontend", "method": "GET", "route": "/users/{id}", "requests": 20, "errors": 1
+        "service": "frontend",
+        "method": "GET",
+        "route": "/users/{id}",
+        "requests": 20,
+        "errors": 1,
     }
     assert row["error_rate"] == pytest.approx(0.05)
     assert row["p50_ms"] == pytest.approx(10 + 15 * 10 / 19)
@@ -103,8 +108,9 @@ def test_empty_results_say_why(config_file: Path, capsys: pytest.CaptureFixture[
 def test_traces_table_tree_and_json(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "query", "traces", "--config", str(config_file), "--min-duration", "500ms")
     assert code == 0 and "Root Operation" in out and "GET /api/users/{id}" in out
-    code, out, _ = run(capsys, "query", "traces", "--config", str(config_file), "--trace-id", TRACE.hex()[:12],
-                       "--format", "tree")
+    code, out, _ = run(
+        capsys, "query", "traces", "--config", str(config_file), "--trace-id", TRACE.hex()[:12], "--format", "tree"
+    )
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith(f"Trace {TRACE.hex()}") and "2 spans" in lines[0]

@@ -34,15 +34,19 @@ def test_read_point_keeps_every_bucket_including_inf() -> None:
 
 
 def test_read_point_rejects_inconsistent_points() -> None:
-    assert "bucket counts" in str(read_point(HistogramDataPoint(time_unix_nano=2, count=1, bucket_counts=[1],
-                                                                 explicit_bounds=[1.0, 2.0])))
-    assert "sum of bucket_counts" in str(read_point(HistogramDataPoint(time_unix_nano=2, count=5, bucket_counts=[1, 1],
-                                                                        explicit_bounds=[1.0])))
-    assert "increasing" in str(read_point(HistogramDataPoint(time_unix_nano=2, count=0, bucket_counts=[0, 0, 0],
-                                                              explicit_bounds=[2.0, 1.0])))
+    assert "bucket counts" in str(
+        read_point(HistogramDataPoint(time_unix_nano=2, count=1, bucket_counts=[1], explicit_bounds=[1.0, 2.0]))
+    )
+    assert "sum of bucket_counts" in str(
+        read_point(HistogramDataPoint(time_unix_nano=2, count=5, bucket_counts=[1, 1], explicit_bounds=[1.0]))
+    )
+    assert "increasing" in str(
+        read_point(HistogramDataPoint(time_unix_nano=2, count=0, bucket_counts=[0, 0, 0], explicit_bounds=[2.0, 1.0]))
+    )
     assert "time_unix_nano" in str(read_point(HistogramDataPoint(count=0)))
-    assert "finite" in str(read_point(HistogramDataPoint(time_unix_nano=2, count=0, bucket_counts=[0, 0],
-                                                          explicit_bounds=[float("inf")])))
+    assert "finite" in str(
+        read_point(HistogramDataPoint(time_unix_nano=2, count=0, bucket_counts=[0, 0], explicit_bounds=[float("inf")]))
+    )
 
 
 def test_first_point_is_stored_whole_from_its_start_time() -> None:
@@ -63,8 +67,9 @@ def test_first_point_older_than_stored_data_is_only_a_baseline() -> None:
 def test_consecutive_points_become_differences() -> None:
     tracker = DeltaTracker()
     convert(tracker, ("a",), point(0, 10 * S, [1, 2, 3], 1.0, min=0.001, max=0.02))
-    stored, _ = convert(tracker, ("a",), point(0, 20 * S, [1, 5, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 31.0,
-                                               min=0.001, max=12.0))
+    stored, _ = convert(
+        tracker, ("a",), point(0, 20 * S, [1, 5, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 31.0, min=0.001, max=12.0)
+    )
     assert stored is not None
     assert (stored.start_ns, stored.time_ns) == (10 * S, 20 * S)
     assert stored.count == 5

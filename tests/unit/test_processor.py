@@ -58,10 +58,15 @@ def test_spans_keep_every_field(pipeline: tuple[Storage, TransformProcessor]) ->
     _, child_id = new_ids()
     root = http_server_span(trace_id, root_id, start_ns=NOW, duration_ns=2_500_000, status=503, route="/pay")
     child = Span(
-        trace_id=trace_id, span_id=child_id, parent_span_id=root_id, name="/shop.Cart/Add",
-        kind=Span.SPAN_KIND_CLIENT, start_time_unix_nano=NOW + 10, end_time_unix_nano=NOW + 1010,
-        trace_state="k=v", attributes=key_values({"rpc.method": "/shop.Cart/Add", "rpc.system": "grpc",
-                                                  "rpc.grpc.status_code": 14}),
+        trace_id=trace_id,
+        span_id=child_id,
+        parent_span_id=root_id,
+        name="/shop.Cart/Add",
+        kind=Span.SPAN_KIND_CLIENT,
+        start_time_unix_nano=NOW + 10,
+        end_time_unix_nano=NOW + 1010,
+        trace_state="k=v",
+        attributes=key_values({"rpc.method": "/shop.Cart/Add", "rpc.system": "grpc", "rpc.grpc.status_code": 14}),
     )
     child.status.code = child.status.STATUS_CODE_ERROR
     child.status.message = "upstream unavailable"
@@ -78,8 +83,16 @@ def test_spans_keep_every_field(pipeline: tuple[Storage, TransformProcessor]) ->
     )
     assert rows[0][:9] == (trace_id.hex(), root_id.hex(), "", "GET /pay", "SERVER", 2, None, 503, None)
     assert rows[1][:10] == (
-        trace_id.hex(), child_id.hex(), root_id.hex(), "/shop.Cart/Add", "CLIENT", 2, "upstream unavailable",
-        None, 14, "/shop.Cart/Add",
+        trace_id.hex(),
+        child_id.hex(),
+        root_id.hex(),
+        "/shop.Cart/Add",
+        "CLIENT",
+        2,
+        "upstream unavailable",
+        None,
+        14,
+        "/shop.Cart/Add",
     )
     assert rows[1][10:16] == (777, "checkout", "shop", "testhost:777", 1000, "k=v")
     assert '"exception.type":"IOError"' in rows[1][16]
@@ -139,8 +152,12 @@ def test_red_metrics_go_to_their_tables_with_columns(pipeline: tuple[Storage, Tr
 
 def test_milliseconds_are_stored_as_seconds(pipeline: tuple[Storage, TransformProcessor]) -> None:
     storage, processor = pipeline
-    histogram = CumulativeHistogram("http.server.request.duration", unit="ms",
-                                    bounds=tuple(b * 1000 for b in BEYLA_DURATION_BUCKETS), start_ns=NOW - SECOND_NS)
+    histogram = CumulativeHistogram(
+        "http.server.request.duration",
+        unit="ms",
+        bounds=tuple(b * 1000 for b in BEYLA_DURATION_BUCKETS),
+        start_ns=NOW - SECOND_NS,
+    )
     histogram.record(http_server_attributes(RESOURCE, "GET", "/", 200), 30.0, 2)
     processor.consume_metrics(metrics_request(RESOURCE, [histogram.export(NOW)]))
     assert query(storage, "SELECT unit, sum_s, bounds_s[3], max_s FROM beyla_http_metrics") == [
@@ -150,8 +167,9 @@ def test_milliseconds_are_stored_as_seconds(pipeline: tuple[Storage, TransformPr
 
 def test_body_sizes_are_kept_in_their_unit(pipeline: tuple[Storage, TransformProcessor]) -> None:
     storage, processor = pipeline
-    sizes = CumulativeHistogram("http.server.request.body.size", unit="By", bounds=BEYLA_SIZE_BUCKETS,
-                                start_ns=NOW - SECOND_NS)
+    sizes = CumulativeHistogram(
+        "http.server.request.body.size", unit="By", bounds=BEYLA_SIZE_BUCKETS, start_ns=NOW - SECOND_NS
+    )
     sizes.record(http_server_attributes(RESOURCE, "POST", "/upload", 200), 300.0, 3)
     processor.consume_metrics(metrics_request(RESOURCE, [sizes.export(NOW)]))
     assert query(storage, "SELECT metric_name, unit, count, sum, bounds[-1] FROM otel_histograms") == [
@@ -183,13 +201,26 @@ def test_unusable_metric_points_are_rejected_with_reasons(pipeline: tuple[Storag
     good = CumulativeHistogram("http.server.request.duration", start_ns=NOW - SECOND_NS)
     good.record(http_server_attributes(RESOURCE, "GET", "/ok", 200), 0.01)
     request = metrics_request(
-        RESOURCE, [exponential, wrong_type, bad_unit.export(NOW), bad_counts, unspecified, good.export(NOW),
-                   _gauge("process.cpu.utilization")]
+        RESOURCE,
+        [
+            exponential,
+            wrong_type,
+            bad_unit.export(NOW),
+            bad_counts,
+            unspecified,
+            good.export(NOW),
+            _gauge("process.cpu.utilization"),
+        ],
     )
     result = processor.consume_metrics(request)
     assert result.rejected == 5
-    for reason in ("exponential histograms are not supported", "must be a histogram, got gauge",
-                   "is not a time unit", "bucket counts for 2 bounds", "aggregation_temporality is unspecified"):
+    for reason in (
+        "exponential histograms are not supported",
+        "must be a histogram, got gauge",
+        "is not a time unit",
+        "bucket counts for 2 bounds",
+        "aggregation_temporality is unspecified",
+    ):
         assert reason in result.message
     assert query(storage, "SELECT http_route FROM beyla_http_metrics") == [("/ok",)]
     status = processor.status()
@@ -204,8 +235,12 @@ def test_delta_temporality_is_stored_as_sent_and_retries_dropped(pipeline: tuple
     metric.histogram.data_points.append(
         HistogramDataPoint(
             attributes=key_values(http_server_attributes(RESOURCE, "GET", "/d", 200)),
-            start_time_unix_nano=NOW - 5 * SECOND_NS, time_unix_nano=NOW, count=4, sum=0.4,
-            bucket_counts=[0, 0, 0, 0, 0, 0, 4] + [0] * 9, explicit_bounds=list(BEYLA_DURATION_BUCKETS),
+            start_time_unix_nano=NOW - 5 * SECOND_NS,
+            time_unix_nano=NOW,
+            count=4,
+            sum=0.4,
+            bucket_counts=[0, 0, 0, 0, 0, 0, 4] + [0] * 9,
+            explicit_bounds=list(BEYLA_DURATION_BUCKETS),
         )
     )
     request = metrics_request(RESOURCE, [metric])
@@ -214,9 +249,7 @@ def test_delta_temporality_is_stored_as_sent_and_retries_dropped(pipeline: tuple
     assert query(storage, "SELECT count, source_temporality FROM beyla_http_metrics") == [(4, "delta")]
 
 
-def test_cumulative_state_is_not_advanced_by_a_refused_request(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cumulative_state_is_not_advanced_by_a_refused_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
     real_insert = writer_module.insert_table
 
@@ -286,8 +319,9 @@ def test_serialized_fast_path_rejects_only_the_undecodable_span(pipeline: tuple[
     from coral_ebpf.transform.lazy_trace import LazyTraceRequest
 
     lazy = LazyTraceRequest.FromString(
-        trace_request(RESOURCE, [http_server_span(*new_ids(), start_ns=NOW, duration_ns=1) for _ in range(2)])
-        .SerializeToString()
+        trace_request(
+            RESOURCE, [http_server_span(*new_ids(), start_ns=NOW, duration_ns=1) for _ in range(2)]
+        ).SerializeToString()
     )
     lazy.resource_spans[0].scope_spans[0].spans[0].attributes.append(b"\x0a\x05ab")  # truncated KeyValue
     result = processor.consume_traces_serialized(lazy.SerializeToString())

@@ -153,8 +153,14 @@ def _traces(storage_processor: Any) -> None:
         http_server_span(SLOW, slow_root, start_ns=T - 5 * SECOND_NS, duration_ns=600_000_000, route="/slow"),
         sql_client_span(SLOW, os.urandom(8), slow_root, start_ns=T - 5 * SECOND_NS + 1000, duration_ns=100_000_000),
         http_server_span(FAILED, os.urandom(8), start_ns=T - 4 * SECOND_NS, duration_ns=50_000_000, status=500),
-        http_server_span(ORPHAN, os.urandom(8), start_ns=T - 3 * SECOND_NS, duration_ns=5_000_000,
-                         parent_span_id=os.urandom(8), route="/child"),
+        http_server_span(
+            ORPHAN,
+            os.urandom(8),
+            start_ns=T - 3 * SECOND_NS,
+            duration_ns=5_000_000,
+            parent_span_id=os.urandom(8),
+            route="/child",
+        ),
     ]
     processor.consume_traces(trace_request(CHECKOUT, spans[:3]))
     processor.consume_traces(trace_request(CART, spans[3:]))
@@ -172,7 +178,11 @@ def test_trace_summaries_newest_first(storage: Storage) -> None:
     assert [t["trace_id"] for t in found] == [ORPHAN.hex(), FAILED.hex(), SLOW.hex()]
     slow = found[2]
     assert (slow["span_count"], slow["status"], slow["root_service"], slow["root_operation"]) == (
-        2, "OK", "checkout", "GET /slow")
+        2,
+        "OK",
+        "checkout",
+        "GET /slow",
+    )
     assert slow["duration_ms"] == pytest.approx(600.0)
     assert found[1]["status"] == "ERROR"
     assert found[0]["root_operation"] == "GET /child", "without its parent, the earliest span is the root"

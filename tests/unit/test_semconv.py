@@ -90,8 +90,20 @@ def test_grpc_method_from_sdk_style_service_and_method() -> None:
 
 @pytest.mark.parametrize(
     ("value", "code"),
-    [(0, 0), ("0", 0), ("OK", 0), ("ok", 0), ("STATUS_CODE_NOT_FOUND", 5), ("canceled", 1), ("16", 16),
-     ("UNAUTHENTICATED", 16), ("whatever", None), (None, None), (True, None), (99999, None)],
+    [
+        (0, 0),
+        ("0", 0),
+        ("OK", 0),
+        ("ok", 0),
+        ("STATUS_CODE_NOT_FOUND", 5),
+        ("canceled", 1),
+        ("16", 16),
+        ("UNAUTHENTICATED", 16),
+        ("whatever", None),
+        (None, None),
+        (True, None),
+        (99999, None),
+    ],
 )
 def test_grpc_status_code(value: object, code: int | None) -> None:
     assert semconv.grpc_status_code(value) == code
@@ -99,11 +111,23 @@ def test_grpc_status_code(value: object, code: int | None) -> None:
 
 def test_sql_columns_new_and_old_names() -> None:
     new = semconv.sql_columns(
-        {"db.system.name": "postgresql", "db.operation.name": "SELECT", "db.collection.name": "users",
-         "db.namespace": "shop", "error.type": "23505"}
+        {
+            "db.system.name": "postgresql",
+            "db.operation.name": "SELECT",
+            "db.collection.name": "users",
+            "db.namespace": "shop",
+            "error.type": "23505",
+        }
     )
-    old = semconv.sql_columns({"db.system": "postgresql", "db.operation": "SELECT", "db.sql.table": "users",
-                               "db.name": "shop", "error.type": "23505"})
+    old = semconv.sql_columns(
+        {
+            "db.system": "postgresql",
+            "db.operation": "SELECT",
+            "db.sql.table": "users",
+            "db.name": "shop",
+            "error.type": "23505",
+        }
+    )
     assert new == old
     assert new["sql_operation"] == "SELECT" and new["table_name"] == "users" and new["error_type"] == "23505"
 
@@ -117,8 +141,10 @@ def test_messaging_columns_new_and_old_names() -> None:
     assert columns["operation"] == "publish"
 
 
-@pytest.mark.parametrize(("value", "expected"), [(200, 200), ("200", 200), (" 7 ", 7), ("2xx", None), (40000, None),
-                                                 (200.0, 200), (False, None)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(200, 200), ("200", 200), (" 7 ", 7), ("2xx", None), (40000, None), (200.0, 200), (False, None)],
+)
 def test_as_smallint(value: object, expected: int | None) -> None:
     assert semconv.as_smallint(value) == expected
 

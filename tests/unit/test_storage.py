@@ -292,8 +292,12 @@ def test_memory_limit_is_applied(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("key", "value", "message"),
-    [("retention", "0s", "retention"), ("cleanup_interval", "0", "cleanup_interval"),
-     ("memory_limit", "1MiB", "memory_limit"), ("queue_max_batches", "0", "queue_max_batches")],
+    [
+        ("retention", "0s", "retention"),
+        ("cleanup_interval", "0", "cleanup_interval"),
+        ("memory_limit", "1MiB", "memory_limit"),
+        ("queue_max_batches", "0", "queue_max_batches"),
+    ],
 )
 def test_bad_storage_settings_are_rejected(tmp_path: Path, key: str, value: str, message: str) -> None:
     from coral_ebpf.errors import ConfigError

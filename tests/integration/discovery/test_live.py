@@ -158,9 +158,7 @@ def test_fork_exec_child_keeps_the_listener_after_the_parent_exits(discovery: Di
 
 
 def test_short_lived_process(discovery: Discovery, netns: str, events: EventLog) -> None:
-    script = (
-        "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); print(s.getsockname()[1])"
-    )
+    script = "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); print(s.getsockname()[1])"
     done = subprocess.run(
         ["ip", "netns", "exec", netns, sys.executable, "-c", script], capture_output=True, text=True, check=True
     )

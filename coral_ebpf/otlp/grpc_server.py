@@ -1,0 +1,122 @@
+"""OTLP/gRPC: the `opentelemetry.proto.collector.{trace,metrics,logs}.v1` Export methods on grpcio.
+
+The methods are registered as a generic handler that receives the raw request bytes, so the
+only Python work per request is one `FromString` (C, upb) and the consumer call. grpcio
+enforces `otlp.max_body_bytes` as the maximum receive message length, on the message after
+decompression too, and stops inflating a gzip message at that size (RESOURCE_EXHAUSTED,
+"Decompressed message larger than max"): tests/integration/test_otlp_limits.py proves it with
+a 1 GiB gzip bomb.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+from coral_ebpf.errors import CoralError
+from coral_ebpf.otlp.encoding import Encoding
+from coral_ebpf.otlp.errors import ErrorReply
+from coral_ebpf.otlp.export import Exporter
+from coral_ebpf.otlp.signals import SIGNALS, SignalHandler
+from coral_ebpf.units import parse_endpoint
+
+log = logging.getLogger(__name__)
+
+# Workers run decode + consumer; the consumer must not block long, so a few threads suffice.
+GRPC_WORKERS = 8
+# Requests beyond this are refused by grpcio with RESOURCE_EXHAUSTED instead of queueing without
+# bound; with the default 16 MiB limit this caps buffered request bodies at about 1 GiB.
+MAX_CONCURRENT_RPCS = 64
+
+
+def _grpc_error_key(reply: ErrorReply) -> str:
+    return str(reply.grpc_code.name)
+
+
+class GrpcTransport:
+    def __init__(self, endpoint: str, max_body_bytes: int, exporter: Exporter) -> None:
+        self.endpoint = endpoint
+        self._max_body_bytes = max_body_bytes
+        self._exporter = exporter
+        self._server: grpc.Server | None = None
+        self._executor: futures.ThreadPoolExecutor | None = None
+        self.address: str | None = None
+
+    def start(self) -> str:
+        """Bind and serve; return the bound `host:port` (the real port when 0 was configured)."""
+        host, port = parse_endpoint(self.endpoint)
+        self._executor = futures.ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="otlp-grpc")
+        server = grpc.server(
+            self._executor,
+            handlers=[self._service_handler(signal) for signal in SIGNALS],
+            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+            options=[
+                ("grpc.max_receive_message_length", self._max_body_bytes),
+                # Without this a second agent (or anything else with SO_REUSEPORT) could share
+                # the port silently; a taken port must be an error.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        bracketed = f"[{host}]" if ":" in host else host
+        try:
+            bound_port = server.add_insecure_port(f"{bracketed}:{port}")
+        except RuntimeError as exc:
+            bound_port = 0
+            reason = str(exc)
+        else:
+            reason = "address in use or not available on this host"
+        if bound_port == 0:
+            server.stop(None)
+            self._executor.shutdown(wait=False)
+            raise CoralError(
+                f"cannot listen for OTLP/gRPC on {self.endpoint}: {reason}",
+                hint="free the port, or set otlp.grpc_endpoint to another host:port (empty disables gRPC)",
+            )
+        server.start()
+        self._server = server
+        self.address = f"{bracketed}:{bound_port}"
+        log.info("OTLP/gRPC listening", extra={"fields": {"address": self.address}})
+        return self.address
+
+    def begin_stop(self, grace: float) -> Any:
+        """Refuse new RPCs now and let in-flight ones finish within `grace`; return an event to wait on."""
+        if self._server is None:
+            return None
+        event = self._server.stop(grace)
+        self._server = None
+        return event
+
+    def finish_stop(self, event: Any, timeout: float) -> None:
+        drained = event is None or bool(event.wait(timeout))
+        if self._executor is not None:
+            # When the grace ran out, grpcio has already cancelled what was left; do not wait on it.
+            self._executor.shutdown(wait=drained)
+            self._executor = None
+
+    def _service_handler(self, signal: SignalHandler) -> grpc.GenericRpcHandler:
+        method = grpc.unary_unary_rpc_method_handler(self._export_method(signal))
+        return grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": method})
+
+    def _export_method(self, signal: SignalHandler) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+        exporter = self._exporter
+
+        def export(raw: bytes, context: grpc.ServicerContext) -> bytes:
+            result = exporter.handle(
+                "grpc",
+                signal,
+                payload=lambda: raw,
+                encoding=Encoding.PROTOBUF,
+                bytes_in=len(raw),
+                error_key=_grpc_error_key,
+            )
+            if result.error is not None:
+                context.set_trailing_metadata(result.error.grpc_trailing_metadata())
+                context.abort(result.error.grpc_code, result.error.message)
+            assert result.response is not None
+            return result.response.SerializeToString()
+
+        return export

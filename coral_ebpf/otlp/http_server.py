@@ -1,0 +1,268 @@
+"""OTLP/HTTP: `POST /v1/traces`, `/v1/metrics`, `/v1/logs` on aiohttp, in a thread of its own.
+
+The event loop only reads bodies (within `otlp.max_body_bytes`) and writes answers; the
+decompression, decoding and the consumer call run on worker threads. aiohttp's own
+decompression is off (`auto_decompress=False`) so that inflating is always bounded
+(`otlp/compression.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import aiohttp
+from aiohttp import web
+
+from coral_ebpf.errors import CoralError
+from coral_ebpf.otlp.compression import SUPPORTED_ENCODINGS, decompress, normalise_encoding
+from coral_ebpf.otlp.encoding import Encoding, encode, encoding_for_content_type
+from coral_ebpf.otlp.errors import (
+    BodyTimeoutError,
+    BodyTooLargeError,
+    ErrorReply,
+    MalformedRequestError,
+    ReceiverError,
+    reply_for,
+)
+from coral_ebpf.otlp.export import Exporter
+from coral_ebpf.otlp.signals import SIGNALS, SignalHandler
+from coral_ebpf.otlp.stats import OTHER, ReceiverStats
+from coral_ebpf.units import parse_endpoint
+
+log = logging.getLogger(__name__)
+
+HTTP_WORKERS = 4
+# Bodies being read or decoded at once; further requests wait (their bytes stay in socket buffers)
+# instead of each buffering up to otlp.max_body_bytes. Matches the gRPC side's concurrency cap.
+MAX_CONCURRENT_REQUESTS = 64
+# A body must arrive within this long: a stalled client would otherwise hold a slot for ever.
+BODY_READ_TIMEOUT = 30.0
+# After answering early (413), keep reading and discarding the rest of the body this long, so
+# the client sees the answer instead of a reset connection.
+LINGERING_SECONDS = 2.0
+_PATHS = ", ".join(signal.http_path for signal in SIGNALS)
+
+
+def _http_error_key(reply: ErrorReply) -> str:
+    return str(reply.http_status)
+
+
+class HttpTransport:
+    def __init__(
+        self, endpoint: str, max_body_bytes: int, exporter: Exporter, stats: ReceiverStats, retry_after_floor: float
+    ) -> None:
+        self.endpoint = endpoint
+        self._max_body_bytes = max_body_bytes
+        self._exporter = exporter
+        self._stats = stats
+        self._retry_after_floor = retry_after_floor
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._in_flight = 0
+        self._slots: asyncio.Semaphore | None = None
+        self.address: str | None = None
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Bind and serve; return the bound `host:port` (the real port when 0 was configured)."""
+        host, port = parse_endpoint(self.endpoint)
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=HTTP_WORKERS, thread_name_prefix="otlp-http")
+        loop = asyncio.new_event_loop()
+        started: concurrent.futures.Future[str] = concurrent.futures.Future()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                started.set_result(loop.run_until_complete(self._listen(host, port)))
+            except BaseException as exc:
+                started.set_exception(exc)
+                loop.close()
+                return
+            loop.run_forever()
+            loop.close()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=run, name="otlp-http-loop", daemon=True)
+        self._thread.start()
+        try:
+            self.address = started.result()
+        except OSError as exc:
+            self._thread.join()
+            self._executor.shutdown(wait=False)
+            raise CoralError(
+                f"cannot listen for OTLP/HTTP on {self.endpoint}: {exc.strerror or exc}",
+                hint="free the port, or set otlp.http_endpoint to another host:port (empty disables HTTP)",
+            ) from None
+        log.info("OTLP/HTTP listening", extra={"fields": {"address": self.address}})
+        return self.address
+
+    def stop(self, timeout: float) -> None:
+        """Stop accepting, let in-flight requests finish within `timeout`, then close."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(timeout), loop)
+        try:
+            future.result(timeout + 5.0)
+        except (TimeoutError, concurrent.futures.TimeoutError):
+            log.warning("OTLP/HTTP did not shut down in time", extra={"fields": {"timeout_s": timeout}})
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout + 5.0)
+        if self._executor is not None:
+            self._executor.shutdown(wait=self._in_flight == 0)
+        self._loop = self._thread = self._runner = self._executor = None
+
+    async def _listen(self, host: str, port: int) -> str:
+        @web.middleware
+        async def unknown_route(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            return await self._unknown_route(request, handler)
+
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+        app = web.Application(middlewares=[unknown_route])
+        for signal in SIGNALS:
+            app.router.add_post(signal.http_path, partial(self._export, signal))
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            auto_decompress=False,
+            lingering_time=LINGERING_SECONDS,
+            shutdown_timeout=1.0,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_port=False)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
+        return f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
+
+    async def _shutdown(self, timeout: float) -> None:
+        if self._runner is None:
+            return
+        for site in list(self._runner.sites):
+            await site.stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        await self._runner.cleanup()
+        # Connections still lingering over an unread body (after a 413) end here, not at loop.close().
+        leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
+
+    # requests --------------------------------------------------------------------------------
+
+    async def _unknown_route(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPMethodNotAllowed:
+            self._stats.record("http", OTHER, error="405")
+            return web.Response(
+                status=405,
+                headers={"Allow": "POST"},
+                text=f"{request.method} is not allowed on {request.path}: OTLP/HTTP exports are POST requests\n",
+            )
+        except web.HTTPNotFound:
+            self._stats.record("http", OTHER, error="404")
+            return web.Response(status=404, text=f"no OTLP endpoint at {request.path}: POST to one of {_PATHS}\n")
+
+    async def _export(self, signal: SignalHandler, request: web.Request) -> web.StreamResponse:
+        assert self._slots is not None
+        self._in_flight += 1
+        try:
+            async with self._slots:
+                return await self._export_request(signal, request)
+        finally:
+            self._in_flight -= 1
+
+    async def _export_request(self, signal: SignalHandler, request: web.Request) -> web.StreamResponse:
+        try:
+            encoding = encoding_for_content_type(request.headers.get("Content-Type"))
+        except ReceiverError as exc:
+            # No encoding to answer in: the reply is plain text, listing what is accepted.
+            reply = reply_for(exc, self._retry_after_floor)
+            self._stats.record("http", signal.name, error=str(reply.http_status))
+            return web.Response(
+                status=reply.http_status, text=reply.message + "\n", headers={"Accept-Post": _ACCEPT_POST}
+            )
+        try:
+            coding = normalise_encoding(request.headers.get("Content-Encoding"))
+            body = await self._read_body(request)
+        except ReceiverError as exc:
+            reply = reply_for(exc, self._retry_after_floor)
+            self._stats.record("http", signal.name, bytes_in=request.content_length or 0, error=str(reply.http_status))
+            response = self._error_response(reply, encoding)
+            if isinstance(exc, BodyTooLargeError | BodyTimeoutError):
+                response.force_close()
+            elif reply.http_status == 415:
+                response.headers["Accept-Encoding"] = ", ".join(SUPPORTED_ENCODINGS)
+            return response
+
+        assert self._executor is not None
+        limit = self._max_body_bytes
+        handle = partial(
+            self._exporter.handle,
+            "http",
+            signal,
+            payload=partial(decompress, body, coding, limit),
+            encoding=encoding,
+            bytes_in=len(body),
+            error_key=_http_error_key,
+        )
+        result = await asyncio.get_running_loop().run_in_executor(self._executor, handle)
+        if result.error is not None:
+            return self._error_response(result.error, encoding)
+        assert result.response is not None
+        return web.Response(body=encode(result.response, encoding), content_type=encoding.content_type)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self._max_body_bytes
+        length = request.content_length
+        if length is not None and length > limit:
+            raise BodyTooLargeError(f"Content-Length {length} is over the limit of {limit} bytes (otlp.max_body_bytes)")
+        try:
+            async with asyncio.timeout(BODY_READ_TIMEOUT):
+                if length is not None:
+                    return await request.content.readexactly(length) if length else b""
+                body = bytearray()
+                while chunk := await request.content.readany():
+                    body += chunk
+                    if len(body) > limit:
+                        raise BodyTooLargeError(f"body is over the limit of {limit} bytes (otlp.max_body_bytes)")
+                return bytes(body)
+        except TimeoutError:
+            raise BodyTimeoutError(f"the request body did not arrive within {BODY_READ_TIMEOUT:g}s") from None
+        except (asyncio.IncompleteReadError, aiohttp.ClientPayloadError, ConnectionError) as exc:
+            raise MalformedRequestError(f"body ended before it was complete: {exc}") from None
+
+    @staticmethod
+    def _error_response(reply: ErrorReply, encoding: Encoding) -> web.Response:
+        headers = {}
+        if reply.retry_after_header is not None:
+            headers["Retry-After"] = reply.retry_after_header
+        return web.Response(
+            status=reply.http_status,
+            body=encode(reply.status_message(), encoding),
+            content_type=encoding.content_type,
+            headers=headers,
+        )
+
+
+_ACCEPT_POST = ", ".join(encoding.content_type for encoding in Encoding)
