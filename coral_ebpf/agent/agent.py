@@ -252,7 +252,8 @@ class Agent:
             if beyla.get("state") in ("failed", "unsupported"):
                 diagnosis = beyla.get("diagnosis") or {}
                 why = diagnosis.get("message") if isinstance(diagnosis, dict) else str(diagnosis)
-                reason = f"Beyla is {beyla['state']} ({why or beyla.get('reason', 'no diagnosis')}): using the built-in BCC probe"
+                cause = why or beyla.get("reason", "no diagnosis")
+                reason = f"Beyla is {beyla['state']} ({cause}): using the built-in BCC probe"
                 log.warning("falling back to the built-in RED engine", extra={"fields": {"reason": reason}})
                 self._start_bcc_engine(reason)
                 return

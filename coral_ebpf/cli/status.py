@@ -9,17 +9,8 @@ from typing import Any
 from coral_ebpf.agent.control import ControlClient
 from coral_ebpf.cli._common import EXIT_OK, add_config_flag, add_json_flag, config_from_args, print_json, print_table
 
-# Parts in the order they start; each row shows the counters a person looks at first.
-PARTS = ("probe", "storage", "receiver", "discovery", "red", "beyla", "control")
-HEADLINE_KEYS = {
-    "probe": ("summary",),
-    "storage": ("path", "db_size_bytes", "queue_depth", "queue_capacity", "rows_written", "retention_s"),
-    "receiver": ("grpc_address", "http_address", "spans_received", "metrics_received", "rejected"),
-    "discovery": ("services", "events", "lost_events", "resyncs", "buffer"),
-    "red": ("engine", "reason", "services"),
-    "beyla": ("pid", "version", "restarts", "last_exit_code", "diagnosis", "rss_bytes", "health"),
-    "control": ("socket", "requests"),
-}
+# Parts in the order they start.
+PARTS = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control")
 
 
 def _ago(since: Any) -> str:
@@ -33,24 +24,99 @@ def _ago(since: Any) -> str:
     return f"{seconds // 3600}h ago"
 
 
-def _compact(value: Any) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_compact(v)}" for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return ", ".join(_compact(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
+def _bytes(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "?"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
-def _details(part: str, document: dict[str, Any]) -> str:
-    shown = []
-    for key in HEADLINE_KEYS.get(part, ()):
-        if key in document and document[key] not in (None, "", [], {}):
-            shown.append(f"{key}={_compact(document[key])}")
-    if document.get("reason") and "reason" not in HEADLINE_KEYS.get(part, ()):
-        shown.append(f"reason={document['reason']}")
-    return "  ".join(shown)
+def _signal_totals(receiver: dict[str, Any], signal: str, key: str) -> int:
+    total = 0
+    for transport in ("grpc", "http"):
+        stats = receiver.get(transport, {}).get("signals", {}).get(signal, {})
+        total += int(stats.get(key, 0) or 0)
+    return total
+
+
+def _short(text: Any, limit: int = 160) -> str:
+    value = str(text)
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _details(part: str, body: dict[str, Any]) -> list[str]:
+    """The few facts a person looks at first, per part; `--json` has everything."""
+    if part == "probe":
+        summary = body.get("summary", {})
+        ok = [name for name, verdict in summary.items() if verdict == "ok"]
+        no = [name for name, verdict in summary.items() if verdict != "ok"]
+        return [f"kernel {body.get('kernel', '?')}", f"ok: {', '.join(ok) or '-'}", f"not ok: {', '.join(no) or '-'}"]
+    if part == "storage":
+        rows = body.get("rows_written", {})
+        return [
+            str(body.get("path", "")),
+            f"size {_bytes(body.get('db_size_bytes'))}",
+            f"queue {body.get('queue_depth', '?')}/{body.get('queue_capacity', '?')}",
+            f"rows written {sum(rows.values()) if isinstance(rows, dict) else rows}",
+            f"retention {body.get('retention_seconds', '?')}s",
+        ]
+    if part == "transform":
+        sources = body.get("sources", {})
+        return [f"sources: {', '.join(sources) if sources else 'none yet'}"]
+    if part == "receiver":
+        addresses = [f"{t} {body[t].get('address')}" for t in ("grpc", "http") if body.get(t, {}).get("enabled")]
+        return [
+            ", ".join(addresses) or "no listener",
+            f"spans {_signal_totals(body, 'traces', 'items_accepted')}",
+            f"metric points {_signal_totals(body, 'metrics', 'items_accepted')}",
+            "rejected "
+            + str(sum(_signal_totals(body, s, "items_rejected") for s in ("traces", "metrics", "logs"))),
+            "refused (queue full) "
+            + str(sum(_signal_totals(body, s, "items_refused") for s in ("traces", "metrics", "logs"))),
+        ]
+    if part == "discovery":
+        events = body.get("events", {})
+        lost = body.get("lost", {})
+        return [
+            f"services {body.get('services', '?')}",
+            f"listeners {body.get('listeners', '?')}",
+            f"events {sum(events.values()) if isinstance(events, dict) else events}",
+            f"lost {sum(lost.values()) if isinstance(lost, dict) else lost}",
+            f"resyncs {body.get('resyncs', 0)}",
+            str(body.get("buffer", "")),
+        ]
+    if part == "red":
+        services = body.get("services", [])
+        facts = [f"engine {body.get('engine', '?')}"]
+        if body.get("state") == "running" and body.get("engine") == "bcc":
+            facts += [
+                f"services {len(services) if isinstance(services, list) else services}",
+                f"requests {body.get('requests', 0)}",
+                f"errors {body.get('errors', 0)}",
+            ]
+        return facts
+    if part == "beyla":
+        diagnosis = body.get("diagnosis") or {}
+        facts = []
+        for key in ("pid", "version", "restarts", "last_exit_code"):
+            if body.get(key) not in (None, ""):
+                facts.append(f"{key.replace('_', ' ')} {body[key]}")
+        if body.get("rss_bytes"):
+            facts.append(f"rss {_bytes(body['rss_bytes'])}")
+        if isinstance(diagnosis, dict) and diagnosis.get("message"):
+            facts.append(f"diagnosis: {_short(diagnosis['message'])}")
+            if diagnosis.get("fix"):
+                facts.append(f"fix: {_short(diagnosis['fix'])}")
+        if body.get("probe_warning"):
+            facts.append(f"warning: {_short(body['probe_warning'])}")
+        return facts
+    if part == "control":
+        return [str(body.get("socket", ""))]
+    return []
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -65,7 +131,13 @@ def _run(args: argparse.Namespace) -> int:
         if part not in document:
             continue
         body = document[part]
-        rows.append((part, body.get("state", "?"), _ago(body.get("since")), _details(part, body)))
+        facts = _details(part, body)
+        reason = body.get("reason")
+        if reason and body.get("state") not in ("running", "serving", "ok") and not any(
+            str(reason) in fact for fact in facts
+        ):
+            facts.append(f"reason: {_short(reason)}")
+        rows.append((part, body.get("state", "?"), _ago(body.get("since")), " · ".join(facts)))
     title = (
         f"coral-ebpf {agent.get('version', '?')}  pid {agent.get('pid', '?')}  "
         f"up {_ago(agent.get('started')).removesuffix(' ago')}  config {agent.get('config', '?')}"
