@@ -48,6 +48,15 @@ def _short(text: Any, limit: int = 160) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
+def _service_names(services: list[Any], limit: int = 8) -> str:
+    names = [
+        f"{service.get('name', '?')} (pid {service.get('pid', '?')})" if isinstance(service, dict) else str(service)
+        for service in services[:limit]
+    ]
+    more = len(services) - limit
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
+
 def _details(part: str, body: dict[str, Any]) -> list[str]:
     """The few facts a person looks at first, per part; `--json` has everything."""
     if part == "probe":
@@ -98,6 +107,8 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
                 f"requests {body.get('requests', 0)}",
                 f"errors {body.get('errors', 0)}",
             ]
+            if isinstance(services, list) and services:
+                facts.append(f"serving {_service_names(services)}")
         return facts
     if part == "beyla":
         diagnosis = body.get("diagnosis") or {}

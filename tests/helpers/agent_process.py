@@ -40,9 +40,11 @@ PARTS = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla
 Status = dict[str, Any]
 
 
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, timeout: float = 120, columns: int | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it; `columns` sets the terminal width tables are laid out for."""
+    env = None if columns is None else {**os.environ, "COLUMNS": str(columns)}
     return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=timeout, check=False, cwd=REPO
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, check=False, cwd=REPO, env=env
     )
 
 
@@ -215,8 +217,8 @@ class AgentProcess:
 
     # ------------------------------------------------------------------ CLI and log
 
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return run_cli(*args, "--config", str(self.config_path), timeout=timeout)
+    def cli(self, *args: str, timeout: float = 120, columns: int | None = None) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, "--config", str(self.config_path), timeout=timeout, columns=columns)
 
     def cli_json(self, *args: str) -> Any:
         result = self.cli(*args, "--json")
