@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from coral_ebpf import __version__
@@ -29,6 +30,7 @@ from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import ConfigError, CoralError
 from coral_ebpf.otlp.consumer import Consumer
 from coral_ebpf.otlp.receiver import OtlpReceiver
+from coral_ebpf.otlp.settings import OtlpSettings
 from coral_ebpf.query.dispatch import query_executor
 from coral_ebpf.red.engine import RedEngine
 from coral_ebpf.red.selection import choose_engine
@@ -64,6 +66,7 @@ class Agent:
         self._discovery: Any = None
         self._supervisor: BeylaSupervisor | None = None
         self._red: RedEngine | None = None
+        self._receiver: OtlpReceiver | None = None
         self._services: list[ServiceEntry] = []
         self._services_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -98,7 +101,9 @@ class Agent:
         self._processor = processor
         attributes = dict(config.beyla.attributes)
         self._consumer = StaticAttributesConsumer(processor, attributes) if attributes else processor
-        self._run("receiver", OtlpReceiver(config.otlp, self._consumer))
+        receiver = OtlpReceiver(config.otlp, self._consumer)
+        self._run("receiver", receiver)
+        self._receiver = receiver
         self._start_discovery()
         self._start_red_engine()
         self._run(
@@ -203,16 +208,30 @@ class Agent:
                 )
                 self._fallback_thread.start()
 
+    def _bound_otlp(self) -> OtlpSettings:
+        """The receiver's settings with the addresses it actually bound (port 0 becomes the real port),
+        which is where Beyla must send and which ports it must leave alone."""
+        settings = self.config.otlp
+        receiver = self._receiver
+        if receiver is None:
+            return settings
+        return replace(
+            settings,
+            grpc_endpoint=receiver.grpc_address or settings.grpc_endpoint,
+            http_endpoint=receiver.http_address or settings.http_endpoint,
+        )
+
     def _start_beyla(self) -> None:
         config = self.config
         processor = self._processor
+        otlp = self._bound_otlp()
         supervisor = BeylaSupervisor(
             config.beyla,
-            otlp_endpoint=otlp_endpoint_url(config.otlp, config.beyla),
+            otlp_endpoint=otlp_endpoint_url(otlp, config.beyla),
             probe=self.report or self._verdict("beyla_application"),
             services=self._current_services(),
             last_data_seen=(lambda: processor.last_seen(BEYLA_SDK_NAME)) if processor else None,
-            agent_ports=agent_ports(config.otlp),
+            agent_ports=agent_ports(otlp),
         )
         self._supervisor = supervisor
         self._run("beyla", supervisor)
@@ -309,7 +328,17 @@ class Agent:
             document[name] = self.slots[name].status()
         document["red"].setdefault("engine", self.engine)
         document["red"].setdefault("reason", self.engine_reason)
+        if self._supervisor is not None:
+            document["beyla"]["history"] = self._beyla_history()
         return document
+
+    def _beyla_history(self, last: int = 30) -> list[dict[str, Any]]:
+        """Beyla's recent state transitions (wall-clock `at`, state, and why: back-off delay, attempt, ...)."""
+        assert self._supervisor is not None
+        return [
+            {key: value for key, value in entry.items() if key != "t"}  # monotonic time means nothing outside
+            for entry in self._supervisor.history()[-last:]
+        ]
 
     def _probe_status(self) -> dict[str, Any]:
         slot = self.slots["probe"]

@@ -105,8 +105,12 @@ def wait_gone(pgids: Iterable[int], identities: Iterable[tuple[int, float]], tim
 class AgentProcess:
     """One `coral-ebpf start` subprocess with its own config, state dir, socket and log."""
 
-    def __init__(self, root: Path, settings: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, root: Path, settings: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> None:
+        """`settings` go on top of the test defaults; `env` adds environment variables for the agent."""
         self.root = root
+        self.env = {**os.environ, **(env or {})}
         root.mkdir(parents=True, exist_ok=True)
         self.config_path = root / "config.yaml"
         self.state_dir = root / "state"
@@ -141,6 +145,7 @@ class AgentProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=REPO,
+                env=self.env,
             )
         return self.wait_for(
             lambda s: settled(s) and (ready is None or ready(s)), timeout=timeout, what="every part settled"
@@ -250,13 +255,15 @@ def call_failed(node: pytest.Item) -> bool:
 
 
 @contextlib.contextmanager
-def running_agent(root: Path, settings: Mapping[str, Any] | None = None, **start: Any) -> Iterator[AgentProcess]:
+def running_agent(
+    root: Path, settings: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None, **start: Any
+) -> Iterator[AgentProcess]:
     """An agent for the block; at its end SIGTERM, exit code 0 and nothing left behind are checked.
 
     When the block fails, the agent's log is printed (pytest shows it with the failure) and the
     agent is still stopped, by SIGKILL if SIGTERM does not do it.
     """
-    agent = AgentProcess(root, settings)
+    agent = AgentProcess(root, settings, env)
     try:
         agent.start(**start)
         yield agent
