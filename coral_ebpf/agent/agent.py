@@ -18,7 +18,7 @@ from typing import Any
 
 from coral_ebpf import __version__
 from coral_ebpf.agent.component import Component
-from coral_ebpf.agent.control import ControlServer
+from coral_ebpf.agent.control import ControlServer, check_control_socket_free
 from coral_ebpf.agent.lifecycle import ComponentSlot, StopSignal, prepare_state_dir
 from coral_ebpf.agent.static_attributes import StaticAttributesConsumer
 from coral_ebpf.beyla.binary import resolve_binary
@@ -92,6 +92,8 @@ class Agent:
         """Start every part that can work here. Raises CoralError when the data path cannot start."""
         config = self.config
         prepare_state_dir(config.state_dir)
+        # Before any BPF is loaded or Beyla started: another agent on this socket means we cannot serve.
+        check_control_socket_free(config.control.socket)
         self._start_probe()
         storage = Storage(config.storage)
         self._run("storage", storage)

@@ -336,6 +336,22 @@ def test_a_second_agent_on_the_same_state_dir_exits_1(agent: AgentProcess, tmp_p
     assert agent.status()["agent"]["pid"] == agent.pid
 
 
+def test_a_second_agent_on_the_same_control_socket_exits_1_before_starting_anything(
+    agent: AgentProcess, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text(
+        f"state_dir: {tmp_path / 'state'}\ncontrol:\n  socket: {agent.socket}\n"
+        "otlp:\n  grpc_endpoint: 127.0.0.1:0\n  http_endpoint: 127.0.0.1:0\n",
+        encoding="utf-8",
+    )
+    result = run_cli("start", "--config", str(other), timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert f"another coral-ebpf agent is already running (it answers on {agent.socket})" in result.stderr
+    assert "storage open" not in result.stderr and "probe verdict" not in result.stderr  # refused up front
+    assert agent.socket.exists() and agent.status()["agent"]["pid"] == agent.pid
+
+
 def test_data_survives_sigterm_and_is_queried_read_only(agent: AgentProcess) -> None:
     send(agent, "grpc", "e2e-durable", 6003)
     rows = poll_query(agent, "http", "e2e-durable", lambda found: sum(r["requests"] for r in found) >= 55)
