@@ -171,12 +171,14 @@ class Agent:
         discovery.registry.subscribe(self._on_services_changed)
 
     def _on_services_changed(self, entries: list[ServiceEntry]) -> None:
+        # Under the lock: an engine being attached takes the list and registers itself under it
+        # too, so no change can fall between its first targets and its first update.
         with self._services_lock:
             self._services = list(entries)
-        if self._supervisor is not None:
-            self._supervisor.update_services(entries)
-        if self._red is not None:
-            self._red.set_targets(entries)
+            if self._supervisor is not None:
+                self._supervisor.update_services(entries)
+            if self._red is not None:
+                self._red.set_targets(entries)
 
     def _beyla_binary_found(self) -> tuple[bool, str]:
         try:
@@ -227,20 +229,17 @@ class Agent:
         config = self.config
         processor = self._processor
         otlp = self._bound_otlp()
-        supervisor = BeylaSupervisor(
-            config.beyla,
-            otlp_endpoint=otlp_endpoint_url(otlp, config.beyla),
-            probe=self.report or self._verdict("beyla_application"),
-            services=self._current_services(),
-            last_data_seen=(lambda: processor.last_seen(BEYLA_SDK_NAME)) if processor else None,
-            agent_ports=agent_ports(otlp),
-        )
-        self._supervisor = supervisor
-        self._run("beyla", supervisor)
-
-    def _current_services(self) -> list[ServiceEntry]:
         with self._services_lock:
-            return list(self._services)
+            supervisor = BeylaSupervisor(
+                config.beyla,
+                otlp_endpoint=otlp_endpoint_url(otlp, config.beyla),
+                probe=self.report or self._verdict("beyla_application"),
+                services=list(self._services),
+                last_data_seen=(lambda: processor.last_seen(BEYLA_SDK_NAME)) if processor else None,
+                agent_ports=agent_ports(otlp),
+            )
+            self._supervisor = supervisor
+        self._run("beyla", supervisor)
 
     def _start_bcc_engine(self, reason: str) -> None:
         slot = self.slots["red"]
@@ -257,10 +256,11 @@ class Agent:
             slot.set("failed", str(exc))
             log.error("built-in RED engine failed to start", extra={"fields": {"error": str(exc)}})
             return
-        engine.set_targets(self._current_services())
+        with self._services_lock:
+            engine.set_targets(self._services)
+            self._red = engine
         slot.component = engine
         slot.set("running", reason)
-        self._red = engine
         self.engine, self.engine_reason = "bcc", reason
 
     def _watch_for_beyla_failure(self) -> None:
@@ -285,6 +285,9 @@ class Agent:
         """Stop every running part in reverse start order within about `timeout` seconds."""
         self._stopping.set()
         deadline = time.monotonic() + timeout
+        if self._fallback_thread is not None:
+            # A fallback engine still starting must finish first, or it would be left running after stop.
+            self._fallback_thread.join(max(1.0, timeout / 2))
         for name in reversed(PART_NAMES):
             slot = self.slots[name]
             if slot.component is None or slot.state not in ("running", "failed"):
