@@ -7,7 +7,10 @@ import time
 from typing import Any
 
 from coral_ebpf.agent.control import ControlClient
+from coral_ebpf.agent.lifecycle import lock_holder
 from coral_ebpf.cli._common import EXIT_OK, add_config_flag, add_json_flag, config_from_args, print_json, print_table
+from coral_ebpf.config import AgentConfig
+from coral_ebpf.errors import AgentNotRunningError
 
 # Parts in the order they start.
 PARTS = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control")
@@ -130,9 +133,25 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
     return []
 
 
+def _ask(config: AgentConfig) -> dict[str, Any]:
+    try:
+        return ControlClient(config.control.socket).status()
+    except AgentNotRunningError:
+        # The socket opens once every part has started (the probe and BCC compiles take seconds):
+        # an agent that holds the state dir but does not answer yet is starting, not absent.
+        pid = lock_holder(config.state_dir)
+        if pid is None:
+            raise
+        raise AgentNotRunningError(
+            f"the coral-ebpf agent (pid {pid}) holds {config.state_dir} but does not answer on "
+            f"{config.control.socket}: it is still starting, or it runs with another control.socket",
+            "try again in a few seconds (its log shows how far it got), or pass the --config it runs with",
+        ) from None
+
+
 def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    document = ControlClient(config.control.socket).status()
+    document = _ask(config)
     if args.json:
         print_json(document)
         return EXIT_OK

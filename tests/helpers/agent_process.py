@@ -138,6 +138,13 @@ class AgentProcess:
 
     def start(self, *, timeout: float = 240, ready: Callable[[Status], bool] | None = None) -> Status:
         """Start the agent and wait until status answers with every part settled (and `ready`, if given)."""
+        self.launch()
+        return self.wait_for(
+            lambda s: settled(s) and (ready is None or ready(s)), timeout=timeout, what="every part settled"
+        )
+
+    def launch(self) -> None:
+        """Start `coral-ebpf start` and return at once."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [*CLI, "start", "--config", str(self.config_path)],
@@ -147,9 +154,6 @@ class AgentProcess:
                 cwd=REPO,
                 env=self.env,
             )
-        return self.wait_for(
-            lambda s: settled(s) and (ready is None or ready(s)), timeout=timeout, what="every part settled"
-        )
 
     def status(self) -> Status:
         document: Status = ControlClient(self.socket, timeout=30).status()

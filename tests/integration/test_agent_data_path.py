@@ -381,6 +381,30 @@ def _without_rates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     )
 
 
+def test_status_while_the_agent_is_starting_says_so(tmp_path: Path) -> None:
+    """Until every part has started (probe, BCC compiles) the control socket does not answer:
+    `status` must say the agent is starting, not that there is none."""
+    starting = AgentProcess(tmp_path, {"discovery": {"enabled": False}, "beyla": {"enabled": False}})
+    lock = starting.state_dir / "agent.lock"
+    try:
+        starting.launch()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (lock.exists() and lock.read_text().strip() == str(starting.pid)):
+            time.sleep(0.05)
+        result = starting.cli("status")
+        assert result.returncode == 1, result.stdout
+        assert f"the coral-ebpf agent (pid {starting.pid}) holds {starting.state_dir}" in result.stderr
+        assert "still starting" in result.stderr and "no coral-ebpf agent answers" not in result.stderr
+        starting.wait_for(lambda s: s["red"]["state"] == "running", timeout=240, what="the agent up")
+        assert starting.cli("status").returncode == 0
+        starting.stop()
+    finally:
+        starting.kill()
+    # Stopped: the lock file still names the old pid, but no agent runs.
+    result = starting.cli("status")
+    assert result.returncode == 1 and "no coral-ebpf agent answers" in result.stderr, result.stderr
+
+
 def test_status_without_an_agent_exits_1(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(f"control:\n  socket: {tmp_path / 'nobody.sock'}\n", encoding="utf-8")
