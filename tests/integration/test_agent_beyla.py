@@ -14,12 +14,14 @@ expecting them at one instant, and count planned restarts as starts, not failure
 from __future__ import annotations
 
 import http.client
+import json
 import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 import yaml
 
@@ -94,7 +96,8 @@ def healthy(
     """One agent for the healthy-run tests; the last of them stops it."""
     # Inherited OTLP variables must not reach Beyla (they would rename services or redirect data).
     env = {"OTEL_SERVICE_NAME": "leaked", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
-    agent = AgentProcess(tmp_path_factory.mktemp("agent-beyla"), settings(healthy_bin / "beyla"), env)
+    config = settings(healthy_bin / "beyla", attributes={"deployment.environment.name": "e2e"})
+    agent = AgentProcess(tmp_path_factory.mktemp("agent-beyla"), config, env)
     try:
         agent.start(ready=beyla_is("running"))
         yield agent
@@ -134,6 +137,7 @@ def test_healthy_beyla_reaches_query_and_status(
     assert beyla["health"]["instrumented_processes"] == 1
     # Discovery sees the whole host: services in other network namespaces are selected too.
     assert (beyla["restarts"], beyla["diagnosis"]) == (0, None) and beyla["services"] >= 1
+    assert beyla["static_attributes"] == {"deployment.environment.name": "e2e"}
     assert beyla["binary"] == str(healthy_bin / "beyla") and beyla["binary_source"] == "config beyla.binary"
     assert "running" in states(document)
     assert document["agent"]["red_engine"] == "beyla"
@@ -242,6 +246,16 @@ def test_sigterm_stops_beyla_and_every_request_is_stored_once(
         assert sum(row["requests"] for row in rows) == sum(trace["span_count"] for trace in traces) > 0, service
         errors = sum(1 for trace in traces if trace["status"] == "ERROR")
         assert sum(row["errors"] for row in rows) == errors, service
+    # beyla.attributes: the agent tagged every Beyla resource on receipt.
+    connection = duckdb.connect(str(healthy.state_dir / "coral-ebpf.duckdb"), read_only=True)
+    try:
+        resources = connection.execute(
+            "SELECT service_name, attributes FROM otel_resources WHERE telemetry_sdk_name = 'beyla'"
+        ).fetchall()
+    finally:
+        connection.close()
+    assert {name for name, _ in resources} >= {"e2e-beyla-shop", "e2e-beyla-new"}
+    assert all(json.loads(attributes)["deployment.environment.name"] == "e2e" for _, attributes in resources)
 
 
 # ---------------------------------------------------------------------------- failures
