@@ -204,13 +204,17 @@ class Agent:
             self.slots["beyla"].set("disabled", "red.engine is bcc")
         if self.engine == "bcc":
             self._start_bcc_engine(self.engine_reason)
-        else:
+        elif config.red.engine == "auto":
             self.slots["red"].set("standby", f"{self.engine_reason}; the built-in probe starts if Beyla fails")
-            if config.red.engine == "auto":
-                self._fallback_thread = threading.Thread(
-                    target=self._watch_for_beyla_failure, name="red-fallback", daemon=True
-                )
-                self._fallback_thread.start()
+            self._fallback_thread = threading.Thread(
+                target=self._watch_for_beyla_failure, name="red-fallback", daemon=True
+            )
+            self._fallback_thread.start()
+        else:
+            # red.engine beyla: no fallback, whatever happens to Beyla; say so rather than promise one.
+            self.slots["red"].set(
+                "standby", f"{self.engine_reason}; the built-in probe stays off (red.engine auto falls back to it)"
+            )
 
     def _bound_otlp(self) -> OtlpSettings:
         """The receiver's settings with the addresses it actually bound (port 0 becomes the real port),

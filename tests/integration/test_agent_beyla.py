@@ -343,6 +343,7 @@ def test_each_beyla_error_is_diagnosed_in_status(
         assert beyla["pid"] is None and document["discovery"]["state"] == "disabled"
         # red.engine beyla: nothing falls back, and status says why.
         assert document["red"]["state"] == "standby" and document["agent"]["red_engine"] == "beyla"
+        assert "the built-in probe stays off" in document["red"]["reason"]
         wait_gone([run["pgid"] for run in runs(binary.parent)], [])
 
 
