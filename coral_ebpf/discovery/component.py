@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from coral_ebpf.bcc_runtime import BpfCompileError
+from coral_ebpf.capabilities.btf import VMLINUX_BTF
 from coral_ebpf.capabilities.report import ProbeReport
 from coral_ebpf.discovery import listen_events, proc_events
 from coral_ebpf.discovery.bpf_stats import StatsSession
-from coral_ebpf.discovery.btf import VMLINUX_BTF
 from coral_ebpf.discovery.buffers import BufferMode, EventSource, Poller
 from coral_ebpf.discovery.exclusion import Exclusion
 from coral_ebpf.discovery.kernel_layout import KernelLayout, read_layout

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from coral_ebpf.discovery.btf import VMLINUX_BTF, Btf, BtfError
+from coral_ebpf.capabilities.btf import VMLINUX_BTF, Btf, BtfError
 
 log = logging.getLogger(__name__)
 

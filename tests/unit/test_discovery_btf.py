@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from coral_ebpf.discovery.btf import KIND_INT, KIND_STRUCT, KIND_TYPEDEF, KIND_UNION, VMLINUX_BTF, Btf, BtfError
+from coral_ebpf.capabilities.btf import KIND_INT, KIND_STRUCT, KIND_TYPEDEF, KIND_UNION, VMLINUX_BTF, Btf, BtfError
 from coral_ebpf.discovery.kernel_layout import read_layout
 
 

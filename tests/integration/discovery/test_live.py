@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from coral_ebpf.discovery.btf import VMLINUX_BTF
+from coral_ebpf.capabilities.btf import VMLINUX_BTF
 from coral_ebpf.discovery.component import Discovery
 from coral_ebpf.discovery.model import Listener
 from coral_ebpf.discovery.settings import DiscoverySettings
