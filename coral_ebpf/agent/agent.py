@@ -13,11 +13,12 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from coral_ebpf import __version__
 from coral_ebpf.agent.component import Component
-from coral_ebpf.agent.control import ControlServer
+from coral_ebpf.agent.control import ControlServer, check_control_socket_free
 from coral_ebpf.agent.lifecycle import ComponentSlot, StopSignal, prepare_state_dir
 from coral_ebpf.agent.static_attributes import StaticAttributesConsumer
 from coral_ebpf.beyla.binary import resolve_binary
@@ -29,6 +30,7 @@ from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import ConfigError, CoralError
 from coral_ebpf.otlp.consumer import Consumer
 from coral_ebpf.otlp.receiver import OtlpReceiver
+from coral_ebpf.otlp.settings import OtlpSettings
 from coral_ebpf.query.dispatch import query_executor
 from coral_ebpf.red.engine import RedEngine
 from coral_ebpf.red.selection import choose_engine
@@ -64,6 +66,7 @@ class Agent:
         self._discovery: Any = None
         self._supervisor: BeylaSupervisor | None = None
         self._red: RedEngine | None = None
+        self._receiver: OtlpReceiver | None = None
         self._services: list[ServiceEntry] = []
         self._services_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -89,6 +92,8 @@ class Agent:
         """Start every part that can work here. Raises CoralError when the data path cannot start."""
         config = self.config
         prepare_state_dir(config.state_dir)
+        # Before any BPF is loaded or Beyla started: another agent on this socket means we cannot serve.
+        check_control_socket_free(config.control.socket)
         self._start_probe()
         storage = Storage(config.storage)
         self._run("storage", storage)
@@ -98,7 +103,9 @@ class Agent:
         self._processor = processor
         attributes = dict(config.beyla.attributes)
         self._consumer = StaticAttributesConsumer(processor, attributes) if attributes else processor
-        self._run("receiver", OtlpReceiver(config.otlp, self._consumer))
+        receiver = OtlpReceiver(config.otlp, self._consumer)
+        self._run("receiver", receiver)
+        self._receiver = receiver
         self._start_discovery()
         self._start_red_engine()
         self._run(
@@ -164,12 +171,14 @@ class Agent:
         discovery.registry.subscribe(self._on_services_changed)
 
     def _on_services_changed(self, entries: list[ServiceEntry]) -> None:
+        # Under the lock: an engine being attached takes the list and registers itself under it
+        # too, so no change can fall between its first targets and its first update.
         with self._services_lock:
             self._services = list(entries)
-        if self._supervisor is not None:
-            self._supervisor.update_services(entries)
-        if self._red is not None:
-            self._red.set_targets(entries)
+            if self._supervisor is not None:
+                self._supervisor.update_services(entries)
+            if self._red is not None:
+                self._red.set_targets(entries)
 
     def _beyla_binary_found(self) -> tuple[bool, str]:
         try:
@@ -195,31 +204,46 @@ class Agent:
             self.slots["beyla"].set("disabled", "red.engine is bcc")
         if self.engine == "bcc":
             self._start_bcc_engine(self.engine_reason)
-        else:
+        elif config.red.engine == "auto":
             self.slots["red"].set("standby", f"{self.engine_reason}; the built-in probe starts if Beyla fails")
-            if config.red.engine == "auto":
-                self._fallback_thread = threading.Thread(
-                    target=self._watch_for_beyla_failure, name="red-fallback", daemon=True
-                )
-                self._fallback_thread.start()
+            self._fallback_thread = threading.Thread(
+                target=self._watch_for_beyla_failure, name="red-fallback", daemon=True
+            )
+            self._fallback_thread.start()
+        else:
+            # red.engine beyla: no fallback, whatever happens to Beyla; say so rather than promise one.
+            self.slots["red"].set(
+                "standby", f"{self.engine_reason}; the built-in probe stays off (red.engine auto falls back to it)"
+            )
+
+    def _bound_otlp(self) -> OtlpSettings:
+        """The receiver's settings with the addresses it actually bound (port 0 becomes the real port),
+        which is where Beyla must send and which ports it must leave alone."""
+        settings = self.config.otlp
+        receiver = self._receiver
+        if receiver is None:
+            return settings
+        return replace(
+            settings,
+            grpc_endpoint=receiver.grpc_address or settings.grpc_endpoint,
+            http_endpoint=receiver.http_address or settings.http_endpoint,
+        )
 
     def _start_beyla(self) -> None:
         config = self.config
         processor = self._processor
-        supervisor = BeylaSupervisor(
-            config.beyla,
-            otlp_endpoint=otlp_endpoint_url(config.otlp, config.beyla),
-            probe=self.report or self._verdict("beyla_application"),
-            services=self._current_services(),
-            last_data_seen=(lambda: processor.last_seen(BEYLA_SDK_NAME)) if processor else None,
-            agent_ports=agent_ports(config.otlp),
-        )
-        self._supervisor = supervisor
-        self._run("beyla", supervisor)
-
-    def _current_services(self) -> list[ServiceEntry]:
+        otlp = self._bound_otlp()
         with self._services_lock:
-            return list(self._services)
+            supervisor = BeylaSupervisor(
+                config.beyla,
+                otlp_endpoint=otlp_endpoint_url(otlp, config.beyla),
+                probe=self.report or self._verdict("beyla_application"),
+                services=list(self._services),
+                last_data_seen=(lambda: processor.last_seen(BEYLA_SDK_NAME)) if processor else None,
+                agent_ports=agent_ports(otlp),
+            )
+            self._supervisor = supervisor
+        self._run("beyla", supervisor)
 
     def _start_bcc_engine(self, reason: str) -> None:
         slot = self.slots["red"]
@@ -236,10 +260,11 @@ class Agent:
             slot.set("failed", str(exc))
             log.error("built-in RED engine failed to start", extra={"fields": {"error": str(exc)}})
             return
-        engine.set_targets(self._current_services())
+        with self._services_lock:
+            engine.set_targets(self._services)
+            self._red = engine
         slot.component = engine
         slot.set("running", reason)
-        self._red = engine
         self.engine, self.engine_reason = "bcc", reason
 
     def _watch_for_beyla_failure(self) -> None:
@@ -264,6 +289,9 @@ class Agent:
         """Stop every running part in reverse start order within about `timeout` seconds."""
         self._stopping.set()
         deadline = time.monotonic() + timeout
+        if self._fallback_thread is not None:
+            # A fallback engine still starting must finish first, or it would be left running after stop.
+            self._fallback_thread.join(max(1.0, timeout / 2))
         for name in reversed(PART_NAMES):
             slot = self.slots[name]
             if slot.component is None or slot.state not in ("running", "failed"):
@@ -309,7 +337,17 @@ class Agent:
             document[name] = self.slots[name].status()
         document["red"].setdefault("engine", self.engine)
         document["red"].setdefault("reason", self.engine_reason)
+        if self._supervisor is not None:
+            document["beyla"]["history"] = self._beyla_history()
         return document
+
+    def _beyla_history(self, last: int = 30) -> list[dict[str, Any]]:
+        """Beyla's recent state transitions (wall-clock `at`, state, and why: back-off delay, attempt, ...)."""
+        assert self._supervisor is not None
+        return [
+            {key: value for key, value in entry.items() if key != "t"}  # monotonic time means nothing outside
+            for entry in self._supervisor.history()[-last:]
+        ]
 
     def _probe_status(self) -> dict[str, Any]:
         slot = self.slots["probe"]

@@ -52,23 +52,31 @@ def _socket_is_live(path: Path) -> bool:
     return True
 
 
+def check_control_socket_free(path: Path) -> bool:
+    """Raise ControlSocketInUseError when `path` is not a socket or another agent answers on it;
+    return True when a stale socket file is left there (safe to replace)."""
+    if not (path.exists() or path.is_symlink()):
+        return False
+    if not stat.S_ISSOCK(path.lstat().st_mode):
+        raise ControlSocketInUseError(
+            f"control socket path {path} exists and is not a socket",
+            "remove it or set control.socket to another path",
+        )
+    if _socket_is_live(path):
+        raise ControlSocketInUseError(
+            f"another coral-ebpf agent is already running (it answers on {path})",
+            "stop it first, or give this one a different control.socket and state_dir",
+        )
+    return True
+
+
 def bind_control_socket(path: Path) -> socket.socket:
     """Bind a unix stream socket at `path` with mode 0600, replacing a stale one.
 
     Refuses when another agent answers on it. The parent directory is created 0700.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.exists() or path.is_symlink():
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise ControlSocketInUseError(
-                f"control socket path {path} exists and is not a socket",
-                "remove it or set control.socket to another path",
-            )
-        if _socket_is_live(path):
-            raise ControlSocketInUseError(
-                f"another coral-ebpf agent is already running (it answers on {path})",
-                "stop it first, or give this one a different control.socket and state_dir",
-            )
+    if check_control_socket_free(path):
         path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

@@ -20,6 +20,8 @@ from coral_ebpf.errors import CoralError
 
 log = logging.getLogger(__name__)
 
+AGENT_LOCK = "agent.lock"
+
 
 class AgentAlreadyRunningError(CoralError):
     pass
@@ -40,7 +42,7 @@ def prepare_state_dir(path: Path) -> None:
 @contextlib.contextmanager
 def single_instance_lock(state_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on <state_dir>/agent.lock while the agent runs."""
-    lock_path = state_dir / "agent.lock"
+    lock_path = state_dir / AGENT_LOCK
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
@@ -56,6 +58,23 @@ def single_instance_lock(state_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def lock_holder(state_dir: Path) -> int | None:
+    """The pid of a live `coral-ebpf start` that holds (or last held) <state_dir>/agent.lock, else None.
+
+    Reads the pid the holder wrote; it never takes the lock itself, so it cannot make a starting
+    agent believe another one runs. A stale pid is recognised by its command line.
+    """
+    try:
+        text = (state_dir / AGENT_LOCK).read_text(encoding="utf-8", errors="replace").strip()
+        pid = int(text)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    words = [word.decode(errors="replace") for word in cmdline]
+    is_agent = any("coral-ebpf" in word or "coral_ebpf" in word for word in words) and "start" in words
+    return pid if is_agent else None
 
 
 @dataclass

@@ -7,7 +7,10 @@ import time
 from typing import Any
 
 from coral_ebpf.agent.control import ControlClient
+from coral_ebpf.agent.lifecycle import lock_holder
 from coral_ebpf.cli._common import EXIT_OK, add_config_flag, add_json_flag, config_from_args, print_json, print_table
+from coral_ebpf.config import AgentConfig
+from coral_ebpf.errors import AgentNotRunningError
 
 # Parts in the order they start.
 PARTS = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control")
@@ -46,6 +49,15 @@ def _signal_totals(receiver: dict[str, Any], signal: str, key: str) -> int:
 def _short(text: Any, limit: int = 160) -> str:
     value = str(text)
     return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _service_names(services: list[Any], limit: int = 8) -> str:
+    names = [
+        f"{service.get('name', '?')} (pid {service.get('pid', '?')})" if isinstance(service, dict) else str(service)
+        for service in services[:limit]
+    ]
+    more = len(services) - limit
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
 
 
 def _details(part: str, body: dict[str, Any]) -> list[str]:
@@ -98,6 +110,8 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
                 f"requests {body.get('requests', 0)}",
                 f"errors {body.get('errors', 0)}",
             ]
+            if isinstance(services, list) and services:
+                facts.append(f"serving {_service_names(services)}")
         return facts
     if part == "beyla":
         diagnosis = body.get("diagnosis") or {}
@@ -119,9 +133,25 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
     return []
 
 
+def _ask(config: AgentConfig) -> dict[str, Any]:
+    try:
+        return ControlClient(config.control.socket).status()
+    except AgentNotRunningError:
+        # The socket opens once every part has started (the probe and BCC compiles take seconds):
+        # an agent that holds the state dir but does not answer yet is starting, not absent.
+        pid = lock_holder(config.state_dir)
+        if pid is None:
+            raise
+        raise AgentNotRunningError(
+            f"the coral-ebpf agent (pid {pid}) holds {config.state_dir} but does not answer on "
+            f"{config.control.socket}: it is still starting, or it runs with another control.socket",
+            "try again in a few seconds (its log shows how far it got), or pass the --config it runs with",
+        ) from None
+
+
 def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    document = ControlClient(config.control.socket).status()
+    document = _ask(config)
     if args.json:
         print_json(document)
         return EXIT_OK

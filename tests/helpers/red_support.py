@@ -48,13 +48,18 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def server(kind: str) -> Iterator[ServerProcess]:
-    """A server from tests/helpers/red_apps.py, stopped at the end of the block."""
+def server(kind: str, service_name: str | None = None) -> Iterator[ServerProcess]:
+    """A server from tests/helpers/red_apps.py, stopped at the end of the block.
+
+    `service_name` goes in OTEL_SERVICE_NAME, where discovery (and Beyla) read the service's name.
+    """
+    env = None if service_name is None else {**os.environ, "OTEL_SERVICE_NAME": service_name}
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.helpers.red_apps", kind],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     try:
         assert process.stdout is not None

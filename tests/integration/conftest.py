@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.agent_process import CALL_REPORT
 from tests.helpers.netns import enter_private_netns
 
 
@@ -25,3 +26,14 @@ def private_network_namespace() -> Iterator[int | None]:
         yield None
         return
     yield enter_private_netns()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each test's call report, so that a fixture can print a running agent's log after a failure."""
+    report: pytest.TestReport = yield
+    if report.when == "call":
+        item.stash[CALL_REPORT] = report
+    return report

@@ -1,0 +1,160 @@
+"""End to end through `coral-ebpf start` with the built-in BCC engine (issue 7): on this kernel
+(no kprobes) the default `red.engine: auto` picks the BCC probe, even with a Beyla binary
+installed; HTTP servers started after the agent are discovered, traced, and `coral-ebpf query
+http --json` returns the exact counts.
+
+One agent serves the module (BCC compiles take seconds each).
+"""
+
+from __future__ import annotations
+
+import http.client
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.beyla_standin import install_standin, runs
+from tests.helpers.agent_process import AgentProcess, Status, call_failed
+from tests.helpers.red_support import ServerProcess, server
+
+
+@pytest.fixture(scope="module")
+def standin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("red-standin") / "bin"
+    install_standin(directory, {})
+    return directory
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory, standin_dir: Path) -> Iterator[AgentProcess]:
+    settings = {
+        # A Beyla binary is installed, but the probe says it cannot run here and force_start is off.
+        "beyla": {"binary": str(standin_dir / "beyla")},
+        "red": {"export_interval": "500ms", "routes": ["/users/{id}"]},
+        "storage": {"flush_interval": "200ms"},
+    }
+    running = AgentProcess(tmp_path_factory.mktemp("agent-red"), settings)
+    try:
+        running.start()
+        yield running
+        running.stop()
+    finally:
+        running.kill()
+
+
+@pytest.fixture(autouse=True)
+def _agent_log_on_failure(request: pytest.FixtureRequest, agent: AgentProcess) -> Iterator[None]:
+    yield
+    if call_failed(request.node):
+        print(agent.log_tail(150))
+
+
+def served_by_bcc(document: Status, pid: int) -> bool:
+    return any(service["pid"] == pid for service in document["red"].get("services", []))
+
+
+def drive(app: ServerProcess) -> Counter[tuple[str, str]]:
+    """A known mix on keep-alive connections; returns the expected (method, route) -> requests."""
+    sent: Counter[tuple[str, str]] = Counter()
+    connection = http.client.HTTPConnection("127.0.0.1", app.port, timeout=30)
+    for user in range(6):
+        connection.request("GET", f"/users/{user}")
+        assert connection.getresponse().read() == b"ok"
+        sent[("GET", "/users/{id}")] += 1
+    for _ in range(3):
+        connection.request("GET", "/fail")
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (500, b"boom")
+        sent[("GET", "/fail")] += 1
+    for _ in range(2):
+        connection.request("GET", "/missing")
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (404, b"no")
+        sent[("GET", "/missing")] += 1
+    for _ in range(2):
+        connection.request("POST", "/upload", body=b"x" * 5000, headers={"Content-Type": "text/plain"})
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (201, b"5000")
+        sent[("POST", "/upload")] += 1
+    connection.close()
+    slow = http.client.HTTPConnection("127.0.0.1", app.port, timeout=30)
+    for _ in range(4):
+        slow.request("GET", "/slow?ms=30")
+        slow.getresponse().read()
+        sent[("GET", "/slow")] += 1
+    slow.close()
+    return sent
+
+
+def query_until(agent: AgentProcess, service: str, total: int, timeout: float = 60) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows: list[dict[str, Any]] = agent.cli_json("query", "http", "--service", service, "--since", "1h")
+        if sum(row["requests"] for row in rows) >= total or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
+
+
+def test_auto_picks_the_bcc_engine_and_beyla_is_unsupported(agent: AgentProcess, standin_dir: Path) -> None:
+    document = agent.cli_json("status")
+    assert document["agent"]["red_engine"] == "bcc"
+    assert document["red"]["state"] == "running" and document["red"]["engine"] == "bcc"
+    assert "Beyla cannot run on this kernel" in document["red"]["reason"]
+    beyla = document["beyla"]
+    assert beyla["state"] == "unsupported"
+    assert "kprobe" in beyla["diagnosis"]["message"]
+    assert beyla["diagnosis"]["kind"] == "unsupported" and beyla["diagnosis"]["fix"]
+    assert beyla["pid"] is None and beyla["starts"] == 0
+    assert runs(standin_dir) == []  # never started, not even to read its version
+    assert document["probe"]["summary"]["beyla_application"] == "no"
+    assert document["probe"]["features"]["kprobe"] is False
+
+
+@pytest.mark.parametrize("kind", ["python", "uvicorn"])
+def test_a_server_started_after_the_agent_is_traced_and_queryable(agent: AgentProcess, kind: str) -> None:
+    name = f"e2e-red-{kind}"
+    with server(kind, service_name=name) as app:
+        document = agent.wait_for(lambda s: served_by_bcc(s, app.pid), timeout=60, what=f"{name} traced by bcc")
+        (served,) = [s for s in document["red"]["services"] if s["pid"] == app.pid]
+        assert served["name"] == name and app.port in served["ports"]
+        discovered = document["discovery"]["services"]
+        assert isinstance(discovered, int) and discovered >= 1
+
+        sent = drive(app)
+        rows = query_until(agent, name, sum(sent.values()))
+        found = {(row["method"], row["route"]): row for row in rows}
+        assert {key: row["requests"] for key, row in found.items()} == dict(sent)
+        assert {key: row["errors"] for key, row in found.items() if row["errors"]} == {("GET", "/fail"): 3}
+        assert all(row["service"] == name for row in rows)
+        slow = found[("GET", "/slow")]
+        assert 25 <= slow["p50_ms"] <= 50 and slow["p99_ms"] <= 50  # 30 ms sleeps: the (25, 50] ms bucket
+        users = found[("GET", "/users/{id}")]
+        assert 0 < users["p50_ms"] <= users["p99_ms"]
+
+        traces = agent.cli_json("query", "traces", "--service", name, "--since", "1h", "--limit", "100")
+        assert sum(trace["span_count"] for trace in traces) == sum(sent.values())
+        assert sum(1 for trace in traces if trace["status"] == "ERROR") == 3
+
+        after = agent.status()
+        (served,) = [s for s in after["red"]["services"] if s["pid"] == app.pid]
+        assert served["routes"] == len(sent)
+        assert after["red"]["requests"] >= sum(sent.values()) and after["red"]["errors"] >= 3
+        assert after["red"]["kernel"]["events_lost"] == 0
+        assert after["beyla"]["state"] == "unsupported" and after["beyla"]["services"] == 0
+    # The server is gone: discovery says so, and the engine stops tracing it.
+    agent.wait_for(lambda s: not served_by_bcc(s, app.pid), timeout=60, what=f"{name} no longer traced")
+
+
+def test_status_table_names_the_engine_and_its_services(agent: AgentProcess) -> None:
+    with server("python", service_name="e2e-red-table") as app:
+        agent.wait_for(lambda s: served_by_bcc(s, app.pid), timeout=60, what="e2e-red-table traced by bcc")
+        result = agent.cli("status", columns=400)
+        assert result.returncode == 0, result.stderr
+        lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│")}
+        assert "│ running " in lines["red"] and "engine bcc" in lines["red"], result.stdout
+        assert f"serving e2e-red-table (pid {app.pid})" in lines["red"], result.stdout
+        assert "│ unsupported " in lines["beyla"] and "kprobes are not available" in lines["beyla"]
