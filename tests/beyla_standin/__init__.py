@@ -65,6 +65,14 @@ def write_control(directory: Path, control: dict[str, Any]) -> None:
     os.chmod(path, 0o644)
 
 
+def signals_ready(directory: Path) -> set[int]:
+    """Pids of stand-ins that have installed their signal handlers (after which hang_on_sigterm holds)."""
+    path = directory / "standin-signals-ready"
+    if not path.exists():
+        return set()
+    return {int(line) for line in path.read_text(encoding="utf-8").split()}
+
+
 def runs(directory: Path) -> list[dict[str, Any]]:
     """One record per start: pid, pgid, argv, config, env, rlimit_as, cgroup, netns, caps, at."""
     path = directory / RUNS_FILE

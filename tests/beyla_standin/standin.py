@@ -211,6 +211,9 @@ def find_targets(config: dict[str, Any]) -> list[dict[str, Any]]:
     return list(targets.values())
 
 
+SIGNALS_READY_FILE = "standin-signals-ready"
+
+
 def record_run(here: Path, argv: list[str], config_file: str | None) -> int:
     runs = here / "standin-runs.jsonl"
     starts = 1
@@ -370,6 +373,9 @@ def main(schema_path: str) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # Tests that kill the agent wait for this line: before it, a SIGTERM still has its default effect.
+    with (here / SIGNALS_READY_FILE).open("a", encoding="utf-8") as ready:
+        ready.write(f"{os.getpid()}\n")
 
     targets: list[dict[str, Any]] = []
     if control.get("watcher_failure"):

@@ -19,7 +19,7 @@ import pytest
 from coral_ebpf.beyla import memory
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
 from coral_ebpf.discovery.model import ServiceEntry
-from tests.beyla_standin import REPO, install_standin, runs
+from tests.beyla_standin import REPO, install_standin, runs, signals_ready
 from tests.integration.beyla_support import group_dead, group_gone, http_service, settings_for, wait_for, wait_until
 
 
@@ -88,6 +88,7 @@ def start_agent(tmp_path: Path, service: ServiceEntry, control: dict[str, Any]) 
     agent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_until(lambda: len(runs(binary.parent)) >= 2, what="the agent's Beyla to start")
     beyla_pid = int(runs(binary.parent)[-1]["pid"])
+    wait_until(lambda: beyla_pid in signals_ready(binary.parent), what="the agent's Beyla to set up its signals")
     return agent, beyla_pid
 
 

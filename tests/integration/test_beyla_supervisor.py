@@ -296,7 +296,7 @@ def test_idle_without_services_then_started_by_discovery(make: Any, service: Ser
 
 
 def test_failing_healthz_degrades_then_restarts(make: Any) -> None:
-    supervisor, _ = make({"health_fail_after": 0.5}, health={"grace": "1s"})
+    supervisor, _ = make({"health_fail_after": 0.5}, health={"grace": "1s", "failures": 3})
     supervisor.start()
     wait_for(supervisor, lambda s: s["state"] == "degraded")
     status = wait_for(supervisor, lambda s: s["restarts"] >= 1)
