@@ -14,6 +14,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 LOG_TAG=rootfs
 need_root "build-rootfs.sh"
+reexec_in_private_mounts "$@"
 debian_mirrors
 
 GUEST_EXTRA_DEBS=(kmod python3-venv iproute2 procps util-linux)
@@ -31,19 +32,17 @@ t0=$(now)
 log "building the bookworm image (${debs[*]}; Python: $(project_requirements | tr '\n' ' '))"
 mkdir -p "$CACHE/rootfs" "$CACHE/debootstrap-debs"
 WORK=$(mktemp -d "$CACHE/rootfs/.build.XXXXXX")
-cleanup() { rm -rf "$WORK"; }
+LOGS=$CACHE/logs; mkdir -p "$LOGS"
+cleanup() { umount -R "$WORK/root" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 R=$WORK/root
 
 # The wheels download while debootstrap runs.
-build_wheelhouse "$CACHE/wheelhouse" > "$WORK/wheelhouse.log" 2>&1 &
+build_wheelhouse "$CACHE/wheelhouse" > "$LOGS/wheelhouse.log" 2>&1 &
 wheel_pid=$!
-inc=$(IFS=,; echo "${debs[*]}")
-debootstrap --variant=minbase --include="$inc" --cache-dir="$CACHE/debootstrap-debs" \
-    bookworm "$R" "$DEBIAN_MIRROR" > "$WORK/debootstrap.log" 2>&1 \
-    || { tail -20 "$WORK/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
+debootstrap_root "$R" "$LOGS/debootstrap.log" "${debs[@]}"
 log "debootstrap done at $(since "$t0") s"
-wait "$wheel_pid" || { cat "$WORK/wheelhouse.log" >&2; die "fetching the Python wheels failed"; }
+wait "$wheel_pid" || { cat "$LOGS/wheelhouse.log" >&2; die "fetching the Python wheels failed"; }
 
 mkdir -p "$R/tmp/wheelhouse"
 cp -a "$CACHE/wheelhouse/." "$R/tmp/wheelhouse/"
@@ -56,7 +55,7 @@ unshare -m --propagation private bash -euo pipefail -c '
         /opt/coral-venv/bin/pip install -q --disable-pip-version-check --no-index --find-links /tmp/wheelhouse \
             -r /tmp/wheelhouse/requirements.txt
         /opt/coral-venv/bin/python -c \"import bcc, duckdb, grpc, pyarrow, pytest, pyroute2; assert hasattr(bcc, \\\"BPF\\\")\"
-    "' _ "$R" > "$WORK/venv.log" 2>&1 || { tail -30 "$WORK/venv.log" >&2; die "installing the Python dependencies in the image failed"; }
+    "' _ "$R" > "$LOGS/venv.log" 2>&1 || { tail -30 "$LOGS/venv.log" >&2; die "installing the Python dependencies in the image failed"; }
 log "venv done at $(since "$t0") s"
 
 rm -rf "$R/tmp/wheelhouse" "$R"/var/cache/apt/archives/*.deb "$R"/var/lib/apt/lists/* \

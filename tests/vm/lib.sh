@@ -142,3 +142,26 @@ build_wheelhouse() {
 # Free-running timer helpers
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# reexec_in_private_mounts "$@" (first thing in a script): run the script in its own mount
+# namespace, so the tmpfs work trees and chroot bind mounts it makes vanish with it, even when
+# it is killed. Building a root tree on tmpfs also spares dpkg's thousands of fsyncs.
+reexec_in_private_mounts() {
+    [ -n "${CORAL_PRIVATE_MOUNTS:-}" ] && return 0
+    CORAL_PRIVATE_MOUNTS=1 exec unshare -m --propagation private "$0" "$@"
+}
+
+# debootstrap_root ROOT LOG PKG...: bookworm minbase + PKGs into ROOT (a fresh tmpfs), with the
+# package cache shared by every build. A hook may run between the two stages: $BETWEEN_STAGES.
+debootstrap_root() {
+    local root=$1 logfile=$2; shift 2
+    mkdir -p "$root" "$CACHE/debootstrap-debs"
+    mount -t tmpfs -o mode=755 tmpfs "$root"
+    debootstrap --foreign --variant=minbase --include="$(IFS=,; echo "$*")" \
+        --cache-dir="$CACHE/debootstrap-debs" bookworm "$root" "$DEBIAN_MIRROR" > "$logfile" 2>&1 \
+        || { tail -20 "$logfile" >&2; die "debootstrap (first stage) failed; log: $logfile"; }
+    [ -n "${BETWEEN_STAGES:-}" ] && "$BETWEEN_STAGES" "$root"
+    chroot "$root" /debootstrap/debootstrap --second-stage >> "$logfile" 2>&1 \
+        || { tail -20 "$logfile" >&2; die "debootstrap (second stage) failed; log: $logfile"; }
+    rm -f "$root"/var/cache/apt/archives/*.deb
+}
