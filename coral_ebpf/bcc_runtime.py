@@ -89,6 +89,7 @@ def load_program(
     source = text if text is not None else program_source(name)
     cflags = [f"-D{key}={value}" for key, value in (defines or {}).items()]
     cflags.append("-Wno-unused-command-line-argument")
+    cflags.append(f"-I{bpf_dir()}")  # lets programs share headers in bpf/ (#include "x.h")
     with _kernel_source(headers):
         try:
             return bcc.BPF(text=source.encode(), cflags=cflags)

@@ -1,1 +1,1 @@
-"""beyla"""
+"""Grafana Beyla: binary lookup and install, config rendering, and the supervisor (docs/beyla.md)."""

@@ -25,12 +25,19 @@ class Verdict:
 
 @dataclass(frozen=True)
 class ProbeReport:
+    """The capability probe's answer: `kernel` facts, `features` it tried, `components` it judged.
+
+    `context` holds what it read rather than tried (sysctls, mounts, capabilities, headers);
+    `complete` is False when it could not try everything (not root).
+    """
+
     kernel: dict[str, Any]
     features: dict[str, Feature]
     components: dict[str, Verdict]
     context: dict[str, Any] = field(default_factory=dict)
     duration_ms: float = 0.0
     complete: bool = True  # False when the probe could not run everything (e.g. not root)
+    notes: tuple[str, ...] = ()  # what a person should know about the run itself (e.g. "not root: ...")
 
     def feature(self, name: str) -> bool:
         found = self.features.get(name)
@@ -47,4 +54,5 @@ class ProbeReport:
             "context": self.context,
             "duration_ms": round(self.duration_ms, 1),
             "complete": self.complete,
+            "notes": list(self.notes),
         }

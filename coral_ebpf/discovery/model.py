@@ -13,6 +13,7 @@ class Listener:
     port: int
     family: int = socket.AF_INET  # socket.AF_INET or socket.AF_INET6
     address: str = ""
+    inode: int = 0  # socket inode (as in /proc/<pid>/fd), 0 when unknown
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ServiceEntry:
     cgroup: str = ""
     container_id: str | None = None
     start_time: float = 0.0  # process start, seconds since the epoch (tells PID reuse apart)
+    comm: str = ""  # the kernel's 15-character task name
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -36,15 +38,24 @@ class ServiceEntry:
 
 @dataclass(frozen=True)
 class DiscoveryEvent:
-    """One event from the kernel probes or the start-up snapshot."""
+    """One event from the kernel probes or the start-up snapshot.
 
-    event: str  # snapshot | listen | close | exec | exit
+    `pid` is the kernel's thread id and `tgid` the process id (what `ps` calls the PID); for
+    snapshot events both are the process id.
+    """
+
+    event: str  # snapshot | listen | close | exec | exit | fork
     pid: int
     tgid: int
     comm: str
     netns: int
-    ts_ns: int
+    ts_ns: int  # CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns, time.monotonic_ns)
     port: int | None = None
     family: int | None = None
     cgroup_id: int = 0
-    filename: str = ""
+    filename: str = ""  # exec: the path given to execve
+    address: str = ""  # listen/close/snapshot: the bound address ("0.0.0.0", "::1", ...)
+    inode: int = 0  # listen/close/snapshot: the socket inode, 0 when the kernel layout is unknown
+    sock_id: int = 0  # listen/close: the kernel's identity for the socket between the two events
+    child_pid: int = 0  # fork: the new process
+    service: str = ""  # the service name of the process, when discovery knows it

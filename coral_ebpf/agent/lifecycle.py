@@ -1,0 +1,110 @@
+"""Generic lifecycle plumbing for the agent: the state dir, the single-instance lock, ordered
+start/stop of components, and waiting for a stop signal."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coral_ebpf.agent.component import Component
+from coral_ebpf.errors import CoralError
+
+log = logging.getLogger(__name__)
+
+
+class AgentAlreadyRunningError(CoralError):
+    pass
+
+
+def prepare_state_dir(path: Path) -> None:
+    """Create the state dir 0700 (it holds the database and generated configs)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+    except PermissionError as exc:
+        raise CoralError(
+            f"cannot create the state directory {path}: permission denied",
+            "run as root (sudo coral-ebpf start), or set state_dir to a directory you own",
+        ) from exc
+
+
+@contextlib.contextmanager
+def single_instance_lock(state_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on <state_dir>/agent.lock while the agent runs."""
+    lock_path = state_dir / "agent.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise AgentAlreadyRunningError(
+                f"another coral-ebpf agent (pid {holder}) is using the state directory {state_dir}",
+                "stop it first, or run this one with a different state_dir",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class ComponentSlot:
+    """A component and what the agent knows about it before/after it runs."""
+
+    name: str
+    component: Component | None = None
+    state: str = "pending"  # pending | running | stopped | failed | disabled | unsupported
+    reason: str = ""
+    since: float = field(default_factory=time.time)
+
+    def set(self, state: str, reason: str = "") -> None:
+        self.state = state
+        self.reason = reason
+        self.since = time.time()
+
+    def status(self) -> dict[str, Any]:
+        document: dict[str, Any] = {}
+        if self.component is not None and self.state == "running":
+            try:
+                document = dict(self.component.status())
+            except Exception as exc:  # a status bug must not take status down
+                document = {"status_error": str(exc)}
+        document.setdefault("state", self.state)
+        document.setdefault("since", self.since)
+        if self.reason:
+            document.setdefault("reason", self.reason)
+        return document
+
+
+class StopSignal:
+    """Turns SIGTERM/SIGINT into an event the main thread waits on."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.received: str | None = None
+
+    def install(self) -> None:
+        def handler(signum: int, _frame: object) -> None:
+            self.received = signal.Signals(signum).name
+            self.event.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.event.wait(timeout)
+
+    def trigger(self, reason: str) -> None:
+        self.received = reason
+        self.event.set()

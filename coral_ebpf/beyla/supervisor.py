@@ -1,0 +1,459 @@
+"""BeylaSupervisor: runs Grafana Beyla as a child process and keeps it healthy.
+
+States: disabled, unsupported (the capability probe says Beyla cannot work here), idle (no
+service to instrument yet), starting, running, degraded (running, but something is wrong, e.g.
+its process discovery died), backoff (waiting to restart), failed (gave up, with a diagnosis),
+stopped (after stop()).
+
+All process work happens on one supervisor thread, which Linux requires anyway: the parent-death
+signal is sent when the thread that forked Beyla exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from coral_ebpf.beyla import health, memory, pidfile, process, status_view
+from coral_ebpf.beyla.binary import resolve_binary
+from coral_ebpf.beyla.diagnosis import Diagnosis, diagnose_exit
+from coral_ebpf.beyla.dialect import BeylaVersion, UnsupportedVersionError, dialect_for
+from coral_ebpf.beyla.health_policy import assess
+from coral_ebpf.beyla.instance import BeylaInstance
+from coral_ebpf.beyla.render import RenderedConfig, RenderTarget, SelfExclusion, render, write_config
+from coral_ebpf.beyla.restart_policy import RestartPolicy
+from coral_ebpf.beyla.settings import BeylaSettings
+from coral_ebpf.beyla.status_view import SupervisorRecord
+from coral_ebpf.beyla.version import VersionDetectionError, detect_version
+from coral_ebpf.capabilities.report import ProbeReport, Verdict
+from coral_ebpf.discovery.model import ServiceEntry
+from coral_ebpf.errors import CoralError
+
+log = logging.getLogger(__name__)
+
+PROBE_COMPONENT = "beyla_application"
+STOP_MARGIN = 5.0  # SIGKILL this long after Beyla's own shutdown_timeout
+CONFIG_FILE = "beyla.yaml"
+PID_FILE = "beyla.pid"
+ROLLBACK_KINDS = ("wrong_configuration", "config_unreadable")
+
+
+class BeylaSupervisor:
+    """The Component that runs Beyla. See docs/beyla.md for the states and the status fields."""
+
+    name = "beyla"
+
+    def __init__(
+        self,
+        settings: BeylaSettings,
+        *,
+        otlp_endpoint: str,
+        probe: ProbeReport | Verdict | None = None,
+        services: Sequence[ServiceEntry] = (),
+        last_data_seen: Callable[[], float | None] | None = None,
+        agent_ports: Sequence[int] = (),
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._otlp_endpoint = otlp_endpoint
+        self._verdict = probe.verdict(PROBE_COMPONENT) if isinstance(probe, ProbeReport) else probe
+        self._last_data_seen = last_data_seen
+        self._agent_ports = tuple(agent_ports)
+        self._environ = environ
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stop_requested = False
+        self._stop_timeout = settings.shutdown_timeout + STOP_MARGIN
+        # Supervisor-thread state (read by status() under the lock).
+        self._record = SupervisorRecord()
+        self._services: list[ServiceEntry] = list(services)
+        self._pending: list[ServiceEntry] | None = None
+        self._update_due: float | None = None
+        self._instance: BeylaInstance | None = None
+        self._rejected_document: dict[str, Any] | None = None
+        self._policy = RestartPolicy(settings.restart)
+        self._restart_at: float | None = None
+
+    # ---------------------------------------------------------------- Component interface
+
+    @property
+    def static_attributes(self) -> dict[str, str]:
+        """`beyla.attributes`, which the receiver adds to Beyla's data (see coral_ebpf.beyla.attributes)."""
+        return dict(self.settings.attributes)
+
+    @property
+    def work_dir(self) -> Path:
+        return self.settings.work_dir
+
+    @property
+    def config_path(self) -> Path:
+        return self.work_dir / CONFIG_FILE
+
+    def start(self) -> None:
+        """Decide whether Beyla may run, then supervise it on a thread; returns at once."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        if not self.settings.enabled:
+            self._set_state("disabled", reason="beyla.enabled is false")
+            return
+        verdict = self._verdict
+        if verdict is not None and not verdict.ok:
+            if not self.settings.force_start:
+                self._record.diagnosis = Diagnosis("unsupported", verdict.reason, verdict.fix, False)
+                self._set_state("unsupported", reason=verdict.reason)
+                fields = {"source": "beyla", "fix": verdict.fix}
+                log.warning("Beyla is not started: %s", verdict.reason, extra={"fields": fields})
+                return
+            self._record.probe_warning = f"{verdict.reason} (started anyway: beyla.force_start is true)"
+        try:
+            self._record.binary = resolve_binary(self.settings.binary, self._environ)
+        except CoralError as exc:
+            self._fail(Diagnosis("binary", exc.message, exc.hint, False))
+            return
+        self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.work_dir, 0o700)
+        pidfile.stop_stale(self.work_dir / PID_FILE, self.settings.shutdown_timeout + STOP_MARGIN)
+        self._stop_requested = False
+        self._set_state("starting", reason="supervisor started")
+        self._thread = threading.Thread(target=self._run, name="beyla-supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM Beyla's process group, SIGKILL it after Beyla's shutdown_timeout + 5s (within `timeout`)."""
+        with self._cond:
+            self._stop_requested = True
+            self._stop_timeout = max(0.1, min(self.settings.shutdown_timeout + STOP_MARGIN, timeout - 0.5))
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=max(timeout, 0.1))
+        if self._record.state not in ("disabled", "unsupported", "failed"):
+            self._set_state("stopped", reason="stop requested")
+
+    def update_services(self, entries: Sequence[ServiceEntry]) -> None:
+        """Discovery changed: re-render and restart Beyla after `beyla.debounce` of quiet."""
+        with self._cond:
+            self._pending = list(entries)
+            self._update_due = time.monotonic() + self.settings.debounce
+            self._cond.notify_all()
+
+    # ---------------------------------------------------------------- supervisor thread
+
+    def _run(self) -> None:
+        try:
+            self._detect_version(first=True)
+            if self._record.state != "failed" and not self._stop_requested:
+                self._launch(self._services)
+            while True:
+                with self._cond:
+                    if self._stop_requested:
+                        break
+                    self._cond.wait(timeout=self._sleep_time())
+                    if self._stop_requested:
+                        break
+                self._step()
+        except Exception as exc:  # a supervisor bug must not leave Beyla unsupervised
+            log.exception("Beyla supervisor stopped by an internal error")
+            self._fail(Diagnosis("internal", f"supervisor error: {exc}", "please report this with the log", False))
+        finally:
+            self._stop_instance(self._stop_timeout)
+            with contextlib.suppress(OSError):
+                (self.work_dir / PID_FILE).unlink()
+
+    def _sleep_time(self) -> float:
+        now = time.monotonic()
+        deadlines = [now + 1.0]
+        for deadline in (self._update_due, self._restart_at):
+            if deadline is not None:
+                deadlines.append(deadline)
+        return max(0.0, min(deadlines) - now)
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        instance = self._instance
+        if instance is not None and instance.exited():
+            self._on_exit(instance)
+        elif instance is not None:
+            self._judge_health(instance, now)
+        if self._update_due is not None and now >= self._update_due:
+            self._apply_update()
+        if self._record.state == "backoff" and self._restart_at is not None and now >= self._restart_at:
+            self._restart_at = None
+            self._record.restarts += 1
+            self._launch(self._services)
+
+    def _detect_version(self, first: bool) -> None:
+        """The first detection decides; later ones (a binary replaced while the agent runs, e.g. by
+        `coral-ebpf beyla install`) are cached probes that only update the version when they succeed."""
+        assert self._record.binary is not None
+        try:
+            version: BeylaVersion | None = detect_version(self._record.binary.real_path, self.work_dir).version
+        except VersionDetectionError as exc:
+            if not first:
+                return
+            if exc.diagnosis is not None and not exc.diagnosis.retryable:
+                self._fail(exc.diagnosis)
+                return
+            log.warning("Beyla's version is unknown (%s); using the newest config dialect", exc.message)
+            version = None
+        try:
+            dialect = dialect_for(version)
+        except UnsupportedVersionError as exc:
+            if first:
+                self._fail(Diagnosis("version", str(exc), "install the pinned release: 'coral-ebpf beyla install'",
+                                     False))
+            return
+        if not first and version != self._record.version:
+            log.info("Beyla's version changed", extra={"fields": {"source": "beyla", "version": str(version)}})
+        self._record.version, self._record.dialect = version, dialect
+
+    def _render(self, services: Sequence[ServiceEntry], health_port: int | None) -> RenderedConfig:
+        assert self._record.binary is not None and self._record.dialect is not None
+        exclusion = SelfExclusion.for_this_process(self._agent_ports, self._record.binary.real_path)
+        target = RenderTarget(self._otlp_endpoint, health_port, exclusion)
+        return render(self.settings, services, target, self._record.dialect, self._record.version)
+
+    def _launch(
+        self, services: Sequence[ServiceEntry], trial: bool = False, rollback: list[ServiceEntry] | None = None
+    ) -> None:
+        """Render for `services` and start Beyla (or go idle when there is nothing to instrument)."""
+        try:
+            self._record.binary = resolve_binary(self.settings.binary, self._environ)
+        except CoralError as exc:
+            self._fail(Diagnosis("binary", exc.message, exc.hint, False))
+            return
+        self._detect_version(first=False)
+        assert self._record.dialect is not None
+        health_port = health.free_loopback_port() if self._record.dialect.health_check else None
+        try:
+            rendered = self._render(services, health_port)
+        except CoralError as exc:
+            self._fail(Diagnosis("configuration", exc.message, exc.hint, False))
+            return
+        self._services = list(services)
+        if not rendered.has_targets:
+            self._set_state("idle", reason="no service to instrument yet")
+            return
+        write_config(rendered, self.config_path)
+        home = self.work_dir / "home"
+        home.mkdir(mode=0o700, exist_ok=True)
+        env = process.child_environment(home, self.settings.limits.memory_soft)
+        self._record.starts += 1
+        guard = memory.prepare(self.settings.limits.memory_max, instance=str(self._record.starts))
+        self._record.last_guard = guard
+        try:
+            child = process.spawn(
+                self._record.binary.real_path, ["-config", str(self.config_path)], env, cwd=self.work_dir, guard=guard
+            )
+        except OSError as exc:
+            guard.release()
+            self._after_failure(Diagnosis("start_failed", f"cannot start Beyla: {exc}", "", True))
+            return
+        with self._cond:
+            self._instance = BeylaInstance(
+                child,
+                rendered,
+                list(services),
+                health_port,
+                self._cond,
+                health_interval=self.settings.health.interval,
+                health_timeout=self.settings.health.timeout,
+                health_grace=self.settings.health.grace,
+                trial_until=time.monotonic() + max(self.settings.health.grace, 1.0) if trial else None,
+                rollback=rollback,
+            )
+        self._policy.started()
+        pidfile.write(self.work_dir / PID_FILE, child.pid)
+        log.info(
+            "Beyla started",
+            extra={"fields": {"source": "beyla", "pid": child.pid, "config": str(self.config_path),
+                              "services": len(rendered.selectors), "memory_guard": guard.method}},
+        )
+        self._set_state("starting", pid=child.pid, services=len(rendered.selectors))
+
+    def _judge_health(self, instance: BeylaInstance, now: float) -> None:
+        data = instance.data_since_start(self._last_data_seen)
+        with self._cond:
+            assessment = assess(
+                instance.seen,
+                age=now - instance.child.started_at,
+                has_healthz=instance.health_port is not None,
+                health=self.settings.health,
+                data_arrived=data,
+                probe=self._verdict,
+            )
+        if assessment.verdict == "restart":
+            self._kill_for_health(instance, assessment.reason)
+            return
+        if assessment.healthy:
+            self._policy.healthy(now)
+        record = self._record
+        if assessment.verdict == "running" and record.state != "running":
+            record.diagnosis = None
+            self._set_state("running", reason=assessment.reason)
+        elif assessment.verdict == "degraded" and (record.state, record.diagnosis) != ("degraded",
+                                                                                      assessment.diagnosis):
+            record.diagnosis = assessment.diagnosis
+            self._set_state("degraded", reason=assessment.reason)
+
+    def _kill_for_health(self, instance: BeylaInstance, why: str) -> None:
+        log.error("Beyla is unhealthy; restarting it", extra={"fields": {"source": "beyla", "reason": why}})
+        status, killed = instance.stop(self._stop_timeout)
+        self._instance = None
+        self._record.exited(status)
+        self._record.stopped(status, killed, "unhealthy")
+        self._after_failure(Diagnosis("unhealthy", why, "see Beyla's log lines before the restart", True))
+
+    def _on_exit(self, instance: BeylaInstance) -> None:
+        instance.finish()
+        self._instance = None
+        guard = instance.child.guard
+        status = instance.child.popen.returncode
+        self._record.exited(status)
+        with self._cond:
+            exit_line = instance.exit_line()
+        diagnosis = diagnose_exit(
+            status,
+            exit_line,
+            oom_kills=guard.oom_kills(),
+            memory_limit=guard.limit if guard.method != "none" else None,
+        )
+        guard.release()
+        log.error(
+            "Beyla exited",
+            extra={"fields": {"source": "beyla", "status": status, "diagnosis": diagnosis.kind,
+                              "detail": diagnosis.message, "fix": diagnosis.fix}},
+        )
+        within_trial = instance.trial_until is not None and time.monotonic() <= instance.trial_until
+        if within_trial and instance.rollback is not None and diagnosis.kind in ROLLBACK_KINDS:
+            self._rejected_document = _comparable(instance.rendered.document)
+            self._record.config_rejected = {
+                "at": time.time(),
+                "by": "beyla",
+                "diagnosis": diagnosis.to_dict(),
+                "services": len(instance.rendered.selectors),
+            }
+            log.error(
+                "Beyla rejected the new configuration; going back to the previous one",
+                extra={"fields": {"source": "beyla", "detail": diagnosis.message}},
+            )
+            self._set_state("starting", reason="rolled back to the previous configuration")
+            self._launch(instance.rollback)
+            return
+        self._after_failure(diagnosis)
+
+    def _after_failure(self, diagnosis: Diagnosis) -> None:
+        self._record.diagnosis = diagnosis
+        decision = self._policy.failed(diagnosis)
+        if decision.action == "fail":
+            assert decision.diagnosis is not None
+            self._fail(decision.diagnosis)
+            return
+        self._restart_at = time.monotonic() + decision.delay
+        attempt = self._policy.consecutive_failures
+        self._set_state("backoff", reason=diagnosis.message, kind=diagnosis.kind, delay=decision.delay, attempt=attempt)
+
+    def _apply_update(self) -> None:
+        with self._cond:
+            services, self._pending, self._update_due = self._pending, None, None
+        if services is None:
+            return
+        if self._record.state in ("failed", "disabled", "unsupported"):
+            self._services = services
+            return
+        instance = self._instance
+        try:
+            candidate = self._render(services, instance.health_port if instance else None)
+        except CoralError as exc:
+            self._record.config_rejected = {"at": time.time(), "by": "agent", "diagnosis": {"message": exc.message,
+                                                                                      "fix": exc.hint}}
+            log.error(
+                "new Beyla configuration rejected; Beyla keeps running with the previous one",
+                extra={"fields": {"source": "beyla", "detail": exc.message}},
+            )
+            return
+        if instance is None:
+            self._services = services
+            if self._record.state == "idle" and candidate.has_targets:
+                self._launch(services)
+            return
+        if _comparable(candidate.document) == _comparable(instance.rendered.document):
+            self._services = services
+            return
+        if _comparable(candidate.document) == self._rejected_document:
+            log.info(
+                "not retrying a configuration Beyla already rejected",
+                extra={"fields": {"source": "beyla", "services": len(candidate.selectors)}},
+            )
+            return
+        previous = instance.services
+        log.info(
+            "services changed; restarting Beyla with the new configuration",
+            extra={"fields": {"source": "beyla", "services": len(candidate.selectors)}},
+        )
+        status, killed = instance.stop(self._stop_timeout)
+        self._instance = None
+        self._record.stopped(status, killed, "services changed")
+        if not candidate.has_targets:
+            self._services = services
+            self._set_state("idle", reason="no service to instrument any more")
+            return
+        self._launch(services, trial=True, rollback=previous)
+
+    def _stop_instance(self, timeout: float) -> None:
+        instance = self._instance
+        if instance is None:
+            return
+        status, killed = instance.stop(timeout)
+        self._instance = None
+        self._record.exited(status)
+        self._record.stopped(status, killed, "agent stop")
+        log.info(
+            "Beyla stopped",
+            extra={"fields": {"source": "beyla", "status": status, "sigkill": killed}},
+        )
+
+    def _fail(self, diagnosis: Diagnosis) -> None:
+        self._record.diagnosis = diagnosis
+        self._restart_at = None
+        self._set_state("failed", reason=diagnosis.message)
+        log.error(
+            "Beyla supervision failed: %s", diagnosis.message,
+            extra={"fields": {"source": "beyla", "diagnosis": diagnosis.kind, "fix": diagnosis.fix}},
+        )
+
+    def _set_state(self, state: str, **detail: Any) -> None:
+        with self._cond:
+            self._record.transition(state, detail)
+            self._cond.notify_all()
+
+    # ---------------------------------------------------------------- status
+
+    def history(self) -> list[dict[str, Any]]:
+        """Recorded state transitions (monotonic `t`, wall `at`, `state`, details such as a back-off `delay`)."""
+        with self._cond:
+            return list(self._record.history)
+
+    def status(self) -> dict[str, Any]:
+        data_at = self._last_data_seen() if self._last_data_seen else None  # outside our lock: it is another part's
+        with self._cond:
+            return status_view.build(
+                self._record,
+                self._instance,
+                self.settings,
+                config_path=str(self.config_path),
+                consecutive_failures=self._policy.consecutive_failures,
+                pending_update=self._update_due is not None,
+                restart_at=self._restart_at,
+                data_at=data_at,
+            )
+
+
+def _comparable(document: dict[str, Any]) -> dict[str, Any]:
+    """The config without what changes on every start (the /healthz port)."""
+    return {key: value for key, value in document.items() if key != "health_check"}

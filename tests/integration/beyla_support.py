@@ -1,0 +1,128 @@
+"""Shared pieces of the Beyla supervisor tests: a real HTTP service to instrument, settings tuned for
+tests (short back-off and grace, configurable like any deployment), and waiting on status."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+from coral_ebpf.beyla.settings import BeylaSettings
+from coral_ebpf.beyla.supervisor import BeylaSupervisor
+from coral_ebpf.config import parse_config_text
+from coral_ebpf.discovery.model import Listener, ServiceEntry
+
+FAST: dict[str, Any] = {
+    "metrics_interval": "1s",
+    "traces_batch_timeout": "200ms",
+    "shutdown_timeout": "2s",
+    "debounce": "300ms",
+    "restart": {"backoff_initial": "50ms", "backoff_max": "400ms", "healthy_reset": "1s", "max_restarts": 4},
+    "health": {"grace": "3s", "interval": "200ms", "timeout": "500ms", "failures": 3},
+}
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def settings_for(state_dir: Path, binary: Path, **beyla: Any) -> BeylaSettings:
+    document = {"state_dir": str(state_dir), "beyla": merge({**FAST, "binary": str(binary)}, beyla)}
+    return parse_config_text(yaml.safe_dump(document), "test-config.yaml").beyla
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def http_service() -> Iterator[ServiceEntry]:
+    """A real HTTP server process on a free loopback port, as discovery would report it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any(c.laddr.port == port for c in psutil.Process(process.pid).net_connections(kind="tcp")):
+                break
+            time.sleep(0.05)
+        yield ServiceEntry(
+            pid=process.pid,
+            netns=0,
+            name="http.server",
+            exe=psutil.Process(process.pid).exe(),
+            cmdline=tuple(psutil.Process(process.pid).cmdline()),
+            listeners=(Listener(port),),
+        )
+    finally:
+        process.kill()
+        process.wait()
+
+
+def wait_for(
+    supervisor: BeylaSupervisor, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    status = supervisor.status()
+    while time.monotonic() < deadline:
+        status = supervisor.status()
+        if predicate(status):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"timed out; last status: {status}; history: {supervisor.history()}")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def states(supervisor: BeylaSupervisor) -> list[str]:
+    return [entry["state"] for entry in supervisor.history()]
+
+
+def group_gone(pgid: int) -> bool:
+    import os
+
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def group_dead(pgid: int) -> bool:
+    """No live process in the group (a zombie waits for a reaper, which this container's pid 1 may not be)."""
+    import os
+
+    for process in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                return False
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return True

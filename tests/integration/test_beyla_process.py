@@ -1,0 +1,163 @@
+"""Beyla's process: clean stop with no orphan, SIGKILL after a hung SIGTERM, death with the agent,
+a Beyla left behind by a dead agent, and the memory guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from coral_ebpf.beyla import memory
+from coral_ebpf.beyla.supervisor import BeylaSupervisor
+from coral_ebpf.discovery.model import ServiceEntry
+from tests.beyla_standin import REPO, install_standin, runs
+from tests.integration.beyla_support import group_dead, group_gone, http_service, settings_for, wait_for, wait_until
+
+
+@pytest.fixture
+def service() -> Iterator[ServiceEntry]:
+    with http_service() as entry:
+        yield entry
+
+
+def make(tmp_path: Path, service: ServiceEntry, control: dict[str, Any] | None = None, **beyla: Any) -> BeylaSupervisor:
+    binary = install_standin(tmp_path / "bin", control or {})
+    return BeylaSupervisor(
+        settings_for(tmp_path / "state", binary, **beyla), otlp_endpoint="http://127.0.0.1:9", services=[service]
+    )
+
+
+def test_stop_terminates_the_process_group_and_leaves_nothing(tmp_path: Path, service: ServiceEntry) -> None:
+    supervisor = make(tmp_path, service)
+    supervisor.start()
+    status = wait_for(supervisor, lambda s: s["state"] == "running")
+    pgid = status["pid"]
+    supervisor.stop(15)
+    assert group_gone(pgid)
+    final = supervisor.status()
+    assert final["state"] == "stopped" and final["pid"] is None
+    assert final["last_stop"]["sigkill"] is False and final["last_exit_code"] == 0
+    assert not (tmp_path / "state" / "beyla" / "beyla.pid").exists()
+
+
+def test_a_hung_sigterm_is_followed_by_sigkill(tmp_path: Path, service: ServiceEntry) -> None:
+    supervisor = make(tmp_path, service, {"hang_on_sigterm": True}, shutdown_timeout="1s")
+    supervisor.start()
+    pgid = wait_for(supervisor, lambda s: s["state"] == "running")["pid"]
+    supervisor.stop(30)
+    assert group_gone(pgid)
+    final = supervisor.status()
+    assert final["last_stop"]["sigkill"] is True and final["last_exit_code"] == -signal.SIGKILL
+
+
+AGENT = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    from pathlib import Path
+    from coral_ebpf.beyla.supervisor import BeylaSupervisor
+    from coral_ebpf.discovery.model import Listener, ServiceEntry
+    from tests.integration.beyla_support import settings_for
+    settings = settings_for(Path({state!r}), Path({binary!r}), shutdown_timeout="1s")
+    service = ServiceEntry(pid={pid}, netns=0, name="app", exe={exe!r}, cmdline=(), listeners=(Listener({port}),))
+    BeylaSupervisor(settings, otlp_endpoint="http://127.0.0.1:9", services=[service]).start()
+    time.sleep(600)
+    """
+)
+
+
+def start_agent(tmp_path: Path, service: ServiceEntry, control: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
+    binary = install_standin(tmp_path / "bin", control)
+    code = AGENT.format(
+        repo=str(REPO), state=str(tmp_path / "state"), binary=str(binary), pid=service.pid, exe=service.exe,
+        port=service.ports[0],
+    )
+    agent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: len(runs(binary.parent)) >= 2, what="the agent's Beyla to start")
+    beyla_pid = int(runs(binary.parent)[-1]["pid"])
+    return agent, beyla_pid
+
+
+def test_beyla_dies_with_the_agent(tmp_path: Path, service: ServiceEntry) -> None:
+    agent, beyla_pid = start_agent(tmp_path, service, {})
+    agent.kill()  # SIGKILL: the agent gets no chance to stop Beyla
+    agent.wait()
+    wait_until(lambda: group_dead(beyla_pid), what="Beyla to get its parent-death signal")
+
+
+
+def test_a_beyla_left_by_a_dead_agent_is_stopped_before_a_new_one_starts(
+    tmp_path: Path, service: ServiceEntry
+) -> None:
+    agent, stale_pid = start_agent(tmp_path, service, {"hang_on_sigterm": True})
+    agent.kill()
+    agent.wait()
+    assert psutil.pid_exists(stale_pid)  # it ignored the parent-death SIGTERM
+    pid_file = json.loads((tmp_path / "state" / "beyla" / "beyla.pid").read_text())
+    assert pid_file["pid"] == stale_pid
+    supervisor = BeylaSupervisor(
+        settings_for(tmp_path / "state", tmp_path / "bin" / "beyla", shutdown_timeout="100ms"),
+        otlp_endpoint="http://127.0.0.1:9",
+        services=[service],
+    )
+    try:
+        supervisor.start()
+        assert group_dead(stale_pid)
+        assert wait_for(supervisor, lambda s: s["state"] == "running")["pid"] != stale_pid
+    finally:
+        supervisor.stop(15)
+
+
+def test_memory_max_puts_beyla_in_a_memory_cgroup_or_under_rlimit_as(tmp_path: Path, service: ServiceEntry) -> None:
+    limit = 1024 * 1024 * 1024
+    supervisor = make(tmp_path, service, limits={"memory_max": "1GiB"})
+    supervisor.start()
+    status = wait_for(supervisor, lambda s: s["state"] == "running")
+    guard = status["memory_guard"]
+    run = runs(tmp_path / "bin")[-1]
+    try:
+        assert guard["limit_bytes"] == limit
+        if guard["method"] in ("cgroup1", "cgroup2"):
+            cgroup = Path(guard["cgroup"])
+            assert cgroup.name in run["cgroup"]
+            limit_file = "memory.max" if guard["method"] == "cgroup2" else "memory.limit_in_bytes"
+            assert int((cgroup / limit_file).read_text()) == limit
+        else:
+            assert guard["method"] == "rlimit_as" and run["rlimit_as"] == limit
+    finally:
+        supervisor.stop(15)
+    if guard["method"] != "rlimit_as":
+        assert not Path(guard["cgroup"]).exists()  # removed with Beyla
+
+
+def test_without_a_writable_cgroup_the_limit_is_rlimit_as(
+    tmp_path: Path, service: ServiceEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memory, "CGROUP_ROOT", tmp_path / "no-cgroups")
+    supervisor = make(tmp_path, service, limits={"memory_max": "2GiB"})
+    supervisor.start()
+    try:
+        status = wait_for(supervisor, lambda s: s["state"] == "running")
+        assert status["memory_guard"]["method"] == "rlimit_as"
+        assert runs(tmp_path / "bin")[-1]["rlimit_as"] == 2 * 1024**3
+    finally:
+        supervisor.stop(15)
+
+
+def test_no_cgroup_is_left_after_many_restarts(tmp_path: Path, service: ServiceEntry) -> None:
+    supervisor = make(tmp_path, service, {"crash": {"times": 3}}, limits={"memory_max": "1GiB"})
+    supervisor.start()
+    status = wait_for(supervisor, lambda s: s["state"] == "running" and s["restarts"] == 2)
+    supervisor.stop(15)
+    if status["memory_guard"]["method"] in ("cgroup1", "cgroup2"):
+        parent = Path(status["memory_guard"]["cgroup"]).parent
+        assert not [p for p in parent.iterdir() if p.name.startswith(f"coral-ebpf-beyla-{os.getpid()}")]
