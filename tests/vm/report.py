@@ -45,6 +45,8 @@ class Leg:
             return "NO TESTS"
         if self.rc == 124:
             return "TIMEOUT"
+        if self.rc == 2:
+            return "INTERRUPTED (rc 2)"  # pytest's status for SIGINT, e.g. the VM's time budget
         return f"FAIL (rc {self.rc})"
 
 

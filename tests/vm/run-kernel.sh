@@ -8,12 +8,14 @@
 # poweroff seconds in OUT_DIR/wall, `uname -r` of the guest in OUT_DIR/kernel.
 # Exit status: the command's, 124 on timeout, 99 when the VM reported nothing.
 # Environment: CORAL_VM_MEM (MiB, default 1536), CORAL_VM_CPUS (default 1),
-#              CORAL_VM_TIMEOUT (seconds per boot, default 900), CORAL_VM_PROJECT (share).
+#              CORAL_VM_TIMEOUT (seconds per boot, default 2400), CORAL_VM_PROJECT (share),
+#              CORAL_VM_CPU_MODEL (QEMU -cpu, default max).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 KDIR=${1:?usage: run-kernel.sh KERNEL_DIR ROOTFS_IMAGE OUT_DIR command}
 IMG=${2:?} OUT=${3:?} CMD=${4:?}
 SHARE=${CORAL_VM_PROJECT:-$PROJECT_DIR}
+TIMEOUT=${CORAL_VM_TIMEOUT:-2400}
 # shellcheck source=/dev/null
 source "$KDIR/info"
 mkdir -p "$OUT"; rm -rf "${OUT:?}"/*
@@ -23,7 +25,7 @@ echo "$ABI" > "$OUT/kernel"
 b64=$(printf '%s' "$CMD" | base64 -w0)
 [ ${#b64} -lt 1800 ] || die "command too long for the kernel command line (${#b64} bytes of base64)"
 
-args=(-accel tcg -machine q35 -cpu max -smp "${CORAL_VM_CPUS:-1}" -m "${CORAL_VM_MEM:-1536}"
+args=(-accel tcg -machine q35 -cpu "${CORAL_VM_CPU_MODEL:-max}" -smp "${CORAL_VM_CPUS:-1}" -m "${CORAL_VM_MEM:-1536}"
       -display none -nodefaults -no-reboot
       -serial "file:$OUT/console.log"
       -kernel "$KDIR/vmlinuz" -initrd "$KDIR/initrd.cpio.gz"
@@ -35,8 +37,13 @@ args=(-accel tcg -machine q35 -cpu max -smp "${CORAL_VM_CPUS:-1}" -m "${CORAL_VM
       -device virtio-rng-pci
       -append "console=ttyS0 panic=-1 quiet loglevel=1 random.trust_cpu=on vmtest.cmd=$b64")
 start=$(now)
-timeout --kill-after=10 "${CORAL_VM_TIMEOUT:-900}" qemu-system-x86_64 "${args[@]}" </dev/null >"$OUT/qemu.log" 2>&1
+# `timeout` puts QEMU in a process group of its own: stop it ourselves when we are stopped.
+timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 "${args[@]}" </dev/null >"$OUT/qemu.log" 2>&1 &
+vm_pid=$!
+trap 'kill "$vm_pid" 2>/dev/null; exit 143' TERM INT HUP
+wait "$vm_pid"
 qemu_rc=$?
+trap - TERM INT HUP
 since "$start" > "$OUT/wall"
 
 if [ -s "$OUT/out.tar" ]; then
@@ -47,7 +54,7 @@ if [ ! -f "$OUT/rc" ]; then
     rc=$(sed -n 's/^VMTEST-RC=\([0-9]*\).*/\1/p' "$OUT/console.log" 2>/dev/null | tail -1)
     if [ -n "$rc" ]; then echo "$rc" > "$OUT/rc"
     elif [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
-        echo 124 > "$OUT/rc"; echo "vmtest: timed out after ${CORAL_VM_TIMEOUT:-900} s" >> "$OUT/console.log"
+        echo 124 > "$OUT/rc"; echo "vmtest: the VM was killed after $TIMEOUT s" >> "$OUT/console.log"
     else
         cat "$OUT/qemu.log" >> "$OUT/console.log"
     fi

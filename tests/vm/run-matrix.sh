@@ -8,7 +8,8 @@
 #   CORAL_VM_JOBS         legs run at once (default 2: the machine has 2 cores)
 #   CORAL_VM_MEM          guest memory in MiB (default 1536: BCC's clang + duckdb)
 #   CORAL_VM_CPUS         vCPUs per guest (default 1: TCG on a shared 2-core machine)
-#   CORAL_VM_TIMEOUT      seconds per guest boot, tests included (default 900)
+#   CORAL_VM_TIMEOUT      seconds per guest boot, tests included (default 2400); pytest is
+#                         interrupted 180 s before, so the tests that ran are still reported
 #   CORAL_VM_PYTEST_ARGS  extra pytest arguments for every leg (e.g. "-k discovery -x")
 #   CORAL_VM_CACHE        build cache (default ~/.cache/coral-ebpf/vm)
 #   CORAL_VM_RESULTS      per-leg logs and junit XML (default $CORAL_VM_CACHE/results)
@@ -36,9 +37,14 @@ build_seconds=$(awk -v a="$t_start" -v b="$t_built" 'BEGIN { printf "%.1f", b - 
 
 # The same pytest command everywhere; in a guest the project is the read-only share at /project
 # and the interpreter is the image's venv. Nothing is written into the checkout.
-PYTEST="-m pytest tests/integration -p no:cacheprovider -q -ra"
+# In a guest, pytest gets SIGINT 3 minutes before the VM's own timeout: it then still prints its
+# summary and writes the junit XML for the tests that ran.
+PYTEST="-m pytest tests/integration -p no:cacheprovider -q -ra --durations=10"
+export CORAL_VM_TIMEOUT=${CORAL_VM_TIMEOUT:-2400}
+GUEST_BUDGET=$((CORAL_VM_TIMEOUT - 180))
 GUEST_CMD="export PYTHONPATH=/project PYTHONDONTWRITEBYTECODE=1 PY_COLORS=0 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis; \
-cd /project && exec /opt/coral-venv/bin/python $PYTEST --junitxml=\$VMTEST_OUT/junit.xml $PYTEST_EXTRA"
+cd /project && exec timeout -s INT -k 60 $GUEST_BUDGET /opt/coral-venv/bin/python $PYTEST \
+--junitxml=\$VMTEST_OUT/junit.xml $PYTEST_EXTRA"
 
 run_native() {
     local out=$RESULTS/host
@@ -69,6 +75,7 @@ run_leg() {
 }
 
 rm -rf "$RESULTS"; mkdir -p "$RESULTS"
+trap 'kill $(jobs -p) 2>/dev/null; wait; exit 130' INT TERM HUP
 running=0
 for leg in "${legs[@]}"; do
     if [ "$running" -ge "$JOBS" ]; then wait -n; running=$((running - 1)); fi
