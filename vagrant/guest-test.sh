@@ -17,6 +17,6 @@ else
     exit 2
 fi
 export PYTHONDONTWRITEBYTECODE=1 PY_COLORS=0 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/coral-hypothesis
-echo "guest-test.sh: kernel $(uname -r), $python"
+echo "guest-test.sh: kernel $(uname -r), $python, CORAL_TEST_TIME_SCALE=${CORAL_TEST_TIME_SCALE:-1}"
 exec "$python" -m pytest tests/integration -p no:cacheprovider -q -ra \
     --junitxml="${CORAL_JUNIT_XML:-/tmp/coral-integration.xml}" "$@"

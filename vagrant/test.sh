@@ -122,7 +122,11 @@ t_up=$(now)
 log "VM up in $(awk -v a="$t_ready" -v b="$t_up" 'BEGIN { printf "%.1f", b - a }') s"
 
 in_ns vagrant ssh -c 'uname -r' 2>/dev/null | tr -d '\r' > "$RESULTS/vagrant/kernel"
-in_ns vagrant ssh -c "cd /vagrant && sudo vagrant/guest-test.sh ${CORAL_VAGRANT_PYTEST_ARGS:-}" 2>&1 \
+# where the guest's boot time went, for whoever tunes the box
+in_ns vagrant ssh -c 'systemd-analyze; systemd-analyze blame | head -15' > "$LOGS/boot-analysis.log" 2>&1
+# Under TCG the tests stretch their waits (tests/helpers/timing.py).
+scale=${CORAL_TEST_TIME_SCALE:-$([ "$CORAL_VAGRANT_DRIVER" = qemu ] && echo 10 || echo 1)}
+in_ns vagrant ssh -c "cd /vagrant && sudo CORAL_TEST_TIME_SCALE=$scale vagrant/guest-test.sh ${CORAL_VAGRANT_PYTEST_ARGS:-}" 2>&1 \
     | tr -d '\r' | tee "$RESULTS/vagrant/console.log"
 rc=${PIPESTATUS[0]}
 echo "$rc" > "$RESULTS/vagrant/rc"

@@ -3,7 +3,8 @@
 usage: python3 report.py RESULTS_DIR LEG...
 
 Each RESULTS_DIR/<leg>/ holds `junit.xml` (pytest --junitxml), `rc` (the test command's exit
-status, absent when the VM never reported one) and `wall` (seconds, boot included).
+status, absent when the VM never reported one), `wall` (seconds, boot included) and, for a VM,
+`cpu` (CPU seconds QEMU used: about the wall time the leg needs on an idle core).
 Prints a table and exits 0 only when every leg ran tests and passed.
 """
 
@@ -26,6 +27,7 @@ class Leg:
     skipped: int
     pytest_seconds: float | None
     wall_seconds: float | None
+    cpu_seconds: float | None
 
     @property
     def passed(self) -> int:
@@ -83,7 +85,9 @@ def load_leg(results: Path, name: str) -> Leg:
             errors += int(suite.get("errors", 0))
             skipped += int(suite.get("skipped", 0))
             pytest_seconds = (pytest_seconds or 0.0) + float(suite.get("time", 0.0))
-    return Leg(name, kernel, rc, tests, failed, errors, skipped, pytest_seconds, _float(_read_text(leg_dir / "wall")))
+    wall = _float(_read_text(leg_dir / "wall"))
+    cpu = _float(_read_text(leg_dir / "cpu"))
+    return Leg(name, kernel, rc, tests, failed, errors, skipped, pytest_seconds, wall, cpu)
 
 
 def _seconds(value: float | None) -> str:
@@ -91,7 +95,7 @@ def _seconds(value: float | None) -> str:
 
 
 def render(legs: list[Leg]) -> str:
-    header = ("leg", "kernel", "result", "passed", "failed", "skipped", "pytest", "wall")
+    header = ("leg", "kernel", "result", "passed", "failed", "skipped", "pytest", "wall", "vm cpu")
     rows = [
         (
             leg.name,
@@ -102,6 +106,7 @@ def render(legs: list[Leg]) -> str:
             str(leg.skipped),
             _seconds(leg.pytest_seconds),
             _seconds(leg.wall_seconds),
+            _seconds(leg.cpu_seconds),
         )
         for leg in legs
     ]

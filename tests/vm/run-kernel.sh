@@ -44,6 +44,8 @@ trap 'kill "$vm_pid" 2>/dev/null; exit 143' TERM INT HUP
 wait "$vm_pid"
 qemu_rc=$?
 trap - TERM INT HUP
+# CPU seconds QEMU used (children of this shell): what the leg would take on an idle core
+times | awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.1f\n", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' > "$OUT/cpu"
 since "$start" > "$OUT/wall"
 
 if [ -s "$OUT/out.tar" ]; then

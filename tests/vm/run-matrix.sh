@@ -11,6 +11,7 @@
 #   CORAL_VM_TIMEOUT      seconds per guest boot, tests included (default 2400); pytest is
 #                         interrupted 180 s before, so the tests that ran are still reported
 #   CORAL_VM_PYTEST_ARGS  extra pytest arguments for every leg (e.g. "-k discovery -x")
+#   CORAL_VM_TIME_SCALE   CORAL_TEST_TIME_SCALE in the guests (default 10, see tests/helpers/timing.py)
 #   CORAL_VM_CACHE        build cache (default ~/.cache/coral-ebpf/vm)
 #   CORAL_VM_RESULTS      per-leg logs and junit XML (default $CORAL_VM_CACHE/results)
 set -uo pipefail
@@ -42,7 +43,9 @@ build_seconds=$(awk -v a="$t_start" -v b="$t_built" 'BEGIN { printf "%.1f", b - 
 PYTEST="-m pytest tests/integration -p no:cacheprovider -q -ra --durations=10"
 export CORAL_VM_TIMEOUT=${CORAL_VM_TIMEOUT:-2400}
 GUEST_BUDGET=$((CORAL_VM_TIMEOUT - 180))
-GUEST_CMD="export PYTHONPATH=/project PYTHONDONTWRITEBYTECODE=1 PY_COLORS=0 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis; \
+# Tests stretch their waits by CORAL_TEST_TIME_SCALE (tests/helpers/timing.py): TCG is ~10x slower.
+GUEST_CMD="export PYTHONPATH=/project PYTHONDONTWRITEBYTECODE=1 PY_COLORS=0 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis \
+CORAL_TEST_TIME_SCALE=${CORAL_VM_TIME_SCALE:-10}; \
 cd /project && exec timeout -s INT -k 60 $GUEST_BUDGET /opt/coral-venv/bin/python $PYTEST \
 --junitxml=\$VMTEST_OUT/junit.xml $PYTEST_EXTRA"
 
