@@ -19,15 +19,21 @@ from coral_ebpf.beyla.settings import BeylaSettings
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
 from coral_ebpf.config import parse_config_text
 from coral_ebpf.discovery.model import Listener, ServiceEntry
+from tests.helpers.timing import scaled, scaled_duration
 
+# The health and shutdown allowances stretch under QEMU/TCG (CORAL_TEST_TIME_SCALE, see
+# tests/helpers/timing.py), where the stand-in alone needs seconds to start; the back-off values
+# are what the tests assert, so they stay as they are.
 FAST: dict[str, Any] = {
     "metrics_interval": "1s",
     "traces_batch_timeout": "200ms",
-    "shutdown_timeout": "2s",
+    "shutdown_timeout": scaled_duration("2s"),
     "debounce": "300ms",
     "restart": {"backoff_initial": "50ms", "backoff_max": "400ms", "healthy_reset": "1s", "max_restarts": 4},
-    # Generous health limits: a loaded machine (or a TCG VM) must not turn a slow answer into a restart.
-    "health": {"grace": "10s", "interval": "200ms", "timeout": "2s", "failures": 5},
+    # Generous health limits (and stretched under TCG): a slow answer on a loaded machine must not
+    # turn into a restart.
+    "health": {"grace": scaled_duration("10s"), "interval": scaled_duration("200ms"),
+               "timeout": scaled_duration("2s"), "failures": 5},
 }
 
 
@@ -62,7 +68,7 @@ def http_service() -> Iterator[ServiceEntry]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + scaled(10)
         while time.monotonic() < deadline:
             if any(c.laddr.port == port for c in psutil.Process(process.pid).net_connections(kind="tcp")):
                 break
@@ -83,7 +89,7 @@ def http_service() -> Iterator[ServiceEntry]:
 def wait_for(
     supervisor: BeylaSupervisor, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     status = supervisor.status()
     while time.monotonic() < deadline:
         status = supervisor.status()
@@ -94,7 +100,7 @@ def wait_for(
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while time.monotonic() < deadline:
         if condition():
             return

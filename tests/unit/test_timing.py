@@ -1,0 +1,35 @@
+"""tests/helpers/timing.py: the time scale VM harnesses export for slow (TCG) guests."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers.timing import ENV, scaled, scaled_duration, time_scale
+
+
+def test_unset_means_native_speed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV, raising=False)
+    assert time_scale() == 1.0
+    assert scaled(2.5) == 2.5
+    assert scaled_duration("200ms") == "200ms"
+
+
+def test_scale_stretches_seconds_and_durations_in_their_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV, "10")
+    assert scaled(3) == 30
+    assert scaled_duration("200ms") == "2000ms"
+    assert scaled_duration("1.5s") == "15s"
+    monkeypatch.setenv(ENV, "2.5")
+    assert scaled_duration("3s") == "7.5s"
+
+
+@pytest.mark.parametrize("value", ["fast", "0.5", "-1"])
+def test_bad_scale_is_rejected_with_the_variable_named(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(ENV, value)
+    with pytest.raises(ValueError, match=ENV):
+        time_scale()
+
+
+def test_bad_duration_is_rejected() -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        scaled_duration("3 seconds")
