@@ -18,5 +18,11 @@ else
 fi
 export PYTHONDONTWRITEBYTECODE=1 PY_COLORS=0 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/coral-hypothesis
 echo "guest-test.sh: kernel $(uname -r), $python, CORAL_TEST_TIME_SCALE=${CORAL_TEST_TIME_SCALE:-1}"
+# CORAL_VM_SUITE=kernel (default): the kernel-facing tests (pytest marker `kernel`); all: every one.
+case "${CORAL_VM_SUITE:-kernel}" in
+    kernel) set -- -m kernel "$@" ;;
+    all) ;;
+    *) echo "guest-test.sh: CORAL_VM_SUITE must be kernel or all" >&2; exit 2 ;;
+esac
 exec "$python" -m pytest tests/integration -p no:cacheprovider -q -ra \
     --junitxml="${CORAL_JUNIT_XML:-/tmp/coral-integration.xml}" "$@"

@@ -126,7 +126,7 @@ in_ns vagrant ssh -c 'uname -r' 2>/dev/null | tr -d '\r' > "$RESULTS/vagrant/ker
 in_ns vagrant ssh -c 'systemd-analyze; systemd-analyze blame | head -15' > "$LOGS/boot-analysis.log" 2>&1
 # Under TCG the tests stretch their waits (tests/helpers/timing.py).
 scale=${CORAL_TEST_TIME_SCALE:-$([ "$CORAL_VAGRANT_DRIVER" = qemu ] && echo 10 || echo 1)}
-in_ns vagrant ssh -c "cd /vagrant && sudo CORAL_TEST_TIME_SCALE=$scale vagrant/guest-test.sh ${CORAL_VAGRANT_PYTEST_ARGS:-}" 2>&1 \
+in_ns vagrant ssh -c "cd /vagrant && sudo CORAL_TEST_TIME_SCALE=$scale CORAL_VM_SUITE=${CORAL_VM_SUITE:-kernel} vagrant/guest-test.sh ${CORAL_VAGRANT_PYTEST_ARGS:-}" 2>&1 \
     | tr -d '\r' | tee "$RESULTS/vagrant/console.log"
 rc=${PIPESTATUS[0]}
 echo "$rc" > "$RESULTS/vagrant/rc"

@@ -21,6 +21,9 @@ from tests.beyla_standin import install_standin, runs
 from tests.helpers.agent_process import AgentProcess, Status, call_failed
 from tests.helpers.red_support import ServerProcess, server
 
+# Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
+pytestmark = pytest.mark.kernel
+
 
 @pytest.fixture(scope="module")
 def standin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

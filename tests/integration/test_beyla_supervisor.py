@@ -305,6 +305,7 @@ def test_failing_healthz_degrades_then_restarts(make: Any) -> None:
     assert status["last_stop"]["why"] == "unhealthy"
 
 
+@pytest.mark.kernel
 def test_the_real_capability_probe_decides_whether_beyla_starts(make: Any, tmp_path: Path) -> None:
     from coral_ebpf.capabilities import probe
 

@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+# Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
+pytestmark = pytest.mark.kernel
+
 REQUIRED_FEATURES = (
     "bpf_syscall", "btf", "jit", "ringbuf", "perf_event_array", "tracepoint", "raw_tracepoint", "kprobe", "uprobe",
     "fentry", "bcc_compile", "kernel_headers",

@@ -23,6 +23,9 @@ from coral_ebpf.capabilities.mounts import ensure_tracefs
 from coral_ebpf.capabilities.report import ProbeReport
 from tests.helpers.kernel_truth import KernelConfig, bpftool_features, kernel_config, kernel_numbers
 
+# Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
+pytestmark = pytest.mark.kernel
+
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> ProbeReport:

@@ -23,6 +23,9 @@ from coral_ebpf.red.engine import RedEngine  # noqa: E402
 from coral_ebpf.red.settings import RedSettings  # noqa: E402
 from tests.helpers.red_support import counts, server  # noqa: E402
 
+# Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
+pytestmark = pytest.mark.kernel
+
 SETTINGS = RedSettings(engine="bcc", routes=("/orders/{id}",), export_interval=3600)
 
 

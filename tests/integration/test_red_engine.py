@@ -18,6 +18,9 @@ from coral_ebpf.red.records import BUCKETS
 from coral_ebpf.red.settings import RedSettings
 from tests.helpers.red_support import CollectingConsumer, ServerProcess, counts, points, server, spans, wait_for
 
+# Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
+pytestmark = pytest.mark.kernel
+
 SETTINGS = RedSettings(engine="bcc", routes=("/orders/{id}",), export_interval=3600, pipeline_depth=8)
 
 

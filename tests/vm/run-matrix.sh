@@ -10,6 +10,9 @@
 #   CORAL_VM_CPUS         vCPUs per guest (default 1: TCG on a shared 2-core machine)
 #   CORAL_VM_TIMEOUT      seconds per guest boot, tests included (default 2400); pytest is
 #                         interrupted 180 s before, so the tests that ran are still reported
+#   CORAL_VM_SUITE        kernel (default): the integration tests whose outcome depends on the
+#                         kernel (pytest marker `kernel`: probe, discovery, BCC, the RED engine,
+#                         the agent choosing its engine); all: every integration test
 #   CORAL_VM_PYTEST_ARGS  extra pytest arguments for every leg (e.g. "-k discovery -x")
 #   CORAL_VM_TIME_SCALE   CORAL_TEST_TIME_SCALE in the guests (default 10, see tests/helpers/timing.py)
 #   CORAL_VM_CACHE        build cache (default ~/.cache/coral-ebpf/vm)
@@ -40,7 +43,15 @@ build_seconds=$(awk -v a="$t_start" -v b="$t_built" 'BEGIN { printf "%.1f", b - 
 # and the interpreter is the image's venv. Nothing is written into the checkout.
 # In a guest, pytest gets SIGINT 3 minutes before the VM's own timeout: it then still prints its
 # summary and writes the junit XML for the tests that ran.
-PYTEST="-m pytest tests/integration -p no:cacheprovider -q -ra --durations=10"
+# The user-space suites (receiver, storage, Beyla supervision with the stand-in) behave the same on
+# every kernel and run natively in `make test`; under TCG they would cost ~10x the time and prove
+# nothing more, so by default the guests run the kernel-facing tests.
+case "${CORAL_VM_SUITE:-kernel}" in
+    kernel) SELECT="-m kernel" ;;
+    all) SELECT="" ;;
+    *) die "CORAL_VM_SUITE must be kernel or all, not '${CORAL_VM_SUITE}'" ;;
+esac
+PYTEST="-m pytest tests/integration $SELECT -p no:cacheprovider -q -ra --durations=10"
 export CORAL_VM_TIMEOUT=${CORAL_VM_TIMEOUT:-2400}
 GUEST_BUDGET=$((CORAL_VM_TIMEOUT - 180))
 # Tests stretch their waits by CORAL_TEST_TIME_SCALE (tests/helpers/timing.py): TCG is ~10x slower.

@@ -11,7 +11,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers.discovery import ListenerProcess, netns_inode_of
+
+# Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
+pytestmark = pytest.mark.kernel
 
 REQUIRED_KEYS = {"event", "pid", "comm", "port", "netns", "ts_ns"}
 

@@ -25,6 +25,9 @@ from tests.integration.discovery.conftest import EventLog
 
 STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
 
+# Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
+pytestmark = pytest.mark.kernel
+
 
 def test_snapshot_alone_finds_listeners_opened_before_start(state_dir: Path, netns: str) -> None:
     stats_before = STATS_SYSCTL.read_text()
@@ -120,6 +123,7 @@ def test_exclusions(state_dir: Path, netns: str, tmp_path: Path) -> None:
 
 BURST = """
 import json, socket, sys
+
 opened = []
 for _ in range(300):
     sock = socket.socket()

@@ -24,6 +24,9 @@ from tests.helpers.discovery import ListenerProcess, entries_of, netns_inode_of,
 from tests.helpers.netns import named_netns, run_in_netns
 from tests.integration.discovery.conftest import EventLog, record_events
 
+# Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
+pytestmark = pytest.mark.kernel
+
 MODES = [
     pytest.param(("ring_buffer", True), id="ring-btf"),
     pytest.param(("perf_buffer", True), id="perf-btf"),
