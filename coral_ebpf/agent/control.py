@@ -1,4 +1,4 @@
-"""The local control socket: how `coral-ebpf status` and `coral-ebpf query` reach a running agent.
+"""The local control socket, server side: how `coral-ebpf status` and `coral-ebpf query` reach a running agent.
 
 HTTP over a unix socket (mode 0600, so root only), served by aiohttp on its own thread.
 DuckDB lets one process own the database file, so while the agent runs, queries are executed
@@ -7,13 +7,14 @@ inside the agent on a reader connection and only the JSON result crosses the soc
 Routes:
   GET  /v1/status   the agent's status document
   POST /v1/query    {"kind": "http"|"grpc"|"sql"|"traces", "params": {...}} -> {"result": ...}
+
+The client is in control_client.py (standard library only, so the CLI starts fast).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
 import json
 import logging
 import os
@@ -26,7 +27,8 @@ from typing import Any
 
 from aiohttp import web
 
-from coral_ebpf.errors import AgentNotRunningError, CoralError
+from coral_ebpf.agent.control_client import socket_is_live
+from coral_ebpf.errors import CoralError
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +38,6 @@ QueryExecutor = Callable[[str, dict[str, Any]], Any]
 
 class ControlSocketInUseError(CoralError):
     pass
-
-
-def _socket_is_live(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        return False
-    except OSError:
-        return True  # exists and is something we cannot judge: do not remove it
-    finally:
-        probe.close()
-    return True
 
 
 def check_control_socket_free(path: Path) -> bool:
@@ -62,7 +50,7 @@ def check_control_socket_free(path: Path) -> bool:
             f"control socket path {path} exists and is not a socket",
             "remove it or set control.socket to another path",
         )
-    if _socket_is_live(path):
+    if socket_is_live(path):
         raise ControlSocketInUseError(
             f"another coral-ebpf agent is already running (it answers on {path})",
             "stop it first, or give this one a different control.socket and state_dir",
@@ -174,59 +162,3 @@ class ControlServer:
 
     def status(self) -> dict[str, Any]:
         return {"socket": str(self.path), "requests": self._requests}
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(str(self._path))
-        self.sock = sock
-
-
-class ControlClient:
-    """Talks to a running agent. Raises AgentNotRunningError when nobody answers."""
-
-    def __init__(self, path: Path, timeout: float = 30.0) -> None:
-        self.path = path
-        self.timeout = timeout
-
-    def _request(self, method: str, route: str, body: Any = None) -> Any:
-        connection = _UnixHTTPConnection(self.path, self.timeout)
-        payload = None if body is None else json.dumps(body)
-        try:
-            connection.request(method, route, body=payload, headers={"Content-Type": "application/json"})
-            response = connection.getresponse()
-            data = response.read()
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise AgentNotRunningError(
-                f"no coral-ebpf agent answers on {self.path}",
-                "start it with 'sudo coral-ebpf start', or pass the --config it runs with",
-            ) from exc
-        except PermissionError as exc:
-            raise AgentNotRunningError(
-                f"permission denied on the control socket {self.path}", "run the command as root (sudo)"
-            ) from exc
-        finally:
-            connection.close()
-        try:
-            document = json.loads(data)
-        except ValueError as exc:
-            raise CoralError(f"the agent sent a response that is not JSON (HTTP {response.status})") from exc
-        if response.status != 200:
-            raise CoralError(document.get("error", f"HTTP {response.status}"), document.get("hint", ""))
-        return document
-
-    def available(self) -> bool:
-        return self.path.exists() and _socket_is_live(self.path)
-
-    def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", "/v1/status")
-        return result
-
-    def query(self, kind: str, params: dict[str, Any]) -> Any:
-        return self._request("POST", "/v1/query", {"kind": kind, "params": params})["result"]

@@ -31,7 +31,6 @@ from coral_ebpf.cli._common import (
     print_json_line,
     print_table,
 )
-from coral_ebpf.discovery.component import Discovery
 from coral_ebpf.discovery.model import DiscoveryEvent, ServiceEntry
 
 FAMILY_NAMES: dict[int, str] = {int(socket.AF_INET): "ipv4", int(socket.AF_INET6): "ipv6"}
@@ -118,6 +117,8 @@ def _run(args: argparse.Namespace) -> int:
         sys.stderr.write("coral-ebpf: note: discovery.enabled is false for the agent; discover runs it on demand\n")
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings = dataclasses.replace(config.discovery, enabled=True)
+    from coral_ebpf.discovery.component import Discovery  # BCC and pyroute2: only `discover` pays
+
     discovery = Discovery(settings, config.state_dir, report_all_processes=args.all)
     events: queue.Queue[DiscoveryEvent] = queue.Queue()
     started = threading.Event()

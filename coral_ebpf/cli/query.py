@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from coral_ebpf.agent.control import ControlClient
+from coral_ebpf.agent.control_client import ControlClient
 from coral_ebpf.cli._common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -20,9 +20,7 @@ from coral_ebpf.cli._common import (
 )
 from coral_ebpf.cli.query_output import print_red, print_traces
 from coral_ebpf.config import AgentConfig
-from coral_ebpf.query.dispatch import run_query
 from coral_ebpf.query.params import QueryError, RedParams, TraceParams
-from coral_ebpf.storage.database import open_read_only
 from coral_ebpf.units import parse_duration
 
 
@@ -36,6 +34,10 @@ def execute(config: AgentConfig, kind: str, params: dict[str, Any]) -> dict[str,
     if client.available():
         result: dict[str, Any] = client.query(kind, params)
         return result
+    # duckdb is imported only when the CLI reads the file itself (no agent running).
+    from coral_ebpf.query.dispatch import run_query
+    from coral_ebpf.storage.database import open_read_only
+
     connection = open_read_only(config.storage.path)
     try:
         return run_query(connection, kind, params)

@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 
-from coral_ebpf.agent.agent import Agent
 from coral_ebpf.agent.lifecycle import StopSignal, prepare_state_dir, single_instance_lock
 from coral_ebpf.cli._common import EXIT_OK, add_config_flag, config_from_args
 from coral_ebpf.logsetup import setup_logging
@@ -15,6 +14,8 @@ log = logging.getLogger("coral_ebpf.start")
 
 
 def _run(args: argparse.Namespace) -> int:
+    from coral_ebpf.agent.agent import Agent  # every part's imports: only `start` pays for them
+
     config = config_from_args(args)
     setup_logging(args.log_level or config.log_level, config.log_format)
     if os.geteuid() != 0:

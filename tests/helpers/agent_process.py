@@ -27,7 +27,7 @@ import psutil
 import pytest
 import yaml
 
-from coral_ebpf.agent.control import ControlClient
+from coral_ebpf.agent.control_client import ControlClient
 from coral_ebpf.errors import CoralError
 
 REPO = Path(__file__).resolve().parents[2]

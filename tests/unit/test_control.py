@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from coral_ebpf.agent.control import ControlClient, ControlServer, ControlSocketInUseError
+from coral_ebpf.agent.control import ControlServer, ControlSocketInUseError
+from coral_ebpf.agent.control_client import ControlClient
 from coral_ebpf.errors import AgentNotRunningError, CoralError
 
 
