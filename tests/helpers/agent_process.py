@@ -48,6 +48,13 @@ def run_cli(*args: str, timeout: float = 120, columns: int | None = None) -> sub
     )
 
 
+def query_json(config: Path, *args: str) -> Any:
+    """`coral-ebpf query ARGS --json --config CONFIG`, which must succeed; its parsed output."""
+    result = run_cli("query", *args, "--json", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """`override` on top of `base`, section by section."""
     merged = dict(base)

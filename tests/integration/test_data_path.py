@@ -6,10 +6,7 @@ are read through the real CLI in a subprocess, from the database file the agent 
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from coral_ebpf.transform.processor import TransformProcessor
+from tests.helpers.agent_process import query_json
 from tests.helpers.beyla_otlp import (
     BEYLA_DURATION_BUCKETS,
     SECOND_NS,
@@ -46,18 +44,6 @@ def over_the_wire(request: Any) -> Any:
     return type(request).FromString(request.SerializeToString())
 
 
-def cli(config: Path, *args: str) -> Any:
-    script = Path(sys.executable).with_name("coral-ebpf")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "coral_ebpf"]
-    result = subprocess.run(
-        [*command, "query", *args, "--json", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def write_config(tmp_path: Path) -> Path:
@@ -119,7 +105,7 @@ def test_beyla_shaped_metrics_through_the_cli(tmp_path: Path) -> None:
     assert stored == (6, 55)
     config = write_config(tmp_path)
 
-    http = by(cli(config, "http", "--since", "10m"), "service", "method", "route")
+    http = by(query_json(config, "http", "--since", "10m"), "service", "method", "route")
     products = http[("frontend", "GET", "/products/{id}")]
     assert (products["requests"], products["errors"]) == (51, 3)
     assert products["error_rate"] == pytest.approx(3 / 51, abs=1e-6)
@@ -131,12 +117,12 @@ def test_beyla_shaped_metrics_through_the_cli(tmp_path: Path) -> None:
     cart = http[("cart", "POST", "/cart")]
     assert (cart["requests"], cart["errors"], cart["p50_ms"]) == (4, 0, pytest.approx(10 + 15 * 0.5))
 
-    grpc = by(cli(config, "grpc"), "service", "method")
+    grpc = by(query_json(config, "grpc"), "service", "method")
     assert (grpc[("cart", "/shop.Cart/AddItem")]["requests"], grpc[("cart", "/shop.Cart/AddItem")]["errors"]) == (10, 1)
     assert (grpc[("cart", "/shop.Cart/GetCart")]["requests"], grpc[("cart", "/shop.Cart/GetCart")]["errors"]) == (6, 1)
     assert grpc[("cart", "/shop.Cart/AddItem")]["p50_ms"] == pytest.approx(5 + 5 * 5 / 9)
 
-    sql = by(cli(config, "sql"), "service", "operation", "table")
+    sql = by(query_json(config, "sql"), "service", "operation", "table")
     select = sql[("cart", "SELECT", "carts")]
     assert (select["requests"], select["errors"], select["db_system"]) == (20, 4, "postgresql")
     assert select["p50_ms"] == pytest.approx(5 * 10 / 16)
@@ -179,7 +165,7 @@ def test_real_sdk_metrics_through_the_cli(tmp_path: Path) -> None:
     provider.shutdown()
     config = write_config(tmp_path)
 
-    (row,) = cli(config, "http")
+    (row,) = query_json(config, "http")
     assert (row["service"], row["method"], row["route"], row["requests"], row["errors"]) == (
         "sdk-api",
         "GET",
@@ -191,7 +177,7 @@ def test_real_sdk_metrics_through_the_cli(tmp_path: Path) -> None:
     assert row["p50_ms"] == pytest.approx(25 + 25 * 2.5 / 10)
     assert row["p95_ms"] == pytest.approx(100 + 150 * 3.75 / 5)
     assert row["p99_ms"] == pytest.approx(100 + 150 * 4.75 / 5)
-    (rpc,) = cli(config, "grpc", "--side", "client")
+    (rpc,) = query_json(config, "grpc", "--side", "client")
     assert (rpc["method"], rpc["requests"], rpc["errors"], rpc["side"]) == ("/up.Stream/Get", 1, 0, "client")
 
 
@@ -219,7 +205,7 @@ def test_real_sdk_traces_through_the_cli(tmp_path: Path) -> None:
         storage.flush()
     provider.shutdown()
     config = write_config(tmp_path)
-    (trace,) = cli(config, "traces", "--service", "sdk-api")
+    (trace,) = query_json(config, "traces", "--service", "sdk-api")
     assert trace["trace_id"] == trace_id
     assert (trace["span_count"], trace["status"], trace["root_operation"]) == (2, "ERROR", "GET /orders/{id}")
     assert trace["duration_ms"] >= 10.0

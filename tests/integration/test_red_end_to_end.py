@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ datapath = pytest.importorskip("tests.helpers.datapath")
 
 from coral_ebpf.red.engine import RedEngine  # noqa: E402
 from coral_ebpf.red.settings import RedSettings  # noqa: E402
+from tests.helpers.agent_process import query_json  # noqa: E402
 from tests.helpers.red_support import counts, server  # noqa: E402
 
 # Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
@@ -29,18 +27,6 @@ pytestmark = pytest.mark.kernel
 SETTINGS = RedSettings(engine="bcc", routes=("/orders/{id}",), export_interval=3600)
 
 
-def query(config: Path, *args: str) -> Any:
-    script = Path(sys.executable).with_name("coral-ebpf")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "coral_ebpf"]
-    result = subprocess.run(
-        [*command, "query", *args, "--json", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 class Recording:
@@ -97,7 +83,7 @@ def test_query_http_returns_exact_counts(kind: str, temporality: str, tmp_path: 
         storage.flush()
     config = tmp_path / "config.yaml"
     config.write_text(f"state_dir: {state}\nagent_id: test-agent\n")
-    rows = {(row["service"], row["method"], row["route"]): row for row in query(config, "http", "--since", "10m")}
+    rows = {(row["service"], row["method"], row["route"]): row for row in query_json(config, "http", "--since", "10m")}
     users = rows[("shop", "GET", "/users/*")]
     assert (users["requests"], users["errors"]) == (8, 0)
     assert 25 <= users["p50_ms"] <= 50  # 30 ms server-side sleep: in the (25, 50 ms] bucket
