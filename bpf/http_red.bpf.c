@@ -155,6 +155,8 @@ struct scratch_buf {
     u32 n;
     u32 line;
     u32 method;
+    u32 k;     /* red_pipe_next, red_pipe_write_next: the next entry of pos[] */
+    u32 found; /* entries of pos[] filled by find_all4 */
     u64 now;
 };
 
@@ -185,7 +187,9 @@ BPF_PERCPU_ARRAY(counters, u64, C_COUNT);
 #define TAIL_PARSE_READ 0
 #define TAIL_PIPE_READ 1
 #define TAIL_PIPE_WRITE 2
-BPF_PROG_ARRAY(tails, 3);
+#define TAIL_PIPE_NEXT 3
+#define TAIL_PIPE_WRITE_NEXT 4
+BPF_PROG_ARRAY(tails, 5);
 #if RED_USE_RINGBUF
 BPF_RINGBUF_OUTPUT(events, RED_RINGBUF_PAGES);
 #else
@@ -363,6 +367,16 @@ static __always_inline u32 find_all4(struct scratch_buf *s, u32 from, u32 n, u32
         }
     }
     return LAUNDER(s, 2, (u32)found);
+}
+
+/*
+ * s->pos[] index of the k-th pipelined request. The mask is hidden from clang, which would drop it
+ * (k < RED_PIPE_MAX already) and walk pos[] with a pointer: verifiers before 6.x lose that
+ * pointer's bound across loop iterations and reject the program.
+ */
+static __always_inline u32 pipe_index(u32 k) {
+    OPAQUE(k);
+    return k & (RED_PIPE_MAX - 1);
 }
 
 static __always_inline void fill_event(struct red_event *ev, struct conn_key *key, struct conn *c,
@@ -768,40 +782,25 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
     return 0;
 }
 
-/* Tail-called after a request was read: requests without a body that follow it in the same read. */
+/* Tail-called after a request was read: find where requests could follow it in the same read. */
 int red_pipe_read(void *ctx) {
     int zero = 0;
     struct scratch_buf *s = scratch.lookup(&zero);
     if (!s)
         return 0;
-    struct conn_key key = s->key;
-    struct conn *c = conns.lookup(&key);
-    if (!c)
-        return 0;
-    u32 n = s->n;
-    u64 now = s->now;
-    u8 method = s->method;
-    u32 found = find_all4(s, s->from, n, 0x0d0a0d0a);
-    for (int k = 0; k < RED_PIPE_MAX; k++) {
-        if (k >= found || !bodyless(method))
-            return 0;
-        u32 next = s->pos[k];
-        if (next >= n)
-            return 0;
-        struct pending *slot = push_slot(c);
-        if (!slot)
-            return 0;
-        if (parse_raw(s, next, n, slot) != P_OK)
-            return 0;
-        slot->start_ns = now;
-        method = slot->method;
-        c->count += 1;
-    }
+    s->found = find_all4(s, s->from, s->n, 0x0d0a0d0a);
+    s->k = 0;
+    tails.call(ctx, TAIL_PIPE_NEXT);
     return 0;
 }
 
-/* Tail-called after a response completed a request: further responses in the same write. */
-int red_pipe_write(void *ctx) {
+/*
+ * Tail-called once per end of headers found by red_pipe_read: the request without a body that
+ * follows it, if any, then itself for the next one. One request per program keeps each program
+ * within what older verifiers can walk (a loop over RED_PIPE_MAX requests in one program exceeded
+ * their 8192-branch limit on 5.10 and 6.1).
+ */
+int red_pipe_next(void *ctx) {
     int zero = 0;
     struct scratch_buf *s = scratch.lookup(&zero);
     if (!s)
@@ -810,18 +809,62 @@ int red_pipe_write(void *ctx) {
     struct conn *c = conns.lookup(&key);
     if (!c)
         return 0;
+    u32 k = s->k;
     u32 n = s->n;
-    u64 now = s->now;
-    u32 found = find_all4(s, 12, n, 0x48545450); /* "HTTP" */
-    for (int k = 0; k < RED_PIPE_MAX; k++) {
-        if (k >= found || c->count == 0)
-            return 0;
-        u32 after = s->pos[k];
-        if (after < 4)
-            return 0;
-        u16 next = status_at(s, after - 4, n);
-        if (next >= 200 || next == 101)
-            complete(ctx, &key, c, next, 0, now);
+    if (k >= s->found || k >= RED_PIPE_MAX || !bodyless(s->method))
+        return 0;
+    u32 next = s->pos[pipe_index(k)];
+    if (next >= n)
+        return 0;
+    struct pending *slot = push_slot(c);
+    if (!slot)
+        return 0;
+    if (parse_raw(s, next, n, slot) != P_OK)
+        return 0;
+    slot->start_ns = s->now;
+    c->count += 1;
+    s->method = slot->method;
+    s->k = k + 1;
+    tails.call(ctx, TAIL_PIPE_NEXT);
+    return 0;
+}
+
+/* Tail-called after a response completed a request: find further status lines in the same write. */
+int red_pipe_write(void *ctx) {
+    int zero = 0;
+    struct scratch_buf *s = scratch.lookup(&zero);
+    if (!s)
+        return 0;
+    s->found = find_all4(s, 12, s->n, 0x48545450); /* "HTTP" */
+    s->k = 0;
+    tails.call(ctx, TAIL_PIPE_WRITE_NEXT);
+    return 0;
+}
+
+/* Tail-called once per "HTTP" found by red_pipe_write: completes a request, then itself again. */
+int red_pipe_write_next(void *ctx) {
+    int zero = 0;
+    struct scratch_buf *s = scratch.lookup(&zero);
+    if (!s)
+        return 0;
+    struct conn_key key = s->key;
+    struct conn *c = conns.lookup(&key);
+    if (!c)
+        return 0;
+    u32 k = s->k;
+    if (k >= s->found || k >= RED_PIPE_MAX || c->count == 0)
+        return 0;
+    u32 after = s->pos[pipe_index(k)];
+    if (after < 4)
+        return 0;
+    u16 next = status_at(s, after - 4, s->n);
+    if (next >= 200 || next == 101)
+        complete(ctx, &key, c, next, 0, s->now);
+    if (next == 101) {
+        c->state = ST_NOT_HTTP; /* protocol upgrade, as in on_write */
+        return 0;
     }
+    s->k = k + 1;
+    tails.call(ctx, TAIL_PIPE_WRITE_NEXT);
     return 0;
 }

@@ -27,8 +27,8 @@ COUNTER_NAMES = (
     "accepted_connections",
 )
 
-# tail-call slots (TAIL_* in the BPF program) and the programs that fill them
-TAIL_PROGRAMS = ("red_parse_read", "red_pipe_read", "red_pipe_write")
+# Slot order of the `tails` program array in bpf/http_red.bpf.c (TAIL_PARSE_READ, ...).
+TAIL_PROGRAMS = ("red_parse_read", "red_pipe_read", "red_pipe_write", "red_pipe_next", "red_pipe_write_next")
 
 _HEADER = struct.Struct("<QQQIIiiHHHBBB7x16s")
 _TARGET_END = (b" ", b"?", b"\r", b"\n", b"\0", b"#")
