@@ -194,7 +194,8 @@ class Agent:
         self.engine, self.engine_reason = choose_engine(
             config.red.engine,
             beyla_verdict.ok or config.beyla.force_start,
-            binary_found and config.beyla.enabled,
+            binary_found,
+            config.beyla.enabled,
         )
         if config.beyla.enabled and config.red.engine != "bcc":
             self._start_beyla()

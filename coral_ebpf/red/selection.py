@@ -6,11 +6,14 @@ from coral_ebpf.errors import ConfigError
 from coral_ebpf.red.settings import ENGINES
 
 
-def choose_engine(setting: str, beyla_verdict_ok: bool, beyla_binary_found: bool) -> tuple[str, str]:
+def choose_engine(
+    setting: str, beyla_verdict_ok: bool, beyla_binary_found: bool, beyla_enabled: bool = True
+) -> tuple[str, str]:
     """Return (engine, reason) for `red.engine` = `setting`; engine is "beyla" or "bcc".
 
     `beyla_verdict_ok`: the capability probe says Beyla's application mode can run on this kernel.
     `beyla_binary_found`: a usable Beyla binary is installed.
+    `beyla_enabled`: `beyla.enabled` in the config.
     """
     if setting == "beyla":
         caveats = []
@@ -23,6 +26,8 @@ def choose_engine(setting: str, beyla_verdict_ok: bool, beyla_binary_found: bool
     if setting == "bcc":
         return "bcc", "red.engine is bcc"
     if setting == "auto":
+        if not beyla_enabled:
+            return "bcc", "beyla.enabled is false: using the built-in BCC probe"
         if not beyla_verdict_ok:
             return "bcc", "Beyla cannot run on this kernel (capability probe): using the built-in BCC probe"
         if not beyla_binary_found:

@@ -1,7 +1,11 @@
-"""End to end through `coral-ebpf start` with the built-in BCC engine (issue 7): on this kernel
-(no kprobes) the default `red.engine: auto` picks the BCC probe, even with a Beyla binary
-installed; HTTP servers started after the agent are discovered, traced, and `coral-ebpf query
-http --json` returns the exact counts.
+"""End to end through `coral-ebpf start` with the built-in BCC engine (issue 7): where Beyla cannot
+run (no kprobes, like the development machines) the default `red.engine: auto` picks the BCC
+probe even with a Beyla binary installed; HTTP servers started after the agent are discovered,
+traced, and `coral-ebpf query http --json` returns the exact counts.
+
+Each kernel's truth is asserted: on a kernel where Beyla can run (the Debian kernels in the VM
+suites have kprobes) the module's agent has `beyla.enabled: false`, so auto still picks the BCC
+probe, and a second agent shows that auto picks Beyla there when it is installed.
 
 One agent serves the module (BCC compiles take seconds each).
 """
@@ -19,10 +23,22 @@ import pytest
 
 from tests.beyla_standin import install_standin, runs
 from tests.helpers.agent_process import AgentProcess, Status, call_failed
+from tests.helpers.kernel_truth import kernel_config, kernel_numbers
 from tests.helpers.red_support import ServerProcess, server
+from tests.helpers.timing import scaled
 
 # Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
 pytestmark = pytest.mark.kernel
+
+
+def beyla_can_run_here() -> bool:
+    """Beyla's application mode needs kprobes, BTF and kernel >= 5.8: read from the kernel's config."""
+    config = kernel_config()
+    if isinstance(config, str):
+        pytest.skip(f"cannot tell whether Beyla can run on this kernel: {config}")
+    return (
+        config.enabled("CONFIG_KPROBES") and config.enabled("CONFIG_DEBUG_INFO_BTF") and kernel_numbers() >= (5, 8)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +50,21 @@ def standin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory, standin_dir: Path) -> Iterator[AgentProcess]:
-    settings = {
-        # A Beyla binary is installed, but the probe says it cannot run here and force_start is off.
-        "beyla": {"binary": str(standin_dir / "beyla")},
+    settings: dict[str, Any] = {
         "red": {"export_interval": "500ms", "routes": ["/users/{id}"]},
         "storage": {"flush_interval": "200ms"},
     }
+    if beyla_can_run_here():
+        settings["beyla"] = {"enabled": False}
+    else:
+        # A Beyla binary is installed, but the probe says it cannot run here and force_start is off.
+        settings["beyla"] = {"binary": str(standin_dir / "beyla")}
     running = AgentProcess(tmp_path_factory.mktemp("agent-red"), settings)
+    running.env.pop("CORAL_EBPF_BEYLA_BIN", None)
     try:
-        running.start()
+        running.start(timeout=scaled(240))
         yield running
-        running.stop()
+        running.stop(timeout=scaled(120))
     finally:
         running.kill()
 
@@ -94,7 +114,7 @@ def drive(app: ServerProcess) -> Counter[tuple[str, str]]:
 
 
 def query_until(agent: AgentProcess, service: str, total: int, timeout: float = 60) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         rows: list[dict[str, Any]] = agent.cli_json("query", "http", "--service", service, "--since", "1h")
         if sum(row["requests"] for row in rows) >= total or time.monotonic() > deadline:
@@ -106,22 +126,50 @@ def test_auto_picks_the_bcc_engine_and_beyla_is_unsupported(agent: AgentProcess,
     document = agent.cli_json("status")
     assert document["agent"]["red_engine"] == "bcc"
     assert document["red"]["state"] == "running" and document["red"]["engine"] == "bcc"
-    assert "Beyla cannot run on this kernel" in document["red"]["reason"]
     beyla = document["beyla"]
+    assert beyla["pid"] is None and beyla["starts"] == 0
+    assert runs(standin_dir) == []  # never started, not even to read its version
+    if beyla_can_run_here():
+        assert document["probe"]["summary"]["beyla_application"] == "yes"
+        assert document["probe"]["features"]["kprobe"] is True
+        assert "beyla.enabled is false" in document["red"]["reason"]
+        assert beyla["state"] == "disabled"
+        return
+    assert "Beyla cannot run on this kernel" in document["red"]["reason"]
     assert beyla["state"] == "unsupported"
     assert "kprobe" in beyla["diagnosis"]["message"]
     assert beyla["diagnosis"]["kind"] == "unsupported" and beyla["diagnosis"]["fix"]
-    assert beyla["pid"] is None and beyla["starts"] == 0
-    assert runs(standin_dir) == []  # never started, not even to read its version
     assert document["probe"]["summary"]["beyla_application"] == "no"
     assert document["probe"]["features"]["kprobe"] is False
+
+
+def test_auto_picks_beyla_where_it_can_run(tmp_path: Path) -> None:
+    if not beyla_can_run_here():
+        pytest.skip("Beyla cannot run on this kernel: auto picks the BCC probe (the test above asserts it)")
+    bindir = tmp_path / "bin"
+    install_standin(bindir, {})
+    settings = {"beyla": {"binary": str(bindir / "beyla")}, "storage": {"flush_interval": "200ms"}}
+    other = AgentProcess(tmp_path / "agent", settings)
+    other.env.pop("CORAL_EBPF_BEYLA_BIN", None)
+    try:
+        other.launch()
+        document = other.wait_for(
+            lambda s: s.get("beyla", {}).get("starts", 0) >= 1, timeout=scaled(240), what="Beyla started"
+        )
+        assert document["agent"]["red_engine"] == "beyla"
+        assert document["red"]["state"] == "standby" and "Beyla can run and is installed" in document["red"]["reason"]
+        assert document["probe"]["summary"]["beyla_application"] == "yes"
+        assert runs(bindir)  # the stand-in was run
+        other.stop(timeout=scaled(120))
+    finally:
+        other.kill()
 
 
 @pytest.mark.parametrize("kind", ["python", "uvicorn"])
 def test_a_server_started_after_the_agent_is_traced_and_queryable(agent: AgentProcess, kind: str) -> None:
     name = f"e2e-red-{kind}"
     with server(kind, service_name=name) as app:
-        document = agent.wait_for(lambda s: served_by_bcc(s, app.pid), timeout=60, what=f"{name} traced by bcc")
+        document = agent.wait_for(lambda s: served_by_bcc(s, app.pid), timeout=scaled(60), what=f"{name} traced by bcc")
         (served,) = [s for s in document["red"]["services"] if s["pid"] == app.pid]
         assert served["name"] == name and app.port in served["ports"]
         discovered = document["discovery"]["services"]
@@ -147,9 +195,10 @@ def test_a_server_started_after_the_agent_is_traced_and_queryable(agent: AgentPr
         assert served["routes"] == len(sent)
         assert after["red"]["requests"] >= sum(sent.values()) and after["red"]["errors"] >= 3
         assert after["red"]["kernel"]["events_lost"] == 0
-        assert after["beyla"]["state"] == "unsupported" and after["beyla"]["services"] == 0
+        assert after["beyla"]["state"] == ("disabled" if beyla_can_run_here() else "unsupported")
+        assert after["beyla"]["services"] == 0
     # The server is gone: discovery says so, and the engine stops tracing it.
-    agent.wait_for(lambda s: not served_by_bcc(s, app.pid), timeout=60, what=f"{name} no longer traced")
+    agent.wait_for(lambda s: not served_by_bcc(s, app.pid), timeout=scaled(60), what=f"{name} no longer traced")
 
 
 def table_rows(table: str) -> dict[str, str]:
@@ -170,7 +219,7 @@ def table_rows(table: str) -> dict[str, str]:
 
 def test_status_table_names_the_engine_and_its_services(agent: AgentProcess) -> None:
     with server("python", service_name="e2e-red-table") as app:
-        agent.wait_for(lambda s: served_by_bcc(s, app.pid), timeout=60, what="e2e-red-table traced by bcc")
+        agent.wait_for(lambda s: served_by_bcc(s, app.pid), timeout=scaled(60), what="e2e-red-table traced by bcc")
         result = agent.cli("status", columns=400)
         assert result.returncode == 0, result.stderr
         lines = table_rows(result.stdout)
@@ -182,4 +231,7 @@ def test_status_table_names_the_engine_and_its_services(agent: AgentProcess) -> 
             assert f"serving e2e-red-table (pid {app.pid})" in lines["red"], result.stdout
         else:
             assert f" and {len(served) - 8} more" in lines["red"], result.stdout
-        assert "│ unsupported " in lines["beyla"] and "kprobes are not available" in lines["beyla"]
+        if beyla_can_run_here():
+            assert "│ disabled " in lines["beyla"] and "beyla.enabled is false" in lines["beyla"], result.stdout
+        else:
+            assert "│ unsupported " in lines["beyla"] and "kprobes are not available" in lines["beyla"]

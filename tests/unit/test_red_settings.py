@@ -72,19 +72,22 @@ def test_bad_values_name_the_key(text: str, message: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("setting", "verdict_ok", "binary", "engine", "reason"),
+    ("setting", "verdict_ok", "binary", "enabled", "engine", "reason"),
     [
-        ("auto", False, True, "bcc", "cannot run"),
-        ("auto", True, False, "bcc", "no Beyla binary"),
-        ("auto", False, False, "bcc", "cannot run"),
-        ("auto", True, True, "beyla", "can run"),
-        ("bcc", True, True, "bcc", "red.engine is bcc"),
-        ("beyla", True, True, "beyla", "red.engine is beyla"),
-        ("beyla", False, False, "beyla", "cannot run on this kernel and no Beyla binary"),
+        ("auto", False, True, True, "bcc", "cannot run"),
+        ("auto", True, False, True, "bcc", "no Beyla binary"),
+        ("auto", False, False, True, "bcc", "cannot run"),
+        ("auto", True, True, True, "beyla", "can run"),
+        ("auto", True, True, False, "bcc", "beyla.enabled is false"),
+        ("bcc", True, True, True, "bcc", "red.engine is bcc"),
+        ("beyla", True, True, True, "beyla", "red.engine is beyla"),
+        ("beyla", False, False, True, "beyla", "cannot run on this kernel and no Beyla binary"),
     ],
 )
-def test_choose_engine(setting: str, verdict_ok: bool, binary: bool, engine: str, reason: str) -> None:
-    chosen, why = choose_engine(setting, verdict_ok, binary)
+def test_choose_engine(
+    setting: str, verdict_ok: bool, binary: bool, enabled: bool, engine: str, reason: str
+) -> None:
+    chosen, why = choose_engine(setting, verdict_ok, binary, enabled)
     assert chosen == engine
     assert reason in why
 
