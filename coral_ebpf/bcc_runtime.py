@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import sys
+import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from coral_ebpf.capabilities.headers import HeadersTree, resolve_headers
 from coral_ebpf.capabilities.mounts import ensure_tracefs
@@ -19,6 +22,11 @@ from coral_ebpf.errors import CoralError
 from coral_ebpf.resources import bpf_dir
 
 _ENV_LOCK = threading.Lock()
+_STDERR_LOCK = threading.Lock()
+_REPLAY_LIMIT = 64 * 1024
+_T = TypeVar("_T")
+# Lines of the verifier's trace (instructions, register states, source lines), not its verdict.
+_VERIFIER_TRACE = re.compile(r"^(\d+: |R\d+_?\w*=|; |from \d+ to \d+|last_idx |regs=|parent )")
 
 
 class BccUnavailableError(CoralError):
@@ -73,6 +81,89 @@ def _kernel_source(headers: HeadersTree) -> Iterator[None]:
                 os.environ["BCC_KERNEL_SOURCE"] = previous
 
 
+class _Captured:
+    text = ""
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[_Captured]:
+    """Send fd 2 to a temporary file while BCC compiles or loads.
+
+    BCC prints clang's warnings there and, when the verifier rejects a program, the verifier's
+    whole log: hundreds of thousands of lines on older kernels, which would bury the agent's own
+    log. What other threads write meanwhile is captured too and handed back by the caller.
+    """
+    captured = _Captured()
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.text = sink.read().decode("utf-8", errors="replace")
+
+
+def _replay(text: str) -> None:
+    """Hand captured output (clang warnings, other threads' lines) back to stderr, bounded."""
+    if not text:
+        return
+    if len(text) > _REPLAY_LIMIT:
+        text = text[:_REPLAY_LIMIT] + f"\n[... {len(text) - _REPLAY_LIMIT} more bytes of BCC output not shown]\n"
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def kernel_verdict(output: str) -> tuple[str, str]:
+    """Who refused the program and why, from BCC's output: ("the verifier", its last words before
+    its "processed N insns" summary), ("clang", its errors), or ("BCC", its last line)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].startswith("processed ") and " insns" in lines[index]:
+            reason: list[str] = []
+            for line in reversed(lines[:index]):
+                if _VERIFIER_TRACE.match(line):
+                    break
+                reason.insert(0, line)
+            return "the verifier", " / ".join(reason[-3:] or lines[index - 1 : index])
+    errors = [line for line in lines if " error: " in line or line.startswith("error:")]
+    if errors:
+        return "clang", " / ".join(errors[:3])
+    return ("BCC", lines[-1]) if lines else ("", "")
+
+
+def _with_bcc_output(name: str, what: str, state_dir: Path, hint: str, action: Callable[[], _T]) -> _T:
+    """Run a BCC compile or load with its output captured; a failure becomes a BpfCompileError that
+    quotes the kernel's verdict and keeps the full output in `state_dir/bpf-<name>.log` (0600)."""
+    failure: Exception | None = None
+    result: _T | None = None
+    with _stderr_captured() as captured:
+        try:
+            result = action()
+        except Exception as exc:  # BCC raises bare Exception on compile/load failures
+            failure = exc
+    if failure is None:
+        _replay(captured.text)
+        return result  # type: ignore[return-value]
+    who, verdict = kernel_verdict(captured.text)
+    message = f"BPF program {name!r} {what}: {failure}"
+    if verdict:
+        message += f"; {who} said: {verdict}"
+    log_path = state_dir / f"bpf-{name}.log"
+    with contextlib.suppress(OSError):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(captured.text)
+        hint = f"{hint}; BCC's full output: {log_path}"
+    raise BpfCompileError(message, hint) from failure
+
+
 def load_program(
     name: str,
     state_dir: Path,
@@ -90,11 +181,19 @@ def load_program(
     cflags = [f"-D{key}={value}" for key, value in (defines or {}).items()]
     cflags.append("-Wno-unused-command-line-argument")
     cflags.append(f"-I{bpf_dir()}")  # lets programs share headers in bpf/ (#include "x.h")
+    hint = f"headers used: {headers.description}; run 'coral-ebpf probe' for what this kernel allows"
     with _kernel_source(headers):
-        try:
-            return bcc.BPF(text=source.encode(), cflags=cflags)
-        except Exception as exc:  # BCC raises bare Exception on compile/load failures
-            raise BpfCompileError(
-                f"BPF program {name!r} failed to compile or load: {exc}",
-                f"headers used: {headers.description}; run 'coral-ebpf probe' for what this kernel allows",
-            ) from exc
+        return _with_bcc_output(
+            name, "failed to compile or load", state_dir, hint, lambda: bcc.BPF(text=source.encode(), cflags=cflags)
+        )
+
+
+def load_function(bpf: Any, program: str, function: str, prog_type: int, state_dir: Path) -> Any:
+    """`bpf.load_func(function, prog_type)` (e.g. a tail-call target), failures reported like load_program's."""
+    return _with_bcc_output(
+        program,
+        f"function {function} failed to load",
+        state_dir,
+        "run 'coral-ebpf probe' for what this kernel allows",
+        lambda: bpf.load_func(function.encode(), prog_type),
+    )

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from coral_ebpf.bcc_runtime import BpfCompileError, load_program
+from coral_ebpf.bcc_runtime import BpfCompileError, load_function, load_program
 from coral_ebpf.red.events import COUNTER_NAMES, TAIL_PROGRAMS, RedEvent, decode_event
 from coral_ebpf.red.settings import RedSettings
 
@@ -75,13 +75,7 @@ class HttpRedProbe:
 
         tails = self._bpf[b"tails"]
         for slot, name in enumerate(TAIL_PROGRAMS):
-            try:
-                fn = self._bpf.load_func(name.encode(), bcc.BPF.TRACEPOINT)
-            except Exception as exc:  # BCC raises bare Exception with the verifier's verdict
-                raise BpfCompileError(
-                    f"BPF program {PROGRAM!r}: {name} failed to load: {exc}",
-                    "run 'coral-ebpf probe' for what this kernel allows",
-                ) from exc
+            fn = load_function(self._bpf, PROGRAM, name, bcc.BPF.TRACEPOINT, self._state_dir)
             tails[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
 
     def _open_events(self) -> None:

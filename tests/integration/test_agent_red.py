@@ -130,7 +130,7 @@ def test_auto_picks_the_bcc_engine_and_beyla_is_unsupported(agent: AgentProcess,
     assert beyla["pid"] is None and beyla["starts"] == 0
     assert runs(standin_dir) == []  # never started, not even to read its version
     if beyla_can_run_here():
-        assert document["probe"]["summary"]["beyla_application"] == "yes"
+        assert document["probe"]["summary"]["beyla_application"] == "ok"
         assert document["probe"]["features"]["kprobe"] is True
         assert "beyla.enabled is false" in document["red"]["reason"]
         assert beyla["state"] == "disabled"
@@ -158,7 +158,7 @@ def test_auto_picks_beyla_where_it_can_run(tmp_path: Path) -> None:
         )
         assert document["agent"]["red_engine"] == "beyla"
         assert document["red"]["state"] == "standby" and "Beyla can run and is installed" in document["red"]["reason"]
-        assert document["probe"]["summary"]["beyla_application"] == "yes"
+        assert document["probe"]["summary"]["beyla_application"] == "ok"
         assert runs(bindir)  # the stand-in was run
         other.stop(timeout=scaled(120))
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from coral_ebpf.bcc_runtime import load_program
+from coral_ebpf.bcc_runtime import BpfCompileError, load_program
 
 # Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
 pytestmark = pytest.mark.kernel
@@ -57,3 +57,37 @@ def test_tracepoint_ignores_other_processes(tmp_path: Path) -> None:
     finally:
         bpf.cleanup()
     assert counts == {}
+
+
+# Reads a map value at an offset the verifier cannot bound: every kernel rejects it.
+UNBOUNDED_READ = r"""
+BPF_ARRAY(values, u64, 1);
+
+TRACEPOINT_PROBE(syscalls, sys_enter_bind) {
+    int zero = 0;
+    u64 *value = values.lookup(&zero);
+    if (!value)
+        return 0;
+    u32 offset = bpf_get_prandom_u32();
+    return *(value + offset);
+}
+"""
+
+
+def test_a_rejected_program_quotes_the_verifier_and_keeps_its_log(tmp_path: Path) -> None:
+    with pytest.raises(BpfCompileError) as caught:
+        load_program("test_unbounded_read", tmp_path, text=UNBOUNDED_READ)
+    message = caught.value.message
+    assert "the verifier said:" in message
+    verdict = message.split("the verifier said:", 1)[1]
+    assert "invalid" in verdict or "outside" in verdict or "unbounded" in verdict, message
+    log = tmp_path / "bpf-test_unbounded_read.log"
+    assert str(log) in caught.value.hint
+    assert (log.stat().st_mode & 0o777) == 0o600
+    assert "processed " in log.read_text()  # the verifier's whole log is kept there
+
+
+def test_a_compile_error_quotes_clang(tmp_path: Path) -> None:
+    with pytest.raises(BpfCompileError) as caught:
+        load_program("test_syntax", tmp_path, text="int broken(void *ctx) { return undeclared_name; }")
+    assert "clang said:" in caught.value.message and "undeclared_name" in caught.value.message
