@@ -72,22 +72,21 @@ def test_bad_values_name_the_key(text: str, message: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("setting", "verdict_ok", "binary", "enabled", "engine", "reason"),
+    ("setting", "facts", "engine", "reason"),
     [
-        ("auto", False, True, True, "bcc", "cannot run"),
-        ("auto", True, False, True, "bcc", "no Beyla binary"),
-        ("auto", False, False, True, "bcc", "cannot run"),
-        ("auto", True, True, True, "beyla", "can run"),
-        ("auto", True, True, False, "bcc", "beyla.enabled is false"),
-        ("bcc", True, True, True, "bcc", "red.engine is bcc"),
-        ("beyla", True, True, True, "beyla", "red.engine is beyla"),
-        ("beyla", False, False, True, "beyla", "cannot run on this kernel and no Beyla binary"),
+        # facts: (the probe says Beyla can run, a Beyla binary is found, beyla.enabled)
+        ("auto", (False, True, True), "bcc", "cannot run"),
+        ("auto", (True, False, True), "bcc", "no Beyla binary"),
+        ("auto", (False, False, True), "bcc", "cannot run"),
+        ("auto", (True, True, True), "beyla", "can run"),
+        ("auto", (True, True, False), "bcc", "beyla.enabled is false"),
+        ("bcc", (True, True, True), "bcc", "red.engine is bcc"),
+        ("beyla", (True, True, True), "beyla", "red.engine is beyla"),
+        ("beyla", (False, False, True), "beyla", "cannot run on this kernel and no Beyla binary"),
     ],
 )
-def test_choose_engine(
-    setting: str, verdict_ok: bool, binary: bool, enabled: bool, engine: str, reason: str
-) -> None:
-    chosen, why = choose_engine(setting, verdict_ok, binary, enabled)
+def test_choose_engine(setting: str, facts: tuple[bool, bool, bool], engine: str, reason: str) -> None:
+    chosen, why = choose_engine(setting, *facts)
     assert chosen == engine
     assert reason in why
 
