@@ -127,7 +127,7 @@ def test_auto_picks_the_bcc_engine_and_beyla_is_unsupported(agent: AgentProcess,
     assert document["agent"]["red_engine"] == "bcc"
     assert document["red"]["state"] == "running" and document["red"]["engine"] == "bcc"
     beyla = document["beyla"]
-    assert beyla["pid"] is None and beyla["starts"] == 0
+    assert beyla.get("pid") is None and beyla.get("starts", 0) == 0
     assert runs(standin_dir) == []  # never started, not even to read its version
     if beyla_can_run_here():
         assert document["probe"]["summary"]["beyla_application"] == "ok"
@@ -153,14 +153,20 @@ def test_auto_picks_beyla_where_it_can_run(tmp_path: Path) -> None:
     other.env.pop("CORAL_EBPF_BEYLA_BIN", None)
     try:
         other.launch()
+        # The choice is made once the probe has run; Beyla's own start-up is the Beyla tests' subject.
         document = other.wait_for(
-            lambda s: s.get("beyla", {}).get("starts", 0) >= 1, timeout=scaled(240), what="Beyla started"
+            lambda s: s.get("red", {}).get("state") == "standby", timeout=scaled(180), what="the engine choice"
         )
         assert document["agent"]["red_engine"] == "beyla"
-        assert document["red"]["state"] == "standby" and "Beyla can run and is installed" in document["red"]["reason"]
+        assert "Beyla can run and is installed" in document["red"]["reason"]
+        assert "the built-in probe starts if Beyla fails" in document["red"]["reason"]
         assert document["probe"]["summary"]["beyla_application"] == "ok"
-        assert runs(bindir)  # the stand-in was run
+        assert document["beyla"]["state"] not in ("unsupported", "disabled")
+        assert not document["beyla"]["probe_warning"]
         other.stop(timeout=scaled(120))
+    except BaseException:
+        print(other.log_tail(100))
+        raise
     finally:
         other.kill()
 
@@ -196,7 +202,7 @@ def test_a_server_started_after_the_agent_is_traced_and_queryable(agent: AgentPr
         assert after["red"]["requests"] >= sum(sent.values()) and after["red"]["errors"] >= 3
         assert after["red"]["kernel"]["events_lost"] == 0
         assert after["beyla"]["state"] == ("disabled" if beyla_can_run_here() else "unsupported")
-        assert after["beyla"]["services"] == 0
+        assert after["beyla"].get("services", 0) == 0
     # The server is gone: discovery says so, and the engine stops tracing it.
     agent.wait_for(lambda s: not served_by_bcc(s, app.pid), timeout=scaled(60), what=f"{name} no longer traced")
 
