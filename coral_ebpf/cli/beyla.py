@@ -14,11 +14,18 @@ def _install(args: argparse.Namespace) -> int:
     from coral_ebpf.beyla import install as installer
     from coral_ebpf.beyla.version import VersionDetectionError, detect_version
 
+    dest = Path(args.dest) if args.dest else None
+    configured: Path | None = None
+    if args.config is not None or dest is None:
+        configured = config_from_args(args).beyla.binary
+    if dest is None:
+        # Where the config says Beyla is, so that the agent finds what was installed.
+        dest = configured.parent if configured is not None else installer.DEFAULT_DEST
     result = installer.install(
         version=args.version,
         source_file=Path(args.source) if args.source else None,
         sha256=args.sha256,
-        dest_dir=Path(args.dest),
+        dest_dir=dest,
     )
     reported: str | None = None
     note = ""
@@ -28,6 +35,10 @@ def _install(args: argparse.Namespace) -> int:
         note = f"installed, but it did not report its version: {exc.message}"
     if reported and result.tag not in ("(unknown)", reported):
         note = f"the tarball was {result.tag} but the binary says {reported}"
+    if configured is not None and configured != result.path:
+        note = (note + "; " if note else "") + (
+            f"beyla.binary in the config is {configured}, not {result.path}: point it at the installed binary"
+        )
     summary: dict[str, Any] = {
         "path": str(result.path),
         "version": result.tag,
@@ -146,7 +157,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     install.add_argument("--version", help="release tag, e.g. v3.35.0 (default: the pinned release)")
     install.add_argument("--from", dest="source", metavar="FILE", help="a release tarball already on disk")
     install.add_argument("--sha256", metavar="HEX", help="expected SHA-256, for a release the agent has no pin for")
-    install.add_argument("--dest", default="/usr/local/bin", metavar="DIR", help="install directory")
+    install.add_argument(
+        "--dest",
+        metavar="DIR",
+        help="install directory (default: the directory of beyla.binary in the config, else /usr/local/bin)",
+    )
+    add_config_flag(install)
     add_json_flag(install)
     install.set_defaults(func=_install)
 

@@ -56,6 +56,7 @@ class HttpRedProbe:
     def load(self) -> None:
         """Compile and attach; with `event_transport: auto`, a kernel without ring buffers gets perf buffers."""
         transport = self._settings.event_transport
+        ringbuf_error: BpfCompileError | None = None
         if transport in ("auto", "ringbuf"):
             try:
                 self._bpf = load_program(PROGRAM, self._state_dir, defines=self.defines(ringbuf=True))
@@ -63,9 +64,20 @@ class HttpRedProbe:
             except BpfCompileError as exc:
                 if transport == "ringbuf":
                     raise
-                log.info("ring buffer unavailable, falling back to perf buffer", extra={"fields": {"error": str(exc)}})
+                ringbuf_error = exc
+                log.info(
+                    "the ring-buffer build failed; trying the perf buffer", extra={"fields": {"error": exc.message}}
+                )
         if self._bpf is None:
-            self._bpf = load_program(PROGRAM, self._state_dir, defines=self.defines(ringbuf=False))
+            try:
+                self._bpf = load_program(PROGRAM, self._state_dir, defines=self.defines(ringbuf=False))
+            except BpfCompileError as exc:
+                if ringbuf_error is None:
+                    raise
+                # Both builds failed: the ring-buffer error is the one that matters on any kernel >= 5.8.
+                raise BpfCompileError(
+                    f"{ringbuf_error.message}; with a perf buffer instead: {exc.message}", ringbuf_error.hint
+                ) from exc
             self.transport = "perf"
         self._wire_tail_calls()
         self._open_events()

@@ -211,3 +211,24 @@ def test_cli_install_then_version(
     # Failure: exit 1 with the reason.
     assert main(["beyla", "install", "--version", "v0.0.1", "--dest", str(dest)]) == 1
     assert "no published checksum" in capsys.readouterr().err
+
+
+def test_cli_install_goes_where_the_config_says(
+    release: dict[str, Any], server: str, *, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(installer.BASE_URL_ENV, server)
+    monkeypatch.setattr(installer, "known_checksums", lambda: {ASSET: release["digest"]})
+    target = tmp_path / "opt-beyla"
+    target.mkdir(mode=0o755)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\nbeyla:\n  binary: {target / 'beyla'}\n")
+    assert main(["beyla", "install", "--version", TAG, "--config", str(config), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["path"] == str(target / "beyla") and summary["note"] == ""
+    # A configured name the tarball does not use: installed in that directory, and the note says so.
+    config.write_text(f"state_dir: {tmp_path / 'state'}\nbeyla:\n  binary: {target / 'beyla-pinned'}\n")
+    assert main(["beyla", "install", "--version", TAG, "--config", str(config), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["path"] == str(target / "beyla")
+    assert f"beyla.binary in the config is {target / 'beyla-pinned'}" in summary["note"]

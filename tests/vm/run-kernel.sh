@@ -45,7 +45,10 @@ wait "$vm_pid"
 qemu_rc=$?
 trap - TERM INT HUP
 # CPU seconds QEMU used (children of this shell): what the leg would take on an idle core
-times | awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.1f\n", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' > "$OUT/cpu"
+# (`times` writes to a file: in a pipeline it would run in a subshell, which has no children.)
+times > "$OUT/times"
+awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.1f\n", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$OUT/times" > "$OUT/cpu"
+rm -f "$OUT/times"
 since "$start" > "$OUT/wall"
 
 if [ -s "$OUT/out.tar" ]; then
