@@ -340,6 +340,9 @@ class Agent:
         document["red"].setdefault("reason", self.engine_reason)
         if self._supervisor is not None:
             document["beyla"]["history"] = self._beyla_history()
+        # The fields readers rely on exist even for a Beyla that never ran (disabled, red.engine bcc).
+        for key, value in (("restarts", 0), ("starts", 0), ("diagnosis", None), ("pid", None), ("services", 0)):
+            document["beyla"].setdefault(key, value)
         return document
 
     def _beyla_history(self, last: int = 30) -> list[dict[str, Any]]:

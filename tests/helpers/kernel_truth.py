@@ -66,3 +66,12 @@ def bpftool_features() -> dict[str, Any] | str:
 def kernel_numbers() -> tuple[int, int]:
     major, minor = platform.release().split(".")[:2]
     return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+def beyla_application_possible() -> bool | str:
+    """Whether Beyla's application mode can run on this kernel by its build config (kprobes for the
+    process watcher, BTF, kernel >= 5.8), or a string saying why that cannot be told."""
+    config = kernel_config()
+    if isinstance(config, str):
+        return f"cannot tell whether Beyla can run on this kernel: {config}"
+    return config.enabled("CONFIG_KPROBES") and config.enabled("CONFIG_DEBUG_INFO_BTF") and kernel_numbers() >= (5, 8)
