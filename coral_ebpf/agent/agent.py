@@ -22,6 +22,7 @@ from coral_ebpf.agent.control import ControlServer, check_control_socket_free
 from coral_ebpf.agent.lifecycle import ComponentSlot, StopSignal, prepare_state_dir
 from coral_ebpf.agent.static_attributes import StaticAttributesConsumer
 from coral_ebpf.beyla.binary import resolve_binary
+from coral_ebpf.beyla.settings import beyla_only_keys_set
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
 from coral_ebpf.beyla.target import agent_ports, otlp_endpoint_url
 from coral_ebpf.capabilities.report import ProbeReport, Verdict
@@ -66,6 +67,7 @@ class Agent:
         self._discovery: Any = None
         self._supervisor: BeylaSupervisor | None = None
         self._red: RedEngine | None = None
+        self._beyla_keys_not_applied: list[str] = []
         self._receiver: OtlpReceiver | None = None
         self._services: list[ServiceEntry] = []
         self._services_lock = threading.Lock()
@@ -267,6 +269,12 @@ class Agent:
         slot.component = engine
         slot.set("running", reason)
         self.engine, self.engine_reason = "bcc", reason
+        self._beyla_keys_not_applied = beyla_only_keys_set(self.config.beyla)
+        if self._beyla_keys_not_applied:
+            log.warning(
+                "configured keys that only Beyla applies have no effect on the built-in BCC engine",
+                extra={"fields": {"keys": ",".join(self._beyla_keys_not_applied), "routes_key": "red.routes"}},
+            )
 
     def _watch_for_beyla_failure(self) -> None:
         """red.engine auto: when Beyla gives up (state failed or unsupported), serve RED with the BCC probe."""
@@ -338,6 +346,11 @@ class Agent:
             document[name] = self.slots[name].status()
         document["red"].setdefault("engine", self.engine)
         document["red"].setdefault("reason", self.engine_reason)
+        if self.engine == "bcc" and self._beyla_keys_not_applied:
+            document["red"]["not_applied"] = {
+                "keys": list(self._beyla_keys_not_applied),
+                "why": "they configure Beyla's output; the BCC engine takes its route patterns from red.routes",
+            }
         if self._supervisor is not None:
             document["beyla"]["history"] = self._beyla_history()
         # The fields readers rely on exist even for a Beyla that never ran (disabled, red.engine bcc).

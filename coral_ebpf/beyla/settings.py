@@ -395,3 +395,17 @@ def _health(data: Mapping[str, Any]) -> HealthSettings:
         timeout=timeout,
         failures=int(data.get("failures", d.failures)),
     )
+
+
+def beyla_only_keys_set(settings: BeylaSettings) -> list[str]:
+    """The keys set in `beyla:` that shape only Beyla's own output, so that the built-in BCC engine
+    does not apply them (its route patterns are `red.routes`)."""
+    defaults = BeylaSettings()
+    keys = []
+    if settings.routes != defaults.routes:
+        keys.append("beyla.routes")
+    if settings.sampling != defaults.sampling:
+        keys.append("beyla.sampling")
+    if settings.attributes:
+        keys.append("beyla.attributes")
+    return keys

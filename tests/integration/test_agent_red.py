@@ -56,6 +56,8 @@ def agent(tmp_path_factory: pytest.TempPathFactory, standin_dir: Path) -> Iterat
     else:
         # A Beyla binary is installed, but the probe says it cannot run here and force_start is off.
         settings["beyla"] = {"binary": str(standin_dir / "beyla")}
+    # Route patterns for Beyla only: the BCC engine uses red.routes, and status says so.
+    settings["beyla"]["routes"] = {"patterns": ["/orders/{id}"]}
     running = AgentProcess(tmp_path_factory.mktemp("agent-red"), settings)
     running.env.pop("CORAL_EBPF_BEYLA_BIN", None)
     try:
@@ -123,6 +125,8 @@ def test_auto_picks_the_bcc_engine_and_beyla_is_unsupported(agent: AgentProcess,
     document = agent.cli_json("status")
     assert document["agent"]["red_engine"] == "bcc"
     assert document["red"]["state"] == "running" and document["red"]["engine"] == "bcc"
+    assert document["red"]["not_applied"]["keys"] == ["beyla.routes"]
+    assert "red.routes" in document["red"]["not_applied"]["why"]
     beyla = document["beyla"]
     assert beyla["pid"] is None and beyla["starts"] == 0 and beyla["restarts"] == 0
     assert runs(standin_dir) == []  # never started, not even to read its version
