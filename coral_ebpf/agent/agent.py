@@ -159,8 +159,13 @@ class Agent:
             return
         from coral_ebpf.discovery.component import Discovery  # BCC import stays lazy
 
+        found, beyla_path = self._beyla_binary_found()
         discovery = Discovery(
-            self.config.discovery, self.config.state_dir, agent_pids=[os.getpid()], probe_report=self.report
+            self.config.discovery,
+            self.config.state_dir,
+            agent_pids=[os.getpid()],
+            beyla_paths=[beyla_path] if found else [],
+            probe_report=self.report,
         )
         try:
             self._run("discovery", discovery)

@@ -72,6 +72,7 @@ class Discovery:
         registry: ServiceRegistry | None = None,
         btf_path: Path | None = VMLINUX_BTF,
         agent_pids: Collection[int] | None = None,
+        beyla_paths: Collection[str] = (),
         report_all_processes: bool = False,
         probe_report: ProbeReport | None = None,
     ) -> None:
@@ -81,7 +82,7 @@ class Discovery:
         self._btf_path = btf_path
         self._report_all = report_all_processes
         self._probe_report = probe_report
-        self._exclusion = Exclusion(settings.exclude, agent_pids)
+        self._exclusion = Exclusion(settings.exclude, agent_pids, beyla_paths)
         self._stopping = threading.Event()
         self._paused = threading.Event()
         self._idle = threading.Event()

@@ -19,16 +19,27 @@ class Exclusion:
     the executable's file name, the kernel task name (comm) and the service name.
     """
 
-    def __init__(self, patterns: Sequence[str] = (), agent_pids: Collection[int] | None = None) -> None:
+    def __init__(
+        self,
+        patterns: Sequence[str] = (),
+        agent_pids: Collection[int] | None = None,
+        beyla_paths: Collection[str] = (),
+    ) -> None:
+        """`beyla_paths`: Beyla executables known by path (the configured `beyla.binary`), whatever their name."""
         self.patterns = tuple(patterns)
         self.agent_pids = frozenset(agent_pids if agent_pids is not None else (os.getpid(),))
+        self.beyla_paths = frozenset(beyla_paths)
+        # The kernel's task name is the executable's file name cut to 15 bytes.
+        self._beyla_comms = frozenset(BEYLA_EXECUTABLES) | {os.path.basename(p)[:15] for p in self.beyla_paths}
 
     def reason(self, info: ProcessInfo) -> str | None:
         """Why `info` is excluded, or None if it is a service to keep."""
         if info.pid in self.agent_pids:
             return "the agent itself"
         exe_name = os.path.basename(info.exe)
-        if exe_name in BEYLA_EXECUTABLES or (not info.exe and info.comm in BEYLA_EXECUTABLES):
+        if exe_name in BEYLA_EXECUTABLES or info.exe in self.beyla_paths:
+            return "beyla"
+        if not info.exe and info.comm in self._beyla_comms:
             return "beyla"
         candidates = [info.exe, exe_name, info.comm, info.service_name]
         for pattern in self.patterns:
@@ -41,7 +52,7 @@ class Exclusion:
         """The same decision when only the pid and task name are known (the process is gone)."""
         if pid in self.agent_pids:
             return "the agent itself"
-        if comm in BEYLA_EXECUTABLES:
+        if comm in self._beyla_comms:
             return "beyla"
         for pattern in self.patterns:
             if comm and fnmatch.fnmatchcase(comm, pattern):

@@ -22,6 +22,14 @@ def test_beyla_and_obi(exe: str) -> None:
     assert Exclusion([], agent_pids=()).reason(proc(exe=exe)) == "beyla"
 
 
+def test_the_configured_beyla_binary_whatever_its_name() -> None:
+    exclusion = Exclusion([], agent_pids=(), beyla_paths=["/opt/vendor/bin/ebpf-instrumenter-3.35"])
+    assert exclusion.reason(proc(exe="/opt/vendor/bin/ebpf-instrumenter-3.35")) == "beyla"
+    assert exclusion.reason(proc(exe="", comm="ebpf-instrument")) == "beyla"  # comm: the first 15 bytes
+    assert exclusion.reason_for_comm(77, "ebpf-instrument") == "beyla"
+    assert exclusion.reason(proc(exe="/opt/vendor/bin/other")) is None
+
+
 def test_beyla_by_task_name_when_the_executable_is_unreadable() -> None:
     assert Exclusion([], agent_pids=()).reason(proc(exe="", comm="beyla")) == "beyla"
     assert Exclusion([], agent_pids=()).reason(proc(exe="/usr/bin/beyla-wrapper", comm="beyla")) is None
