@@ -176,7 +176,13 @@ def test_auto_picks_beyla_where_it_can_run(tmp_path: Path) -> None:
 def test_a_server_started_after_the_agent_is_traced_and_queryable(agent: AgentProcess, kind: str) -> None:
     name = f"e2e-red-{kind}"
     with server(kind, service_name=name) as app:
-        document = agent.wait_for(lambda s: served_by_bcc(s, app.pid), timeout=scaled(60), what=f"{name} traced by bcc")
+        # One status document reads the parts one after the other: discovery's count may predate
+        # the service the engine already serves, so wait for both.
+        document = agent.wait_for(
+            lambda s: served_by_bcc(s, app.pid) and s["discovery"]["services"] >= 1,
+            timeout=scaled(60),
+            what=f"{name} discovered and traced by bcc",
+        )
         (served,) = [s for s in document["red"]["services"] if s["pid"] == app.pid]
         assert served["name"] == name and app.port in served["ports"]
         discovered = document["discovery"]["services"]
