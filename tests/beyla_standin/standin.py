@@ -18,6 +18,7 @@ Each start appends a JSON line to `standin-runs.jsonl` (argv, environment, limit
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -91,8 +92,12 @@ class Logger:
                 pairs.append(f"{rendered_key}={self._text_value(value)}")
             line = " ".join(pairs)
         with self.lock:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+            except BrokenPipeError:
+                # Nobody reads our log any more (the agent died): a Go program dies of SIGPIPE here.
+                os._exit(128 + signal.SIGPIPE)
 
     def info(self, message: str, **fields: Any) -> None:
         self.log("INFO", message, **fields)
@@ -424,7 +429,11 @@ def main(schema_path: str) -> None:
         flusher = threading.Thread(target=telemetry.shutdown, daemon=True)
         flusher.start()
         flusher.join(timeout=_seconds(str(config.get("shutdown_timeout", "10s"))))
-    sys.stdout.flush()
+    # With the agent gone (SIGKILL, then the parent-death SIGTERM) stdout is a pipe nobody reads:
+    # Go's runtime dies of SIGPIPE there, so the stand-in must exit too rather than raise and
+    # hang in interpreter shutdown waiting for its exporter threads.
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()
     os._exit(0)
 
 
