@@ -8,6 +8,7 @@ written before the database closes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -159,7 +160,7 @@ class Agent:
             return
         from coral_ebpf.discovery.component import Discovery  # BCC import stays lazy
 
-        found, beyla_path = self._beyla_binary_found()
+        found, beyla_path = self._beyla_binary
         discovery = Discovery(
             self.config.discovery,
             self.config.state_dir,
@@ -187,7 +188,9 @@ class Agent:
             if self._red is not None:
                 self._red.set_targets(entries)
 
-    def _beyla_binary_found(self) -> tuple[bool, str]:
+    @functools.cached_property
+    def _beyla_binary(self) -> tuple[bool, str]:
+        """(found, its path or why not): resolved once, for discovery's exclusion and the engine choice."""
         try:
             found = resolve_binary(self.config.beyla.binary)
         except CoralError as exc:
@@ -197,7 +200,7 @@ class Agent:
     def _start_red_engine(self) -> None:
         config = self.config
         beyla_verdict = self._verdict("beyla_application")
-        binary_found, _binary_detail = self._beyla_binary_found()
+        binary_found, _binary_detail = self._beyla_binary
         self.engine, self.engine_reason = choose_engine(
             config.red.engine,
             beyla_verdict.ok or config.beyla.force_start,
