@@ -14,7 +14,7 @@
  *       are therefore never taken for a request, whatever they contain.
  *     - inside one read, requests without a body that follow the end of headers ("\r\n\r\n")
  *       are pipelined requests too (within the first RED_SCRATCH bytes).
- *   write side (write/sendto/writev/sendmsg, at exit: bytes actually sent) "HTTP/1.x NNN"
+ *   write side (write/sendto/writev/sendmsg, at entry: the bytes about to be sent) "HTTP/1.x NNN"
  *     completes the oldest pending request; 1xx (except 101) is informational; 101 ends HTTP on
  *     the connection. Further status lines in the same write complete further pipelined requests.
  *   close: pending requests are reported with status 0 (no response), like Beyla.
@@ -126,21 +126,27 @@ struct io_args {
     u32 kind;
 };
 
+/*
+ * From `tgid` to the end of the target (path[path_len]) the event holds exactly what decides a
+ * request's attributes, so user space uses those bytes as its cache key without decoding them.
+ */
 struct red_event {
     u64 start_ns;
     u64 end_ns;
     u64 conn_id;
-    u32 tgid;
     u32 pid;
     s32 fd;
-    s32 listen_fd;
-    u16 status;
     u16 peer_port;
+    u16 _pad;
+    u32 tgid; /* the attribute bytes start here */
+    s32 listen_fd;
+    s32 inferred_fd; /* fd for a connection not seen accepted (its local address is looked up), else -1 */
+    u16 status;
     u16 path_len;
     u8 method;
     u8 flags;
     u8 peer_family;
-    u8 _pad[7];
+    u8 _pad2;
     u8 peer_addr[16];
     char path[RED_PATH_MAX];
 };
@@ -387,13 +393,16 @@ static __always_inline void fill_event(struct red_event *ev, struct conn_key *ke
     ev->tgid = key->tgid;
     ev->pid = (u32)bpf_get_current_pid_tgid();
     ev->fd = key->fd;
-    ev->listen_fd = c->listen_fd;
-    ev->status = status;
     ev->peer_port = c->peer_port;
+    ev->_pad = 0;
+    ev->listen_fd = c->listen_fd;
+    ev->inferred_fd = c->inferred ? key->fd : -1;
+    ev->status = status;
     ev->path_len = p->path_len;
     ev->method = p->method;
     ev->flags = flags | (p->flags & (RED_F_TRUNCATED | RED_F_SCAN)) | (c->inferred ? RED_F_INFERRED : 0);
     ev->peer_family = c->peer_family;
+    ev->_pad2 = 0;
     __builtin_memcpy(ev->peer_addr, c->peer_addr, 16);
     __builtin_memcpy(ev->path, p->path, RED_PATH_MAX);
 }
@@ -403,22 +412,27 @@ static __always_inline void complete(void *ctx, struct conn_key *key, struct con
     if (c->count == 0)
         return;
     struct pending *p = &c->q[c->first & DEPTH_MASK];
+#if RED_USE_RINGBUF
+    /* Filled in place: no copy through a scratch event. */
+    struct red_event *ev = events.ringbuf_reserve(sizeof(struct red_event));
+    if (ev) {
+        fill_event(ev, key, c, p, status, flags, now);
+        events.ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+        count(C_EVENTS);
+    } else {
+        count(C_LOST);
+    }
+#else
     int zero = 0;
     struct red_event *ev = event_scratch.lookup(&zero);
     if (ev) {
         fill_event(ev, key, c, p, status, flags, now);
-#if RED_USE_RINGBUF
-        if (events.ringbuf_output(ev, sizeof(*ev), BPF_RB_NO_WAKEUP) == 0)
-            count(C_EVENTS);
-        else
-            count(C_LOST);
-#else
         if (events.perf_submit(ctx, ev, sizeof(*ev)) == 0)
             count(C_EVENTS);
         else
             count(C_LOST);
-#endif
     }
+#endif
     c->first = (c->first + 1) & DEPTH_MASK;
     c->count -= 1;
 }
@@ -600,12 +614,18 @@ static __always_inline u16 status_at(struct scratch_buf *s, u32 off, u32 n) {
     return (d0 - '0') * 100 + (d1 - '0') * 10 + (d2 - '0');
 }
 
-static __always_inline void on_write(void *ctx, struct conn_key *key, struct io_args *io, long ret) {
+/*
+ * At syscall entry: the bytes a write is about to send are already in its buffer, so the response
+ * is recognised there, with no per-thread state saved for an exit program (that cost ~60 % of
+ * the probe's time per request). `asked` is the size the write asks to send; a write that then
+ * fails still completes its request (see docs/red.md).
+ */
+static __always_inline void on_write(void *ctx, struct conn_key *key, struct io_args *io, long asked) {
     struct conn *c = conns.lookup(key);
     if (!c || c->state != ST_HTTP)
         return;
     u32 total = 0;
-    u64 ptr = io_buffer(io, ret, &total);
+    u64 ptr = io_buffer(io, asked, &total);
     if (!ptr || total < 12)
         return;
     int zero = 0;
@@ -652,15 +672,12 @@ static __always_inline int save_io(u32 fd, u64 ptr, u64 aux, u32 kind) {
     return 0;
 }
 
-/* Save enter args of a write only for connections that are HTTP, to keep other writes cheap. */
-static __always_inline int save_write(u32 fd, u64 ptr, u32 kind) {
-    u64 id = bpf_get_current_pid_tgid();
-    struct conn_key key = {.tgid = id >> 32, .fd = (s32)fd};
-    struct conn *c = conns.lookup(&key);
-    if (!c || c->state != ST_HTTP)
-        return 0;
+/* A write on a traced connection; for iovecs `count` is unbounded and the first iovec's length applies. */
+static __always_inline int enter_write(void *ctx, u32 fd, u64 ptr, u64 count, u32 kind) {
+    struct conn_key key = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (s32)fd};
     struct io_args io = {.ptr = ptr, .aux = 0, .fd = (s32)fd, .kind = kind};
-    io_args.update(&id, &io);
+    long asked = count > 0x7fffffff ? 0x7fffffff : (long)count;
+    on_write(ctx, &key, &io, asked);
     return 0;
 }
 
@@ -689,20 +706,6 @@ static __always_inline int finish_read(void *ctx, long ret) {
         return 0;
     struct conn_key key = {.tgid = id >> 32, .fd = copy.fd};
     on_read(ctx, &key, &copy, ret);
-    return 0;
-}
-
-static __always_inline int finish_write(void *ctx, long ret) {
-    u64 id = bpf_get_current_pid_tgid();
-    struct io_args *io = io_args.lookup(&id);
-    if (!io)
-        return 0;
-    struct io_args copy = *io;
-    io_args.delete(&id);
-    if (ret <= 0 || copy.kind == IO_ACCEPT)
-        return 0;
-    struct conn_key key = {.tgid = id >> 32, .fd = copy.fd};
-    on_write(ctx, &key, &copy, ret);
     return 0;
 }
 
@@ -750,14 +753,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return finish_read(args, args->ret)
 TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { return save_read(args->fd, (u64)args->msg, IO_MSG); }
 TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return finish_read(args, args->ret); }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_write) { return save_write(args->fd, (u64)args->buf, IO_PLAIN); }
-TRACEPOINT_PROBE(syscalls, sys_exit_write) { return finish_write(args, args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return save_write(args->fd, (u64)args->buff, IO_PLAIN); }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return finish_write(args, args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_enter_writev) { return save_write(args->fd, (u64)args->vec, IO_IOV); }
-TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return finish_write(args, args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { return save_write(args->fd, (u64)args->msg, IO_MSG); }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return finish_write(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_write) { return enter_write(args, args->fd, (u64)args->buf, args->count, IO_PLAIN); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return enter_write(args, args->fd, (u64)args->buff, args->len, IO_PLAIN); }
+TRACEPOINT_PROBE(syscalls, sys_enter_writev) { return enter_write(args, args->fd, (u64)args->vec, ~0ULL, IO_IOV); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { return enter_write(args, args->fd, (u64)args->msg, ~0ULL, IO_MSG); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_close) {
     u64 id = bpf_get_current_pid_tgid();

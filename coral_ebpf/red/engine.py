@@ -19,13 +19,23 @@ from typing import Any
 
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import CoralError
-from coral_ebpf.otlp.consumer import Consumer, ConsumerUnavailableError, QueueFullError
-from coral_ebpf.red.events import FLAG_INFERRED, RedEvent
+from coral_ebpf.otlp.consumer import Consumer, ConsumerUnavailableError, QueueFullError, SerializedTracesConsumer
+from coral_ebpf.red.events import (
+    ATTRIBUTES_START,
+    FLAG_INFERRED,
+    PATH_LEN_OFFSET,
+    PATH_START,
+    TIMES,
+    RedEvent,
+    decode_event,
+    event_size,
+)
 from coral_ebpf.red.probe import HttpRedProbe
 from coral_ebpf.red.records import (
     Attribute,
     DurationAggregator,
     SpanRecord,
+    encoded_traces_request,
     metrics_request,
     span_template,
     traces_request,
@@ -41,6 +51,28 @@ SPANS_PER_REQUEST = 2000
 KIND_CACHE_SIZE = 65536
 
 
+class _Kind:
+    """One kind of request (process, method, route, status, addresses): its attributes and span template,
+    and the durations of this poll's requests of that kind."""
+
+    __slots__ = ("attributes", "durations", "error", "last_end", "no_response", "template", "tgid")
+
+    def __init__(
+        self, tgid: int, attributes: tuple[Attribute, ...], error: bool, no_response: bool, template: bytes | None
+    ) -> None:
+        self.tgid = tgid
+        self.attributes = attributes
+        self.error = error
+        self.no_response = no_response
+        self.template = template
+        self.durations: list[int] = []
+        self.last_end = 0
+
+
+_UNKNOWN = _Kind(0, (), False, False, None)  # not a traced process (any more)
+_IGNORED = _Kind(0, (), False, False, None)  # not a request after all
+
+
 class RedEngine:
     """Component (see coral_ebpf/agent/component.py) producing HTTP RED data with the BCC probe."""
 
@@ -52,7 +84,7 @@ class RedEngine:
         consumer: Consumer,
         state_dir: Path,
         hostname: str | None = None,
-        probe_factory: Callable[[Callable[[RedEvent], None]], HttpRedProbe] | None = None,
+        probe_factory: Callable[[Callable[[list[bytes]], None]], HttpRedProbe] | None = None,
     ) -> None:
         self._settings = settings
         self._consumer = consumer
@@ -68,7 +100,8 @@ class RedEngine:
         self._services: dict[int, ServiceInfo] = {}
         self._departed: dict[int, ServiceInfo] = {}  # exited, their data not yet exported
         self._routes: dict[int, RouteResolver] = {}
-        self._kinds: dict[tuple[Any, ...], tuple[tuple[Attribute, ...], bool, bytes | None]] = {}
+        self._kinds: dict[bytes, _Kind] = {}
+        self._event_size = event_size(settings.path_max)
         self._sockets = SocketResolver(self._hostname)
         self._aggregator = DurationAggregator(settings.temporality, time.time_ns())
         self._spans: deque[SpanRecord] = deque()
@@ -82,6 +115,7 @@ class RedEngine:
             "errors": 0,
             "no_response": 0,
             "unknown_process": 0,
+            "undecodable_events": 0,
             "dropped_spans": 0,
             "exported_points": 0,
             "exported_spans": 0,
@@ -92,7 +126,7 @@ class RedEngine:
 
     # -- Component -------------------------------------------------------------------------
     def start(self) -> None:
-        probe = self._probe_factory(self._on_event)
+        probe = self._probe_factory(self._on_records)
         try:
             probe.load()
         except CoralError as exc:
@@ -187,35 +221,77 @@ class RedEngine:
                 self._probe.set_targets(self._services)
 
     # -- events ----------------------------------------------------------------------------
-    def _on_event(self, event: RedEvent) -> None:
+    def _on_records(self, records: list[bytes]) -> None:
+        """The events of one poll, raw. This runs once per request, so it decodes nothing it has seen:
+        attributes come from a cache keyed by the event's attribute bytes, and durations are
+        gathered per series and folded into histograms once per poll."""
+        offset = self._clock_offset
+        times = TIMES.unpack_from
+        size = self._event_size
+        touched: list[_Kind] = []
+        unknown = undecodable = 0
         with self._lock:
-            kind = self._kinds.get(event.kind_key)
-            if kind is None:
-                kind = self._classify(event)
+            kinds = self._kinds
+            spans = self._spans
+            for record in records:
+                if len(record) < size:
+                    undecodable += 1
+                    continue
+                path_len = record[PATH_LEN_OFFSET] | record[PATH_LEN_OFFSET + 1] << 8
+                key = record[ATTRIBUTES_START : PATH_START + path_len]
+                kind = kinds.get(key)
                 if kind is None:
-                    self._stats["unknown_process"] += 1
-                    return
-            if event.closed_without_response and event.flags & FLAG_INFERRED:
-                return
-            attributes, error, template = kind
-            end_unix = event.end_ns + self._clock_offset
-            self._aggregator.record(event.tgid, attributes, max(0, event.end_ns - event.start_ns) / 1e9, end_unix)
-            self._stats["requests"] += 1
-            if error:
-                self._stats["errors"] += 1
-                if event.status == 0:
-                    self._stats["no_response"] += 1
-            if template is not None:
-                self._add_span(SpanRecord(event.tgid, event.start_ns + self._clock_offset, end_unix, template))
+                    kind = self._classify(record, key)
+                if kind is _UNKNOWN:
+                    unknown += 1
+                    continue
+                if kind is _IGNORED:
+                    continue
+                start, end = times(record)
+                durations = kind.durations
+                if not durations:
+                    touched.append(kind)
+                durations.append(end - start if end > start else 0)
+                kind.last_end = end
+                if kind.template is not None:
+                    spans.append((kind.tgid, start + offset, end + offset, kind.template))
+            stats = self._stats
+            for kind in touched:
+                count = len(kind.durations)
+                self._aggregator.record_ns(kind.tgid, kind.attributes, kind.durations, kind.last_end + offset)
+                kind.durations = []
+                stats["requests"] += count
+                if kind.error:
+                    stats["errors"] += count
+                    if kind.no_response:
+                        stats["no_response"] += count
+            stats["unknown_process"] += unknown
+            stats["undecodable_events"] += undecodable
+            overflow = len(spans) - self._settings.max_pending_spans
+            for _ in range(max(0, overflow)):
+                spans.popleft()
+            if overflow > 0:
+                stats["dropped_spans"] += overflow
 
-    def _classify(self, event: RedEvent) -> tuple[tuple[Attribute, ...], bool, bytes | None] | None:
+    def _classify(self, record: bytes, key: bytes) -> _Kind:
         """Attributes, error flag and span template of a kind of request; cached, as most requests repeat one."""
+        kind = self._kind_of(decode_event(record, self._settings.path_max))
+        if len(self._kinds) >= KIND_CACHE_SIZE:
+            self._kinds.clear()
+        self._kinds[key] = kind
+        return kind
+
+    def _kind_of(self, event: RedEvent | None) -> _Kind:
+        if event is None:
+            return _UNKNOWN
         info = self._services.get(event.tgid)
         routes = self._routes.get(event.tgid)
         if info is None or routes is None:
-            return None
+            return _UNKNOWN
+        if event.closed_without_response and event.flags & FLAG_INFERRED:
+            return _IGNORED  # an fd we never saw accepted may not be a socket: its close proves nothing
         route = routes.route(event.target, event.truncated)
-        address, port = self._sockets.server(info.entry, event.listen_fd, event.fd, event.peer_address)
+        address, port = self._sockets.server(info.entry, event.listen_fd, event.inferred_fd, event.peer_address)
         status = event.status
         attributes: tuple[Attribute, ...] = (
             ("http.request.method", event.method),
@@ -245,18 +321,7 @@ class RedEngine:
                     ("server.port", port),
                 ),
             )
-        kind = (attributes, error, template)
-        if len(self._kinds) >= KIND_CACHE_SIZE:
-            self._kinds.clear()
-        self._kinds[event.kind_key] = kind
-        return kind
-
-    def _add_span(self, span: SpanRecord) -> None:
-        self._spans.append(span)
-        overflow = len(self._spans) - self._settings.max_pending_spans
-        for _ in range(max(0, overflow)):
-            self._spans.popleft()
-            self._stats["dropped_spans"] += 1
+        return _Kind(event.tgid, attributes, error, status == 0, template)
 
     # -- loops -----------------------------------------------------------------------------
     def _drain(self) -> None:
@@ -340,7 +405,10 @@ class RedEngine:
                 self._requeue(spans[start:])
                 return
             try:
-                self._consumer.consume_traces(traces_request(batch, resources))
+                if isinstance(self._consumer, SerializedTracesConsumer):
+                    self._consumer.consume_traces_serialized(encoded_traces_request(batch, resources))
+                else:
+                    self._consumer.consume_traces(traces_request(batch, resources))
             except (QueueFullError, ConsumerUnavailableError) as exc:
                 self._refused(exc)
                 self._requeue(spans[start:])

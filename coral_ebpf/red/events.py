@@ -30,12 +30,24 @@ COUNTER_NAMES = (
 # Slot order of the `tails` program array in bpf/http_red.bpf.c (TAIL_PARSE_READ, ...).
 TAIL_PROGRAMS = ("red_parse_read", "red_pipe_read", "red_pipe_write", "red_pipe_next", "red_pipe_write_next")
 
-_HEADER = struct.Struct("<QQQIIiiHHHBBB7x16s")
+# struct red_event: start_ns, end_ns, conn_id, pid, fd, peer_port, pad | tgid, listen_fd, inferred_fd,
+# status, path_len, method, flags, peer_family, pad, peer_addr[16] | path[RED_PATH_MAX]
+_HEADER = struct.Struct("<QQQIiH2xIiiHHBBBx16s")
 _TARGET_END = (b" ", b"?", b"\r", b"\n", b"\0", b"#")
+# Bytes [ATTRIBUTES_START, PATH_START + path_len) of an event decide its request's attributes.
+ATTRIBUTES_START = 36
+PATH_LEN_OFFSET = 50
+PATH_START = 72
+TIMES = struct.Struct("<QQ")  # start_ns, end_ns at the start of an event
 
 
 def event_size(path_max: int) -> int:
     return _HEADER.size + path_max
+
+
+def attributes_key(record: bytes) -> bytes:
+    """The bytes of an event that decide its attributes (same bytes, same attributes)."""
+    return record[ATTRIBUTES_START : PATH_START + (record[PATH_LEN_OFFSET] | record[PATH_LEN_OFFSET + 1] << 8)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +69,9 @@ class RedEvent:
     peer_port: int
 
     @property
-    def kind_key(self) -> tuple[int, str, str, int, int, int, int, str]:
-        """What decides a request's attributes: same key, same attributes (the engine caches by it)."""
-        inferred_fd = self.fd if self.listen_fd < 0 else -1
-        return (
-            self.tgid,
-            self.method,
-            self.target,
-            self.status,
-            self.flags & FLAG_TRUNCATED,
-            self.listen_fd,
-            inferred_fd,
-            self.peer_address,
-        )
+    def inferred_fd(self) -> int:
+        """The fd of a connection the probe did not see accepted (its local address is looked up), else -1."""
+        return self.fd if self.flags & FLAG_INFERRED else -1
 
     @property
     def truncated(self) -> bool:
@@ -111,12 +113,13 @@ def decode_event(data: bytes, path_max: int) -> RedEvent | None:
         start_ns,
         end_ns,
         conn_id,
-        tgid,
         pid,
         fd,
-        listen_fd,
-        status,
         peer_port,
+        tgid,
+        listen_fd,
+        _inferred_fd,
+        status,
         path_len,
         method_code,
         flags,
@@ -147,3 +150,31 @@ def decode_event(data: bytes, path_max: int) -> RedEvent | None:
         peer_address=_peer(family, peer_raw),
         peer_port=peer_port,
     )
+
+
+_METHOD_CODES = {name: code for code, name in enumerate(METHODS) if name}
+
+
+def encode_event(event: RedEvent, path_max: int) -> bytes:
+    """The bytes the BPF program would send for `event` (for stand-in probes in tests and benches)."""
+    family = socket.AF_INET6 if ":" in event.peer_address else socket.AF_INET if event.peer_address else 0
+    peer = socket.inet_pton(family, event.peer_address) if family else b""
+    target = event.target.encode("latin-1")[:path_max]
+    header = _HEADER.pack(
+        event.start_ns,
+        event.end_ns,
+        event.conn_id,
+        event.pid,
+        event.fd,
+        event.peer_port,
+        event.tgid,
+        event.listen_fd,
+        event.inferred_fd,
+        event.status,
+        len(target),
+        _METHOD_CODES.get(event.method, 0),
+        event.flags,
+        family,
+        peer.ljust(16, b"\0"),
+    )
+    return header + target.ljust(path_max, b"\0")

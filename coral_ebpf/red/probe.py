@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from coral_ebpf.bcc_runtime import BpfCompileError, load_function, load_program
-from coral_ebpf.red.events import COUNTER_NAMES, TAIL_PROGRAMS, RedEvent, decode_event
+from coral_ebpf.red.events import COUNTER_NAMES, TAIL_PROGRAMS
 from coral_ebpf.red.settings import RedSettings
 
 log = logging.getLogger(__name__)
@@ -32,15 +32,16 @@ def _pages(size: int, cpus: int = 1) -> int:
 class HttpRedProbe:
     """The loaded BPF program. Not thread-safe: one thread polls, `set_targets` takes a lock."""
 
-    def __init__(self, state_dir: Path, settings: RedSettings, on_event: Callable[[RedEvent], None]) -> None:
+    def __init__(self, state_dir: Path, settings: RedSettings, on_records: Callable[[list[bytes]], None]) -> None:
         self._state_dir = state_dir
         self._settings = settings
-        self._on_event = on_event
+        self._on_records = on_records
+        self._records: list[bytes] = []
         self._bpf: Any = None
         self._lock = threading.Lock()
         self._targets: set[int] = set()
         self.transport = ""
-        self.decode_errors = 0
+        self.perf_lost = 0  # perf-buffer events the kernel could not deliver (ring buffers count in `counters`)
 
     def defines(self, ringbuf: bool) -> dict[str, int | str]:
         s = self._settings
@@ -91,14 +92,12 @@ class HttpRedProbe:
             tails[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
 
     def _open_events(self) -> None:
-        path_max = self._settings.path_max
+        # BCC calls back once per event: the callback only copies the bytes out, and `poll` hands
+        # them over together (decoding each event here cost as much as the BPF program itself).
+        string_at = ctypes.string_at
 
         def handle(_ctx: Any, data: Any, size: int) -> None:
-            event = decode_event(ctypes.string_at(data, size), path_max)
-            if event is None:
-                self.decode_errors += 1
-                return
-            self._on_event(event)
+            self._records.append(string_at(data, size))
 
         events = self._bpf[b"events"]
         if self.transport == "ringbuf":
@@ -115,16 +114,20 @@ class HttpRedProbe:
             )
 
     def _lost(self, count: int) -> None:
-        self.decode_errors += count
+        self.perf_lost += count
 
     def poll(self) -> None:
-        """Hand every event waiting in the buffer to `on_event` (no wait: events are sent without wakeups)."""
+        """Hand every event waiting in the buffer to `on_records`, raw, in one list (no wait: events
+        are sent without wakeups)."""
         if self._bpf is None:
             return
         if self.transport == "ringbuf":
             self._bpf.ring_buffer_consume()
         else:
             self._bpf.perf_buffer_consume()
+        if self._records:
+            records, self._records = self._records, []
+            self._on_records(records)
 
     def set_targets(self, tgids: Iterable[int]) -> None:
         """Trace exactly these processes; connections of processes no longer traced are forgotten."""
@@ -159,6 +162,7 @@ class HttpRedProbe:
         for index, name in enumerate(COUNTER_NAMES):
             values = table[ctypes.c_int(index)]
             result[name] = int(sum(values))
+        result["events_lost"] += self.perf_lost
         return result
 
     def close(self) -> None:

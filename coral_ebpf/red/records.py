@@ -27,6 +27,9 @@ METRIC_DESCRIPTION = "Duration of HTTP service calls from the server side, in se
 SCOPE_NAME = "coral-ebpf/red"
 BUCKETS: tuple[float, ...] = (0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 
+# The bounds in nanoseconds: a duration of d ns is in bucket i when d <= BOUNDS_NS[i], as d / 1e9 <= BUCKETS[i].
+BOUNDS_NS: tuple[int, ...] = tuple(round(bound * 1e9) for bound in BUCKETS)
+
 Attribute = tuple[str, str | int]
 SeriesKey = tuple[int, tuple[Attribute, ...]]
 
@@ -59,6 +62,16 @@ class Histogram:
         self.low = min(self.low, seconds)
         self.high = max(self.high, seconds)
 
+    def record_ns(self, durations_ns: Sequence[int]) -> None:
+        """`record` for many durations in nanoseconds (the engine's per-poll batch)."""
+        counts = self.counts
+        for duration in durations_ns:
+            counts[bisect.bisect_left(BOUNDS_NS, duration)] += 1
+        self.count += len(durations_ns)
+        self.total += sum(durations_ns) / 1e9
+        self.low = min(self.low, min(durations_ns) / 1e9)
+        self.high = max(self.high, max(durations_ns) / 1e9)
+
     def merge(self, other: Histogram) -> None:
         self.start_ns = min(self.start_ns, other.start_ns)
         self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
@@ -86,6 +99,15 @@ class DurationAggregator:
             start = self._interval_start if self.temporality == "delta" else now_ns
             histogram = self._series[key] = Histogram(start_ns=start)
         histogram.record(seconds)
+
+    def record_ns(self, tgid: int, attributes: tuple[Attribute, ...], durations_ns: Sequence[int], now_ns: int) -> None:
+        """Many durations (nanoseconds, at least one) of one series."""
+        key = (tgid, attributes)
+        histogram = self._series.get(key)
+        if histogram is None:
+            start = self._interval_start if self.temporality == "delta" else now_ns
+            histogram = self._series[key] = Histogram(start_ns=start)
+        histogram.record_ns(durations_ns)
 
     def take(self, now_ns: int) -> dict[SeriesKey, Histogram]:
         """The series to export: delta hands them over and starts afresh; cumulative keeps them."""
@@ -169,15 +191,15 @@ def span_template(name: str, error: bool, attributes: Iterable[Attribute]) -> by
     return span.SerializeToString()
 
 
-@dataclass(frozen=True, slots=True)
-class SpanRecord:
-    tgid: int
-    start_ns: int  # unix nanoseconds
-    end_ns: int
-    template: bytes  # from span_template
+# (tgid, start, end in unix nanoseconds, span_template bytes): a plain tuple, as one is made per request.
+SpanRecord = tuple[int, int, int, bytes]
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return bytes((value,))
+    if value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -190,34 +212,38 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     return tag + _varint(len(payload)) + payload
 
 
-_TIMES = struct.Struct("<BQBQ")
-
-
-def _encode_span(record: SpanRecord, ids: bytes) -> bytes:
-    # trace_id = 1, span_id = 2 (bytes); start = 7, end = 8 (fixed64)
-    return (
-        b"\x0a\x10"
-        + ids[:16]
-        + b"\x12\x08"
-        + ids[16:24]
-        + _TIMES.pack(0x39, record.start_ns, 0x41, record.end_ns)
-        + record.template
-    )
+# A span's own fields: trace_id = 1 and span_id = 2 (bytes), start = 7 and end = 8 (fixed64); the
+# fields it shares with its kind of request follow from span_template (a message's fields may come
+# in any order).
+_SPAN_HEAD = struct.Struct("<BB16sBB8sBQBQ")
 
 
 def traces_request(
-    spans: Iterable[SpanRecord], resources: Mapping[int, Sequence[Attribute]]
+    spans: Sequence[SpanRecord], resources: Mapping[int, Sequence[Attribute]]
 ) -> ExportTraceServiceRequest:
+    return ExportTraceServiceRequest.FromString(encoded_traces_request(spans, resources))
+
+
+def encoded_traces_request(spans: Sequence[SpanRecord], resources: Mapping[int, Sequence[Attribute]]) -> bytes:
+    """A serialized ExportTraceServiceRequest of `spans`, each with a fresh random trace and span id."""
     by_tgid: dict[int, list[bytes]] = {}
-    for record in spans:
-        ids = random.getrandbits(192).to_bytes(24, "big")
-        by_tgid.setdefault(record.tgid, []).append(_encode_span(record, ids))
+    ids = random.randbytes(24 * len(spans))
+    pack = _SPAN_HEAD.pack
+    # ScopeSpans.spans = 2: tag and length; spans of one template have the same length
+    prefixes: dict[bytes, bytes] = {}
+    for index, (tgid, start_ns, end_ns, template) in enumerate(spans):
+        prefix = prefixes.get(template)
+        if prefix is None:
+            prefix = prefixes[template] = b"\x12" + _varint(_SPAN_HEAD.size + len(template))
+        at = index * 24
+        head = pack(0x0A, 0x10, ids[at : at + 16], 0x12, 0x08, ids[at + 16 : at + 24], 0x39, start_ns, 0x41, end_ns)
+        by_tgid.setdefault(tgid, []).append(prefix + head + template)
     scope = InstrumentationScope(name=SCOPE_NAME, version=__version__).SerializeToString()
     parts = []
     for tgid, encoded in by_tgid.items():
         resource = Resource(attributes=key_values(resources.get(tgid, ()))).SerializeToString()
         # ScopeSpans: scope = 1, spans = 2; ResourceSpans: resource = 1, scope_spans = 2
-        scope_spans = _field(b"\x0a", scope) + b"".join(_field(b"\x12", span) for span in encoded)
+        scope_spans = _field(b"\x0a", scope) + b"".join(encoded)
         resource_spans = _field(b"\x0a", resource) + _field(b"\x12", scope_spans)
         parts.append(_field(b"\x0a", resource_spans))  # ExportTraceServiceRequest.resource_spans = 1
-    return ExportTraceServiceRequest.FromString(b"".join(parts))
+    return b"".join(parts)

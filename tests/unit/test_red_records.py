@@ -18,7 +18,16 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from coral_ebpf.discovery.model import Listener, ServiceEntry
 from coral_ebpf.red.engine import RedEngine
-from coral_ebpf.red.events import FLAG_CLOSED, FLAG_SCAN, FLAG_TRUNCATED, RedEvent, decode_event, event_size
+from coral_ebpf.red.events import (
+    FLAG_CLOSED,
+    FLAG_SCAN,
+    FLAG_TRUNCATED,
+    RedEvent,
+    attributes_key,
+    decode_event,
+    encode_event,
+    event_size,
+)
 from coral_ebpf.red.records import BUCKETS, DurationAggregator, metrics_request
 from coral_ebpf.red.settings import RedSettings
 from tests.helpers.red_support import CollectingConsumer, counts, points, spans
@@ -27,21 +36,23 @@ PATH_MAX = 64
 
 
 def encode(target: bytes, status: int = 200, flags: int = 0, method: int = 1, path_len: int | None = None) -> bytes:
+    """An event laid out as struct red_event in bpf/http_red.bpf.c, written independently of events.py."""
     header = struct.pack(
-        "<QQQIIiiHHHBBB7x16s",
-        1_000,
-        2_000,
-        7,
-        42,
-        43,
-        5,
-        3,
+        "<QQQIiH2xIiiHHBBBx16s",
+        1_000,  # start_ns
+        2_000,  # end_ns
+        7,  # conn_id
+        43,  # pid
+        5,  # fd
+        51234,  # peer_port
+        42,  # tgid
+        3,  # listen_fd
+        -1,  # inferred_fd
         status,
-        51234,
         len(target) if path_len is None else path_len,
         method,
         flags,
-        2,
+        2,  # AF_INET
         bytes([127, 0, 0, 1]) + bytes(12),
     )
     return header + target.ljust(PATH_MAX, b"\0")
@@ -57,6 +68,19 @@ def test_decode_event() -> None:
     assert (event.method, event.target, event.status, event.tgid, event.pid) == ("GET", "/users/1", 503, 42, 43)
     assert (event.peer_address, event.peer_port, event.listen_fd, event.fd) == ("127.0.0.1", 51234, 3, 5)
     assert decode_event(b"short", PATH_MAX) is None
+
+
+def test_encode_event_round_trips_and_keys_only_attribute_bytes() -> None:
+    event = decode_event(encode(b"/users/1", status=503), PATH_MAX)
+    assert event is not None
+    assert decode_event(encode_event(event, PATH_MAX), PATH_MAX) == event
+    # Requests that differ only in time, connection or client port share the attribute bytes.
+    later = RedEvent(5, 9, 8, 42, 44, 6, 3, 503, "GET", "/users/1", 0, "127.0.0.1", 4000)
+    assert attributes_key(encode_event(later, PATH_MAX)) == attributes_key(encode(b"/users/1", status=503))
+    other_route = RedEvent(5, 9, 8, 42, 44, 6, 3, 503, "GET", "/users/2", 0, "127.0.0.1", 4000)
+    assert attributes_key(encode_event(other_route, PATH_MAX)) != attributes_key(encode(b"/users/1", status=503))
+    ipv6 = RedEvent(5, 9, 8, 42, 44, 6, 3, 200, "POST", "/x", 0, "2001:db8::1", 4000)
+    assert decode_event(encode_event(ipv6, PATH_MAX), PATH_MAX) == ipv6
 
 
 def test_decode_raw_target_finds_its_end() -> None:
@@ -110,8 +134,9 @@ class StandInProbe:
 
     transport = "stand-in"
 
-    def __init__(self, handler: Callable[[RedEvent], None]) -> None:
+    def __init__(self, handler: Callable[[list[bytes]], None], path_max: int) -> None:
         self.handler = handler
+        self.path_max = path_max
         self.queue: list[RedEvent] = []
         self.targets: set[int] = set()
 
@@ -123,9 +148,9 @@ class StandInProbe:
 
     def poll(self) -> None:
         queue, self.queue = self.queue, []
-        for event in queue:
-            if event.tgid in self.targets:
-                self.handler(event)
+        records = [encode_event(event, self.path_max) for event in queue if event.tgid in self.targets]
+        if records:
+            self.handler(records)
 
     def counters(self) -> dict[str, int]:
         return {}
@@ -142,8 +167,8 @@ def make_event(pid: int, target: str, status: int, flags: int = 0) -> RedEvent:
 def make_engine(settings: RedSettings, consumer: CollectingConsumer, tmp_path: Path) -> tuple[RedEngine, Any]:
     holder: dict[str, StandInProbe] = {}
 
-    def factory(handler: Callable[[RedEvent], None]) -> Any:
-        holder["probe"] = StandInProbe(handler)
+    def factory(handler: Callable[[list[bytes]], None]) -> Any:
+        holder["probe"] = StandInProbe(handler, settings.path_max)
         return holder["probe"]
 
     engine = RedEngine(settings, consumer, tmp_path, hostname="host-a", probe_factory=factory)
