@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -283,6 +284,31 @@ def fatal(log: Logger, message: str, error: str) -> None:
 
 
 def main(schema_path: str) -> None:
+    """Run the stand-in and end the process with os._exit, whatever happens: like a Go program, it
+    never waits in interpreter shutdown for a thread (an exporter, /healthz) or an atexit handler.
+    An unexpected exception prints its traceback and exits 1, as Python would."""
+    # Until its handlers are installed, SIGINT ends it like SIGTERM (the default action), not as a
+    # KeyboardInterrupt raised somewhere in the start-up; an inherited SIG_IGN stays, as in Go.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        status = run(schema_path)
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    except BaseException:
+        status = 1
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+            sys.stderr.flush()
+    # With the agent gone (SIGKILL, then the parent-death SIGTERM) stdout is a pipe nobody reads:
+    # Go's runtime dies of SIGPIPE there; the stand-in exits all the same.
+    with contextlib.suppress(BaseException):
+        sys.stdout.flush()
+    os._exit(status)
+
+
+def run(schema_path: str) -> int:
+    """The stand-in's life; returns its exit status (fatal errors exit 255 at once, see `fatal`)."""
     here = Path(sys.argv[0]).resolve().parent
     started = time.monotonic()
     control_file = here / "standin.json"
@@ -369,12 +395,19 @@ def main(schema_path: str) -> None:
     if fail in ("memlock", "runtime"):
         fatal(log, *FAILURES[fail])
 
-    stop = threading.Event()
+    # The handler only appends to a list: it takes no lock. Python runs it on the main thread between
+    # two bytecodes of whatever that thread is doing, and runs it again, nested, for a signal that
+    # arrives meanwhile. A handler calling threading.Event.set() (which takes the Event's
+    # non-reentrant lock) deadlocked the stand-in for good: the agent's SIGKILL sends one
+    # parent-death SIGTERM per exiting agent thread (the kernel re-parents Beyla to each in turn),
+    # and a second SIGTERM inside the first handler's Event.set() waited for its own lock; so did
+    # every later SIGTERM, and /healthz kept answering.
+    stop_signals: list[int] = []
 
     def on_signal(signum: int, frame: Any) -> None:
         if control.get("hang_on_sigterm"):
             return  # a Beyla stuck in shutdown: only SIGKILL ends it
-        stop.set()
+        stop_signals.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -406,13 +439,14 @@ def main(schema_path: str) -> None:
     crash = control.get("crash")
     if crash and starts <= int(crash.get("times", 1_000_000)):
         time.sleep(float(crash.get("after", 0.0)))
-        sys.stderr.write(
-            "panic: runtime error: invalid memory address or nil pointer dereference\n"
-            "[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x1a2b3c4]\n\n"
-            "goroutine 1 [running]:\ngithub.com/grafana/beyla/v3/pkg/components.RunBeyla(...)\n"
-        )
-        sys.stderr.flush()
-        os._exit(int(crash.get("exit_code", 2)))
+        with contextlib.suppress(OSError):  # the exit code is the crash, whoever reads stderr
+            sys.stderr.write(
+                "panic: runtime error: invalid memory address or nil pointer dereference\n"
+                "[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x1a2b3c4]\n\n"
+                "goroutine 1 [running]:\ngithub.com/grafana/beyla/v3/pkg/components.RunBeyla(...)\n"
+            )
+            sys.stderr.flush()
+        return int(crash.get("exit_code", 2))
 
     telemetry = None
     if targets and control.get("export", True):
@@ -421,20 +455,17 @@ def main(schema_path: str) -> None:
         telemetry = FakeTelemetry(config, targets, version, control)
         telemetry.start()
     exit_after = control.get("exit_after")
-    while not stop.wait(0.1):
+    while not stop_signals:
         if exit_after is not None and time.monotonic() - started >= float(exit_after):
-            os._exit(int(control.get("exit_code", 0)))
-    # Like Beyla: flush what is buffered, but give up after shutdown_timeout (default 10s).
+            return int(control.get("exit_code", 0))  # at once, without flushing telemetry
+        time.sleep(0.1)  # the handler runs during the sleep, which then ends as planned
+    # Like Beyla: flush what is buffered, but give up after shutdown_timeout (default 10s). The
+    # flush runs on a daemon thread and the exit does not wait for it beyond that.
     if telemetry is not None:
-        flusher = threading.Thread(target=telemetry.shutdown, daemon=True)
+        flusher = threading.Thread(target=telemetry.shutdown, name="otel-shutdown", daemon=True)
         flusher.start()
         flusher.join(timeout=_seconds(str(config.get("shutdown_timeout", "10s"))))
-    # With the agent gone (SIGKILL, then the parent-death SIGTERM) stdout is a pipe nobody reads:
-    # Go's runtime dies of SIGPIPE there, so the stand-in must exit too rather than raise and
-    # hang in interpreter shutdown waiting for its exporter threads.
-    with contextlib.suppress(OSError):
-        sys.stdout.flush()
-    os._exit(0)
+    return 0
 
 
 def _seconds(text: str) -> float:

@@ -3,12 +3,14 @@ a Beyla left behind by a dead agent, and the memory guard."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,16 @@ from coral_ebpf.beyla import memory
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
 from coral_ebpf.discovery.model import ServiceEntry
 from tests.beyla_standin import REPO, install_standin, runs, signals_ready
-from tests.integration.beyla_support import group_dead, group_gone, http_service, settings_for, wait_for, wait_until
+from tests.helpers.timing import scaled
+from tests.integration.beyla_support import (
+    free_port,
+    group_dead,
+    group_gone,
+    http_service,
+    settings_for,
+    wait_for,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -75,7 +86,38 @@ AGENT = textwrap.dedent(
 )
 
 
-def start_agent(tmp_path: Path, service: ServiceEntry, control: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Agents a test starts. Afterwards, whatever the outcome, each agent and every stand-in still
+    running from this test's bin directory is SIGKILLed, so a failure leaves no process behind."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for agent in started:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    for run in runs(tmp_path / "bin"):
+        pid = int(run["pid"])
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            process = psutil.Process(pid)
+            # The pid must still be this test's stand-in (its own group leader), not a reused pid.
+            if str(tmp_path / "bin") in " ".join(process.cmdline()) and os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+
+
+def describe(pid: int) -> str:
+    """What a process is doing, for a failure message (py-spy dump --pid gives its Python stack)."""
+    try:
+        process = psutil.Process(pid)
+        wchan = Path(f"/proc/{pid}/wchan").read_text(encoding="ascii", errors="replace")
+        return f"pid {pid}: {process.status()}, {process.num_threads()} threads, wchan {wchan}, {process.cmdline()}"
+    except (psutil.Error, OSError) as exc:
+        return f"pid {pid}: {exc}"
+
+
+def start_agent(
+    tmp_path: Path, service: ServiceEntry, control: dict[str, Any], agents: list[subprocess.Popen[bytes]]
+) -> tuple[subprocess.Popen[bytes], int]:
     binary = install_standin(tmp_path / "bin", control)
     code = AGENT.format(
         repo=str(REPO),
@@ -86,21 +128,74 @@ def start_agent(tmp_path: Path, service: ServiceEntry, control: dict[str, Any]) 
         port=service.ports[0],
     )
     agent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    agents.append(agent)
     wait_until(lambda: len(runs(binary.parent)) >= 2, what="the agent's Beyla to start")
     beyla_pid = int(runs(binary.parent)[-1]["pid"])
     wait_until(lambda: beyla_pid in signals_ready(binary.parent), what="the agent's Beyla to set up its signals")
     return agent, beyla_pid
 
 
-def test_beyla_dies_with_the_agent(tmp_path: Path, service: ServiceEntry) -> None:
-    agent, beyla_pid = start_agent(tmp_path, service, {})
+def test_beyla_dies_with_the_agent(
+    tmp_path: Path, service: ServiceEntry, agents: list[subprocess.Popen[bytes]]
+) -> None:
+    agent, beyla_pid = start_agent(tmp_path, service, {}, agents)
     agent.kill()  # SIGKILL: the agent gets no chance to stop Beyla
     agent.wait()
-    wait_until(lambda: group_dead(beyla_pid), what="Beyla to get its parent-death signal")
+    # Each agent thread that exits re-parents Beyla and sends it the parent-death SIGTERM again:
+    # the stand-in gets a burst of them, at any point of its start-up. It then stops within its
+    # shutdown_timeout (1s here); wait_until's 30 s stretch with CORAL_TEST_TIME_SCALE.
+    try:
+        wait_until(lambda: group_dead(beyla_pid), what="Beyla to stop on its parent-death signal")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {describe(beyla_pid)}") from None
 
 
-def test_a_beyla_left_by_a_dead_agent_is_stopped_before_a_new_one_starts(tmp_path: Path, service: ServiceEntry) -> None:
-    agent, stale_pid = start_agent(tmp_path, service, {"hang_on_sigterm": True})
+STANDIN_CONFIG = """
+shutdown_timeout: 1s
+otel_metrics_export: {{endpoint: "http://127.0.0.1:9", interval: 1s}}
+otel_traces_export: {{endpoint: "http://127.0.0.1:9", batch_timeout: 200ms}}
+discovery: {{instrument: [{{open_ports: "{port}"}}]}}
+health_check: {{port: {health_port}, listen_address: 127.0.0.1}}
+"""
+
+
+def test_a_burst_of_sigterms_during_start_up_ends_beyla_with_status_0(tmp_path: Path, service: ServiceEntry) -> None:
+    """How the agent's death looks to Beyla: SIGTERM after SIGTERM (one per exiting agent thread),
+    while it is still starting up. The stand-in's handler, run again for a SIGTERM that arrived
+    while it held the lock of a threading.Event, once waited on that lock for good (with more
+    SIGTERMs it nested deeper, until a RecursionError)."""
+    binary = install_standin(tmp_path / "bin", {})
+    config = tmp_path / "beyla.yaml"
+    config.write_text(STANDIN_CONFIG.format(port=service.ports[0], health_port=free_port()), encoding="utf-8")
+    with (tmp_path / "stderr").open("wb") as stderr:
+        beyla = subprocess.Popen(
+            [str(binary), "-config", str(config)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        deadline = time.monotonic() + scaled(30)
+        # Polled every millisecond: the burst must come while the stand-in is still busy starting.
+        while beyla.pid not in signals_ready(binary.parent):
+            assert beyla.poll() is None, f"the stand-in exited with {beyla.returncode}"
+            assert time.monotonic() < deadline, "timed out waiting for the stand-in to set up its signals"
+            time.sleep(0.001)
+        until = time.monotonic() + 1.0
+        while time.monotonic() < until:  # not yet reaped, so the pid is still the stand-in's
+            os.kill(beyla.pid, signal.SIGTERM)
+        try:
+            status = beyla.wait(timeout=scaled(30))
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the stand-in did not stop: {describe(beyla.pid)}") from None
+        assert status == 0, (tmp_path / "stderr").read_text(encoding="utf-8", errors="replace")[-3000:]
+    finally:
+        if beyla.poll() is None:
+            beyla.kill()
+            beyla.wait()
+
+
+def test_a_beyla_left_by_a_dead_agent_is_stopped_before_a_new_one_starts(
+    tmp_path: Path, service: ServiceEntry, agents: list[subprocess.Popen[bytes]]
+) -> None:
+    agent, stale_pid = start_agent(tmp_path, service, {"hang_on_sigterm": True}, agents)
     agent.kill()
     agent.wait()
     assert psutil.pid_exists(stale_pid)  # it ignored the parent-death SIGTERM
