@@ -130,13 +130,13 @@ def main() -> None:
                     rps, p99 = run_wrk(wrk, proc.port, args.duration, args.connections)
                     if engine is not None:
                         engine.flush()
-                        status = engine.status()
-                        events_lost += status.get("kernel", {}).get("events_lost", 0)
-                        dropped_spans += status["dropped_spans"]
-                        exported_spans += status["exported_spans"]
+                        events_lost += engine.status().get("kernel", {}).get("events_lost", 0)
                 finally:
                     if engine is not None:
                         engine.stop(10)
+                        status = engine.status()  # after stop: its last export is counted too
+                        dropped_spans += status["dropped_spans"]
+                        exported_spans += status["exported_spans"]
                 results[mode].append((rps, p99))
                 print(f"{mode:>7} probe: {rps:10.1f} req/s  p99 {p99:8.2f} ms", flush=True)
     shutil.rmtree(state_dir, ignore_errors=True)

@@ -96,8 +96,9 @@ class HttpRedProbe:
         # them over together (decoding each event here cost as much as the BPF program itself).
         string_at = ctypes.string_at
 
-        def handle(_ctx: Any, data: Any, size: int) -> None:
+        def handle(_ctx: Any, data: Any, size: int) -> int:
             self._records.append(string_at(data, size))
+            return 0  # BCC's ring-buffer wrapper calls int() on this: None would raise and be caught, per event
 
         events = self._bpf[b"events"]
         if self.transport == "ringbuf":
