@@ -27,7 +27,10 @@ from coral_ebpf.units import parse_endpoint
 log = logging.getLogger(__name__)
 
 # Workers run decode + consumer; the consumer must not block long, so a few threads suffice.
-GRPC_WORKERS = 8
+# Requests are decoded and flattened in Python, under the GIL: threads beyond two only fight
+# over it. bench/ingest.py on 2 cores: 8 workers 102-115k spans/s stored, 4 workers 132-140k,
+# 2 workers 147-162k. Requests beyond the workers wait in grpcio's queue (MAX_CONCURRENT_RPCS).
+GRPC_WORKERS = 2
 # Requests beyond this are refused by grpcio with RESOURCE_EXHAUSTED instead of queueing without
 # bound; with the default 16 MiB limit this caps buffered request bodies at about 1 GiB.
 MAX_CONCURRENT_RPCS = 64

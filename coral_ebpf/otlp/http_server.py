@@ -36,7 +36,9 @@ from coral_ebpf.units import parse_endpoint
 
 log = logging.getLogger(__name__)
 
-HTTP_WORKERS = 4
+# Decoding and flattening run in Python under the GIL: more than two workers only add contention
+# (see GRPC_WORKERS in grpc_server.py for the figures).
+HTTP_WORKERS = 2
 # Bodies being read or decoded at once; further requests wait (their bytes stay in socket buffers)
 # instead of each buffering up to otlp.max_body_bytes. Matches the gRPC side's concurrency cap.
 MAX_CONCURRENT_REQUESTS = 64
