@@ -7,7 +7,7 @@ exporting to an in-memory consumer; loaded afresh for each run).
 Prints throughput and p99 latency of each run, then the medians, and last
 `overhead: <pct> %` = the drop in median throughput. Needs root.
 
-    .venv/bin/python bench/red_overhead.py [--duration 10] [--rounds 2] [--connections 16] [--server uvicorn]
+    .venv/bin/python bench/red_overhead.py [--duration 10] [--rounds 4] [--connections 16] [--server uvicorn]
                                            [--no-traces]
 """
 
@@ -101,7 +101,9 @@ def run_wrk(wrk: str, port: int, duration: int, connections: int) -> tuple[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per run")
-    parser.add_argument("--rounds", type=int, default=2, help="pairs of runs (without, with)")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="pairs of runs (without, with); the medians damp one-off noise"
+    )
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--server", choices=["uvicorn", "python"], default="uvicorn")
     parser.add_argument("--no-traces", action="store_true", help="metrics only (red.traces: false)")

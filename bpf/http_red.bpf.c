@@ -179,6 +179,13 @@ struct user_iovec {
 };
 
 BPF_HASH(targets, u32, u8, RED_MAX_TARGETS);
+/*
+ * A pre-filter over `targets`: slot tgid % RED_FILTER_SLOTS counts the targets that fall there
+ * (user space keeps it). The JIT inlines array lookups, so the syscalls of every other process on
+ * the host leave each program after one load instead of a hash lookup.
+ */
+#define RED_FILTER_SLOTS 4096
+BPF_ARRAY(target_filter, u32, RED_FILTER_SLOTS);
 BPF_TABLE("lru_hash", struct conn_key, struct conn, conns, RED_MAX_CONNS);
 BPF_TABLE("lru_hash", u64, struct io_args, io_args, 16384);
 BPF_PERCPU_ARRAY(scratch, struct scratch_buf, 1);
@@ -208,8 +215,14 @@ static __always_inline void count(int idx) {
         *value += 1;
 }
 
+static __always_inline int maybe_target(u32 tgid) {
+    u32 slot = tgid & (RED_FILTER_SLOTS - 1);
+    u32 *targets_in_slot = target_filter.lookup(&slot);
+    return targets_in_slot && *targets_in_slot;
+}
+
 static __always_inline int is_target(u32 tgid) {
-    return targets.lookup(&tgid) != NULL;
+    return maybe_target(tgid) && targets.lookup(&tgid) != NULL;
 }
 
 static __always_inline int bodyless(u8 method) {
@@ -675,6 +688,8 @@ static __always_inline int save_io(u32 fd, u64 ptr, u64 aux, u32 kind) {
 /* A write on a traced connection; for iovecs `count` is unbounded and the first iovec's length applies. */
 static __always_inline int enter_write(void *ctx, u32 fd, u64 ptr, u64 count, u32 kind) {
     struct conn_key key = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (s32)fd};
+    if (!maybe_target(key.tgid))
+        return 0;
     struct io_args io = {.ptr = ptr, .aux = 0, .fd = (s32)fd, .kind = kind};
     long asked = count > 0x7fffffff ? 0x7fffffff : (long)count;
     on_write(ctx, &key, &io, asked);
@@ -687,7 +702,7 @@ static __always_inline int save_read(u32 fd, u64 ptr, u32 kind) {
 #else
     u64 id = bpf_get_current_pid_tgid();
     struct conn_key key = {.tgid = id >> 32, .fd = (s32)fd};
-    if (!conns.lookup(&key))
+    if (!maybe_target(key.tgid) || !conns.lookup(&key))
         return 0;
     struct io_args io = {.ptr = ptr, .aux = 0, .fd = (s32)fd, .kind = kind};
     io_args.update(&id, &io);
@@ -697,6 +712,8 @@ static __always_inline int save_read(u32 fd, u64 ptr, u32 kind) {
 
 static __always_inline int finish_read(void *ctx, long ret) {
     u64 id = bpf_get_current_pid_tgid();
+    if (!maybe_target(id >> 32))
+        return 0;
     struct io_args *io = io_args.lookup(&id);
     if (!io)
         return 0;
@@ -711,6 +728,8 @@ static __always_inline int finish_read(void *ctx, long ret) {
 
 static __always_inline int finish_accept(long ret) {
     u64 id = bpf_get_current_pid_tgid();
+    if (!maybe_target(id >> 32))
+        return 0;
     struct io_args *io = io_args.lookup(&id);
     if (!io)
         return 0;
@@ -760,6 +779,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { return enter_write(args, args->f
 
 TRACEPOINT_PROBE(syscalls, sys_enter_close) {
     u64 id = bpf_get_current_pid_tgid();
+    if (!maybe_target(id >> 32))
+        return 0; /* connections of processes no longer traced are removed from user space */
     struct conn_key key = {.tgid = id >> 32, .fd = (s32)args->fd};
     struct conn *c = conns.lookup(&key);
     if (!c)

@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 PROGRAM = "http_red"
 PAGE_SIZE = 4096
+FILTER_SLOTS = 4096  # RED_FILTER_SLOTS in the BPF program
 
 
 def _pages(size: int, cpus: int = 1) -> int:
@@ -40,6 +42,7 @@ class HttpRedProbe:
         self._bpf: Any = None
         self._lock = threading.Lock()
         self._targets: set[int] = set()
+        self._filter_slots: set[int] = set()  # non-zero slots of target_filter
         self.transport = ""
         self.perf_lost = 0  # perf-buffer events the kernel could not deliver (ring buffers count in `counters`)
 
@@ -82,6 +85,8 @@ class HttpRedProbe:
             self.transport = "perf"
         self._wire_tail_calls()
         self._open_events()
+        pending, self._targets = self._targets, set()
+        self.set_targets(pending)  # targets given before the program existed
 
     def _wire_tail_calls(self) -> None:
         import bcc
@@ -144,9 +149,18 @@ class HttpRedProbe:
             for tgid in removed:
                 with contextlib.suppress(KeyError):
                     del table[ctypes.c_uint32(tgid)]
+            self._targets = wanted
+            self._write_filter()
             if removed:
                 self._forget_connections(removed)
-            self._targets = wanted
+
+    def _write_filter(self) -> None:
+        """Refresh the kernel's pre-filter (`target_filter`): per slot, the targets whose tgid falls there."""
+        slots = Counter(tgid % FILTER_SLOTS for tgid in self._targets)
+        filter_map = self._bpf[b"target_filter"]
+        for slot in set(slots) | self._filter_slots:
+            filter_map[ctypes.c_int(slot)] = ctypes.c_uint32(slots.get(slot, 0))
+        self._filter_slots = set(slots)
 
     def _forget_connections(self, tgids: set[int]) -> None:
         conns = self._bpf[b"conns"]

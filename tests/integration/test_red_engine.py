@@ -263,6 +263,26 @@ def test_only_target_processes_are_traced(
     assert engine.status()["unknown_process"] == 0
 
 
+def test_tracing_follows_the_target_set(
+    engine: RedEngine, consumer: CollectingConsumer, traced: list[ServerProcess]
+) -> None:
+    """The kernel's pre-filter and target map follow set_targets in both directions."""
+    with server("python") as first, server("python") as second:
+        start(engine, traced, first)
+        conn = http.client.HTTPConnection("127.0.0.1", first.port, timeout=10)
+        assert get(conn, "/one") == 200
+        wait_for(engine.flush, consumer, first.pid, 1)
+        traced.remove(first)
+        start(engine, traced, second)  # the first server is no longer traced
+        assert get(conn, "/one") == 200
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", second.port, timeout=10)
+        assert get(conn, "/two") == 200
+        conn.close()
+        assert dict(wait_for(engine.flush, consumer, second.pid, 1)) == {("GET", "/two", 200): 1}
+        assert dict(counts(consumer, first.pid)) == {("GET", "/one", 200): 1}
+
+
 def test_status_names_the_services(engine: RedEngine, traced: list[ServerProcess]) -> None:
     with server("python") as proc:
         start(engine, traced, proc)
