@@ -9,6 +9,7 @@ folded into the next export, spans wait in a bounded queue (oldest dropped and c
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -49,6 +50,17 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 0.1
 SPANS_PER_REQUEST = 2000
 KIND_CACHE_SIZE = 65536
+# The engine's threads need ~1.3 us of CPU per request; at nice 10 they still get ~10 % of a CPU
+# shared with a busy nice-0 process, far more than they use, but no longer take turns with it.
+THREAD_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Run the calling thread at THREAD_NICE: on a saturated host the traced services get the CPU first."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), THREAD_NICE)
+    except OSError as exc:
+        log.debug("could not lower the RED engine thread's priority", extra={"fields": {"error": str(exc)}})
 
 
 class _Kind:
@@ -330,6 +342,7 @@ class RedEngine:
                 self._probe.poll()
 
     def _poll_loop(self) -> None:
+        _lower_priority()
         while not self._stop.wait(POLL_INTERVAL):
             try:
                 self._drain()
@@ -337,6 +350,7 @@ class RedEngine:
                 log.exception("RED event polling failed", extra={"fields": {"error": str(exc)}})
 
     def _export_loop(self) -> None:
+        _lower_priority()
         interval = self._settings.export_interval
         next_export = time.monotonic() + interval
         while not self._stop.wait(max(0.0, min(next_export, self._retry_at or next_export) - time.monotonic())):
