@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -17,7 +18,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from coral_ebpf.discovery.model import Listener, ServiceEntry
-from coral_ebpf.red.engine import RedEngine
+from coral_ebpf.red.engine import THREAD_NICE, RedEngine
 from coral_ebpf.red.events import (
     FLAG_CLOSED,
     FLAG_SCAN,
@@ -238,3 +239,24 @@ def test_engine_retries_refused_exports_and_bounds_spans(tmp_path: Path) -> None
     status = engine.status()
     assert status["dropped_spans"] == 2
     assert status["export_retries"] == 2
+
+
+def test_engine_threads_run_at_lower_priority(tmp_path: Path) -> None:
+    engine, _ = make_engine(RedSettings(export_interval=3600), CollectingConsumer(), tmp_path)
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            threads = {t.name: t.native_id for t in threading.enumerate() if t.name in ("red-poll", "red-export")}
+            nices = {name: _nice(tid) for name, tid in threads.items() if tid is not None}
+            if nices == {"red-poll": THREAD_NICE, "red-export": THREAD_NICE} or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    finally:
+        engine.stop(5)
+    assert nices == {"red-poll": THREAD_NICE, "red-export": THREAD_NICE}
+
+
+def _nice(tid: int) -> int:
+    # /proc/<pid>/task/<tid>/stat: field 19 is the nice value (fields after the command name)
+    fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[16])
