@@ -21,16 +21,7 @@ from typing import Any
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import CoralError
 from coral_ebpf.otlp.consumer import Consumer, ConsumerUnavailableError, QueueFullError, SerializedTracesConsumer
-from coral_ebpf.red.events import (
-    ATTRIBUTES_START,
-    FLAG_INFERRED,
-    PATH_LEN_OFFSET,
-    PATH_START,
-    TIMES,
-    RedEvent,
-    decode_event,
-    event_size,
-)
+from coral_ebpf.red.events import FLAG_INFERRED, TIMES, RedEvent, attributes_key, decode_event, event_size
 from coral_ebpf.red.probe import HttpRedProbe
 from coral_ebpf.red.records import (
     Attribute,
@@ -249,8 +240,7 @@ class RedEngine:
                 if len(record) < size:
                     undecodable += 1
                     continue
-                path_len = record[PATH_LEN_OFFSET] | record[PATH_LEN_OFFSET + 1] << 8
-                key = record[ATTRIBUTES_START : PATH_START + path_len]
+                key = attributes_key(record)
                 kind = kinds.get(key)
                 if kind is None:
                     kind = self._classify(record, key)

@@ -92,22 +92,20 @@ class DurationAggregator:
     def __len__(self) -> int:
         return len(self._series)
 
-    def record(self, tgid: int, attributes: tuple[Attribute, ...], seconds: float, now_ns: int) -> None:
+    def _histogram(self, tgid: int, attributes: tuple[Attribute, ...], now_ns: int) -> Histogram:
         key = (tgid, attributes)
         histogram = self._series.get(key)
         if histogram is None:
             start = self._interval_start if self.temporality == "delta" else now_ns
             histogram = self._series[key] = Histogram(start_ns=start)
-        histogram.record(seconds)
+        return histogram
+
+    def record(self, tgid: int, attributes: tuple[Attribute, ...], seconds: float, now_ns: int) -> None:
+        self._histogram(tgid, attributes, now_ns).record(seconds)
 
     def record_ns(self, tgid: int, attributes: tuple[Attribute, ...], durations_ns: Sequence[int], now_ns: int) -> None:
         """Many durations (nanoseconds, at least one) of one series."""
-        key = (tgid, attributes)
-        histogram = self._series.get(key)
-        if histogram is None:
-            start = self._interval_start if self.temporality == "delta" else now_ns
-            histogram = self._series[key] = Histogram(start_ns=start)
-        histogram.record_ns(durations_ns)
+        self._histogram(tgid, attributes, now_ns).record_ns(durations_ns)
 
     def take(self, now_ns: int) -> dict[SeriesKey, Histogram]:
         """The series to export: delta hands them over and starts afresh; cumulative keeps them."""
