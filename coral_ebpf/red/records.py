@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import random
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +20,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from coral_ebpf import __version__
+from coral_ebpf.otlp import wire
 
 METRIC_NAME = "http.server.request.duration"
 METRIC_DESCRIPTION = "Duration of HTTP service calls from the server side, in seconds"
@@ -193,29 +193,6 @@ def span_template(name: str, error: bool, attributes: Iterable[Attribute]) -> by
 SpanRecord = tuple[int, int, int, bytes]
 
 
-def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return bytes((value,))
-    if value < 0x4000:
-        return bytes(((value & 0x7F) | 0x80, value >> 7))
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(tag: bytes, payload: bytes) -> bytes:
-    return tag + _varint(len(payload)) + payload
-
-
-# A span's own fields: trace_id = 1 and span_id = 2 (bytes), start = 7 and end = 8 (fixed64); the
-# fields it shares with its kind of request follow from span_template (a message's fields may come
-# in any order).
-_SPAN_HEAD = struct.Struct("<BB16sBB8sBQBQ")
-
-
 def traces_request(
     spans: Sequence[SpanRecord], resources: Mapping[int, Sequence[Attribute]]
 ) -> ExportTraceServiceRequest:
@@ -223,25 +200,24 @@ def traces_request(
 
 
 def encoded_traces_request(spans: Sequence[SpanRecord], resources: Mapping[int, Sequence[Attribute]]) -> bytes:
-    """A serialized ExportTraceServiceRequest of `spans`, each with a fresh random trace and span id."""
+    """A serialized ExportTraceServiceRequest of `spans`, each with a fresh random trace and span id.
+
+    Each span is its own ids and times (`wire.span_head`) followed by its template: spans of one
+    template have the same length, so their `ScopeSpans.spans` prefix is computed once.
+    """
     by_tgid: dict[int, list[bytes]] = {}
     ids = random.randbytes(24 * len(spans))
-    pack = _SPAN_HEAD.pack
-    # ScopeSpans.spans = 2: tag and length; spans of one template have the same length
+    head = wire.span_head
     prefixes: dict[bytes, bytes] = {}
     for index, (tgid, start_ns, end_ns, template) in enumerate(spans):
         prefix = prefixes.get(template)
         if prefix is None:
-            prefix = prefixes[template] = b"\x12" + _varint(_SPAN_HEAD.size + len(template))
+            prefix = prefixes[template] = wire.spans_entry_prefix(wire.SPAN_HEAD_SIZE + len(template))
         at = index * 24
-        head = pack(0x0A, 0x10, ids[at : at + 16], 0x12, 0x08, ids[at + 16 : at + 24], 0x39, start_ns, 0x41, end_ns)
-        by_tgid.setdefault(tgid, []).append(prefix + head + template)
+        span = head(ids[at : at + 16], ids[at + 16 : at + 24], start_ns, end_ns)
+        by_tgid.setdefault(tgid, []).append(prefix + span + template)
     scope = InstrumentationScope(name=SCOPE_NAME, version=__version__).SerializeToString()
-    parts = []
-    for tgid, encoded in by_tgid.items():
-        resource = Resource(attributes=key_values(resources.get(tgid, ()))).SerializeToString()
-        # ScopeSpans: scope = 1, spans = 2; ResourceSpans: resource = 1, scope_spans = 2
-        scope_spans = _field(b"\x0a", scope) + b"".join(encoded)
-        resource_spans = _field(b"\x0a", resource) + _field(b"\x12", scope_spans)
-        parts.append(_field(b"\x0a", resource_spans))  # ExportTraceServiceRequest.resource_spans = 1
-    return b"".join(parts)
+    return wire.encode_traces_request(
+        (Resource(attributes=key_values(resources.get(tgid, ()))).SerializeToString(), scope, encoded)
+        for tgid, encoded in by_tgid.items()
+    )

@@ -4,7 +4,7 @@ JSON follows the OTLP/JSON conventions where JSON has no native form: bytes are 
 non-finite doubles are the strings "NaN", "Infinity", "-Infinity".
 
 `KeyValueCache` is the span hot path: attributes arrive as the raw bytes of each KeyValue
-(see lazy_trace.py), and most of them repeat from span to span (method, route, scheme,
+(see otlp/wire.py), and most of them repeat from span to span (method, route, scheme,
 server address, ...), so each distinct KeyValue is decoded and JSON-encoded once.
 """
 

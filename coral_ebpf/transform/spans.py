@@ -22,7 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from coral_ebpf.storage.schema import SPANS, arrow_array, arrow_schema
 from coral_ebpf.transform.anyvalue import KeyValueCache, attributes_dict, to_json
-from coral_ebpf.transform.lazy_trace import LazyTraceRequest
+from coral_ebpf.otlp.wire import LazyTraceRequest
 from coral_ebpf.transform.resource import ResourceInfo, resource_info
 from coral_ebpf.transform.semconv import SPAN_KINDS, SPAN_PROMOTED
 

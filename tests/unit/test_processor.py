@@ -316,7 +316,7 @@ def test_serialized_fast_path_matches_the_decoded_one(pipeline: tuple[Storage, T
 
 def test_serialized_fast_path_rejects_only_the_undecodable_span(pipeline: tuple[Storage, TransformProcessor]) -> None:
     storage, processor = pipeline
-    from coral_ebpf.transform.lazy_trace import LazyTraceRequest
+    from coral_ebpf.otlp.wire import LazyTraceRequest
 
     lazy = LazyTraceRequest.FromString(
         trace_request(
