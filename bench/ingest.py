@@ -339,7 +339,7 @@ def serve_pipeline(workdir: Path) -> None:
 
 def serve_receiver(workdir: Path) -> None:
     """The `receiver` target's server: a consumer that only counts spans."""
-    from coral_ebpf.otlp import ConsumeResult
+    from coral_ebpf.consumer import ConsumeResult
 
     class CountingConsumer:
         def __init__(self) -> None:

@@ -33,8 +33,9 @@ sys.path.insert(0, str(REPO))
 from coral_ebpf.red.engine import RedEngine  # noqa: E402
 from coral_ebpf.red.records import BUCKETS  # noqa: E402
 from coral_ebpf.red.settings import RedSettings  # noqa: E402
+from tests.helpers.consumertest import Sink  # noqa: E402
 from tests.helpers.netns import enter_private_netns  # noqa: E402
-from tests.helpers.red_support import CollectingConsumer, points, server  # noqa: E402
+from tests.helpers.red_support import points, server  # noqa: E402
 
 # route -> (share of requests, delay range in ms, path template)
 MIX = {
@@ -110,7 +111,7 @@ def main() -> None:
     enter_private_netns()
     requests = plan(args.requests, args.seed)
     state_dir = Path(tempfile.mkdtemp(prefix="coral-red-accuracy-"))
-    consumer = CollectingConsumer()
+    consumer = Sink()
     engine = RedEngine(RedSettings(engine="bcc", export_interval=3600), consumer, state_dir)
     engine.start()
     try:

@@ -31,7 +31,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
 
-from coral_ebpf.otlp.consumer import ConsumeResult  # noqa: E402
+from coral_ebpf.consumer import ConsumeResult  # noqa: E402
 from coral_ebpf.red.engine import RedEngine  # noqa: E402
 from coral_ebpf.red.settings import RedSettings  # noqa: E402
 from tests.helpers.netns import enter_private_netns  # noqa: E402

@@ -28,9 +28,9 @@ from coral_ebpf.beyla.supervisor import BeylaSupervisor
 from coral_ebpf.beyla.target import agent_ports, otlp_endpoint_url
 from coral_ebpf.capabilities.report import ProbeReport, Verdict
 from coral_ebpf.config import AgentConfig
+from coral_ebpf.consumer import Consumer
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import ConfigError, CoralError
-from coral_ebpf.otlp.consumer import Consumer
 from coral_ebpf.otlp.receiver import OtlpReceiver
 from coral_ebpf.otlp.settings import OtlpSettings
 from coral_ebpf.query.dispatch import query_executor

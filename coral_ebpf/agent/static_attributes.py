@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from coral_ebpf.beyla.attributes import add_static_attributes
-from coral_ebpf.otlp.consumer import Consumer, ConsumeResult
+from coral_ebpf.consumer import Consumer, ConsumeResult
 
 
 class StaticAttributesConsumer:

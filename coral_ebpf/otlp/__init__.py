@@ -1,4 +1,4 @@
-"""OTLP receiver (gRPC and HTTP) in front of a `Consumer`; see docs/otlp.md.
+"""OTLP receiver (gRPC and HTTP) in front of a `coral_ebpf.consumer.Consumer`; see docs/otlp.md.
 
 Public names are resolved lazily (as in `coral_ebpf.config`): the config schema imports
 `otlp.settings` while it is being built, and must not pull in the receiver and grpcio with it.
@@ -10,26 +10,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from coral_ebpf.otlp.consumer import Consumer, ConsumeResult, ConsumerUnavailableError, QueueFullError
     from coral_ebpf.otlp.receiver import OtlpReceiver
     from coral_ebpf.otlp.settings import OtlpSettings
 
 _EXPORTS = {
-    "Consumer": "coral_ebpf.otlp.consumer",
-    "ConsumeResult": "coral_ebpf.otlp.consumer",
-    "ConsumerUnavailableError": "coral_ebpf.otlp.consumer",
-    "QueueFullError": "coral_ebpf.otlp.consumer",
     "OtlpReceiver": "coral_ebpf.otlp.receiver",
     "OtlpSettings": "coral_ebpf.otlp.settings",
 }
 
 __all__ = [
-    "ConsumeResult",
-    "Consumer",
-    "ConsumerUnavailableError",
     "OtlpReceiver",
     "OtlpSettings",
-    "QueueFullError",
 ]
 
 

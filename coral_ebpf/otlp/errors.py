@@ -26,7 +26,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 
-from coral_ebpf.otlp.consumer import ConsumerUnavailableError, QueueFullError
+from coral_ebpf.consumer import ConsumerUnavailableError, QueueFullError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError, Message
 
-from coral_ebpf.otlp.consumer import Consumer
+from coral_ebpf.consumer import Consumer
 from coral_ebpf.otlp.encoding import Encoding, decode
 from coral_ebpf.otlp.errors import ErrorReply, MalformedRequestError, reply_for
 from coral_ebpf.otlp.signals import SignalHandler

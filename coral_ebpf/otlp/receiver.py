@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from coral_ebpf.consumer import Consumer
 from coral_ebpf.errors import ConfigError, CoralError
-from coral_ebpf.otlp.consumer import Consumer
 from coral_ebpf.otlp.export import Exporter
 from coral_ebpf.otlp.grpc_server import GrpcTransport
 from coral_ebpf.otlp.http_server import HttpTransport

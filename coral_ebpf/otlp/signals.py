@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from coral_ebpf.otlp.consumer import Consumer, ConsumeResult, SerializedTracesConsumer
+from coral_ebpf.consumer import Consumer, ConsumeResult, SerializedTracesConsumer
 from coral_ebpf.otlp.encoding import count_spans_serialized
 
 

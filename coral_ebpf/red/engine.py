@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from coral_ebpf.consumer import Consumer, ConsumerUnavailableError, QueueFullError, SerializedTracesConsumer
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import CoralError
-from coral_ebpf.otlp.consumer import Consumer, ConsumerUnavailableError, QueueFullError, SerializedTracesConsumer
 from coral_ebpf.red.events import FLAG_INFERRED, TIMES, RedEvent, attributes_key, decode_event, event_size
 from coral_ebpf.red.probe import HttpRedProbe
 from coral_ebpf.red.records import (

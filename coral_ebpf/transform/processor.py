@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from coral_ebpf.otlp.consumer import ConsumeResult, ConsumerUnavailableError, QueueFullError
+from coral_ebpf.consumer import ConsumeResult, ConsumerUnavailableError, QueueFullError
 from coral_ebpf.storage.schema import RESOURCES, SPANS
 from coral_ebpf.storage.writer import Batch, Storage, StorageClosedError, WriteQueueFullError
 from coral_ebpf.transform.histograms import DeltaTracker, Staging
@@ -43,7 +43,7 @@ def rejection_message(reasons: Mapping[str, int]) -> str:
 
 
 class TransformProcessor:
-    """Implements `coral_ebpf.otlp.consumer.Consumer` and the `Component` protocol."""
+    """Implements `coral_ebpf.consumer.Consumer` and the `Component` protocol."""
 
     name = "transform"
 

@@ -20,9 +20,9 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from coral_ebpf.otlp.wire import LazyTraceRequest
 from coral_ebpf.storage.schema import SPANS, arrow_array, arrow_schema
 from coral_ebpf.transform.anyvalue import KeyValueCache, attributes_dict, to_json
-from coral_ebpf.otlp.wire import LazyTraceRequest
 from coral_ebpf.transform.resource import ResourceInfo, resource_info
 from coral_ebpf.transform.semconv import SPAN_KINDS, SPAN_PROMOTED
 

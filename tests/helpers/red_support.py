@@ -6,7 +6,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -14,13 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from coral_ebpf.discovery.model import Listener, ServiceEntry
-from coral_ebpf.otlp.consumer import ConsumeResult, QueueFullError
+from tests.helpers.consumertest import Sink
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,46 +72,6 @@ def server(kind: str, service_name: str | None = None) -> Iterator[ServerProcess
             process.wait()
 
 
-class CollectingConsumer:
-    """A Consumer that keeps every request; can refuse the first `refuse` calls with QueueFullError."""
-
-    def __init__(self, refuse: int = 0) -> None:
-        self.metrics: list[ExportMetricsServiceRequest] = []
-        self.traces: list[ExportTraceServiceRequest] = []
-        self.refuse = refuse
-        self.refused = 0
-        self._lock = threading.Lock()
-
-    def _maybe_refuse(self) -> None:
-        if self.refused < self.refuse:
-            self.refused += 1
-            raise QueueFullError("full (test)", retry_after=0.05)
-
-    def consume_metrics(self, request: ExportMetricsServiceRequest) -> ConsumeResult:
-        with self._lock:
-            self._maybe_refuse()
-            copy = ExportMetricsServiceRequest()
-            copy.CopyFrom(request)
-            self.metrics.append(copy)
-        return ConsumeResult()
-
-    def consume_traces(self, request: ExportTraceServiceRequest) -> ConsumeResult:
-        with self._lock:
-            self._maybe_refuse()
-            copy = ExportTraceServiceRequest()
-            copy.CopyFrom(request)
-            self.traces.append(copy)
-        return ConsumeResult()
-
-    def consume_logs(self, request: ExportLogsServiceRequest) -> ConsumeResult:
-        return ConsumeResult()
-
-    def clear(self) -> None:
-        with self._lock:
-            self.metrics.clear()
-            self.traces.clear()
-
-
 def value(any_value: AnyValue) -> Any:
     return getattr(any_value, any_value.WhichOneof("value") or "string_value")
 
@@ -135,7 +91,7 @@ class Point:
     temporality: int
 
 
-def points(consumer: CollectingConsumer, pid: int | None = None) -> list[Point]:
+def points(consumer: Sink, pid: int | None = None) -> list[Point]:
     found = []
     for request in list(consumer.metrics):
         for resource_metrics in request.resource_metrics:
@@ -159,7 +115,7 @@ def points(consumer: CollectingConsumer, pid: int | None = None) -> list[Point]:
     return found
 
 
-def spans(consumer: CollectingConsumer, pid: int | None = None) -> list[tuple[dict[str, Any], Any]]:
+def spans(consumer: Sink, pid: int | None = None) -> list[tuple[dict[str, Any], Any]]:
     found = []
     for request in list(consumer.traces):
         for resource_spans in request.resource_spans:
@@ -171,7 +127,7 @@ def spans(consumer: CollectingConsumer, pid: int | None = None) -> list[tuple[di
     return found
 
 
-def counts(consumer: CollectingConsumer, pid: int) -> Counter[tuple[str, str, int]]:
+def counts(consumer: Sink, pid: int) -> Counter[tuple[str, str, int]]:
     """(method, route, status) -> requests, summed over every export."""
     total: Counter[tuple[str, str, int]] = Counter()
     for point in points(consumer, pid):
@@ -181,7 +137,7 @@ def counts(consumer: CollectingConsumer, pid: int) -> Counter[tuple[str, str, in
 
 
 def wait_for(
-    flush: Callable[[], None], consumer: CollectingConsumer, pid: int, expected: int, timeout: float = 10.0
+    flush: Callable[[], None], consumer: Sink, pid: int, expected: int, timeout: float = 10.0
 ) -> Counter[tuple[str, str, int]]:
     """Flush until `expected` requests of `pid` were exported, then once more to catch any extra."""
     deadline = time.monotonic() + timeout

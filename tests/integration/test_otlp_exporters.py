@@ -16,8 +16,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from coral_ebpf.otlp import ConsumeResult, QueueFullError
-from tests.helpers.otlp_receiver import RecordingConsumer, running_receiver
+from coral_ebpf.consumer import ConsumeResult, QueueFullError
+from tests.helpers.consumertest import Sink
+from tests.helpers.otlp_receiver import running_receiver
 
 RESOURCE = Resource.create({"service.name": "sdk-test", "service.namespace": "shop", "process.pid": 1234})
 
@@ -46,7 +47,7 @@ def _emit_metrics(exporter: MetricExporter) -> None:
     provider.shutdown()
 
 
-def _check_spans(consumer: RecordingConsumer) -> None:
+def _check_spans(consumer: Sink) -> None:
     assert consumer.wait_for(lambda: len(consumer.spans()) == 2)
     spans = {span.name: span for span in consumer.spans()}  # type: ignore[attr-defined]
     server, client = spans["GET /users/{id}"], spans["SELECT users"]
@@ -61,7 +62,7 @@ def _check_spans(consumer: RecordingConsumer) -> None:
     assert resource["process.pid"].int_value == 1234
 
 
-def _data_points(consumer: RecordingConsumer) -> int:
+def _data_points(consumer: Sink) -> int:
     return sum(
         len(metric.histogram.data_points)
         for request in consumer.metrics
@@ -71,7 +72,7 @@ def _data_points(consumer: RecordingConsumer) -> int:
     )
 
 
-def _check_histogram(consumer: RecordingConsumer) -> None:
+def _check_histogram(consumer: Sink) -> None:
     assert consumer.wait_for(lambda: len(consumer.metrics) >= 1)
     metric = consumer.metrics[0].resource_metrics[0].scope_metrics[0].metrics[0]
     assert metric.name == "http.server.request.duration" and metric.unit == "s"
@@ -118,7 +119,7 @@ def test_http_exporter_retries_after_429_and_nothing_is_lost() -> None:
             raise QueueFullError("queue holds 100000 rows", retry_after=0.2)
         return None
 
-    with running_receiver(RecordingConsumer(refuse_once), grpc_endpoint=None, retry_after=1.0) as (receiver, consumer):
+    with running_receiver(Sink(refuse_once), grpc_endpoint=None, retry_after=1.0) as (receiver, consumer):
         _emit_spans(HttpSpanExporter(endpoint=f"http://{receiver.http_address}/v1/traces", timeout=10))
         # The first span export was refused with 429 and retried after Retry-After; both spans arrive once.
         _check_spans(consumer)
@@ -136,7 +137,7 @@ def test_grpc_exporter_retries_after_resource_exhausted_with_retry_info() -> Non
             raise QueueFullError("queue holds 100000 rows", retry_after=0.2)
         return None
 
-    with running_receiver(RecordingConsumer(refuse_once), http_endpoint=None, retry_after=0.5) as (receiver, consumer):
+    with running_receiver(Sink(refuse_once), http_endpoint=None, retry_after=0.5) as (receiver, consumer):
         _emit_spans(GrpcSpanExporter(endpoint=receiver.grpc_address, insecure=True, timeout=10))
         # The SDK retries RESOURCE_EXHAUSTED only when the server sent RetryInfo.
         _check_spans(consumer)

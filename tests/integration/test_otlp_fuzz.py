@@ -16,8 +16,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from coral_ebpf.otlp import OtlpReceiver, OtlpSettings
 from tests.helpers import beyla_payloads
+from tests.helpers.consumertest import Sink
 from tests.helpers.datapath import data_path
-from tests.helpers.otlp_receiver import RecordingConsumer, running_receiver
+from tests.helpers.otlp_receiver import running_receiver
 
 LIMIT = 256 * 1024
 PATHS = ("/v1/traces", "/v1/metrics", "/v1/logs")
@@ -39,7 +40,7 @@ VALID_JSON = (beyla_payloads.traces_json(), beyla_payloads.metrics_json())
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[OtlpReceiver]:
-    with running_receiver(RecordingConsumer(), max_body_bytes=LIMIT) as (served, _):
+    with running_receiver(Sink(), max_body_bytes=LIMIT) as (served, _):
         yield served
 
 

@@ -14,10 +14,12 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from coral_ebpf.otlp import ConsumeResult, ConsumerUnavailableError, OtlpReceiver, QueueFullError
+from coral_ebpf.consumer import ConsumeResult, ConsumerUnavailableError, QueueFullError
+from coral_ebpf.otlp import OtlpReceiver
 from tests.helpers import beyla_payloads
 from tests.helpers.bombs import gzip_bomb
-from tests.helpers.otlp_receiver import RecordingConsumer, SerializedRecordingConsumer, running_receiver
+from tests.helpers.consumertest import SerializedSink, Sink
+from tests.helpers.otlp_receiver import running_receiver
 from tests.helpers.raw_grpc import unary_call
 
 LIMIT = 4 * 1024 * 1024
@@ -25,7 +27,7 @@ TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[OtlpReceiver, RecordingConsumer]]:
+def served() -> Iterator[tuple[OtlpReceiver, Sink]]:
     with running_receiver(http_endpoint=None, max_body_bytes=LIMIT) as pair:
         yield pair
 
@@ -41,14 +43,14 @@ def raw_export(receiver: OtlpReceiver, body: bytes, compression: grpc.Compressio
         return ch.unary_unary(TRACE_EXPORT)(body, timeout=30)  # type: ignore[no-any-return]
 
 
-def assert_still_serving(receiver: OtlpReceiver, consumer: RecordingConsumer) -> None:
+def assert_still_serving(receiver: OtlpReceiver, consumer: Sink) -> None:
     before = len(consumer.traces)
     with channel(receiver) as ch:
         trace_service_pb2_grpc.TraceServiceStub(ch).Export(beyla_payloads.traces_request(), timeout=10)
     assert len(consumer.traces) == before + 1
 
 
-def test_generated_stubs_for_every_signal(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_generated_stubs_for_every_signal(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     with channel(receiver) as ch:
         response = trace_service_pb2_grpc.TraceServiceStub(ch).Export(beyla_payloads.traces_request(), timeout=10)
@@ -64,13 +66,13 @@ def test_generated_stubs_for_every_signal(served: tuple[OtlpReceiver, RecordingC
     assert [signals[s]["items_accepted"] for s in ("traces", "metrics", "logs")] == [4, 4, 1]
 
 
-def test_gzip_compressed_call(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_gzip_compressed_call(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     raw_export(receiver, beyla_payloads.traces_request().SerializeToString(), grpc.Compression.Gzip)
     assert consumer.traces == [beyla_payloads.traces_request()]
 
 
-def test_partial_success(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_partial_success(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     consumer.behaviour = lambda signal: ConsumeResult(rejected=3, message="3 spans lack a service")
     response = trace_service_pb2.ExportTraceServiceResponse.FromString(
@@ -80,7 +82,7 @@ def test_partial_success(served: tuple[OtlpReceiver, RecordingConsumer]) -> None
     assert response.partial_success.error_message == "3 spans lack a service"
 
 
-def test_malformed_message_is_invalid_argument(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_malformed_message_is_invalid_argument(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     with pytest.raises(grpc.RpcError) as caught:
         raw_export(receiver, b"\x0a\xff\xff\xff\xff\x0f")
@@ -90,7 +92,7 @@ def test_malformed_message_is_invalid_argument(served: tuple[OtlpReceiver, Recor
     assert_still_serving(receiver, consumer)
 
 
-def test_oversized_message_is_resource_exhausted(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_oversized_message_is_resource_exhausted(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     with pytest.raises(grpc.RpcError) as caught:
         raw_export(receiver, bytes(LIMIT + 1))
@@ -98,7 +100,7 @@ def test_oversized_message_is_resource_exhausted(served: tuple[OtlpReceiver, Rec
     assert_still_serving(receiver, consumer)
 
 
-def test_gzip_message_inflating_past_limit_is_refused(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_gzip_message_inflating_past_limit_is_refused(served: tuple[OtlpReceiver, Sink]) -> None:
     """grpcio's client compresses LIMIT+1 bytes to a few KB: only the decompressed size is over."""
     receiver, consumer = served
     with pytest.raises(grpc.RpcError) as caught:
@@ -108,7 +110,7 @@ def test_gzip_message_inflating_past_limit_is_refused(served: tuple[OtlpReceiver
     assert_still_serving(receiver, consumer)
 
 
-def test_gzip_bomb_is_refused_without_inflating(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_gzip_bomb_is_refused_without_inflating(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     assert receiver.grpc_address is not None
     bomb = gzip_bomb()  # 1 GiB of zeros, ~1 MB on the wire, one gRPC message with the compressed flag
@@ -122,7 +124,7 @@ def test_gzip_bomb_is_refused_without_inflating(served: tuple[OtlpReceiver, Reco
     assert_still_serving(receiver, consumer)
 
 
-def test_raw_frames_reach_the_receiver(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_raw_frames_reach_the_receiver(served: tuple[OtlpReceiver, Sink]) -> None:
     """The h2 client used for the bomb speaks valid gRPC: a good gzip message through it is accepted."""
     receiver, consumer = served
     assert receiver.grpc_address is not None
@@ -146,7 +148,7 @@ def test_queue_full_is_resource_exhausted_with_retry_info() -> None:
     def full(signal: str) -> ConsumeResult | None:
         raise QueueFullError("write queue holds 200000 rows", retry_after=2.5)
 
-    with running_receiver(RecordingConsumer(full), http_endpoint=None, retry_after=1.0) as (receiver, _):
+    with running_receiver(Sink(full), http_endpoint=None, retry_after=1.0) as (receiver, _):
         with pytest.raises(grpc.RpcError) as caught:
             raw_export(receiver, beyla_payloads.traces_request().SerializeToString())
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -160,7 +162,7 @@ def test_unavailable_with_retry_info() -> None:
     def down(signal: str) -> ConsumeResult | None:
         raise ConsumerUnavailableError("storage is stopping", retry_after=0.5)
 
-    with running_receiver(RecordingConsumer(down), http_endpoint=None, retry_after=3.0) as (receiver, _):
+    with running_receiver(Sink(down), http_endpoint=None, retry_after=3.0) as (receiver, _):
         with pytest.raises(grpc.RpcError) as caught:
             raw_export(receiver, beyla_payloads.traces_request().SerializeToString())
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -168,7 +170,7 @@ def test_unavailable_with_retry_info() -> None:
         assert _retry_info(caught.value) == (3.0, 3.0)
 
 
-def test_unknown_method_is_unimplemented(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_unknown_method_is_unimplemented(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     with channel(receiver) as ch, pytest.raises(grpc.RpcError) as caught:
         ch.unary_unary("/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export")(b"", timeout=10)
@@ -177,7 +179,7 @@ def test_unknown_method_is_unimplemented(served: tuple[OtlpReceiver, RecordingCo
 
 
 def test_serialized_fast_path_gets_the_raw_body() -> None:
-    consumer = SerializedRecordingConsumer(lambda signal: ConsumeResult(rejected=1, message="one bad span"))
+    consumer = SerializedSink(lambda signal: ConsumeResult(rejected=1, message="one bad span"))
     with running_receiver(consumer, http_endpoint=None) as (receiver, _):
         body = beyla_payloads.traces_request().SerializeToString()
         response = trace_service_pb2.ExportTraceServiceResponse.FromString(raw_export(receiver, body))
@@ -188,7 +190,7 @@ def test_serialized_fast_path_gets_the_raw_body() -> None:
 
 
 def test_serialized_fast_path_refuses_what_the_consumer_cannot_decode() -> None:
-    consumer = SerializedRecordingConsumer()
+    consumer = SerializedSink()
     with running_receiver(consumer, http_endpoint=None) as (receiver, _):
         # Outer framing is fine (one resource, one scope, one "span"), the span itself is not.
         body = b"\x0a\x06\x12\x04\x12\x02\x08\xff"

@@ -16,10 +16,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from coral_ebpf.otlp import ConsumeResult, ConsumerUnavailableError, OtlpReceiver, QueueFullError
+from coral_ebpf.consumer import ConsumeResult, ConsumerUnavailableError, QueueFullError
+from coral_ebpf.otlp import OtlpReceiver
 from tests.helpers import beyla_payloads
 from tests.helpers.bombs import gzip_bomb
-from tests.helpers.otlp_receiver import RecordingConsumer, SerializedRecordingConsumer, running_receiver
+from tests.helpers.consumertest import SerializedSink, Sink
+from tests.helpers.otlp_receiver import running_receiver
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -69,7 +71,7 @@ def post(
         connection.close()
 
 
-def assert_still_serving(receiver: OtlpReceiver, consumer: RecordingConsumer) -> None:
+def assert_still_serving(receiver: OtlpReceiver, consumer: Sink) -> None:
     before = len(consumer.traces)
     reply = post(receiver, "/v1/traces", beyla_payloads.traces_request().SerializeToString())
     assert reply.status == 200, reply.body
@@ -77,7 +79,7 @@ def assert_still_serving(receiver: OtlpReceiver, consumer: RecordingConsumer) ->
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[OtlpReceiver, RecordingConsumer]]:
+def served() -> Iterator[tuple[OtlpReceiver, Sink]]:
     with running_receiver(grpc_endpoint=None, max_body_bytes=LIMIT) as pair:
         yield pair
 
@@ -85,7 +87,7 @@ def served() -> Iterator[tuple[OtlpReceiver, RecordingConsumer]]:
 # --- good requests -------------------------------------------------------------------------
 
 
-def test_beyla_protobuf_traces_arrive_intact(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_beyla_protobuf_traces_arrive_intact(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     request = beyla_payloads.traces_request()
     reply = post(receiver, "/v1/traces", request.SerializeToString())
@@ -95,7 +97,7 @@ def test_beyla_protobuf_traces_arrive_intact(served: tuple[OtlpReceiver, Recordi
     assert receiver.status()["http"]["signals"]["traces"]["items_accepted"] == 4
 
 
-def test_beyla_protobuf_metrics_arrive_intact(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_beyla_protobuf_metrics_arrive_intact(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     request = beyla_payloads.metrics_request()
     reply = post(receiver, "/v1/metrics", request.SerializeToString())
@@ -107,7 +109,7 @@ def test_beyla_protobuf_metrics_arrive_intact(served: tuple[OtlpReceiver, Record
     assert receiver.status()["http"]["signals"]["metrics"]["items_accepted"] == 4
 
 
-def test_beyla_json_traces_hex_ids_and_integer_enums(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_beyla_json_traces_hex_ids_and_integer_enums(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     reply = post(receiver, "/v1/traces", beyla_payloads.traces_json(), "application/json; charset=utf-8")
     assert reply.status == 200 and reply.content_type.startswith(JSON)
@@ -127,7 +129,7 @@ def test_beyla_json_traces_hex_ids_and_integer_enums(served: tuple[OtlpReceiver,
     assert resource_attrs["process.pid"].int_value == beyla_payloads.PID
 
 
-def test_beyla_json_metrics_with_exemplar_ids(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_beyla_json_metrics_with_exemplar_ids(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     reply = post(receiver, "/v1/metrics", beyla_payloads.metrics_json(), JSON)
     assert reply.status == 200, reply.body
@@ -137,7 +139,7 @@ def test_beyla_json_metrics_with_exemplar_ids(served: tuple[OtlpReceiver, Record
     assert consumer.metrics[0].resource_metrics[0].scope_metrics[0].metrics[0].histogram.aggregation_temporality == 2
 
 
-def test_gzip_and_multi_member_gzip(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_gzip_and_multi_member_gzip(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     payload = beyla_payloads.traces_request().SerializeToString()
     assert post(receiver, "/v1/traces", gzip.compress(payload), encoding="gzip").status == 200
@@ -148,7 +150,7 @@ def test_gzip_and_multi_member_gzip(served: tuple[OtlpReceiver, RecordingConsume
     assert post(receiver, "/v1/traces", payload, encoding="identity").status == 200
 
 
-def test_chunked_body_within_limit(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_chunked_body_within_limit(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     payload = beyla_payloads.traces_request().SerializeToString()
     reply = post(receiver, "/v1/traces", iter([payload[:100], payload[100:]]))
@@ -156,7 +158,7 @@ def test_chunked_body_within_limit(served: tuple[OtlpReceiver, RecordingConsumer
     assert consumer.traces == [beyla_payloads.traces_request()]
 
 
-def test_empty_protobuf_body_is_an_empty_request(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_empty_protobuf_body_is_an_empty_request(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     assert post(receiver, "/v1/logs", b"").status == 200
     assert len(consumer.logs) == 1
@@ -166,7 +168,7 @@ def test_empty_protobuf_body_is_an_empty_request(served: tuple[OtlpReceiver, Rec
 
 
 def test_partial_success_in_both_encodings() -> None:
-    consumer = RecordingConsumer(lambda signal: ConsumeResult(rejected=1, message="span without service.name"))
+    consumer = Sink(lambda signal: ConsumeResult(rejected=1, message="span without service.name"))
     with running_receiver(consumer, grpc_endpoint=None) as (receiver, _):
         reply = post(receiver, "/v1/traces", beyla_payloads.traces_request().SerializeToString())
         assert reply.status == 200
@@ -182,7 +184,7 @@ def test_partial_success_in_both_encodings() -> None:
 
 
 def test_partial_success_without_message_gets_one() -> None:
-    consumer = RecordingConsumer(lambda signal: ConsumeResult(rejected=2))
+    consumer = Sink(lambda signal: ConsumeResult(rejected=2))
     with running_receiver(consumer, grpc_endpoint=None) as (receiver, _):
         reply = post(receiver, "/v1/metrics", beyla_payloads.metrics_request().SerializeToString())
         partial = ExportMetricsServiceResponse.FromString(reply.body).partial_success
@@ -193,7 +195,7 @@ def test_partial_success_without_message_gets_one() -> None:
 # --- refused requests ----------------------------------------------------------------------
 
 
-def test_malformed_protobuf_is_400(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_malformed_protobuf_is_400(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     reply = post(receiver, "/v1/traces", b"\x0a\xff\xff\xff\xff\x0f garbage")
     assert reply.status == 400 and reply.content_type.startswith(PROTOBUF)
@@ -218,7 +220,7 @@ def test_malformed_protobuf_is_400(served: tuple[OtlpReceiver, RecordingConsumer
     ],
 )
 def test_malformed_json_is_400(
-    served: tuple[OtlpReceiver, RecordingConsumer], body: bytes, expected: str | None
+    served: tuple[OtlpReceiver, Sink], body: bytes, expected: str | None
 ) -> None:
     receiver, consumer = served
     reply = post(receiver, "/v1/traces", body, JSON)
@@ -231,7 +233,7 @@ def test_malformed_json_is_400(
     assert_still_serving(receiver, consumer)
 
 
-def test_unknown_json_fields_are_ignored(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_unknown_json_fields_are_ignored(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     document = json.loads(beyla_payloads.traces_json())
     document["futureField"] = {"x": 1}
@@ -241,7 +243,7 @@ def test_unknown_json_fields_are_ignored(served: tuple[OtlpReceiver, RecordingCo
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/protobuf", None])
-def test_unknown_content_type_is_415(served: tuple[OtlpReceiver, RecordingConsumer], content_type: str | None) -> None:
+def test_unknown_content_type_is_415(served: tuple[OtlpReceiver, Sink], content_type: str | None) -> None:
     receiver, consumer = served
     reply = post(receiver, "/v1/traces", b"{}", content_type)
     assert reply.status == 415
@@ -250,7 +252,7 @@ def test_unknown_content_type_is_415(served: tuple[OtlpReceiver, RecordingConsum
 
 
 @pytest.mark.parametrize("encoding", ["br", "zstd", "gzip, gzip"])
-def test_unknown_content_encoding_is_415(served: tuple[OtlpReceiver, RecordingConsumer], encoding: str) -> None:
+def test_unknown_content_encoding_is_415(served: tuple[OtlpReceiver, Sink], encoding: str) -> None:
     receiver, consumer = served
     reply = post(receiver, "/v1/traces", b"\x00", encoding=encoding)
     assert reply.status == 415
@@ -267,7 +269,7 @@ def test_unknown_content_encoding_is_415(served: tuple[OtlpReceiver, RecordingCo
     ],
     ids=["garbage", "truncated"],
 )
-def test_bad_gzip_is_400(served: tuple[OtlpReceiver, RecordingConsumer], body: bytes, expected: str) -> None:
+def test_bad_gzip_is_400(served: tuple[OtlpReceiver, Sink], body: bytes, expected: str) -> None:
     receiver, consumer = served
     reply = post(receiver, "/v1/traces", body, encoding="gzip")
     assert reply.status == 400
@@ -275,7 +277,7 @@ def test_bad_gzip_is_400(served: tuple[OtlpReceiver, RecordingConsumer], body: b
     assert_still_serving(receiver, consumer)
 
 
-def test_oversized_content_length_is_413_without_reading(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_oversized_content_length_is_413_without_reading(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     reply = post(receiver, "/v1/traces", bytes(LIMIT + 1))
     assert reply.status == 413
@@ -283,7 +285,7 @@ def test_oversized_content_length_is_413_without_reading(served: tuple[OtlpRecei
     assert_still_serving(receiver, consumer)
 
 
-def test_oversized_chunked_body_is_413(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_oversized_chunked_body_is_413(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     chunk = bytes(256 * 1024)
     reply = post(receiver, "/v1/traces", iter([chunk] * (4 * LIMIT // len(chunk))))
@@ -292,7 +294,7 @@ def test_oversized_chunked_body_is_413(served: tuple[OtlpReceiver, RecordingCons
     assert_still_serving(receiver, consumer)
 
 
-def test_gzip_bomb_is_413_and_never_inflated(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_gzip_bomb_is_413_and_never_inflated(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     bomb = gzip_bomb()  # 1 GiB of zeros in ~1 MB: passes the compressed-size check
     assert len(bomb) < LIMIT
@@ -306,7 +308,7 @@ def test_gzip_bomb_is_413_and_never_inflated(served: tuple[OtlpReceiver, Recordi
     assert_still_serving(receiver, consumer)
 
 
-def test_decompressed_size_limit_applies_to_a_modest_body(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_decompressed_size_limit_applies_to_a_modest_body(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     reply = post(receiver, "/v1/traces", gzip.compress(bytes(LIMIT + 1)), encoding="gzip")
     assert reply.status == 413
@@ -318,7 +320,7 @@ def test_queue_full_is_429_with_retry_after() -> None:
     def full(signal: str) -> ConsumeResult | None:
         raise QueueFullError("write queue holds 200000 rows", retry_after=2.5)
 
-    with running_receiver(RecordingConsumer(full), grpc_endpoint=None, retry_after=1.0) as (receiver, _):
+    with running_receiver(Sink(full), grpc_endpoint=None, retry_after=1.0) as (receiver, _):
         reply = post(receiver, "/v1/traces", beyla_payloads.traces_request().SerializeToString())
         assert reply.status == 429
         assert reply.headers["Retry-After"] == "3"  # the pipeline's 2.5 s, rounded up to whole seconds
@@ -333,7 +335,7 @@ def test_unavailable_is_503_with_retry_after_floor() -> None:
     def down(signal: str) -> ConsumeResult | None:
         raise ConsumerUnavailableError("storage is stopping", retry_after=0.1)
 
-    with running_receiver(RecordingConsumer(down), grpc_endpoint=None, retry_after=7.0) as (receiver, _):
+    with running_receiver(Sink(down), grpc_endpoint=None, retry_after=7.0) as (receiver, _):
         reply = post(receiver, "/v1/metrics", beyla_payloads.metrics_request().SerializeToString())
         assert reply.status == 503
         assert reply.headers["Retry-After"] == "7"  # otlp.retry_after is the floor
@@ -344,13 +346,13 @@ def test_unexpected_consumer_error_is_retryable_503() -> None:
     def broken(signal: str) -> ConsumeResult | None:
         raise KeyError("bug")
 
-    with running_receiver(RecordingConsumer(broken), grpc_endpoint=None) as (receiver, _):
+    with running_receiver(Sink(broken), grpc_endpoint=None) as (receiver, _):
         reply = post(receiver, "/v1/traces", beyla_payloads.traces_request().SerializeToString())
         assert reply.status == 503 and "Retry-After" in reply.headers
         assert "internal error in the pipeline (KeyError)" in reply.status_message()
 
 
-def test_wrong_path_is_404_and_wrong_method_405(served: tuple[OtlpReceiver, RecordingConsumer]) -> None:
+def test_wrong_path_is_404_and_wrong_method_405(served: tuple[OtlpReceiver, Sink]) -> None:
     receiver, consumer = served
     reply = post(receiver, "/", b"{}", JSON)  # Beyla with a trailing-slash endpoint posts here
     assert reply.status == 404 and "/v1/traces, /v1/metrics, /v1/logs" in reply.body.decode()
@@ -381,7 +383,7 @@ def test_stalled_body_is_408_and_frees_its_slot(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_serialized_fast_path_for_protobuf_only() -> None:
-    consumer = SerializedRecordingConsumer()
+    consumer = SerializedSink()
     with running_receiver(consumer, grpc_endpoint=None) as (receiver, _):
         body = beyla_payloads.traces_request().SerializeToString()
         assert post(receiver, "/v1/traces", gzip.compress(body), encoding="gzip").status == 200

@@ -13,10 +13,12 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
+from coral_ebpf.consumer import ConsumeResult
 from coral_ebpf.errors import ConfigError, CoralError
-from coral_ebpf.otlp import ConsumeResult, OtlpReceiver, OtlpSettings
+from coral_ebpf.otlp import OtlpReceiver, OtlpSettings
 from tests.helpers import beyla_payloads
-from tests.helpers.otlp_receiver import RecordingConsumer, running_receiver
+from tests.helpers.consumertest import Sink
+from tests.helpers.otlp_receiver import running_receiver
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def taken_port() -> Iterator[int]:
 
 def test_grpc_port_taken_names_the_endpoint(taken_port: int) -> None:
     receiver = OtlpReceiver(
-        OtlpSettings(grpc_endpoint=f"127.0.0.1:{taken_port}", http_endpoint=None), RecordingConsumer()
+        OtlpSettings(grpc_endpoint=f"127.0.0.1:{taken_port}", http_endpoint=None), Sink()
     )
     with pytest.raises(CoralError, match=rf"OTLP/gRPC on 127.0.0.1:{taken_port}") as caught:
         receiver.start()
@@ -42,7 +44,7 @@ def test_grpc_port_taken_names_the_endpoint(taken_port: int) -> None:
 
 def test_http_port_taken_names_the_endpoint_and_releases_grpc(taken_port: int) -> None:
     settings = OtlpSettings(grpc_endpoint="127.0.0.1:0", http_endpoint=f"127.0.0.1:{taken_port}")
-    receiver = OtlpReceiver(settings, RecordingConsumer())
+    receiver = OtlpReceiver(settings, Sink())
     with pytest.raises(CoralError, match=rf"OTLP/HTTP on 127.0.0.1:{taken_port}: .*in use"):
         receiver.start()
     assert receiver.grpc_address is None and receiver.status()["state"] == "stopped"
@@ -52,7 +54,7 @@ def test_grpc_port_shared_with_another_grpc_server_is_refused() -> None:
     """grpcio sets SO_REUSEPORT by default; two receivers must not silently share a port."""
     with running_receiver(http_endpoint=None) as (first, _):
         assert first.grpc_address is not None
-        second = OtlpReceiver(OtlpSettings(grpc_endpoint=first.grpc_address, http_endpoint=None), RecordingConsumer())
+        second = OtlpReceiver(OtlpSettings(grpc_endpoint=first.grpc_address, http_endpoint=None), Sink())
         with pytest.raises(CoralError, match="cannot listen for OTLP/gRPC"):
             second.start()
 
@@ -69,7 +71,7 @@ def test_grpc_port_shared_with_another_grpc_server_is_refused() -> None:
     ids=["no-port", "bare-ipv6", "grpc-foreign-address", "http-foreign-address", "zero-limit"],
 )
 def test_invalid_addresses_are_clear_errors(settings: OtlpSettings, error: type[Exception], pattern: str) -> None:
-    receiver = OtlpReceiver(settings, RecordingConsumer())
+    receiver = OtlpReceiver(settings, Sink())
     with pytest.raises(error, match=pattern):
         receiver.start()
     assert receiver.status()["state"] == "stopped"
@@ -111,7 +113,7 @@ def test_stop_lets_in_flight_requests_finish() -> None:
         release.wait(10)
         return None
 
-    consumer = RecordingConsumer(slow)
+    consumer = Sink(slow)
     receiver = OtlpReceiver(OtlpSettings(grpc_endpoint="127.0.0.1:0", http_endpoint="127.0.0.1:0"), consumer)
     receiver.start()
     grpc_address, http_address = receiver.grpc_address, receiver.http_address
@@ -152,7 +154,7 @@ def test_stop_lets_in_flight_requests_finish() -> None:
 
 
 def test_restart_after_stop() -> None:
-    receiver = OtlpReceiver(OtlpSettings(grpc_endpoint="127.0.0.1:0", http_endpoint="127.0.0.1:0"), RecordingConsumer())
+    receiver = OtlpReceiver(OtlpSettings(grpc_endpoint="127.0.0.1:0", http_endpoint="127.0.0.1:0"), Sink())
     receiver.start()
     receiver.stop(2.0)
     receiver.start()
@@ -172,7 +174,7 @@ def test_http_requests_beyond_the_cap_wait_instead_of_buffering(monkeypatch: pyt
         release.wait(10)
         return None
 
-    with running_receiver(RecordingConsumer(slow), grpc_endpoint=None) as (receiver, consumer):
+    with running_receiver(Sink(slow), grpc_endpoint=None) as (receiver, consumer):
         assert receiver.http_address is not None
         host, _, port = receiver.http_address.rpartition(":")
         statuses: list[int] = []

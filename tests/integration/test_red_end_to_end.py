@@ -9,7 +9,6 @@ import dataclasses
 import http.client
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,6 +18,7 @@ datapath = pytest.importorskip("tests.helpers.datapath")
 from coral_ebpf.red.engine import RedEngine  # noqa: E402
 from coral_ebpf.red.settings import RedSettings  # noqa: E402
 from tests.helpers.agent_process import query_json  # noqa: E402
+from tests.helpers.consumertest import Sink  # noqa: E402
 from tests.helpers.red_support import counts, server  # noqa: E402
 
 # Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
@@ -27,36 +27,12 @@ pytestmark = pytest.mark.kernel
 SETTINGS = RedSettings(engine="bcc", routes=("/orders/{id}",), export_interval=3600)
 
 
-
-
-class Recording:
-    """Passes requests on to the real processor and keeps a copy, to compare both ends."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.metrics: list[Any] = []
-        self.traces: list[Any] = []
-
-    def consume_metrics(self, request: Any) -> Any:
-        result = self.inner.consume_metrics(request)
-        self.metrics.append(request)
-        return result
-
-    def consume_traces(self, request: Any) -> Any:
-        result = self.inner.consume_traces(request)
-        self.traces.append(request)
-        return result
-
-    def consume_logs(self, request: Any) -> Any:
-        return self.inner.consume_logs(request)
-
-
 @pytest.mark.parametrize("kind", ["python", "uvicorn"])
 @pytest.mark.parametrize("temporality", ["delta", "cumulative"])
 def test_query_http_returns_exact_counts(kind: str, temporality: str, tmp_path: Path) -> None:
     state = tmp_path / "state"
     with datapath.data_path(state) as (storage, processor):
-        recording = Recording(processor)
+        recording = Sink(forward=processor)
         red = RedEngine(dataclasses.replace(SETTINGS, temporality=temporality), recording, tmp_path / "red")
         red.start()
         try:

@@ -16,7 +16,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from coral_ebpf.red.engine import RedEngine
 from coral_ebpf.red.records import BUCKETS
 from coral_ebpf.red.settings import RedSettings
-from tests.helpers.red_support import CollectingConsumer, ServerProcess, counts, points, server, spans, wait_for
+from tests.helpers.consumertest import Sink
+from tests.helpers.red_support import ServerProcess, counts, points, server, spans, wait_for
 
 # Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
 pytestmark = pytest.mark.kernel
@@ -25,12 +26,12 @@ SETTINGS = RedSettings(engine="bcc", routes=("/orders/{id}",), export_interval=3
 
 
 @pytest.fixture(scope="module")
-def consumer() -> CollectingConsumer:
-    return CollectingConsumer()
+def consumer() -> Sink:
+    return Sink()
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory, consumer: CollectingConsumer) -> Iterator[RedEngine]:
+def engine(tmp_path_factory: pytest.TempPathFactory, consumer: Sink) -> Iterator[RedEngine]:
     red = RedEngine(SETTINGS, consumer, tmp_path_factory.mktemp("red-state"))
     red.start()
     yield red
@@ -38,7 +39,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory, consumer: CollectingConsume
 
 
 @pytest.fixture()
-def traced(engine: RedEngine, consumer: CollectingConsumer) -> Iterator[list[ServerProcess]]:
+def traced(engine: RedEngine, consumer: Sink) -> Iterator[list[ServerProcess]]:
     """Servers added to this list are traced; the engine forgets them afterwards."""
     servers: list[ServerProcess] = []
     consumer.clear()
@@ -97,7 +98,7 @@ EXPECTED_MIX = {
 
 @pytest.mark.parametrize("kind", ["python", "uvicorn"])
 def test_exact_counts_per_route_and_status(
-    kind: str, engine: RedEngine, consumer: CollectingConsumer, traced: list[ServerProcess]
+    kind: str, engine: RedEngine, consumer: Sink, traced: list[ServerProcess]
 ) -> None:
     with server(kind) as proc:
         start(engine, traced, proc)
@@ -136,7 +137,7 @@ def test_exact_counts_per_route_and_status(
 
 @pytest.mark.parametrize("kind", ["python", "uvicorn"])
 def test_known_delay_lands_in_its_bucket(
-    kind: str, engine: RedEngine, consumer: CollectingConsumer, traced: list[ServerProcess]
+    kind: str, engine: RedEngine, consumer: Sink, traced: list[ServerProcess]
 ) -> None:
     with server(kind) as proc:
         start(engine, traced, proc)
@@ -152,7 +153,7 @@ def test_known_delay_lands_in_its_bucket(
     assert 0.36 <= point.total < 0.75
 
 
-def test_keepalive_and_pipelining(engine: RedEngine, consumer: CollectingConsumer, traced: list[ServerProcess]) -> None:
+def test_keepalive_and_pipelining(engine: RedEngine, consumer: Sink, traced: list[ServerProcess]) -> None:
     with server("python") as proc:
         start(engine, traced, proc)
         conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=10)
@@ -175,7 +176,7 @@ def test_keepalive_and_pipelining(engine: RedEngine, consumer: CollectingConsume
 
 
 def test_request_line_split_across_reads(
-    engine: RedEngine, consumer: CollectingConsumer, traced: list[ServerProcess]
+    engine: RedEngine, consumer: Sink, traced: list[ServerProcess]
 ) -> None:
     with server("python") as proc:
         start(engine, traced, proc)
@@ -191,7 +192,7 @@ def test_request_line_split_across_reads(
 
 
 def test_large_body_is_not_taken_for_requests(
-    engine: RedEngine, consumer: CollectingConsumer, traced: list[ServerProcess]
+    engine: RedEngine, consumer: Sink, traced: list[ServerProcess]
 ) -> None:
     fake = b"GET /evil HTTP/1.1\r\nHost: x\r\n\r\n"
     body = (fake * (1024 * 1024 // len(fake) + 1))[: 1024 * 1024]
@@ -218,7 +219,7 @@ def test_large_body_is_not_taken_for_requests(
 
 
 def test_connection_closed_without_response_is_an_error(
-    engine: RedEngine, consumer: CollectingConsumer, traced: list[ServerProcess]
+    engine: RedEngine, consumer: Sink, traced: list[ServerProcess]
 ) -> None:
     with server("python") as proc:
         start(engine, traced, proc)
@@ -232,7 +233,7 @@ def test_connection_closed_without_response_is_an_error(
 
 
 def test_non_http_protocol_makes_no_records(
-    engine: RedEngine, consumer: CollectingConsumer, traced: list[ServerProcess]
+    engine: RedEngine, consumer: Sink, traced: list[ServerProcess]
 ) -> None:
     before = engine.status()["kernel"]["non_http_connections"]
     with server("echo") as proc:
@@ -249,7 +250,7 @@ def test_non_http_protocol_makes_no_records(
 
 
 def test_only_target_processes_are_traced(
-    engine: RedEngine, consumer: CollectingConsumer, traced: list[ServerProcess]
+    engine: RedEngine, consumer: Sink, traced: list[ServerProcess]
 ) -> None:
     with server("python") as traced_proc, server("python") as other:
         start(engine, traced, traced_proc)
@@ -264,7 +265,7 @@ def test_only_target_processes_are_traced(
 
 
 def test_tracing_follows_the_target_set(
-    engine: RedEngine, consumer: CollectingConsumer, traced: list[ServerProcess]
+    engine: RedEngine, consumer: Sink, traced: list[ServerProcess]
 ) -> None:
     """The kernel's pre-filter and target map follow set_targets in both directions."""
     with server("python") as first, server("python") as second:
@@ -295,7 +296,7 @@ def test_status_names_the_services(engine: RedEngine, traced: list[ServerProcess
 
 
 def test_refused_exports_are_retried_without_loss(tmp_path: Path) -> None:
-    consumer = CollectingConsumer(refuse=3)
+    consumer = Sink(refuse_first=3)
     red = RedEngine(RedSettings(engine="bcc", export_interval=0.2), consumer, tmp_path)
     red.start()
     try:
@@ -320,7 +321,7 @@ def test_refused_exports_are_retried_without_loss(tmp_path: Path) -> None:
 
 def test_perf_buffer_transport(tmp_path: Path) -> None:
     """The fallback for kernels without ring buffers (< 5.8) carries the same records."""
-    consumer = CollectingConsumer()
+    consumer = Sink()
     red = RedEngine(dataclasses.replace(SETTINGS, event_transport="perf"), consumer, tmp_path)
     red.start()
     try:

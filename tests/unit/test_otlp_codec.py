@@ -11,8 +11,8 @@ import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from coral_ebpf.consumer import ConsumerUnavailableError, QueueFullError
 from coral_ebpf.otlp.compression import decompress, normalise_encoding
-from coral_ebpf.otlp.consumer import ConsumerUnavailableError, QueueFullError
 from coral_ebpf.otlp.encoding import Encoding, count_spans_serialized, decode, encode, encoding_for_content_type
 from coral_ebpf.otlp.errors import (
     BodyTooLargeError,

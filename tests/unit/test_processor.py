@@ -15,7 +15,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint, Metri
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 import coral_ebpf.storage.writer as writer_module
-from coral_ebpf.otlp.consumer import QueueFullError
+from coral_ebpf.consumer import QueueFullError
 from coral_ebpf.storage.writer import Storage
 from coral_ebpf.transform.processor import TransformProcessor
 from tests.helpers.beyla_otlp import (

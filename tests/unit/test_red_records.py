@@ -31,7 +31,8 @@ from coral_ebpf.red.events import (
 )
 from coral_ebpf.red.records import BUCKETS, DurationAggregator, metrics_request
 from coral_ebpf.red.settings import RedSettings
-from tests.helpers.red_support import CollectingConsumer, counts, points, spans
+from tests.helpers.consumertest import Sink
+from tests.helpers.red_support import counts, points, spans
 
 PATH_MAX = 64
 
@@ -165,7 +166,7 @@ def make_event(pid: int, target: str, status: int, flags: int = 0) -> RedEvent:
     return RedEvent(end - 10_000_000, end, 1, pid, pid, 5, 3, status, "GET", target, flags, "10.1.2.3", 4000)
 
 
-def make_engine(settings: RedSettings, consumer: CollectingConsumer, tmp_path: Path) -> tuple[RedEngine, Any]:
+def make_engine(settings: RedSettings, consumer: Sink, tmp_path: Path) -> tuple[RedEngine, Any]:
     holder: dict[str, StandInProbe] = {}
 
     def factory(handler: Callable[[list[bytes]], None]) -> Any:
@@ -185,7 +186,7 @@ def entry(pid: int) -> ServiceEntry:
 
 def test_engine_builds_beyla_shaped_records(tmp_path: Path) -> None:
     pid = os.getpid()  # a live pid, so /proc lookups behave
-    consumer = CollectingConsumer()
+    consumer = Sink()
     engine, probe = make_engine(RedSettings(export_interval=3600), consumer, tmp_path)
     try:
         engine.set_targets([entry(pid)])
@@ -221,7 +222,7 @@ def test_engine_builds_beyla_shaped_records(tmp_path: Path) -> None:
 
 def test_engine_retries_refused_exports_and_bounds_spans(tmp_path: Path) -> None:
     pid = os.getpid()
-    consumer = CollectingConsumer(refuse=2)
+    consumer = Sink(refuse_first=2)
     engine, probe = make_engine(RedSettings(export_interval=3600, max_pending_spans=3), consumer, tmp_path)
     try:
         engine.set_targets([entry(pid)])
@@ -242,7 +243,7 @@ def test_engine_retries_refused_exports_and_bounds_spans(tmp_path: Path) -> None
 
 
 def test_engine_threads_run_at_lower_priority(tmp_path: Path) -> None:
-    engine, _ = make_engine(RedSettings(export_interval=3600), CollectingConsumer(), tmp_path)
+    engine, _ = make_engine(RedSettings(export_interval=3600), Sink(), tmp_path)
     try:
         deadline = time.monotonic() + 5
         while True:

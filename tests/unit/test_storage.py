@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import coral_ebpf.storage.writer as writer_module
-from coral_ebpf.otlp.consumer import ConsumerUnavailableError, QueueFullError
+from coral_ebpf.consumer import ConsumerUnavailableError, QueueFullError
 from coral_ebpf.storage.database import DatabaseError, DatabaseMissingError, open_read_only
 from coral_ebpf.storage.writer import Batch, Storage, StorageClosedError, WriteQueueFullError
 from coral_ebpf.transform.spans import SpanFlattener
