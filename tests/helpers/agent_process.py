@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import yaml
 
 from coral_ebpf.agent.control_client import ControlClient
 from coral_ebpf.errors import CoralError
+from tests.helpers.timing import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 _SCRIPT = Path(sys.executable).with_name("coral-ebpf")
@@ -98,15 +98,15 @@ def group_members(pgid: int) -> list[psutil.Process]:
 def wait_gone(pgids: Iterable[int], identities: Iterable[tuple[int, float]], timeout: float = 15.0) -> None:
     """Assert that these process groups and processes are gone (allowing a moment for reaping)."""
     pgids, identities = list(pgids), list(identities)
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [p for pgid in pgids for p in group_members(pgid)] + live_processes(identities)
-        if not left:
-            return
-        if time.monotonic() > deadline:
-            described = [f"{p.pid} {p.name()} pgid {os.getpgid(p.pid)}" for p in left if p.is_running()]
-            raise AssertionError(f"processes left behind by the agent: {described}")
-        time.sleep(0.2)
+
+    def left() -> list[psutil.Process]:
+        return [p for pgid in pgids for p in group_members(pgid)] + live_processes(identities)
+
+    def described() -> str:
+        alive = [f"{p.pid} {p.name()} pgid {os.getpgid(p.pid)}" for p in left() if p.is_running()]
+        return f"the agent's processes to go (left behind: {alive})"
+
+    eventually(left, timeout, described, until=lambda processes: not processes, interval=0.2)
 
 
 class AgentProcess:
@@ -169,24 +169,30 @@ class AgentProcess:
 
     def wait_for(self, predicate: Callable[[Status], bool], *, timeout: float = 120, what: str = "") -> Status:
         """Poll the control socket until `predicate(status)` holds; fail with the log if the agent dies."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def probe() -> Status | None:
             if self.process is not None and self.process.poll() is not None:
                 raise AssertionError(
                     f"the agent exited ({self.process.returncode}) while waiting for {what}\n{self.log_tail()}"
                 )
-            document: Status | None = None
             with contextlib.suppress(CoralError, OSError):
-                document = self.status()
-            if document is not None and predicate(document):
-                return document
-            if time.monotonic() > deadline:
-                parts = {p: (document or {}).get(p, {}).get("state") for p in PARTS}
-                raise AssertionError(
-                    f"timed out after {timeout}s waiting for {what}; states {parts}\n"
-                    f"beyla: {json.dumps((document or {}).get('beyla'), default=str)[:3000]}\n{self.log_tail()}"
-                )
-            time.sleep(0.25)
+                return self.status()
+            return None
+
+        def described() -> str:
+            document = self.last_status or {}
+            parts = {p: document.get(p, {}).get("state") for p in PARTS}
+            return (
+                f"{what}; states {parts}\n"
+                f"beyla: {json.dumps(document.get('beyla'), default=str)[:3000]}\n{self.log_tail()}"
+            )
+
+        def holds(document: Status | None) -> bool:
+            return document is not None and predicate(document)
+
+        found = eventually(probe, timeout, described, until=holds, interval=0.25)
+        assert found is not None
+        return found
 
     def descendants(self) -> list[psutil.Process]:
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -240,6 +246,19 @@ class AgentProcess:
         result = self.cli(*args, "--json")
         assert result.returncode == 0, f"coral-ebpf {' '.join(args)} --json: {result.stderr}\n{self.log_tail()}"
         return json.loads(result.stdout)
+
+    def query_until(self, kind: str, service: str, done: Callable[[Any], object], timeout: float = 60) -> Any:
+        """`coral-ebpf query <kind> --service S --since 1h --json` until `done(result)`.
+
+        The agent writes rows every 200 ms, so a few polls suffice.
+        """
+        return eventually(
+            lambda: self.cli_json("query", kind, "--service", service, "--since", "1h"),
+            timeout,
+            f"`coral-ebpf query {kind} --service {service}` to show what was sent",
+            until=done,
+            interval=0.5,
+        )
 
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""

@@ -8,8 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,18 +20,6 @@ LISTENER_CHILD = HELPERS / "listener_child.py"
 CLONE_WITH_PID = HELPERS / "clone_with_pid.py"
 
 T = TypeVar("T")
-
-
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll until `predicate()` is truthy and return it; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def entries_of(registry: ServiceRegistry, pid: int) -> list[ServiceEntry]:

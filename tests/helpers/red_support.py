@@ -6,7 +6,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from coral_ebpf.discovery.model import Listener, ServiceEntry
 from tests.helpers.consumertest import Sink
+from tests.helpers.timing import eventually, quiet_period
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -140,13 +140,18 @@ def wait_for(
     flush: Callable[[], None], consumer: Sink, pid: int, expected: int, timeout: float = 10.0
 ) -> Counter[tuple[str, str, int]]:
     """Flush until `expected` requests of `pid` were exported, then once more to catch any extra."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def exported() -> Counter[tuple[str, str, int]]:
         flush()
-        got = counts(consumer, pid)
-        if sum(got.values()) >= expected or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    time.sleep(0.3)
+        return counts(consumer, pid)
+
+    eventually(
+        exported,
+        timeout,
+        f"{expected} requests of pid {pid} exported",
+        until=lambda got: sum(got.values()) >= expected,
+        interval=0.1,
+    )
+    quiet_period(0.3)  # a request counted twice would be exported by now
     flush()
     return counts(consumer, pid)

@@ -7,7 +7,6 @@ import contextlib
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from coral_ebpf.beyla.settings import BeylaSettings
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
 from coral_ebpf.config import parse_config_text
 from coral_ebpf.discovery.model import Listener, ServiceEntry
-from tests.helpers.timing import scaled, scaled_duration
+from tests.helpers.timing import eventually, scaled_duration
 
 # The health and shutdown allowances stretch under QEMU/TCG (CORAL_TEST_TIME_SCALE, see
 # tests/helpers/timing.py), where the stand-in alone needs seconds to start; the back-off values
@@ -68,11 +67,11 @@ def http_service() -> Iterator[ServiceEntry]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + scaled(10)
-        while time.monotonic() < deadline:
-            if any(c.laddr.port == port for c in psutil.Process(process.pid).net_connections(kind="tcp")):
-                break
-            time.sleep(0.05)
+        eventually(
+            lambda: any(c.laddr.port == port for c in psutil.Process(process.pid).net_connections(kind="tcp")),
+            10,
+            f"http.server to listen on port {port}",
+        )
         yield ServiceEntry(
             pid=process.pid,
             netns=0,
@@ -89,23 +88,12 @@ def http_service() -> Iterator[ServiceEntry]:
 def wait_for(
     supervisor: BeylaSupervisor, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + scaled(timeout)
-    status = supervisor.status()
-    while time.monotonic() < deadline:
-        status = supervisor.status()
-        if predicate(status):
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"timed out; last status: {status}; history: {supervisor.history()}")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + scaled(timeout)
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return eventually(
+        supervisor.status,
+        timeout,
+        lambda: f"the supervisor's status; history: {supervisor.history()}",
+        until=predicate,
+    )
 
 
 def states(supervisor: BeylaSupervisor) -> list[str]:

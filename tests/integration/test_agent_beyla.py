@@ -17,7 +17,6 @@ from __future__ import annotations
 import http.client
 import json
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from tests.beyla_standin import install_standin, runs
 from tests.helpers.agent_process import AgentProcess, Status, call_failed, running_agent, wait_gone
 from tests.helpers.kernel_truth import beyla_application_possible
 from tests.helpers.red_support import ServerProcess, server
+from tests.helpers.timing import eventually
 
 FAST: dict[str, Any] = {
     "force_start": True,
@@ -168,14 +168,9 @@ def test_healthy_beyla_reaches_query_and_status(
     assert {int(p) for s in excluded for p in str(s["open_ports"]).split(",")} == agent_ports
 
     # Its OTLP (Beyla's names, buckets, attributes) went through the receiver into the database.
-    rows: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        rows = healthy.cli_json("query", "http", "--service", "e2e-beyla-shop", "--since", "1h")
-        if sum(row["requests"] for row in rows) >= 10:
-            break
-        time.sleep(0.5)
-    assert sum(row["requests"] for row in rows) >= 10, rows
+    rows: list[dict[str, Any]] = healthy.query_until(
+        "http", "e2e-beyla-shop", lambda found: sum(row["requests"] for row in found) >= 10
+    )
     assert {row["route"] for row in rows} <= STANDIN_ROUTES
     assert all(row["p50_ms"] is not None and row["p50_ms"] <= row["p99_ms"] for row in rows)
     now = healthy.status()
@@ -195,11 +190,13 @@ def table_lines(agent: AgentProcess) -> dict[str, str]:
 
 def test_status_table_shows_beyla(healthy: AgentProcess, log_on_failure: list[AgentProcess]) -> None:
     log_on_failure.append(healthy)
-    deadline = time.monotonic() + 60
-    lines = table_lines(healthy)
-    while "│ running " not in lines["beyla"] and time.monotonic() < deadline:  # not caught mid-restart
-        time.sleep(0.5)
-        lines = table_lines(healthy)
+    lines = eventually(  # not caught mid-restart
+        lambda: table_lines(healthy),
+        60,
+        "Beyla running",
+        until=lambda lines: "│ running " in lines["beyla"],
+        interval=0.5,
+    )
     assert "│ running " in lines["beyla"] and "pid " in lines["beyla"], lines["beyla"]
     assert "version v3.35.0" in lines["beyla"] and "rss " in lines["beyla"]
     assert ("warning: kprobes are not available" in lines["beyla"]) is not BEYLA_CAN_RUN
@@ -230,12 +227,8 @@ def test_a_new_listener_restarts_beyla_with_its_port(
         (current,) = [run for run in runs(healthy_bin) if run["pid"] == beyla["pid"]]
         assert current["pid"] != old["pid"] and current["config"] == str(config_path)
         wait_gone([old["pgid"]], [])  # the old Beyla's whole process group is gone
-        deadline = time.monotonic() + 60
-        rows: list[dict[str, Any]] = []
-        while time.monotonic() < deadline and not rows:
-            rows = healthy.cli_json("query", "http", "--service", "e2e-beyla-new", "--since", "1h")
-            time.sleep(0.5)
-        assert rows and {row["route"] for row in rows} <= STANDIN_ROUTES
+        rows: list[dict[str, Any]] = healthy.query_until("http", "e2e-beyla-new", bool)
+        assert {row["route"] for row in rows} <= STANDIN_ROUTES
 
 
 def test_sigterm_stops_beyla_and_every_request_is_stored_once(
@@ -300,13 +293,9 @@ def test_crash_loop_backs_off_then_fails_and_auto_falls_back_to_bcc(
             lambda s: any(x["pid"] == shop.pid for x in s["red"].get("services", [])), timeout=60, what="shop traced"
         )
         get(shop, ["/a/1", "/a/2", "/fail", "/b"])
-        deadline = time.monotonic() + 60
-        rows: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            rows = agent.cli_json("query", "http", "--service", "e2e-beyla-shop", "--since", "1h")
-            if sum(row["requests"] for row in rows) >= 4:
-                break
-            time.sleep(0.5)
+        rows: list[dict[str, Any]] = agent.query_until(
+            "http", "e2e-beyla-shop", lambda found: sum(row["requests"] for row in found) >= 4
+        )
         assert (sum(row["requests"] for row in rows), sum(row["errors"] for row in rows)) == (4, 1)
         lines = table_lines(agent)
         assert "│ failed " in lines["beyla"] and "diagnosis: gave up after 3 restarts" in lines["beyla"]

@@ -11,7 +11,6 @@ import http.client
 import os
 import re
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from tests.helpers import beyla_otlp
 from tests.helpers.agent_process import AgentProcess, call_failed, run_cli
 from tests.helpers.bombs import gzip_bomb
 from tests.helpers.raw_grpc import unary_call
+from tests.helpers.timing import eventually
 
 MAX_BODY = 4 * 1024 * 1024
 SETTINGS = {
@@ -144,16 +144,6 @@ def expected_quantiles(mix: dict[Any, tuple[int, float]]) -> dict[str, float]:
     return {key: value * 1000 for key, value in found.items() if value is not None}
 
 
-def poll_query(agent: AgentProcess, kind: str, service: str, done: Any, timeout: float = 60) -> Any:
-    """`coral-ebpf query <kind> --service S --json` until `done(result)` (rows are written every 200 ms)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = agent.cli_json("query", kind, "--service", service, "--since", "1h")
-        if done(result) or time.monotonic() > deadline:
-            return result
-        time.sleep(0.5)
-
-
 def by_key(rows: list[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], dict[str, Any]]:
     return {tuple(row[key] for key in keys): row for row in rows}
 
@@ -208,7 +198,7 @@ def test_sdk_exports_are_queryable_through_the_cli(agent: AgentProcess, transpor
     send(agent, transport, service, pid)
 
     requests = sum(count for count, _ in HTTP_MIX.values())
-    http_rows = poll_query(agent, "http", service, lambda rows: sum(r["requests"] for r in rows) >= requests)
+    http_rows = agent.query_until("http", service, lambda rows: sum(r["requests"] for r in rows) >= requests)
     rows = by_key(http_rows, "service", "method", "route")
     assert set(rows) == {(service, "GET", "/users/{id}"), (service, "POST", "/orders")}
     users = rows[(service, "GET", "/users/{id}")]
@@ -221,14 +211,14 @@ def test_sdk_exports_are_queryable_through_the_cli(agent: AgentProcess, transpor
     assert (orders["requests"], orders["errors"]) == (10, 0)
     assert 0 < orders["p50_ms"] <= 5 and orders["p99_ms"] <= 5
 
-    grpc_rows = poll_query(agent, "grpc", service, lambda rows: sum(r["requests"] for r in rows) >= 23)
+    grpc_rows = agent.query_until("grpc", service, lambda rows: sum(r["requests"] for r in rows) >= 23)
     assert [(r["requests"], r["errors"]) for r in grpc_rows] == [(23, 3)]
     assert 5 < grpc_rows[0]["p50_ms"] <= 10 and 50 < grpc_rows[0]["p99_ms"] <= 75
 
-    sql_rows = poll_query(agent, "sql", service, lambda rows: sum(r["requests"] for r in rows) >= 14)
+    sql_rows = agent.query_until("sql", service, lambda rows: sum(r["requests"] for r in rows) >= 14)
     assert [(r["requests"], r["errors"]) for r in sql_rows] == [(14, 2)]
 
-    traces = poll_query(agent, "traces", service, lambda found: len(found) >= 1)
+    traces = agent.query_until("traces", service, lambda found: len(found) >= 1)
     (trace,) = traces
     assert trace["span_count"] == 2 and trace["status"] == "ERROR"
     spans = {span["name"]: span for span in trace["spans"]}
@@ -274,7 +264,7 @@ def test_bad_input_gets_the_right_status_and_the_agent_keeps_serving(agent: Agen
     assert reply.get("grpc-status") == "8", reply  # RESOURCE_EXHAUSTED
     # Still serving: a good export is stored and queryable; status answers; nothing crashed.
     send(agent, "http", "e2e-after-bad-input", 6001)
-    rows = poll_query(agent, "http", "e2e-after-bad-input", lambda found: sum(r["requests"] for r in found) >= 55)
+    rows = agent.query_until("http", "e2e-after-bad-input", lambda found: sum(r["requests"] for r in found) >= 55)
     assert sum(r["requests"] for r in rows) == 55
     document = agent.status()
     assert document["receiver"]["http"]["signals"]["traces"]["errors"].get("413", 0) >= 2
@@ -285,11 +275,13 @@ def test_bad_input_gets_the_right_status_and_the_agent_keeps_serving(agent: Agen
 def test_database_and_wal_are_private(agent: AgentProcess) -> None:
     database = agent.state_dir / "coral-ebpf.duckdb"
     wal = database.with_name(database.name + ".wal")
-    deadline = time.monotonic() + 60
-    while not wal.exists() and time.monotonic() < deadline:  # DuckDB re-creates the WAL after checkpoints
+
+    def written() -> bool:
         send(agent, "grpc", "e2e-wal", 6002)
-        time.sleep(0.3)
-    assert wal.exists(), "no write-ahead log appeared"
+        return wal.exists()
+
+    # DuckDB re-creates the WAL after checkpoints: send until one is there.
+    eventually(written, 60, "a write-ahead log to appear", interval=0.3)
     for path in (database, wal):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
         assert path.stat().st_uid == 0
@@ -354,7 +346,7 @@ def test_a_second_agent_on_the_same_control_socket_exits_1_before_starting_anyth
 
 def test_data_survives_sigterm_and_is_queried_read_only(agent: AgentProcess) -> None:
     send(agent, "grpc", "e2e-durable", 6003)
-    rows = poll_query(agent, "http", "e2e-durable", lambda found: sum(r["requests"] for r in found) >= 55)
+    rows = agent.query_until("http", "e2e-durable", lambda found: sum(r["requests"] for r in found) >= 55)
     assert sum(r["requests"] for r in rows) == 55
     running_rows = agent.cli_json("query", "http", "--since", "1h")
     running_traces = agent.cli_json("query", "traces", "--since", "1h", "--limit", "100")
@@ -388,9 +380,9 @@ def test_status_while_the_agent_is_starting_says_so(tmp_path: Path) -> None:
     lock = starting.state_dir / "agent.lock"
     try:
         starting.launch()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (lock.exists() and lock.read_text().strip() == str(starting.pid)):
-            time.sleep(0.05)
+        eventually(
+            lambda: lock.exists() and lock.read_text().strip() == str(starting.pid), 60, "the agent to hold its lock"
+        )
         result = starting.cli("status")
         assert result.returncode == 1, result.stdout
         assert f"the coral-ebpf agent (pid {starting.pid}) holds {starting.state_dir}" in result.stderr

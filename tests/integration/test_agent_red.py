@@ -13,7 +13,6 @@ One agent serves the module (BCC compiles take seconds each).
 from __future__ import annotations
 
 import http.client
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,7 +60,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory, standin_dir: Path) -> Iterat
     running = AgentProcess(tmp_path_factory.mktemp("agent-red"), settings)
     running.env.pop("CORAL_EBPF_BEYLA_BIN", None)
     try:
-        running.start(timeout=scaled(240))
+        running.start(timeout=240)
         yield running
         running.stop(timeout=scaled(120))
     finally:
@@ -112,15 +111,6 @@ def drive(app: ServerProcess) -> Counter[tuple[str, str]]:
     return sent
 
 
-def query_until(agent: AgentProcess, service: str, total: int, timeout: float = 60) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + scaled(timeout)
-    while True:
-        rows: list[dict[str, Any]] = agent.cli_json("query", "http", "--service", service, "--since", "1h")
-        if sum(row["requests"] for row in rows) >= total or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.5)
-
-
 def test_auto_picks_the_bcc_engine_and_beyla_is_unsupported(agent: AgentProcess, standin_dir: Path) -> None:
     document = agent.cli_json("status")
     assert document["agent"]["red_engine"] == "bcc"
@@ -156,7 +146,7 @@ def test_auto_picks_beyla_where_it_can_run(tmp_path: Path) -> None:
         other.launch()
         # The choice is made once the probe has run; Beyla's own start-up is the Beyla tests' subject.
         document = other.wait_for(
-            lambda s: s.get("red", {}).get("state") == "standby", timeout=scaled(180), what="the engine choice"
+            lambda s: s.get("red", {}).get("state") == "standby", timeout=180, what="the engine choice"
         )
         assert document["agent"]["red_engine"] == "beyla"
         assert "Beyla can run and is installed" in document["red"]["reason"]
@@ -180,7 +170,7 @@ def test_a_server_started_after_the_agent_is_traced_and_queryable(agent: AgentPr
         # the service the engine already serves, so wait for both.
         document = agent.wait_for(
             lambda s: served_by_bcc(s, app.pid) and s["discovery"]["services"] >= 1,
-            timeout=scaled(60),
+            timeout=60,
             what=f"{name} discovered and traced by bcc",
         )
         (served,) = [s for s in document["red"]["services"] if s["pid"] == app.pid]
@@ -189,7 +179,8 @@ def test_a_server_started_after_the_agent_is_traced_and_queryable(agent: AgentPr
         assert isinstance(discovered, int) and discovered >= 1
 
         sent = drive(app)
-        rows = query_until(agent, name, sum(sent.values()))
+        total = sum(sent.values())
+        rows = agent.query_until("http", name, lambda found: sum(row["requests"] for row in found) >= total)
         found = {(row["method"], row["route"]): row for row in rows}
         assert {key: row["requests"] for key, row in found.items()} == dict(sent)
         assert {key: row["errors"] for key, row in found.items() if row["errors"]} == {("GET", "/fail"): 3}
@@ -211,7 +202,7 @@ def test_a_server_started_after_the_agent_is_traced_and_queryable(agent: AgentPr
         assert after["beyla"]["state"] == ("disabled" if beyla_can_run_here() else "unsupported")
         assert after["beyla"]["services"] == 0
     # The server is gone: discovery says so, and the engine stops tracing it.
-    agent.wait_for(lambda s: not served_by_bcc(s, app.pid), timeout=scaled(60), what=f"{name} no longer traced")
+    agent.wait_for(lambda s: not served_by_bcc(s, app.pid), timeout=60, what=f"{name} no longer traced")
 
 
 def table_rows(table: str) -> dict[str, str]:
@@ -232,7 +223,7 @@ def table_rows(table: str) -> dict[str, str]:
 
 def test_status_table_names_the_engine_and_its_services(agent: AgentProcess) -> None:
     with server("python", service_name="e2e-red-table") as app:
-        agent.wait_for(lambda s: served_by_bcc(s, app.pid), timeout=scaled(60), what="e2e-red-table traced by bcc")
+        agent.wait_for(lambda s: served_by_bcc(s, app.pid), timeout=60, what="e2e-red-table traced by bcc")
         result = agent.cli("status", columns=400)
         assert result.returncode == 0, result.stderr
         lines = table_rows(result.stdout)

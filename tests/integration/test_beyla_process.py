@@ -22,7 +22,7 @@ from coral_ebpf.beyla import memory
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
 from coral_ebpf.discovery.model import ServiceEntry
 from tests.beyla_standin import REPO, install_standin, runs, signals_ready
-from tests.helpers.timing import scaled
+from tests.helpers.timing import eventually, scaled
 from tests.integration.beyla_support import (
     free_port,
     group_dead,
@@ -30,7 +30,6 @@ from tests.integration.beyla_support import (
     http_service,
     settings_for,
     wait_for,
-    wait_until,
 )
 
 
@@ -129,9 +128,9 @@ def start_agent(
     )
     agent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     agents.append(agent)
-    wait_until(lambda: len(runs(binary.parent)) >= 2, what="the agent's Beyla to start")
+    eventually(lambda: len(runs(binary.parent)) >= 2, 30, what="the agent's Beyla to start")
     beyla_pid = int(runs(binary.parent)[-1]["pid"])
-    wait_until(lambda: beyla_pid in signals_ready(binary.parent), what="the agent's Beyla to set up its signals")
+    eventually(lambda: beyla_pid in signals_ready(binary.parent), 30, what="the agent's Beyla to set up its signals")
     return agent, beyla_pid
 
 
@@ -143,9 +142,9 @@ def test_beyla_dies_with_the_agent(
     agent.wait()
     # Each agent thread that exits re-parents Beyla and sends it the parent-death SIGTERM again:
     # the stand-in gets a burst of them, at any point of its start-up. It then stops within its
-    # shutdown_timeout (1s here); wait_until's 30 s stretch with CORAL_TEST_TIME_SCALE.
+    # shutdown_timeout (1s here); eventually's 30 s stretch with CORAL_TEST_TIME_SCALE.
     try:
-        wait_until(lambda: group_dead(beyla_pid), what="Beyla to stop on its parent-death signal")
+        eventually(lambda: group_dead(beyla_pid), 30, what="Beyla to stop on its parent-death signal")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; {describe(beyla_pid)}") from None
 
@@ -172,12 +171,13 @@ def test_a_burst_of_sigterms_during_start_up_ends_beyla_with_status_0(tmp_path: 
             [str(binary), "-config", str(config)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
         )
     try:
-        deadline = time.monotonic() + scaled(30)
-        # Polled every millisecond: the burst must come while the stand-in is still busy starting.
-        while beyla.pid not in signals_ready(binary.parent):
+
+        def ready() -> bool:
             assert beyla.poll() is None, f"the stand-in exited with {beyla.returncode}"
-            assert time.monotonic() < deadline, "timed out waiting for the stand-in to set up its signals"
-            time.sleep(0.001)
+            return beyla.pid in signals_ready(binary.parent)
+
+        # Polled every millisecond: the burst must come while the stand-in is still busy starting.
+        eventually(ready, 30, "the stand-in to set up its signals", interval=0.001)
         until = time.monotonic() + 1.0
         while time.monotonic() < until:  # not yet reaped, so the pid is still the stand-in's
             os.kill(beyla.pid, signal.SIGTERM)

@@ -16,6 +16,7 @@ from coral_ebpf.beyla import render as render_module
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
 from coral_ebpf.discovery.model import ServiceEntry
 from tests.beyla_standin import install_standin, runs
+from tests.helpers.timing import quiet_period
 from tests.integration.beyla_support import http_service, settings_for, states, wait_for
 
 
@@ -57,10 +58,10 @@ def test_a_burst_of_changes_restarts_beyla_once_after_the_debounce(started: Any,
     before = len(runs(bindir))
     for _ in range(5):
         supervisor.update_services([services[0], services[1]])
-        time.sleep(0.05)
+        time.sleep(0.05)  # the burst's pace: five changes well inside one debounce
     assert supervisor.status()["pending_update"] is True
     status = wait_for(supervisor, lambda s: s["state"] == "running" and s["pid"] != first["pid"])
-    time.sleep(1.0)  # nothing else is coming
+    quiet_period(1.0)  # nothing else is coming
     assert len(runs(bindir)) == before + 1
     assert instrumented_ports(status) == {str(services[0].ports[0]), str(services[1].ports[0])}
     assert status["last_stop"]["why"] == "services changed" and status["last_stop"]["sigkill"] is False
@@ -74,7 +75,7 @@ def test_the_same_services_do_not_restart_beyla(started: Any, services: list[Ser
     reordered = [services[0]]
     supervisor.update_services(reordered)
     wait_for(supervisor, lambda s: not s["pending_update"])
-    time.sleep(0.5)
+    quiet_period(0.5)  # a restart would begin by now
     assert supervisor.status()["pid"] == pid and len(runs(bindir)) == before
 
 
@@ -131,7 +132,7 @@ def test_a_configuration_beyla_rejected_is_not_retried_for_the_same_services(
     before = len(runs(bindir))
     supervisor.update_services([services[1], services[0]])
     wait_for(supervisor, lambda s: not s["pending_update"])
-    time.sleep(0.5)
+    quiet_period(0.5)  # a restart would begin by now
     assert len(runs(bindir)) == before and supervisor.status()["pid"] == status["pid"]
 
 
@@ -154,5 +155,5 @@ def test_beylas_own_listener_in_discovery_does_not_restart_it(started: Any, serv
     before = len(runs(bindir))
     supervisor.update_services([services[0], own])
     wait_for(supervisor, lambda s: not s["pending_update"])
-    time.sleep(0.5)
+    quiet_period(0.5)  # a restart would begin by now
     assert supervisor.status()["pid"] == status["pid"] and len(runs(bindir)) == before

@@ -6,7 +6,6 @@ import http.client
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -19,6 +18,7 @@ from coral_ebpf.otlp import OtlpReceiver, OtlpSettings
 from tests.helpers import beyla_payloads
 from tests.helpers.consumertest import Sink
 from tests.helpers.otlp_receiver import running_receiver
+from tests.helpers.timing import eventually
 
 
 @pytest.fixture
@@ -139,11 +139,17 @@ def test_stop_lets_in_flight_requests_finish() -> None:
 
     stopper = threading.Thread(target=receiver.stop, args=(15.0,))
     stopper.start()
-    time.sleep(0.3)
-    assert receiver.status()["state"] == "stopping"
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", int(http_address.rpartition(":")[2])), timeout=2).close()
+        except OSError:
+            return True
+        return False
+
     # New connections are refused while the old requests drain.
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", int(http_address.rpartition(":")[2])), timeout=2).close()
+    eventually(refused, what="new connections refused once stop() began")
+    assert receiver.status()["state"] == "stopping"
     release.set()
     stopper.join(20)
     for caller in callers:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from coral_ebpf.red.engine import RedEngine  # noqa: E402
 from coral_ebpf.red.settings import RedSettings  # noqa: E402
 from tests.helpers.agent_process import query_json  # noqa: E402
 from tests.helpers.consumertest import Sink  # noqa: E402
-from tests.helpers.red_support import counts, server  # noqa: E402
+from tests.helpers.red_support import server, wait_for  # noqa: E402
 
 # Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
 pytestmark = pytest.mark.kernel
@@ -49,11 +48,7 @@ def test_query_http_returns_exact_counts(kind: str, temporality: str, tmp_path: 
                     conn.request("GET", f"/orders/{round_}")
                     conn.getresponse().read()
                     conn.close()
-                    for _ in range(50):
-                        red.flush()
-                        if sum(counts(recording, proc.pid).values()) >= 7 * (round_ + 1):
-                            break
-                        time.sleep(0.1)
+                    wait_for(red.flush, recording, proc.pid, 7 * (round_ + 1), timeout=5)
         finally:
             red.stop(10)
         storage.flush()

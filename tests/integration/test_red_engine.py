@@ -18,6 +18,7 @@ from coral_ebpf.red.records import BUCKETS
 from coral_ebpf.red.settings import RedSettings
 from tests.helpers.consumertest import Sink
 from tests.helpers.red_support import ServerProcess, counts, points, server, spans, wait_for
+from tests.helpers.timing import eventually, quiet_period
 
 # Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
 pytestmark = pytest.mark.kernel
@@ -242,7 +243,7 @@ def test_non_http_protocol_makes_no_records(
             with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as sock:
                 sock.sendall(payload)
                 assert sock.recv(65536)
-        time.sleep(0.3)
+        quiet_period(0.3)  # records, if the probe made any, would reach the buffer by now
         engine.flush()
     assert counts(consumer, proc.pid) == {}
     assert spans(consumer, proc.pid) == []
@@ -306,10 +307,14 @@ def test_refused_exports_are_retried_without_loss(tmp_path: Path) -> None:
             for _ in range(10):
                 assert get(conn, "/retry") == 200
             conn.close()
-            deadline = time.monotonic() + 15
-            while sum(counts(consumer, proc.pid).values()) < 10 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(0.5)
+            eventually(
+                lambda: counts(consumer, proc.pid),
+                15,
+                "10 requests exported after the refusals",
+                until=lambda got: sum(got.values()) >= 10,
+                interval=0.1,
+            )
+            quiet_period(0.5)  # a request exported twice would have arrived by now
             got = counts(consumer, proc.pid)
             assert dict(got) == {("GET", "/retry", 200): 10}
             assert consumer.refused == 3

@@ -36,6 +36,7 @@ from tests.helpers.beyla_otlp import (
     trace_request,
 )
 from tests.helpers.datapath import data_path
+from tests.helpers.timing import eventually
 
 NOW = time.time_ns()
 RESOURCE = beyla_resource("checkout", pid=777, namespace="shop")
@@ -263,9 +264,7 @@ def test_cumulative_state_is_not_advanced_by_a_refused_request(tmp_path: Path, m
         attributes = http_server_attributes(RESOURCE, "GET", "/c", 200)
         histogram.record(attributes, 0.01, 10)
         processor.consume_metrics(metrics_request(RESOURCE, [histogram.export(NOW - 30 * SECOND_NS)]))
-        deadline = time.monotonic() + 10
-        while storage.status()["queue_depth"] and time.monotonic() < deadline:
-            time.sleep(0.01)
+        eventually(lambda: storage.status()["queue_depth"] == 0, what="the writer to take the batch")
         filler = http_server_span(*new_ids(), start_ns=NOW, duration_ns=1)
         processor.consume_traces(trace_request(RESOURCE, [filler]))
         histogram.record(attributes, 0.01, 5)

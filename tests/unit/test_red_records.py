@@ -33,6 +33,7 @@ from coral_ebpf.red.records import BUCKETS, DurationAggregator, metrics_request
 from coral_ebpf.red.settings import RedSettings
 from tests.helpers.consumertest import Sink
 from tests.helpers.red_support import counts, points, spans
+from tests.helpers.timing import eventually
 
 PATH_MAX = 64
 
@@ -229,10 +230,17 @@ def test_engine_retries_refused_exports_and_bounds_spans(tmp_path: Path) -> None
         probe.queue += [make_event(pid, "/a", 200) for _ in range(5)]
         engine.flush()  # metrics refused: folded back
         assert consumer.metrics == []
-        time.sleep(0.1)
-        engine.flush()  # metrics accepted; spans refused (the second refusal)
-        time.sleep(0.1)
-        engine.flush()
+
+        def flushed(kept: Callable[[], object]) -> Callable[[], object]:
+            def probe() -> object:
+                engine.flush()  # a no-op within the engine's retry-after
+                return kept()
+
+            return probe
+
+        # The retry accepts the metrics and refuses the spans (the second refusal); the next one takes them.
+        eventually(flushed(lambda: consumer.metrics), what="the metrics export retried")
+        eventually(flushed(lambda: spans(consumer, pid)), what="the spans export retried")
     finally:
         engine.stop(5)
     assert dict(counts(consumer, pid)) == {("GET", "/a", 200): 5}
@@ -245,16 +253,15 @@ def test_engine_retries_refused_exports_and_bounds_spans(tmp_path: Path) -> None
 def test_engine_threads_run_at_lower_priority(tmp_path: Path) -> None:
     engine, _ = make_engine(RedSettings(export_interval=3600), Sink(), tmp_path)
     try:
-        deadline = time.monotonic() + 5
-        while True:
+
+        def nices() -> dict[str, int]:
             threads = {t.name: t.native_id for t in threading.enumerate() if t.name in ("red-poll", "red-export")}
-            nices = {name: _nice(tid) for name, tid in threads.items() if tid is not None}
-            if nices == {"red-poll": THREAD_NICE, "red-export": THREAD_NICE} or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+            return {name: _nice(tid) for name, tid in threads.items() if tid is not None}
+
+        expected = {"red-poll": THREAD_NICE, "red-export": THREAD_NICE}
+        eventually(nices, 5, "the engine's threads at THREAD_NICE", until=lambda found: found == expected)
     finally:
         engine.stop(5)
-    assert nices == {"red-poll": THREAD_NICE, "red-export": THREAD_NICE}
 
 
 def _nice(tid: int) -> int:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from coral_ebpf.storage.writer import Batch, Storage, StorageClosedError, WriteQ
 from coral_ebpf.transform.spans import SpanFlattener
 from tests.helpers.beyla_otlp import beyla_resource, http_server_span, new_ids, trace_request
 from tests.helpers.datapath import config_for, data_path
+from tests.helpers.timing import eventually
 
 NOW = time.time_ns()
 
@@ -127,17 +128,10 @@ def stalled_writer(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]
     release.set()
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
 def test_full_queue_refuses_the_request_and_a_retry_succeeds(tmp_path: Path, stalled_writer: threading.Event) -> None:
     with data_path(tmp_path, queue_max_batches=1, flush_interval="0s") as (storage, processor):
         processor.consume_traces(spans_request(3)[0])  # type: ignore[arg-type]
-        wait_until(lambda: storage.status()["queue_depth"] == 0)  # the writer holds it, stalled
+        eventually(lambda: storage.status()["queue_depth"] == 0)  # the writer holds it, stalled
         processor.consume_traces(spans_request(4)[0])  # type: ignore[arg-type]  # fills the one slot
         refused_request, _ = spans_request(5)
         with pytest.raises(QueueFullError) as caught:
@@ -160,7 +154,7 @@ def test_submit_raises_storage_errors(tmp_path: Path, stalled_writer: threading.
     storage.start()
     try:
         storage.submit(Batch({"otel_spans_raw": table}))
-        wait_until(lambda: storage.status()["queue_depth"] == 0)
+        eventually(lambda: storage.status()["queue_depth"] == 0)
         storage.submit(Batch({"otel_spans_raw": table}))
         with pytest.raises(WriteQueueFullError):
             storage.submit(Batch({"otel_spans_raw": table}))
@@ -339,7 +333,7 @@ def test_every_acknowledged_span_is_stored_when_stop_races_with_senders(tmp_path
         threads = [threading.Thread(target=sender, args=(i, processor)) for i in range(4)]
         for thread in threads:
             thread.start()
-        time.sleep(1.0)
+        eventually(lambda: sum(acknowledged) >= 400, 30, "the senders to have requests acknowledged")
         storage.stop(30)  # while the senders keep sending
         stop_senders.set()
         for thread in threads:

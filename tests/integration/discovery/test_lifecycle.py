@@ -19,8 +19,9 @@ from coral_ebpf.discovery import program
 from coral_ebpf.discovery.component import Discovery
 from coral_ebpf.discovery.settings import DiscoverySettings
 from coral_ebpf.discovery.snapshot import take_snapshot
-from tests.helpers.discovery import ListenerProcess, entries_of, netns_inode_of, ports_of, wait_until
+from tests.helpers.discovery import ListenerProcess, entries_of, netns_inode_of, ports_of
 from tests.helpers.netns import named_netns, run_in_netns
+from tests.helpers.timing import eventually
 from tests.integration.discovery.conftest import EventLog
 
 STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -102,15 +103,15 @@ def test_exclusions(state_dir: Path, netns: str, tmp_path: Path) -> None:
             own.bind(("127.0.0.1", 0))
             own.listen()  # the agent itself
             ports = {proc.pid: proc.listen(4, "127.0.0.1") for proc in (becomes_beyla, becomes_sleepy)}
-            wait_until(lambda: all(port in ports_of(registry, pid) for pid, port in ports.items()))
+            eventually(lambda: all(port in ports_of(registry, pid) for pid, port in ports.items()))
             kept_port = kept.listen(4, "127.0.0.1")
-            wait_until(lambda: kept_port in ports_of(registry, kept.pid))
+            eventually(lambda: kept_port in ports_of(registry, kept.pid))
             # Listen events are applied in order, so the earlier ones were seen and left out.
             assert not entries_of(registry, sidecar.pid) and not entries_of(registry, os.getpid())
             assert not log.of(sidecar.pid) and not log.of(os.getpid())
             becomes_beyla.exec([str(beyla), "60"])
             becomes_sleepy.exec([str(sleepy), "60"])
-            wait_until(
+            eventually(
                 lambda: not entries_of(registry, becomes_beyla.pid) and not entries_of(registry, becomes_sleepy.pid),
                 what="the processes that became beyla and sleepy-worker to go",
             )
@@ -154,12 +155,12 @@ def test_kernel_event_loss_triggers_a_resync(state_dir: Path, netns: str, mode: 
         assert burst.stdout is not None
         kept = set(json.loads(burst.stdout.readline()))
         discovery.resume_readers()
-        wait_until(lambda: discovery.status()["resyncs"] >= 1, what="a re-sync after the loss")
+        eventually(lambda: discovery.status()["resyncs"] >= 1, what="a re-sync after the loss")
         status = discovery.status()
         assert status["lost"]["listen_events"] > 0
         assert "lost by listen_events" in status["last_resync_reason"]
         pid = burst.pid
-        wait_until(lambda: ports_of(discovery.registry, pid) == kept, what="the registry to match the kernel")
+        eventually(lambda: ports_of(discovery.registry, pid) == kept, what="the registry to match the kernel")
     finally:
         if burst is not None:
             burst.kill()
@@ -188,7 +189,7 @@ def test_auto_falls_back_to_perf_buffers(state_dir: Path, netns: str, monkeypatc
         assert status["buffer"] == "perf_buffer" and "RINGBUF unsupported" in status["ring_buffer_error"]
         with ListenerProcess(netns) as proc:
             port = proc.listen(4, "127.0.0.1")
-            wait_until(lambda: port in ports_of(discovery.registry, proc.pid))
+            eventually(lambda: port in ports_of(discovery.registry, proc.pid))
     finally:
         discovery.stop(5.0)
 

@@ -20,8 +20,9 @@ from coral_ebpf.capabilities.btf import VMLINUX_BTF
 from coral_ebpf.discovery.component import Discovery
 from coral_ebpf.discovery.model import Listener
 from coral_ebpf.discovery.settings import DiscoverySettings
-from tests.helpers.discovery import ListenerProcess, entries_of, netns_inode_of, ports_of, wait_until
+from tests.helpers.discovery import ListenerProcess, entries_of, netns_inode_of, ports_of
 from tests.helpers.netns import named_netns, run_in_netns
+from tests.helpers.timing import eventually
 from tests.integration.discovery.conftest import EventLog, record_events
 
 # Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
@@ -61,7 +62,7 @@ def test_loopback_listener_appears_then_disappears(discovery: Discovery, netns: 
     registry = discovery.registry
     with ListenerProcess(netns, env={"OTEL_SERVICE_NAME": "checkout"}) as proc:
         port = proc.listen(4, "127.0.0.1")
-        wait_until(lambda: port in ports_of(registry, proc.pid), what="the listener in the registry")
+        eventually(lambda: port in ports_of(registry, proc.pid), what="the listener in the registry")
         (entry,) = entries_of(registry, proc.pid)
         assert entry.name == "checkout"
         assert entry.netns == netns_inode_of(netns)
@@ -70,12 +71,12 @@ def test_loopback_listener_appears_then_disappears(discovery: Discovery, netns: 
         assert abs(entry.start_time - psutil.Process(proc.pid).create_time()) < 1.0
         assert entry.listeners[0].address == "127.0.0.1" and entry.listeners[0].family == socket.AF_INET
 
-        (listened,) = wait_until(lambda: events.of(proc.pid, "listen"), what="the listen event")
+        (listened,) = eventually(lambda: events.of(proc.pid, "listen"), what="the listen event")
         assert (listened.port, listened.netns, listened.service) == (port, netns_inode_of(netns), "checkout")
 
         proc.close(port)
-        wait_until(lambda: not entries_of(registry, proc.pid), what="the entry to leave")
-        wait_until(lambda: events.of(proc.pid, "close"), what="the close event")
+        eventually(lambda: not entries_of(registry, proc.pid), what="the entry to leave")
+        eventually(lambda: events.of(proc.pid, "close"), what="the close event")
 
 
 def test_accepted_connections_leave_the_listener_alone(discovery: Discovery, netns: str, events: EventLog) -> None:
@@ -83,7 +84,7 @@ def test_accepted_connections_leave_the_listener_alone(discovery: Discovery, net
     registry = discovery.registry
     with ListenerProcess(netns) as proc:
         port = proc.listen(4, "127.0.0.1")
-        wait_until(lambda: port in ports_of(registry, proc.pid))
+        eventually(lambda: port in ports_of(registry, proc.pid))
 
         def connect_three_times() -> None:
             for _ in range(3):
@@ -92,7 +93,7 @@ def test_accepted_connections_leave_the_listener_alone(discovery: Discovery, net
 
         run_in_netns(netns, connect_three_times)
         later = proc.listen(4, "127.0.0.1")  # listen events are applied in order: a barrier
-        wait_until(lambda: later in ports_of(registry, proc.pid))
+        eventually(lambda: later in ports_of(registry, proc.pid))
         assert ports_of(registry, proc.pid) == {port, later}
         assert not events.of(proc.pid, "close")
 
@@ -102,14 +103,14 @@ def test_ipv6_listener(discovery: Discovery, netns: str) -> None:
     with ListenerProcess(netns) as proc:
         port4 = proc.listen(4, "127.0.0.1")
         port6 = proc.listen(6, "::1")
-        wait_until(lambda: {port4, port6} <= ports_of(registry, proc.pid), what="both listeners")
+        eventually(lambda: {port4, port6} <= ports_of(registry, proc.pid), what="both listeners")
         (entry,) = entries_of(registry, proc.pid)
         assert {(item.family, item.address, item.port) for item in entry.listeners} == {
             (socket.AF_INET, "127.0.0.1", port4),
             (socket.AF_INET6, "::1", port6),
         }
         proc.close(port6)
-        wait_until(lambda: ports_of(registry, proc.pid) == {port4}, what="the IPv6 listener to leave")
+        eventually(lambda: ports_of(registry, proc.pid) == {port4}, what="the IPv6 listener to leave")
 
 
 def test_listeners_in_two_namespaces(discovery: Discovery, netns: str) -> None:
@@ -118,11 +119,11 @@ def test_listeners_in_two_namespaces(discovery: Discovery, netns: str) -> None:
         # The same port number in both namespaces: they are different sockets.
         port = first_proc.listen(4, "127.0.0.1")
         assert second_proc.listen(4, "127.0.0.1", port) == port
-        wait_until(lambda: entries_of(registry, first_proc.pid) and entries_of(registry, second_proc.pid))
+        eventually(lambda: entries_of(registry, first_proc.pid) and entries_of(registry, second_proc.pid))
         assert entries_of(registry, first_proc.pid)[0].netns == netns_inode_of(netns)
         assert entries_of(registry, second_proc.pid)[0].netns == netns_inode_of(second)
         second_proc.kill()
-        wait_until(lambda: not entries_of(registry, second_proc.pid), what="the second namespace's entry to leave")
+        eventually(lambda: not entries_of(registry, second_proc.pid), what="the second namespace's entry to leave")
         assert ports_of(registry, first_proc.pid) == {port}
 
 
@@ -130,34 +131,34 @@ def test_exec_keeps_the_listener(discovery: Discovery, netns: str, events: Event
     registry = discovery.registry
     with ListenerProcess(netns) as proc:
         port = proc.listen(4, "127.0.0.1")
-        wait_until(lambda: port in ports_of(registry, proc.pid))
+        eventually(lambda: port in ports_of(registry, proc.pid))
         proc.exec(["/bin/sleep", "60"])
-        wait_until(
+        eventually(
             lambda: [entry for entry in entries_of(registry, proc.pid) if entry.exe.endswith("/sleep")],
             what="the entry to show the new program",
         )
         (entry,) = entries_of(registry, proc.pid)
         assert (entry.name, entry.ports, entry.cmdline) == ("sleep", (port,), ("/bin/sleep", "60"))
-        (execd,) = wait_until(lambda: events.of(proc.pid, "exec"))
+        (execd,) = eventually(lambda: events.of(proc.pid, "exec"))
         assert execd.filename == "/bin/sleep"
         proc.kill()
-        wait_until(lambda: not entries_of(registry, proc.pid), what="the entry to leave on exit")
-        wait_until(lambda: events.of(proc.pid, "exit"), what="the exit event")
+        eventually(lambda: not entries_of(registry, proc.pid), what="the entry to leave on exit")
+        eventually(lambda: events.of(proc.pid, "exit"), what="the exit event")
 
 
 def test_fork_exec_child_keeps_the_listener_after_the_parent_exits(discovery: Discovery, netns: str) -> None:
     registry = discovery.registry
     with ListenerProcess(netns) as proc:
         port = proc.listen(4, "127.0.0.1")
-        wait_until(lambda: port in ports_of(registry, proc.pid))
+        eventually(lambda: port in ports_of(registry, proc.pid))
         child = proc.fork_exec(["/bin/sleep", "60"])
-        wait_until(lambda: port in ports_of(registry, child), what="the child to inherit the listener")
+        eventually(lambda: port in ports_of(registry, child), what="the child to inherit the listener")
         proc.exit()
-        wait_until(lambda: not entries_of(registry, proc.pid), what="the parent to leave")
+        eventually(lambda: not entries_of(registry, proc.pid), what="the parent to leave")
         (entry,) = entries_of(registry, child)
         assert (entry.exe.rsplit("/", 1)[-1], entry.ports) == ("sleep", (port,))
         os.kill(child, 9)
-        wait_until(lambda: not entries_of(registry, child), what="the child to leave")
+        eventually(lambda: not entries_of(registry, child), what="the child to leave")
 
 
 def test_short_lived_process(discovery: Discovery, netns: str, events: EventLog) -> None:
@@ -166,12 +167,12 @@ def test_short_lived_process(discovery: Discovery, netns: str, events: EventLog)
         ["ip", "netns", "exec", netns, sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     port = int(done.stdout)
-    listened = wait_until(
+    listened = eventually(
         lambda: [item for item in events.items if item.event == "listen" and item.port == port],
         what="the short-lived listener's event",
     )
     pid = listened[0].tgid
-    wait_until(
+    eventually(
         lambda: [item for item in events.items if item.event == "close" and item.port == port],
         what="its close event",
     )
@@ -182,14 +183,14 @@ def test_pid_reuse(discovery: Discovery, netns: str) -> None:
     registry = discovery.registry
     first = ListenerProcess(netns)
     first_port = first.listen(4, "127.0.0.1")
-    wait_until(lambda: first_port in ports_of(registry, first.pid))
+    eventually(lambda: first_port in ports_of(registry, first.pid))
     first_start = entries_of(registry, first.pid)[0].start_time
     first.kill()
-    wait_until(lambda: not entries_of(registry, first.pid), what="the first process to leave")
+    eventually(lambda: not entries_of(registry, first.pid), what="the first process to leave")
     with ListenerProcess(netns, pid=first.pid, env={"OTEL_SERVICE_NAME": "second"}) as second:
         assert second.pid == first.pid
         second_port = second.listen(4, "127.0.0.1")
-        wait_until(lambda: second_port in ports_of(registry, second.pid), what="the new process with the same pid")
+        eventually(lambda: second_port in ports_of(registry, second.pid), what="the new process with the same pid")
         (entry,) = entries_of(registry, second.pid)
         assert entry.ports == (second_port,) and entry.name == "second"
         assert entry.start_time >= first_start
@@ -200,21 +201,21 @@ def test_port_reuse_by_other_processes(discovery: Discovery, netns: str) -> None
     with ListenerProcess(netns) as first, ListenerProcess(netns) as second, ListenerProcess(netns) as third:
         port = first.listen(4, "127.0.0.1", reuseport=True)
         second.listen(4, "127.0.0.1", port, reuseport=True)
-        wait_until(lambda: port in ports_of(registry, first.pid) and port in ports_of(registry, second.pid))
+        eventually(lambda: port in ports_of(registry, first.pid) and port in ports_of(registry, second.pid))
         first.close(port)
-        wait_until(lambda: not entries_of(registry, first.pid), what="the first SO_REUSEPORT listener to leave")
+        eventually(lambda: not entries_of(registry, first.pid), what="the first SO_REUSEPORT listener to leave")
         assert ports_of(registry, second.pid) == {port}
         second.close(port)
-        wait_until(lambda: not entries_of(registry, second.pid))
+        eventually(lambda: not entries_of(registry, second.pid))
         third.listen(4, "127.0.0.1", port)
-        wait_until(lambda: port in ports_of(registry, third.pid), what="the port under a new owner")
+        eventually(lambda: port in ports_of(registry, third.pid), what="the port under a new owner")
 
 
 def test_listen_without_bind_reports_the_kernel_chosen_port(discovery: Discovery, netns: str) -> None:
     registry = discovery.registry
     with ListenerProcess(netns) as proc:
         port = proc.autolisten(4)
-        wait_until(lambda: port in ports_of(registry, proc.pid), what="the autobound port")
+        eventually(lambda: port in ports_of(registry, proc.pid), what="the autobound port")
         assert Listener(port=port, family=socket.AF_INET, address="0.0.0.0") in [
             Listener(item.port, item.family, item.address) for item in entries_of(registry, proc.pid)[0].listeners
         ]
@@ -223,9 +224,9 @@ def test_listen_without_bind_reports_the_kernel_chosen_port(discovery: Discovery
 def test_status_reports_events_and_probe_run_time(discovery: Discovery, netns: str) -> None:
     with ListenerProcess(netns) as proc:
         port = proc.listen(4, "127.0.0.1")
-        wait_until(lambda: port in ports_of(discovery.registry, proc.pid))
+        eventually(lambda: port in ports_of(discovery.registry, proc.pid))
         proc.close(port)
-        wait_until(lambda: not entries_of(discovery.registry, proc.pid))
+        eventually(lambda: not entries_of(discovery.registry, proc.pid))
     status = discovery.status()
     assert status["events"]["listen"] >= 1 and status["events"]["close"] >= 1
     assert status["bpf_stats"] == "bpf_enable_stats"
