@@ -59,6 +59,7 @@ test: lint typecheck
 
 lint:
 	$(VENV_BIN)/ruff check coral_ebpf tests bench
+	$(VENV_BIN)/ruff format --check coral_ebpf tests bench
 
 typecheck:
 	$(VENV_BIN)/mypy

@@ -129,7 +129,7 @@ def send_for(address: str, seconds: float, senders: int) -> SendResult:
                 try:
                     export(body, timeout=30)
                 except grpc.RpcError as error:
-                    code = error.code()  # type: ignore[attr-defined]
+                    code = error.code()
                     if code in RETRYABLE and time.monotonic() < deadline + 30:
                         with lock:
                             refusals[0] += 1

@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from coral_ebpf.config import parse_config_text
 from coral_ebpf.consumer import QueueFullError
@@ -53,7 +54,7 @@ def make_requests(count: int, batch: int, seed: int = 7) -> list[bytes]:
     base = time.time_ns()
     requests = []
     for index in range(count):
-        spans = []
+        spans: list[Span] = []
         while len(spans) < batch:
             trace_id, server_id = os.urandom(16), os.urandom(8)
             method, route, path = rng.choice(ROUTES)

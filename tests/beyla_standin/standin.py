@@ -187,8 +187,9 @@ def find_targets(config: dict[str, Any]) -> list[dict[str, Any]]:
 
     listeners: dict[int, int] = {}
     for connection in psutil.net_connections(kind="tcp"):
-        if connection.status == psutil.CONN_LISTEN and connection.pid:
-            listeners.setdefault(connection.laddr.port, connection.pid)
+        address = connection.laddr  # an (ip, port) named tuple, or () for sockets without one
+        if connection.status == psutil.CONN_LISTEN and connection.pid and address:
+            listeners.setdefault(address[1], connection.pid)
     targets: dict[int, dict[str, Any]] = {}
     for selector in selectors(config):
         ports = parse_ports(selector["open_ports"]) if "open_ports" in selector else []
@@ -338,7 +339,7 @@ def run(schema_path: str) -> int:
         try:
             text = Path(config_file).read_text()
         except OSError as exc:
-            fatal(log, f"can't open {config_file}", f"open {config_file}: {exc.strerror.lower()}")
+            fatal(log, f"can't open {config_file}", f"open {config_file}: {(exc.strerror or str(exc)).lower()}")
         try:
             config = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
@@ -450,7 +451,7 @@ def run(schema_path: str) -> int:
 
     telemetry = None
     if targets and control.get("export", True):
-        from telemetry import FakeTelemetry
+        from telemetry import FakeTelemetry  # type: ignore[import-not-found]  # beside this script, not a package
 
         telemetry = FakeTelemetry(config, targets, version, control)
         telemetry.start()

@@ -33,6 +33,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 DURATION_BUCKETS = (0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 SIZE_BUCKETS = (0, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -182,7 +183,7 @@ class _Service:
         if protocol == "grpc":
             method = rng.choice(GRPC_METHODS)
             code = 0 if rng.random() > 0.05 else 14
-            attrs = {
+            attrs: dict[str, AttributeValue] = {
                 **app,
                 "rpc.method": method,
                 self.names.rpc_system: "grpc",

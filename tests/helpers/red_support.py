@@ -116,7 +116,7 @@ def points(consumer: Sink, pid: int | None = None) -> list[Point]:
 
 
 def spans(consumer: Sink, pid: int | None = None) -> list[tuple[dict[str, Any], Any]]:
-    found = []
+    found: list[tuple[dict[str, Any], Any]] = []
     for request in list(consumer.traces):
         for resource_spans in request.resource_spans:
             resource = attrs(resource_spans.resource.attributes)

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from coral_ebpf.beyla import render as render_module
+from coral_ebpf.beyla import schema
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
 from coral_ebpf.discovery.model import ServiceEntry
 from tests.beyla_standin import install_standin, runs
@@ -107,7 +108,7 @@ def test_config_rejected_by_the_schema_keeps_the_old_instance_running(
     pid = supervisor.status()["pid"]
     before = len(runs(bindir))
     bad_port = str(services[1].ports[0])
-    real = render_module.schema_errors
+    real = schema.schema_errors  # what render imported, before the patch
 
     def stricter(document: dict[str, Any]) -> list[str]:
         selectors = document.get("discovery", {}).get("instrument", [])

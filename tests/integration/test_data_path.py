@@ -17,13 +17,14 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from coral_ebpf.transform.processor import TransformProcessor
 from tests.helpers.agent_process import query_json
@@ -139,25 +140,32 @@ def sdk_meter_provider(reader: InMemoryMetricReader) -> MeterProvider:
     return MeterProvider(metric_readers=[reader], resource=resource, views=views)
 
 
+def collected(reader: InMemoryMetricReader) -> MetricsData:
+    data = reader.get_metrics_data()
+    assert data is not None, "the SDK collected no metrics"
+    return data
+
+
 def test_real_sdk_metrics_through_the_cli(tmp_path: Path) -> None:
     reader = InMemoryMetricReader()
     provider = sdk_meter_provider(reader)
     meter = provider.get_meter("it")
     server = meter.create_histogram("http.server.request.duration", unit="s")
     client = meter.create_histogram("rpc.client.call.duration", unit="s")
-    ok = {"http.request.method": "GET", "http.route": "/a", "http.response.status_code": 200}
-    failed = {"http.request.method": "GET", "http.route": "/a", "http.response.status_code": 500}
+    route: dict[str, AttributeValue] = {"http.request.method": "GET", "http.route": "/a"}
+    ok = {**route, "http.response.status_code": 200}
+    failed = {**route, "http.response.status_code": 500}
     with data_path(tmp_path / "state") as (storage, processor):
         for _ in range(10):
             server.record(0.003, ok)
             server.record(0.04, ok)
         client.record(0.02, {"rpc.method": "/up.Stream/Get", "rpc.system.name": "grpc", "rpc.response.status_code": 0})
-        first = encode_metrics(reader.get_metrics_data())
+        first = encode_metrics(collected(reader))
         assert isinstance(first, ExportMetricsServiceRequest)
         processor.consume_metrics(over_the_wire(first))
         for _ in range(5):
             server.record(0.2, failed)
-        second = encode_metrics(reader.get_metrics_data())
+        second = encode_metrics(collected(reader))
         assert second.resource_metrics[0].scope_metrics[0].metrics[0].histogram.aggregation_temporality == 2
         processor.consume_metrics(over_the_wire(second))
         processor.consume_metrics(over_the_wire(second))  # a retried request changes nothing

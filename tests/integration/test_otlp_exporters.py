@@ -49,7 +49,7 @@ def _emit_metrics(exporter: MetricExporter) -> None:
 
 def _check_spans(consumer: Sink) -> None:
     assert consumer.wait_for(lambda: len(consumer.spans()) == 2)
-    spans = {span.name: span for span in consumer.spans()}  # type: ignore[attr-defined]
+    spans = {span.name: span for span in consumer.spans()}
     server, client = spans["GET /users/{id}"], spans["SELECT users"]
     assert server.kind == 2 and client.kind == 3
     assert client.parent_span_id == server.span_id and client.trace_id == server.trace_id

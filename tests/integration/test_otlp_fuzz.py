@@ -158,7 +158,7 @@ def _grpc_code(
         try:
             channel.unary_unary(method)(body, timeout=20)
         except grpc.RpcError as error:
-            return error.code()  # type: ignore[no-any-return]
+            return error.code()
     return grpc.StatusCode.OK
 
 

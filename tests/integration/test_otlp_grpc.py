@@ -135,9 +135,9 @@ def test_raw_frames_reach_the_receiver(served: tuple[OtlpReceiver, Sink]) -> Non
 
 
 def _retry_info(error: grpc.RpcError) -> tuple[float, float]:
-    trailers = dict(error.trailing_metadata())  # type: ignore[attr-defined]
+    trailers = dict(error.trailing_metadata())
     status = Status.FromString(trailers["grpc-status-details-bin"])
-    assert status.code == error.code().value[0]  # type: ignore[attr-defined]
+    assert status.code == error.code().value[0]
     detail = RetryInfo()
     assert status.details[0].Unpack(detail)
     plain = RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"])

@@ -115,15 +115,15 @@ def test_beyla_json_traces_hex_ids_and_integer_enums(served: tuple[OtlpReceiver,
     assert reply.status == 200 and reply.content_type.startswith(JSON)
     assert json.loads(reply.body) == {}
     server, sql = consumer.spans()
-    assert server.trace_id == bytes.fromhex("5b8efff798038103d269b633813fc60c")  # type: ignore[attr-defined]
-    assert server.span_id == bytes.fromhex("eee19b7ec3c1b174")  # type: ignore[attr-defined]
-    assert server.parent_span_id == b""  # type: ignore[attr-defined]
-    assert sql.parent_span_id == server.span_id  # type: ignore[attr-defined]
-    assert sql.links[0].trace_id == bytes.fromhex("0af7651916cd43dd8448eb211c80319c")  # type: ignore[attr-defined]
-    assert (server.kind, sql.kind) == (2, 3)  # type: ignore[attr-defined]
-    assert sql.status.code == 2 and sql.status.message == "connection reset"  # type: ignore[attr-defined]
-    assert server.start_time_unix_nano == 1_790_000_000_000_000_000  # type: ignore[attr-defined]
-    attributes = {kv.key: kv.value for kv in server.attributes}  # type: ignore[attr-defined]
+    assert server.trace_id == bytes.fromhex("5b8efff798038103d269b633813fc60c")
+    assert server.span_id == bytes.fromhex("eee19b7ec3c1b174")
+    assert server.parent_span_id == b""
+    assert sql.parent_span_id == server.span_id
+    assert sql.links[0].trace_id == bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
+    assert (server.kind, sql.kind) == (2, 3)
+    assert sql.status.code == 2 and sql.status.message == "connection reset"
+    assert server.start_time_unix_nano == 1_790_000_000_000_000_000
+    attributes = {kv.key: kv.value for kv in server.attributes}
     assert attributes["http.response.status_code"].int_value == 200
     resource_attrs = {kv.key: kv.value for kv in consumer.traces[0].resource_spans[0].resource.attributes}
     assert resource_attrs["process.pid"].int_value == beyla_payloads.PID

@@ -224,14 +224,15 @@ def test_static_rules_are_added_to_discovered_services() -> None:
 
 
 def test_legacy_dialect_refuses_settings_it_cannot_carry_naming_the_key() -> None:
-    for beyla, key in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"protocols": ["http"]}, "beyla.protocols"),
         ({"sampling": {"sampler": "always_off"}}, "beyla.sampling"),
         ({"limits": {"traces_queue_size": 10}}, "beyla.limits.traces_queue_size"),
         ({"limits": {"metrics_ttl": "1m"}}, "beyla.limits.metrics_ttl"),
         ({"traces_batch_timeout": "2s"}, "beyla.traces_batch_timeout"),
         ({"instrument": [{"exe_path": "/bin/x"}]}, "beyla.instrument.0.exe_path"),
-    ]:
+    ]
+    for beyla, key in cases:
         with pytest.raises(RenderError, match=key.replace(".", r"\.")) as caught:
             render(settings_from(beyla), SERVICES, TARGET, LEGACY, BeylaVersion(2, 2, 4))
         assert "v2.2.4" in caught.value.message

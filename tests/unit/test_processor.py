@@ -16,6 +16,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 import coral_ebpf.storage.writer as writer_module
 from coral_ebpf.consumer import QueueFullError
+from coral_ebpf.storage import inserts
 from coral_ebpf.storage.writer import Storage
 from coral_ebpf.transform.processor import TransformProcessor
 from tests.helpers.beyla_otlp import (
@@ -252,7 +253,7 @@ def test_delta_temporality_is_stored_as_sent_and_retries_dropped(pipeline: tuple
 
 def test_cumulative_state_is_not_advanced_by_a_refused_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
-    real_insert = writer_module.insert_table
+    real_insert = inserts.insert_table  # what the writer imported, before the patch
 
     def stalled(*args: Any, **kwargs: Any) -> int:
         release.wait(60)

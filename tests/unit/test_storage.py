@@ -16,6 +16,7 @@ import pytest
 
 import coral_ebpf.storage.writer as writer_module
 from coral_ebpf.consumer import ConsumerUnavailableError, QueueFullError
+from coral_ebpf.storage import inserts
 from coral_ebpf.storage.database import DatabaseError, DatabaseMissingError, open_read_only
 from coral_ebpf.storage.writer import Batch, Storage, StorageClosedError, WriteQueueFullError
 from coral_ebpf.transform.spans import SpanFlattener
@@ -117,7 +118,7 @@ def test_session_id_is_kept_per_file_and_seq_ids_increase(tmp_path: Path) -> Non
 def stalled_writer(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     """Make every database write wait until the returned event is set (a disk that stalls)."""
     release = threading.Event()
-    real_insert = writer_module.insert_table
+    real_insert = inserts.insert_table  # what the writer imported, before the patch
 
     def slow_insert(*args: Any, **kwargs: Any) -> int:
         release.wait(60)

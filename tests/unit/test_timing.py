@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -39,7 +40,7 @@ def test_bad_duration_is_rejected() -> None:
 
 def test_eventually_returns_the_first_value_that_holds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV, raising=False)
-    values = iter([0, None, [], 7, 8])
+    values: Iterator[object] = iter([0, None, [], 7, 8])
     assert eventually(lambda: next(values), interval=0) == 7
     numbers = iter(range(100))
     assert eventually(lambda: next(numbers), until=lambda n: n >= 3, interval=0) == 3

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from coral_ebpf import bcc_runtime
 from coral_ebpf.bcc_runtime import BpfCompileError
 from coral_ebpf.discovery import program
 from coral_ebpf.discovery.component import Discovery
@@ -170,7 +171,7 @@ def test_kernel_event_loss_triggers_a_resync(state_dir: Path, netns: str, mode: 
 
 def _refuse_ring_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
     """This kernel has ring buffers; make their load fail as it does on kernels before 5.8."""
-    real_load = program.load_program
+    real_load = bcc_runtime.load_program  # what discovery imported, before the patch
 
     def load(name: str, state_dir: Path, defines: Mapping[str, int | str] | None = None) -> Any:
         if defines and defines.get("USE_RINGBUF") == 1:
