@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
 
-from tests.helpers import beyla_payloads  # noqa: E402
+from tests.helpers import beyla_otlp, beyla_payloads  # noqa: E402
 
 BATCH = 512
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -67,18 +67,19 @@ class BatchTemplate:
 
     def __init__(self, batch: int = BATCH) -> None:
         now_ns = time.time_ns()
-        request = ExportTraceServiceRequest()
-        resource_spans = request.resource_spans.add()
-        resource_spans.resource.attributes.extend(beyla_payloads.resource_attributes(service=SERVICE))
-        scope_spans = resource_spans.scope_spans.add()
-        scope_spans.scope.name = beyla_payloads.SCOPE_NAME
         sentinel = b"\xee" * 8
-        for index in range(batch):
-            trace_id = sentinel + struct.pack(">I", index) + self.TRACE_TAIL
-            span_id = sentinel[:4] + struct.pack(">I", index)
-            scope_spans.spans.append(
-                beyla_payloads.http_server_span(trace_id, span_id, now_ns + index * 1000, 2_000_000 + index * 1000)
+        spans = [
+            beyla_otlp.http_server_span(
+                sentinel + struct.pack(">I", index) + self.TRACE_TAIL,
+                sentinel[:4] + struct.pack(">I", index),
+                start_ns=now_ns + index * 1000,
+                duration_ns=2_000_000 + index * 1000,
+                route="/users/{id}",
+                path="/users/42",
             )
+            for index in range(batch)
+        ]
+        request = beyla_otlp.trace_request(beyla_payloads.resource(service=SERVICE), spans)
         self.payload = request.SerializeToString()
         self.trace_offsets: list[int] = []
         self.span_offsets: list[int] = []

@@ -1,11 +1,12 @@
-"""OTLP requests shaped exactly like Beyla's (notes/beyla-facts.md §3), built by hand.
+"""The one builder of OTLP requests shaped exactly like Beyla's (notes/beyla-facts.md §3).
 
 Metrics: Float64 explicit-bucket histograms in seconds, cumulative, Beyla's default duration
 buckets, `start_time` = the exporter's start, `service.name`/`service.namespace` repeated as
 data-point attributes. Spans: Beyla's names, kinds and attributes.
 
 `CumulativeHistogram` plays the part of Beyla's SDK: record observations, export a
-cumulative point per attribute set at a given time.
+cumulative point per attribute set at a given time; `histogram_point` builds one point from
+bucket counts directly. Fixed sample requests built with these live in `beyla_payloads.py`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ BEYLA_SIZE_BUCKETS = (0.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 SECOND_NS = 1_000_000_000
+BEYLA_SCOPE = "github.com/grafana/beyla/v3"
 
 
 def any_value(value: Any) -> AnyValue:
@@ -93,23 +95,57 @@ class CumulativeHistogram:
         state["max"] = value if state["max"] is None else max(state["max"], value)
 
     def export(self, time_ns: int) -> Metric:
-        metric = Metric(name=self.name, unit=self.unit, description="duration")
-        metric.histogram.aggregation_temporality = CUMULATIVE
-        for key, state in self.series.items():
-            metric.histogram.data_points.append(
-                HistogramDataPoint(
-                    attributes=key_values(dict(key)),
-                    start_time_unix_nano=self.start_ns,
-                    time_unix_nano=time_ns,
-                    count=sum(state["counts"]),
-                    sum=state["sum"],
-                    bucket_counts=list(state["counts"]),
-                    explicit_bounds=list(self.bounds),
-                    min=state["min"],
-                    max=state["max"],
-                )
+        points = [
+            histogram_point(
+                dict(key),
+                state["counts"],
+                state["sum"],
+                start_ns=self.start_ns,
+                time_ns=time_ns,
+                bounds=self.bounds,
+                low=state["min"],
+                high=state["max"],
             )
-        return metric
+            for key, state in self.series.items()
+        ]
+        return histogram_metric(self.name, points, unit=self.unit)
+
+
+def histogram_point(
+    attributes: Mapping[str, Any],
+    counts: Iterable[int],
+    total: float,
+    *,
+    start_ns: int,
+    time_ns: int,
+    bounds: tuple[float, ...] = BEYLA_DURATION_BUCKETS,
+    low: float | None = None,
+    high: float | None = None,
+) -> HistogramDataPoint:
+    """One explicit-bucket point: `counts` has one more entry than `bounds` (the +Inf bucket)."""
+    counts = list(counts)
+    assert len(counts) == len(bounds) + 1, f"{len(counts)} bucket counts for {len(bounds)} bounds"
+    return HistogramDataPoint(
+        attributes=key_values(attributes),
+        start_time_unix_nano=start_ns,
+        time_unix_nano=time_ns,
+        count=sum(counts),
+        sum=total,
+        bucket_counts=counts,
+        explicit_bounds=list(bounds),
+        min=low,
+        max=high,
+    )
+
+
+def histogram_metric(
+    name: str, points: Iterable[HistogramDataPoint], *, unit: str = "s", description: str = "duration"
+) -> Metric:
+    """A cumulative histogram metric, as Beyla exports it."""
+    metric = Metric(name=name, unit=unit, description=description)
+    metric.histogram.aggregation_temporality = CUMULATIVE
+    metric.histogram.data_points.extend(points)
+    return metric
 
 
 def metrics_request(resource: Resource, metrics: Iterable[Metric]) -> ExportMetricsServiceRequest:
@@ -117,7 +153,7 @@ def metrics_request(resource: Resource, metrics: Iterable[Metric]) -> ExportMetr
     resource_metrics = request.resource_metrics.add()
     resource_metrics.resource.CopyFrom(resource)
     scope_metrics = resource_metrics.scope_metrics.add()
-    scope_metrics.scope.CopyFrom(InstrumentationScope(name="github.com/grafana/beyla/v3"))
+    scope_metrics.scope.CopyFrom(InstrumentationScope(name=BEYLA_SCOPE))
     scope_metrics.metrics.extend(metrics)
     return request
 
@@ -180,7 +216,9 @@ def http_server_span(
     path: str = "/api/users/42",
     status: int = 200,
     parent_span_id: bytes = b"",
+    extra: Mapping[str, Any] | None = None,
 ) -> Span:
+    """A Beyla HTTP server span; `extra` adds or overrides attributes."""
     span = Span(
         trace_id=trace_id,
         span_id=span_id,
@@ -201,6 +239,7 @@ def http_server_span(
                 "server.port": 8080,
                 "http.request.body.size": 0,
                 "http.response.body.size": 123,
+                **(extra or {}),
             }
         ),
     )
@@ -209,7 +248,44 @@ def http_server_span(
     return span
 
 
-def sql_client_span(trace_id: bytes, span_id: bytes, parent_span_id: bytes, *, start_ns: int, duration_ns: int) -> Span:
+def grpc_server_span(
+    trace_id: bytes,
+    span_id: bytes,
+    *,
+    start_ns: int,
+    duration_ns: int,
+    method: str = "/shop.Cart/AddItem",
+    code: int = 0,
+) -> Span:
+    return Span(
+        trace_id=trace_id,
+        span_id=span_id,
+        name=method,
+        kind=Span.SPAN_KIND_SERVER,
+        start_time_unix_nano=start_ns,
+        end_time_unix_nano=start_ns + duration_ns,
+        attributes=key_values(
+            {
+                "rpc.method": method,
+                "rpc.system.name": "grpc",
+                "rpc.response.status_code": code,
+                "server.address": "localhost",
+                "server.port": 50051,
+            }
+        ),
+    )
+
+
+def sql_client_span(
+    trace_id: bytes,
+    span_id: bytes,
+    parent_span_id: bytes,
+    *,
+    start_ns: int,
+    duration_ns: int,
+    extra: Mapping[str, Any] | None = None,
+) -> Span:
+    """A Beyla SQL client span; `extra` adds or overrides attributes."""
     return Span(
         trace_id=trace_id,
         span_id=span_id,
@@ -219,7 +295,12 @@ def sql_client_span(trace_id: bytes, span_id: bytes, parent_span_id: bytes, *, s
         start_time_unix_nano=start_ns,
         end_time_unix_nano=start_ns + duration_ns,
         attributes=key_values(
-            {"db.system.name": "postgresql", "db.operation.name": "SELECT", "db.collection.name": "users"}
+            {
+                "db.system.name": "postgresql",
+                "db.operation.name": "SELECT",
+                "db.collection.name": "users",
+                **(extra or {}),
+            }
         ),
     )
 
@@ -229,6 +310,6 @@ def trace_request(resource: Resource, spans: Iterable[Span]) -> ExportTraceServi
     resource_spans = request.resource_spans.add()
     resource_spans.resource.CopyFrom(resource)
     scope_spans = resource_spans.scope_spans.add()
-    scope_spans.scope.CopyFrom(InstrumentationScope(name="github.com/grafana/beyla/v3"))
+    scope_spans.scope.CopyFrom(InstrumentationScope(name=BEYLA_SCOPE))
     scope_spans.spans.extend(spans)
     return request

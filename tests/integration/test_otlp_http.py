@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from coral_ebpf.consumer import ConsumeResult, ConsumerUnavailableError, QueueFullError
 from coral_ebpf.otlp import OtlpReceiver
 from tests.helpers import beyla_payloads
+from tests.helpers.beyla_otlp import BEYLA_DURATION_BUCKETS
 from tests.helpers.bombs import gzip_bomb
 from tests.helpers.consumertest import SerializedSink, Sink
 from tests.helpers.otlp_receiver import running_receiver
@@ -105,7 +106,7 @@ def test_beyla_protobuf_metrics_arrive_intact(served: tuple[OtlpReceiver, Sink])
     assert consumer.metrics == [request]
     metric = consumer.metrics[0].resource_metrics[0].scope_metrics[0].metrics[0]
     assert metric.name == "http.server.request.duration" and metric.unit == "s"
-    assert list(metric.histogram.data_points[0].explicit_bounds) == list(beyla_payloads.DURATION_BUCKETS)
+    assert list(metric.histogram.data_points[0].explicit_bounds) == list(BEYLA_DURATION_BUCKETS)
     assert receiver.status()["http"]["signals"]["metrics"]["items_accepted"] == 4
 
 
