@@ -42,7 +42,6 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
 
 from tests.helpers import beyla_otlp, beyla_payloads  # noqa: E402
 
@@ -340,26 +339,9 @@ def serve_pipeline(workdir: Path) -> None:
 
 def serve_receiver(workdir: Path) -> None:
     """The `receiver` target's server: a consumer that only counts spans."""
-    from coral_ebpf.consumer import ConsumeResult
+    from tests.helpers.consumertest import CountingSink
 
-    class CountingConsumer:
-        def __init__(self) -> None:
-            self.spans = 0
-            self._lock = threading.Lock()
-
-        def consume_traces(self, request: ExportTraceServiceRequest) -> ConsumeResult:
-            count = sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
-            with self._lock:
-                self.spans += count
-            return ConsumeResult()
-
-        def consume_metrics(self, request: object) -> ConsumeResult:
-            return ConsumeResult()
-
-        def consume_logs(self, request: object) -> ConsumeResult:
-            return ConsumeResult()
-
-    consumer = CountingConsumer()
+    consumer = CountingSink()
     _serve(consumer, lambda: consumer.spans)
 
 

@@ -27,43 +27,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest  # noqa: E402
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest  # noqa: E402
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
 
-from coral_ebpf.consumer import ConsumeResult  # noqa: E402
 from coral_ebpf.red.engine import RedEngine  # noqa: E402
 from coral_ebpf.red.settings import RedSettings  # noqa: E402
+from tests.helpers.consumertest import SerializedCountingSink  # noqa: E402
 from tests.helpers.netns import enter_private_netns  # noqa: E402
 from tests.helpers.red_support import server  # noqa: E402
-
-
-class CountingConsumer:
-    def __init__(self) -> None:
-        self.points = 0
-        self.spans = 0
-        self.bodies = 0
-
-    def consume_metrics(self, request: ExportMetricsServiceRequest) -> ConsumeResult:
-        for rm in request.resource_metrics:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    self.points += sum(p.count for p in metric.histogram.data_points)
-        return ConsumeResult()
-
-    def consume_traces(self, request: ExportTraceServiceRequest) -> ConsumeResult:
-        self.spans += sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-        return ConsumeResult()
-
-    def consume_traces_serialized(self, body: bytes) -> ConsumeResult:
-        # Like the agent's TransformProcessor, this consumer takes the encoded request. It stands in
-        # for storage and does no work of its own (storage's cost is bench/ingest.py's figure); the
-        # span count comes from the engine's status.
-        self.bodies += 1
-        return ConsumeResult()
-
-    def consume_logs(self, request: ExportLogsServiceRequest) -> ConsumeResult:
-        return ConsumeResult()
 
 
 def ensure_wrk() -> str:
@@ -113,7 +82,7 @@ def main() -> None:
     wrk = ensure_wrk()
     enter_private_netns()
     state_dir = Path(tempfile.mkdtemp(prefix="coral-red-bench-"))
-    consumer = CountingConsumer()
+    consumer = SerializedCountingSink()  # stands in for storage and does no work of its own (see bench/ingest.py)
     results: dict[str, list[tuple[float, float]]] = {"without": [], "with": []}
     settings = RedSettings(engine="bcc", export_interval=2.0, traces=not args.no_traces)
     events_lost = dropped_spans = exported_spans = 0
@@ -149,7 +118,7 @@ def main() -> None:
     print(f"median without probe: {base_rps:.1f} req/s, p99 {base_p99:.2f} ms")
     print(f"median with probe:    {probe_rps:.1f} req/s, p99 {probe_p99:.2f} ms")
     print(
-        f"requests recorded: {consumer.points}, spans: {consumer.spans + exported_spans}, "
+        f"requests recorded: {consumer.observations}, spans: {consumer.spans + exported_spans}, "
         f"kernel events lost: {events_lost}, dropped spans: {dropped_spans}"
     )
     print(f"overhead: {(base_rps - probe_rps) / base_rps * 100:.1f} %")

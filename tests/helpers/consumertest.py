@@ -4,6 +4,7 @@
 refuse the first N requests with QueueFullError, run a `behaviour` hook (raise to refuse, return a
 ConsumeResult to accept partially), or pass each request on to a real consumer (`forward`) and keep a
 copy to compare both ends. `SerializedSink` also offers the `SerializedTracesConsumer` fast path.
+`CountingSink` / `SerializedCountingSink` only count, for benchmarks.
 """
 
 from __future__ import annotations
@@ -104,3 +105,49 @@ class SerializedSink(Sink):
         with self._lock:
             self.bodies.append(body)
         return self.consume_traces(request)
+
+
+@dataclass
+class CountingSink:
+    """A Consumer that counts what it accepts and keeps nothing, for benchmarks where a copy would cost.
+
+    `spans` counts decoded trace requests' spans; `observations` the requests recorded in histogram
+    points (their `count`); `serialized_bodies` the trace bodies a `SerializedCountingSink` took
+    undecoded (not parsed, so that the consumer costs nothing).
+    """
+
+    spans: int = 0
+    observations: int = 0
+    serialized_bodies: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def consume_traces(self, request: ExportTraceServiceRequest) -> ConsumeResult:
+        count = sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
+        with self._lock:
+            self.spans += count
+        return ConsumeResult()
+
+    def consume_metrics(self, request: ExportMetricsServiceRequest) -> ConsumeResult:
+        count = sum(
+            point.count
+            for resource in request.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            for point in metric.histogram.data_points
+        )
+        with self._lock:
+            self.observations += count
+        return ConsumeResult()
+
+    def consume_logs(self, request: ExportLogsServiceRequest) -> ConsumeResult:
+        return ConsumeResult()
+
+
+@dataclass
+class SerializedCountingSink(CountingSink):
+    """A CountingSink that also takes trace bodies undecoded (the `SerializedTracesConsumer` fast path)."""
+
+    def consume_traces_serialized(self, body: bytes) -> ConsumeResult:
+        with self._lock:
+            self.serialized_bodies += 1
+        return ConsumeResult()
