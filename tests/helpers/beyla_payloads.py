@@ -60,68 +60,32 @@ def traces_request(start_ns: int = 1_790_000_000_000_000_000) -> ExportTraceServ
 
 def metrics_request(start_ns: int = 1_790_000_000_000_000_000, elapsed_s: int = 60) -> ExportMetricsServiceRequest:
     """Beyla's RED histograms (cumulative, seconds, default buckets) for HTTP, gRPC and SQL: 4 data points."""
-    now_ns = start_ns + elapsed_s * SECOND_NS
     app = resource()
     http = http_server_attributes(app, "GET", ROUTE, 200)
-    return beyla_otlp.metrics_request(
-        app,
-        [
-            histogram_metric(
-                "http.server.request.duration",
-                [
-                    histogram_point(
-                        http,
-                        [0, 10, 20, 30, 15, 10, 5, 5, 3, 1, 1, 0, 0, 0, 0, 0],
-                        3.9,
-                        start_ns=start_ns,
-                        time_ns=now_ns,
-                    )
-                ],
-                description="Duration of HTTP server calls",
-            ),
-            histogram_metric(
-                "http.server.request.body.size",
-                [
-                    histogram_point(
-                        http,
-                        [100] + [0] * len(BEYLA_SIZE_BUCKETS),
-                        0.0,
-                        bounds=BEYLA_SIZE_BUCKETS,
-                        start_ns=start_ns,
-                        time_ns=now_ns,
-                    )
-                ],
-                unit="By",
-                description="Size, in bytes, of the HTTP request body",
-            ),
-            histogram_metric(
-                "rpc.server.call.duration",
-                [
-                    histogram_point(
-                        grpc_server_attributes(app, "/shop.Cart/AddItem", 0),
-                        [0, 40, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                        0.21,
-                        start_ns=start_ns,
-                        time_ns=now_ns,
-                    )
-                ],
-                description="Duration of RPC server calls",
-            ),
-            histogram_metric(
-                "db.client.operation.duration",
-                [
-                    histogram_point(
-                        sql_client_attributes(app, "SELECT", "users"),
-                        [0, 70, 20, 9, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                        0.62,
-                        start_ns=start_ns,
-                        time_ns=now_ns,
-                    )
-                ],
-                description="Duration of db client operations",
-            ),
-        ],
-    )
+    grpc = grpc_server_attributes(app, "/shop.Cart/AddItem", 0)
+    sql = sql_client_attributes(app, "SELECT", "users")
+    # (name, unit, description, point attributes, bucket counts, sum, bounds)
+    table: list[tuple[str, str, str, dict[str, Any], list[int], float, tuple[float, ...]]] = [
+        ("http.server.request.duration", "s", "Duration of HTTP server calls", http,
+         [0, 10, 20, 30, 15, 10, 5, 5, 3, 1, 1, 0, 0, 0, 0, 0], 3.9, BEYLA_DURATION_BUCKETS),
+        ("http.server.request.body.size", "By", "Size, in bytes, of the HTTP request body", http,
+         [100] + [0] * len(BEYLA_SIZE_BUCKETS), 0.0, BEYLA_SIZE_BUCKETS),
+        ("rpc.server.call.duration", "s", "Duration of RPC server calls", grpc,
+         [0, 40, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0.21, BEYLA_DURATION_BUCKETS),
+        ("db.client.operation.duration", "s", "Duration of db client operations", sql,
+         [0, 70, 20, 9, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0.62, BEYLA_DURATION_BUCKETS),
+    ]  # fmt: skip
+    now_ns = start_ns + elapsed_s * SECOND_NS
+    metrics = [
+        histogram_metric(
+            name,
+            [histogram_point(attributes, counts, total, start_ns=start_ns, time_ns=now_ns, bounds=bounds)],
+            unit=unit,
+            description=description,
+        )
+        for name, unit, description, attributes, counts, total, bounds in table
+    ]
+    return beyla_otlp.metrics_request(app, metrics)
 
 
 # OTLP/JSON, written out by hand the way Beyla's Go SDK (otlptracehttp/otlpmetrichttp with JSON) lays it out:

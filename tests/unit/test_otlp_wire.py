@@ -111,14 +111,15 @@ def test_encoded_spans_parse_with_the_official_classes() -> None:
         KeyValue(key="bytes", value=AnyValue(bytes_value=b"\x00\xff")),
         KeyValue(key="nested", value=nested),
     ]
-    rest = _rest(
-        name="GET /café/☕",
-        kind=Span.SpanKind.SPAN_KIND_SERVER,
-        attributes=attributes,
-        status=Status(code=Status.StatusCode.STATUS_CODE_ERROR, message="ünïcode"),
-        dropped_attributes_count=U32_MAX,
-        flags=U32_MAX,
-    )
+    shared: dict[str, Any] = {
+        "name": "GET /café/☕",
+        "kind": Span.SpanKind.SPAN_KIND_SERVER,
+        "attributes": attributes,
+        "status": Status(code=Status.StatusCode.STATUS_CODE_ERROR, message="ünïcode"),
+        "dropped_attributes_count": U32_MAX,
+        "flags": U32_MAX,
+    }
+    rest = _rest(**shared)
     resource = Resource(attributes=[KeyValue(key="service.name", value=AnyValue(string_value="サービス"))])
     scope = InstrumentationScope(name="coral-ebpf/red", version="1.0")
     trace_id, span_id = bytes(range(1, 17)), b"\xff" * 8
@@ -148,12 +149,7 @@ def test_encoded_spans_parse_with_the_official_classes() -> None:
                                 span_id=span_id,
                                 start_time_unix_nano=1,
                                 end_time_unix_nano=U64_MAX,
-                                name="GET /café/☕",
-                                kind=Span.SpanKind.SPAN_KIND_SERVER,
-                                attributes=attributes,
-                                status=Status(code=Status.StatusCode.STATUS_CODE_ERROR, message="ünïcode"),
-                                dropped_attributes_count=U32_MAX,
-                                flags=U32_MAX,
+                                **shared,
                             ),
                             Span(
                                 trace_id=b"\x01" * 16,
