@@ -18,6 +18,7 @@ from coral_ebpf.beyla.settings import BeylaSettings
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
 from coral_ebpf.config import parse_config_text
 from coral_ebpf.discovery.model import Listener, ServiceEntry
+from tests.helpers.agent_process import merge
 from tests.helpers.timing import eventually, scaled_duration
 
 # The health and shutdown allowances stretch under QEMU/TCG (CORAL_TEST_TIME_SCALE, see
@@ -34,16 +35,6 @@ FAST: dict[str, Any] = {
     "health": {"grace": scaled_duration("10s"), "interval": scaled_duration("200ms"),
                "timeout": scaled_duration("2s"), "failures": 5},
 }
-
-
-def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def settings_for(state_dir: Path, binary: Path, **beyla: Any) -> BeylaSettings:
