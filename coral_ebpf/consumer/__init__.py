@@ -2,9 +2,11 @@
 
 Producers (the OTLP receiver, the built-in RED engine) hand requests to a `Consumer` and never
 know about transform or storage; the transform implements it. This package depends on nothing of
-coral_ebpf, so every part can use it; tests use the double in `tests/helpers/consumertest.py`. A consumer either accepts a request (possibly rejecting some items,
-reported as OTLP partial success) or raises one of the errors below, which the receiver maps
-to HTTP and gRPC status codes in one place (`otlp/errors.py`).
+coral_ebpf, so every part can use it; tests use the double in `tests/helpers/consumertest.py`.
+
+A consumer either accepts a request (possibly rejecting some items, reported as OTLP partial
+success) or raises one of the errors below, which the receiver maps to HTTP and gRPC status codes
+in one place (`otlp/errors.py`).
 """
 
 from __future__ import annotations
