@@ -59,6 +59,7 @@ test: lint typecheck
 
 lint:
 	$(VENV_BIN)/ruff check coral_ebpf tests bench
+	$(VENV_BIN)/lint-imports
 
 typecheck:
 	$(VENV_BIN)/mypy

@@ -19,6 +19,7 @@ from typing import Any
 
 from coral_ebpf import __version__
 from coral_ebpf.agent.component import Component
+from coral_ebpf.agent.config import AgentConfig, check
 from coral_ebpf.agent.control import ControlServer, check_control_socket_free
 from coral_ebpf.agent.lifecycle import ComponentSlot, StopSignal, prepare_state_dir
 from coral_ebpf.agent.static_attributes import StaticAttributesConsumer
@@ -27,9 +28,8 @@ from coral_ebpf.beyla.settings import beyla_only_keys_set
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
 from coral_ebpf.beyla.target import agent_ports, otlp_endpoint_url
 from coral_ebpf.capabilities.report import ProbeReport, Verdict
-from coral_ebpf.config import AgentConfig
 from coral_ebpf.discovery.model import ServiceEntry
-from coral_ebpf.errors import ConfigError, CoralError
+from coral_ebpf.errors import CoralError
 from coral_ebpf.otlp.consumer import Consumer
 from coral_ebpf.otlp.receiver import OtlpReceiver
 from coral_ebpf.otlp.settings import OtlpSettings
@@ -47,7 +47,7 @@ PART_NAMES = ("probe", "storage", "transform", "receiver", "discovery", "red", "
 
 
 def _probe(config: AgentConfig) -> ProbeReport:
-    from coral_ebpf.capabilities import probe  # imports BCC lazily: keep it off the CLI's import path
+    from coral_ebpf.capabilities.kernel_probe import probe  # imports BCC lazily: keep it off the CLI's import path
 
     return probe(config.state_dir)
 
@@ -74,14 +74,7 @@ class Agent:
         self._services_lock = threading.Lock()
         self._stopping = threading.Event()
         self._fallback_thread: threading.Thread | None = None
-        self._check_config()
-
-    def _check_config(self) -> None:
-        if self.config.red.engine == "beyla" and not self.config.beyla.enabled:
-            raise ConfigError(
-                "red.engine is beyla but beyla.enabled is false: nothing would produce RED data",
-                "set red.engine to auto or bcc, or beyla.enabled to true",
-            )
+        check(config)  # a config made in code has not been through load_config's validation
 
     # ------------------------------------------------------------------ start
 

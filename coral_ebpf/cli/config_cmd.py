@@ -7,8 +7,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from coral_ebpf.agent.config import build_schema
 from coral_ebpf.cli._common import EXIT_OK, add_config_flag, add_json_flag, config_from_args, print_json
-from coral_ebpf.config import build_schema
 
 
 def _plain(value: Any) -> Any:

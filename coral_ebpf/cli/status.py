@@ -6,10 +6,10 @@ import argparse
 import time
 from typing import Any
 
+from coral_ebpf.agent.config import AgentConfig
 from coral_ebpf.agent.control_client import ControlClient
 from coral_ebpf.agent.lifecycle import lock_holder
 from coral_ebpf.cli._common import EXIT_OK, add_config_flag, add_json_flag, config_from_args, print_json, print_table
-from coral_ebpf.config import AgentConfig
 from coral_ebpf.errors import AgentNotRunningError
 
 # Parts in the order they start.

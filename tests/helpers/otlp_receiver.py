@@ -11,7 +11,9 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from coral_ebpf.otlp import ConsumeResult, OtlpReceiver, OtlpSettings
+from coral_ebpf.otlp.consumer import ConsumeResult
+from coral_ebpf.otlp.receiver import OtlpReceiver
+from coral_ebpf.otlp.settings import OtlpSettings
 
 # Called before a request is recorded: raise QueueFullError/ConsumerUnavailableError to refuse it,
 # or return a ConsumeResult to accept it partially. None means accept everything.

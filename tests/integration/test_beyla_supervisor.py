@@ -307,7 +307,7 @@ def test_failing_healthz_degrades_then_restarts(make: Any) -> None:
 
 @pytest.mark.kernel
 def test_the_real_capability_probe_decides_whether_beyla_starts(make: Any, tmp_path: Path) -> None:
-    from coral_ebpf.capabilities import probe
+    from coral_ebpf.capabilities.kernel_probe import probe
 
     report = probe(tmp_path / "probe-state", include_bcc=False)
     verdict = report.verdict("beyla_application")

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from coral_ebpf.otlp import ConsumeResult, QueueFullError
+from coral_ebpf.otlp.consumer import ConsumeResult, QueueFullError
 from tests.helpers.otlp_receiver import RecordingConsumer, running_receiver
 
 RESOURCE = Resource.create({"service.name": "sdk-test", "service.namespace": "shop", "process.pid": 1234})

@@ -14,7 +14,8 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from coral_ebpf.otlp import ConsumeResult, ConsumerUnavailableError, OtlpReceiver, QueueFullError
+from coral_ebpf.otlp.consumer import ConsumeResult, ConsumerUnavailableError, QueueFullError
+from coral_ebpf.otlp.receiver import OtlpReceiver
 from tests.helpers import beyla_payloads
 from tests.helpers.bombs import gzip_bomb
 from tests.helpers.otlp_receiver import RecordingConsumer, SerializedRecordingConsumer, running_receiver

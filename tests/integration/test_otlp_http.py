@@ -16,7 +16,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from coral_ebpf.otlp import ConsumeResult, ConsumerUnavailableError, OtlpReceiver, QueueFullError
+from coral_ebpf.otlp.consumer import ConsumeResult, ConsumerUnavailableError, QueueFullError
+from coral_ebpf.otlp.receiver import OtlpReceiver
 from tests.helpers import beyla_payloads
 from tests.helpers.bombs import gzip_bomb
 from tests.helpers.otlp_receiver import RecordingConsumer, SerializedRecordingConsumer, running_receiver

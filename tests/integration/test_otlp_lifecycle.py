@@ -14,7 +14,9 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from coral_ebpf.errors import ConfigError, CoralError
-from coral_ebpf.otlp import ConsumeResult, OtlpReceiver, OtlpSettings
+from coral_ebpf.otlp.consumer import ConsumeResult
+from coral_ebpf.otlp.receiver import OtlpReceiver
+from coral_ebpf.otlp.settings import OtlpSettings
 from tests.helpers import beyla_payloads
 from tests.helpers.otlp_receiver import RecordingConsumer, running_receiver
 

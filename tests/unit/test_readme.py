@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from coral_ebpf.config import build_schema
+from coral_ebpf.agent.config import build_schema
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
