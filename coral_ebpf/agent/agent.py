@@ -27,7 +27,7 @@ from coral_ebpf.beyla.binary import resolve_binary
 from coral_ebpf.beyla.settings import beyla_only_keys_set
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
 from coral_ebpf.beyla.target import agent_ports, otlp_endpoint_url
-from coral_ebpf.capabilities.report import ProbeReport, Verdict
+from coral_ebpf.capabilities.report import ProbeComponent, ProbeReport, Verdict
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import CoralError
 from coral_ebpf.otlp.consumer import Consumer
@@ -137,7 +137,7 @@ class Agent:
                 extra={"fields": {"component": name, "ok": verdict.ok, "reason": verdict.reason}},
             )
 
-    def _verdict(self, component: str) -> Verdict:
+    def _verdict(self, component: ProbeComponent) -> Verdict:
         if self.report is None:
             return Verdict(False, "the capability probe did not run", "see the probe line in 'coral-ebpf status'")
         return self.report.verdict(component)
@@ -147,7 +147,7 @@ class Agent:
         if not self.config.discovery.enabled:
             slot.set("disabled", "discovery.enabled is false")
             return
-        verdict = self._verdict("bcc_discovery")
+        verdict = self._verdict(ProbeComponent.BCC_DISCOVERY)
         if not verdict.ok:
             slot.set("unsupported", f"{verdict.reason} (fix: {verdict.fix})" if verdict.fix else verdict.reason)
             return
@@ -192,7 +192,7 @@ class Agent:
 
     def _start_red_engine(self) -> None:
         config = self.config
-        beyla_verdict = self._verdict("beyla_application")
+        beyla_verdict = self._verdict(ProbeComponent.BEYLA_APPLICATION)
         binary_found, _binary_detail = self._beyla_binary
         self.engine, self.engine_reason = choose_engine(
             config.red.engine,
@@ -241,7 +241,7 @@ class Agent:
             supervisor = BeylaSupervisor(
                 config.beyla,
                 otlp_endpoint=otlp_endpoint_url(otlp, config.beyla),
-                probe=self.report or self._verdict("beyla_application"),
+                probe=self.report or self._verdict(ProbeComponent.BEYLA_APPLICATION),
                 services=list(self._services),
                 last_data_seen=(lambda: processor.last_seen(BEYLA_SDK_NAME)) if processor else None,
                 agent_ports=agent_ports(otlp),
@@ -251,7 +251,7 @@ class Agent:
 
     def _start_bcc_engine(self, reason: str) -> None:
         slot = self.slots["red"]
-        verdict = self._verdict("red_bcc")
+        verdict = self._verdict(ProbeComponent.RED_BCC)
         if not verdict.ok:
             slot.set("unsupported", f"{verdict.reason} (fix: {verdict.fix})" if verdict.fix else verdict.reason)
             return

@@ -31,13 +31,13 @@ from coral_ebpf.beyla.restart_policy import RestartPolicy
 from coral_ebpf.beyla.settings import BeylaSettings
 from coral_ebpf.beyla.status_view import SupervisorRecord
 from coral_ebpf.beyla.version import VersionDetectionError, detect_version
-from coral_ebpf.capabilities.report import ProbeReport, Verdict
+from coral_ebpf.capabilities.report import ProbeComponent, ProbeReport, Verdict
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import CoralError
 
 log = logging.getLogger(__name__)
 
-PROBE_COMPONENT = "beyla_application"
+PROBE_COMPONENT = ProbeComponent.BEYLA_APPLICATION
 STOP_MARGIN = 5.0  # SIGKILL this long after Beyla's own shutdown_timeout
 CONFIG_FILE = "beyla.yaml"
 PID_FILE = "beyla.pid"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from coral_ebpf.capabilities.context import CAPABILITIES, Capabilities, KernelInfo, OsRelease, version_tuple
 from coral_ebpf.capabilities.kernel_probe import BCC_FEATURES, FEATURE_ORDER
-from coral_ebpf.capabilities.report import Feature
+from coral_ebpf.capabilities.report import Feature, ProbeComponent
 from coral_ebpf.capabilities.trials_maps import HELPERS
-from coral_ebpf.capabilities.verdicts import COMPONENTS, Facts, judge
+from coral_ebpf.capabilities.verdicts import Facts, judge
 
 ALL_CAPS = Capabilities(sum(1 << bit for bit in CAPABILITIES.values()))
 ALL_FEATURES = (*FEATURE_ORDER, *BCC_FEATURES, *(f"helper_{name}" for name in HELPERS))
@@ -43,7 +43,7 @@ def caps_of(*names: str) -> Capabilities:
 
 def test_everything_present_everything_ok() -> None:
     verdicts = judge(facts())
-    assert set(verdicts) == set(COMPONENTS)
+    assert set(verdicts) == set(ProbeComponent)
     for name, verdict in verdicts.items():
         assert verdict.ok, (name, verdict)
         assert verdict.reason and verdict.fix == ""
