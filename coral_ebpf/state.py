@@ -5,6 +5,8 @@ A `StrEnum`, so a state compares equal to its name and is written to JSON as tha
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -30,3 +32,15 @@ class PartState(StrEnum):
 ACTIVE_STATES = frozenset({PartState.RUNNING, PartState.FAILED})
 # States in which a part is healthy enough that its reason is not worth showing.
 HEALTHY_STATES = frozenset({PartState.RUNNING, PartState.OK})
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """A part moved to `state`; what observers of a part (e.g. the RED arbiter watching Beyla) receive."""
+
+    part: str
+    state: PartState
+    reason: str = ""
+
+
+StateListener = Callable[[StateChange], None]

@@ -99,7 +99,7 @@ def test_defaults_are_loopback() -> None:
 def test_disabled_listener_reports_disabled() -> None:
     with running_receiver(grpc_endpoint=None) as (receiver, _):
         status = json.loads(json.dumps(receiver.status()))  # JSON-ready as the control socket sends it
-        assert status["state"] == "serving"
+        assert status["state"] == "running"
         assert status["grpc"] == {**status["grpc"], "enabled": False, "address": None}
         assert status["http"]["enabled"] and status["http"]["address"] == receiver.http_address
 
@@ -159,7 +159,7 @@ def test_restart_after_stop() -> None:
     receiver.stop(2.0)
     receiver.start()
     try:
-        assert receiver.status()["state"] == "serving" and receiver.http_address is not None
+        assert receiver.status()["state"] == "running" and receiver.http_address is not None
     finally:
         receiver.stop(2.0)
 
