@@ -12,7 +12,7 @@ KREL      := $(shell uname -r)
 # the PyPI project called `bcc` is unrelated and never installed.
 DEB_PACKAGES := python3 python3-venv python3-dev python3-bpfcc bpftool iproute2 procps util-linux
 
-.PHONY: help install system-deps venv test lint typecheck unit integration vm-test vagrant-test bench clean
+.PHONY: help install system-deps venv test lint docs typecheck unit integration vm-test vagrant-test bench clean
 
 help:
 	@echo "make install      Debian packages (incl. python3-bpfcc, kernel headers), .venv, the package + test extras"
@@ -60,6 +60,10 @@ test: lint typecheck
 lint:
 	$(VENV_BIN)/ruff check coral_ebpf tests bench
 	$(VENV_BIN)/lint-imports
+
+# The README's configuration reference is generated from the schema (each setting is described there).
+docs:
+	$(VENV_BIN)/coral-ebpf config reference --write README.md
 
 typecheck:
 	$(VENV_BIN)/mypy

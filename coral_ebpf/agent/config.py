@@ -10,7 +10,7 @@ or that the schema cannot express, and both `config check` and `start` run it (t
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from coral_ebpf.beyla.settings import SCHEMA as BEYLA_SCHEMA
 from coral_ebpf.beyla.settings import BeylaSettings
 from coral_ebpf.config.formats import PATH, section
 from coral_ebpf.config.loader import ConfigDocument, KeyPath, parse_document, read_document, schema_problems
+from coral_ebpf.config.reference import UNSET, Leaf, render_table
 from coral_ebpf.discovery.settings import SCHEMA as DISCOVERY_SCHEMA
 from coral_ebpf.discovery.settings import DiscoverySettings
 from coral_ebpf.errors import ConfigError
@@ -44,10 +45,18 @@ def build_schema() -> dict[str, Any]:
         "title": "coral-ebpf agent configuration",
         **section(
             {
-                "state_dir": {**PATH, "description": "Directory for the database, generated configs and caches"},
-                "log_level": {"enum": list(LOG_LEVELS)},
-                "log_format": {"enum": list(LOG_FORMATS)},
-                "agent_id": {"type": "string", "minLength": 1, "description": "Defaults to the host name"},
+                "state_dir": {
+                    **PATH,
+                    "description": "Database, generated Beyla config, kernel-headers tree, caches (created 0700)",
+                },
+                "log_level": {"enum": list(LOG_LEVELS), "description": "The agent's log level"},
+                "log_format": {"enum": list(LOG_FORMATS), "description": "Log lines on stderr"},
+                "agent_id": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "Stored with every row (for a central colony)",
+                    "x-default": "host name",
+                },
                 "otlp": OTLP_SCHEMA,
                 "storage": STORAGE_SCHEMA,
                 "control": CONTROL_SCHEMA,
@@ -179,3 +188,23 @@ def load_config(path: Path | str | None = None) -> AgentConfig:
     if document is None:
         return check(AgentConfig.from_dict({}, source="(defaults)"))
     return config_from_document(document)
+
+
+def _default_of(defaults: AgentConfig) -> Callable[[Leaf], Any]:
+    def lookup(leaf: Leaf) -> Any:
+        value: Any = defaults
+        for name in leaf.path:
+            if name == "[]":
+                return UNSET  # the keys of a list's items have no default
+            value = getattr(value, name, UNSET)
+            if value is UNSET:
+                return UNSET
+        return value
+
+    return lookup
+
+
+def reference_table() -> str:
+    """The README's configuration reference, from the schema and the typed defaults."""
+    defaults = AgentConfig.from_dict({}, source="(defaults)")
+    return render_table(build_schema(), _default_of(defaults))

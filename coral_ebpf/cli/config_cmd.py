@@ -1,4 +1,4 @@
-"""`coral-ebpf config check|show|schema`: validate and inspect the configuration."""
+"""`coral-ebpf config check|show|schema|reference`: validate and inspect the configuration."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from coral_ebpf.agent.config import build_schema
-from coral_ebpf.cli._common import EXIT_OK, add_config_flag, add_json_flag, config_from_args, print_json
+from coral_ebpf.agent.config import build_schema, reference_table
+from coral_ebpf.cli._common import EXIT_FAILURE, EXIT_OK, add_config_flag, add_json_flag, config_from_args, print_json
+from coral_ebpf.config.reference import write_block
 
 
 def _plain(value: Any) -> Any:
@@ -46,6 +47,16 @@ def _schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _reference(args: argparse.Namespace) -> int:
+    table = reference_table()
+    if args.write is None:
+        print(table, end="")
+        return EXIT_OK
+    changed = write_block(Path(args.write), table)
+    print(f"{args.write}: {'configuration reference rewritten' if changed else 'configuration reference up to date'}")
+    return EXIT_FAILURE if changed and args.check else EXIT_OK
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("config", help="validate and show the agent configuration")
     sub = parser.add_subparsers(dest="config_command", metavar="ACTION", parser_class=type(parser))
@@ -60,3 +71,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     schema = sub.add_parser("schema", help="print the configuration's JSON Schema")
     add_json_flag(schema)
     schema.set_defaults(func=_schema)
+    reference = sub.add_parser(
+        "reference", help="print the configuration reference (Markdown) generated from the schema"
+    )
+    reference.add_argument(
+        "--write", metavar="FILE", help="rewrite the generated block in FILE (README.md) instead of printing"
+    )
+    reference.add_argument("--check", action="store_true", help="with --write: exit 1 if the block was out of date")
+    reference.set_defaults(func=_reference)
