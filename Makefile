@@ -61,9 +61,10 @@ lint:
 	$(VENV_BIN)/ruff check coral_ebpf tests bench
 	$(VENV_BIN)/lint-imports
 
-# The README's configuration reference is generated from the schema (each setting is described there).
+# The configuration reference in README.md and docs/ is generated from the schema (each setting is
+# described there); this rewrites every marked block.
 docs:
-	$(VENV_BIN)/coral-ebpf config reference --write README.md
+	$(VENV_BIN)/coral-ebpf config reference --write $$(grep -l 'BEGIN config-reference' README.md docs/*.md)
 
 typecheck:
 	$(VENV_BIN)/mypy

@@ -204,7 +204,10 @@ def _default_of(defaults: AgentConfig) -> Callable[[Leaf], Any]:
     return lookup
 
 
-def reference_table() -> str:
-    """The README's configuration reference, from the schema and the typed defaults."""
+def reference_table(section: str | None = None) -> str:
+    """The configuration reference (all keys, or one section's), from the schema and the typed defaults."""
+    schema = build_schema()
+    if section is not None and section not in schema["properties"]:
+        raise ConfigError(f"no configuration section {section!r}", f"one of {', '.join(schema['properties'])}")
     defaults = AgentConfig.from_dict({}, source="(defaults)")
-    return render_table(build_schema(), _default_of(defaults))
+    return render_table(schema, _default_of(defaults), section)

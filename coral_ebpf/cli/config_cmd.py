@@ -9,7 +9,7 @@ from typing import Any
 
 from coral_ebpf.agent.config import build_schema, reference_table
 from coral_ebpf.cli._common import EXIT_FAILURE, EXIT_OK, add_config_flag, add_json_flag, config_from_args, print_json
-from coral_ebpf.config.reference import write_block
+from coral_ebpf.config.reference import write_blocks
 
 
 def _plain(value: Any) -> Any:
@@ -48,13 +48,15 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _reference(args: argparse.Namespace) -> int:
-    table = reference_table()
-    if args.write is None:
-        print(table, end="")
+    if not args.write:
+        print(reference_table(args.section), end="")
         return EXIT_OK
-    changed = write_block(Path(args.write), table)
-    print(f"{args.write}: {'configuration reference rewritten' if changed else 'configuration reference up to date'}")
-    return EXIT_FAILURE if changed and args.check else EXIT_OK
+    stale = []
+    for name in args.write:
+        changed = write_blocks(Path(name), reference_table)
+        print(f"{name}: {'configuration reference rewritten' if changed else 'configuration reference up to date'}")
+        stale += [name] if changed else []
+    return EXIT_FAILURE if stale and args.check else EXIT_OK
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,8 +76,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     reference = sub.add_parser(
         "reference", help="print the configuration reference (Markdown) generated from the schema"
     )
+    reference.add_argument("--section", metavar="NAME", help="only this section's keys (otlp, storage, red, ...)")
     reference.add_argument(
-        "--write", metavar="FILE", help="rewrite the generated block in FILE (README.md) instead of printing"
+        "--write",
+        metavar="FILE",
+        nargs="+",
+        help="rewrite the generated blocks in FILE (README.md, docs/*.md) instead of printing",
     )
     reference.add_argument("--check", action="store_true", help="with --write: exit 1 if the block was out of date")
     reference.set_defaults(func=_reference)
