@@ -54,8 +54,11 @@ class ProbeReport:
         found = self.features.get(name)
         return bool(found and found.available)
 
-    def verdict(self, component: ProbeComponent) -> Verdict:
-        return self.components.get(component, Verdict(False, f"the probe did not judge {component.value!r}"))
+    def verdict(self, component: ProbeComponent | str) -> Verdict:
+        """The verdict on `component`; a name that is no ProbeComponent raises ValueError (a typo is no verdict)."""
+        judged = ProbeComponent(component)
+        found = self.components.get(judged)
+        return found if found is not None else Verdict(False, f"the probe did not judge {judged.value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from coral_ebpf.capabilities.context import CAPABILITIES, Capabilities, KernelInfo, OsRelease, version_tuple
 from coral_ebpf.capabilities.kernel_probe import BCC_FEATURES, FEATURE_ORDER
-from coral_ebpf.capabilities.report import Feature, ProbeComponent
+from coral_ebpf.capabilities.report import Feature, ProbeComponent, ProbeReport
 from coral_ebpf.capabilities.trials_maps import HELPERS
 from coral_ebpf.capabilities.verdicts import Facts, judge
 
@@ -160,3 +162,11 @@ def test_incomplete_probe_judges_nothing() -> None:
     for verdict in verdicts.values():
         assert not verdict.ok and "not judged" in verdict.reason and "EPERM" in verdict.reason
         assert "root" in verdict.fix
+
+
+def test_a_component_name_is_checked() -> None:
+    report = ProbeReport(kernel={}, features={}, components=judge(facts()))
+    assert report.verdict(ProbeComponent.RED_BCC) == report.verdict("red_bcc")
+    assert not ProbeReport(kernel={}, features={}, components={}).verdict(ProbeComponent.RED_BCC).ok
+    with pytest.raises(ValueError, match="red_bbc"):
+        report.verdict("red_bbc")
