@@ -161,8 +161,10 @@ def check(config: AgentConfig, document: ConfigDocument | None = None) -> AgentC
     if not problems:
         return config
     lines = [f"{document.where(p.key) if document else config.source}: {p.message}" for p in problems]
-    hints = "; ".join(p.hint for p in problems if p.hint)
-    raise ConfigError("\n".join(lines), hints)
+    if len(problems) == 1:
+        raise ConfigError(lines[0], problems[0].hint)
+    lines = [f"{line} (hint: {p.hint})" if p.hint else line for line, p in zip(lines, problems, strict=True)]
+    raise ConfigError("\n".join(lines))
 
 
 def config_from_document(document: ConfigDocument) -> AgentConfig:
@@ -207,7 +209,8 @@ def _default_of(defaults: AgentConfig) -> Callable[[Leaf], Any]:
 def reference_table(section: str | None = None) -> str:
     """The configuration reference (all keys, or one section's), from the schema and the typed defaults."""
     schema = build_schema()
-    if section is not None and section not in schema["properties"]:
-        raise ConfigError(f"no configuration section {section!r}", f"one of {', '.join(schema['properties'])}")
+    sections = [name for name, node in schema["properties"].items() if node.get("type") == "object"]
+    if section is not None and section not in sections:
+        raise ConfigError(f"no configuration section {section!r}", f"one of {', '.join(sections)}")
     defaults = AgentConfig.from_dict({}, source="(defaults)")
     return render_table(schema, _default_of(defaults), section)
