@@ -1,10 +1,11 @@
-"""The configuration reference (README.md), generated from the schema so that each setting is described once.
+"""The configuration reference, generated from the schema so that each setting is described once.
 
 Each row is a leaf key of the schema: its dotted name, its default (from the typed defaults the
 caller passes, or the schema's `x-default` text where the default is not a value, e.g. "host name"),
-and its `description` (plus the allowed values of an enum). The table sits between two marker
-lines in the README; `coral-ebpf config reference --write README.md` rewrites it, and a unit test
-fails when the committed text differs from what the schema generates.
+and its `description` (plus the allowed values of a short enum). Tables sit between marker lines
+in README.md (every key) and in a part's doc (its section's keys); `make docs`
+(`coral-ebpf config reference --write FILE...`) rewrites them, and a unit test fails when the
+committed text differs from what the schema generates.
 """
 
 from __future__ import annotations
