@@ -12,7 +12,7 @@ KREL      := $(shell uname -r)
 # the PyPI project called `bcc` is unrelated and never installed.
 DEB_PACKAGES := python3 python3-venv python3-dev python3-bpfcc bpftool iproute2 procps util-linux
 
-.PHONY: help install system-deps venv test lint typecheck unit integration vm-test vagrant-test bench clean
+.PHONY: help install system-deps venv test lint docs typecheck unit integration vm-test vagrant-test bench clean
 
 help:
 	@echo "make install      Debian packages (incl. python3-bpfcc, kernel headers), .venv, the package + test extras"
@@ -60,6 +60,12 @@ test: lint typecheck
 lint:
 	$(VENV_BIN)/ruff check coral_ebpf tests bench
 	$(VENV_BIN)/ruff format --check coral_ebpf tests bench
+	$(VENV_BIN)/lint-imports
+
+# The configuration reference in README.md and docs/ is generated from the schema (each setting is
+# described there); this rewrites every marked block.
+docs:
+	$(VENV_BIN)/coral-ebpf config reference --write $$(grep -l 'BEGIN config-reference' README.md docs/*.md)
 
 typecheck:
 	$(VENV_BIN)/mypy
@@ -80,4 +86,4 @@ bench:
 	@for b in bench/*.py; do echo "== $$b"; $(VENV_BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache build dist *.egg-info

@@ -297,7 +297,8 @@ def _serve(receiver_consumer: object, finish: object) -> None:
     """Serve OTLP/gRPC on an ephemeral loopback port until told to report on stdin."""
     import resource
 
-    from coral_ebpf.otlp import OtlpReceiver, OtlpSettings
+    from coral_ebpf.otlp.receiver import OtlpReceiver
+    from coral_ebpf.otlp.settings import OtlpSettings
 
     receiver = OtlpReceiver(OtlpSettings(grpc_endpoint="127.0.0.1:0", http_endpoint=None), receiver_consumer)  # type: ignore[arg-type]
     receiver.start()

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from coral_ebpf.config import parse_config_text
+from coral_ebpf.agent.config import parse_config_text
 from coral_ebpf.consumer import QueueFullError
 from coral_ebpf.storage.writer import Storage
 from coral_ebpf.transform.processor import TransformProcessor

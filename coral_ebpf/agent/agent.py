@@ -1,9 +1,9 @@
 """The agent: wires the parts together and owns start and stop.
 
-Start order follows the data: probe → storage → transform → OTLP receiver → discovery →
-RED engine (Beyla supervisor or the built-in BCC probe) → control socket. Stop runs in reverse,
-so every part that feeds another stops before the part it feeds, and data already accepted is
-written before the database closes.
+Start order follows the data (the order of `Part`): probe → storage → transform → OTLP receiver →
+discovery → RED engine (Beyla supervisor or the built-in BCC probe, chosen by the RED arbiter) →
+control socket. Stop runs in reverse, so every part that feeds another stops before the part it
+feeds, and data already accepted is written before the database closes.
 """
 
 from __future__ import annotations
@@ -13,83 +13,75 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from coral_ebpf import __version__
 from coral_ebpf.agent.component import Component
+from coral_ebpf.agent.config import AgentConfig, check
 from coral_ebpf.agent.control import ControlServer, check_control_socket_free
 from coral_ebpf.agent.lifecycle import ComponentSlot, StopSignal, prepare_state_dir
 from coral_ebpf.agent.static_attributes import StaticAttributesConsumer
+from coral_ebpf.agent.status import AgentInfo, Part, PartStatus, StatusDocument
 from coral_ebpf.beyla.binary import resolve_binary
 from coral_ebpf.beyla.settings import beyla_only_keys_set
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
 from coral_ebpf.beyla.target import agent_ports, otlp_endpoint_url
-from coral_ebpf.capabilities.report import ProbeReport, Verdict
-from coral_ebpf.config import AgentConfig
+from coral_ebpf.capabilities.report import ProbeComponent, ProbeReport, Verdict
 from coral_ebpf.consumer import Consumer
 from coral_ebpf.discovery.model import ServiceEntry
-from coral_ebpf.errors import ConfigError, CoralError
+from coral_ebpf.errors import CoralError
 from coral_ebpf.otlp.receiver import OtlpReceiver
 from coral_ebpf.otlp.settings import OtlpSettings
 from coral_ebpf.query.dispatch import query_executor
+from coral_ebpf.red.arbiter import RedArbiter
 from coral_ebpf.red.engine import RedEngine
-from coral_ebpf.red.selection import choose_engine
+from coral_ebpf.red.selection import Engine
+from coral_ebpf.state import ACTIVE_STATES, PartState
 from coral_ebpf.storage.writer import Storage
 from coral_ebpf.transform.processor import TransformProcessor
 
 log = logging.getLogger(__name__)
 
 BEYLA_SDK_NAME = "beyla"
-FALLBACK_CHECK_INTERVAL = 2.0
-PART_NAMES = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control")
 
 
 def _probe(config: AgentConfig) -> ProbeReport:
-    from coral_ebpf.capabilities import probe  # imports BCC lazily: keep it off the CLI's import path
+    from coral_ebpf.capabilities.kernel_probe import probe  # imports BCC: keep it off the CLI's import path
 
     return probe(config.state_dir)
+
+
+def _verdict_text(verdict: Verdict) -> str:
+    return f"{verdict.reason} (fix: {verdict.fix})" if verdict.fix else verdict.reason
 
 
 class Agent:
     """One running coral-ebpf agent (what `coral-ebpf start` runs)."""
 
     def __init__(self, config: AgentConfig) -> None:
+        check(config)  # a config made in code has not been through load_config's validation
         self.config = config
         self.started = time.time()
-        self.slots = {name: ComponentSlot(name) for name in PART_NAMES}
+        self.slots = {part: ComponentSlot(part.value) for part in Part}
         self.report: ProbeReport | None = None
-        self.engine = ""
-        self.engine_reason = ""
-        self._storage: Storage | None = None
+        self.arbiter = RedArbiter(config.red.engine, config.beyla.enabled, self._start_bcc_engine)
         self._processor: TransformProcessor | None = None
         self._consumer: Consumer | None = None
-        self._discovery: Any = None
         self._supervisor: BeylaSupervisor | None = None
         self._red: RedEngine | None = None
         self._beyla_keys_not_applied: list[str] = []
         self._receiver: OtlpReceiver | None = None
         self._services: list[ServiceEntry] = []
         self._services_lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._fallback_thread: threading.Thread | None = None
-        self._check_config()
-
-    def _check_config(self) -> None:
-        if self.config.red.engine == "beyla" and not self.config.beyla.enabled:
-            raise ConfigError(
-                "red.engine is beyla but beyla.enabled is false: nothing would produce RED data",
-                "set red.engine to auto or bcc, or beyla.enabled to true",
-            )
 
     # ------------------------------------------------------------------ start
 
-    def _run(self, name: str, component: Component) -> None:
-        slot = self.slots[name]
+    def _run(self, part: Part, component: Component) -> None:
+        slot = self.slots[part]
         slot.component = component
         component.start()
-        slot.set("running")
+        slot.set(PartState.RUNNING)
 
     def start(self) -> None:
         """Start every part that can work here. Raises CoralError when the data path cannot start."""
@@ -99,64 +91,60 @@ class Agent:
         check_control_socket_free(config.control.socket)
         self._start_probe()
         storage = Storage(config.storage)
-        self._run("storage", storage)
-        self._storage = storage
+        self._run(Part.STORAGE, storage)
         processor = TransformProcessor(storage, agent_id=config.agent_id, retry_after=config.otlp.retry_after)
-        self._run("transform", processor)
+        self._run(Part.TRANSFORM, processor)
         self._processor = processor
         attributes = dict(config.beyla.attributes)
         self._consumer = StaticAttributesConsumer(processor, attributes) if attributes else processor
         receiver = OtlpReceiver(config.otlp, self._consumer)
-        self._run("receiver", receiver)
+        self._run(Part.RECEIVER, receiver)
         self._receiver = receiver
         self._start_discovery()
         self._start_red_engine()
-        self._run(
-            "control",
-            ControlServer(config.control.socket, self.status, query_executor(storage.reader)),
-        )
+        self._run(Part.CONTROL, ControlServer(config.control.socket, self.status, query_executor(storage.reader)))
         log.info(
             "agent started",
             extra={
                 "fields": {
                     "version": __version__,
                     "config": config.source,
-                    "engine": self.engine,
-                    "engine_reason": self.engine_reason,
+                    "engine": self.arbiter.engine or "",
+                    "engine_reason": self.arbiter.reason,
                 }
             },
         )
 
     def _start_probe(self) -> None:
-        slot = self.slots["probe"]
+        slot = self.slots[Part.PROBE]
         try:
             self.report = _probe(self.config)
         except Exception as exc:  # the probe failing must not stop the data path
-            slot.set("failed", f"capability probe failed: {exc}")
+            slot.set(PartState.FAILED, f"capability probe failed: {exc}")
             log.warning("capability probe failed; eBPF parts stay off", extra={"fields": {"error": str(exc)}})
             return
-        state = "ok" if self.report.complete else "incomplete"
+        state = PartState.OK if self.report.complete else PartState.INCOMPLETE
         reason = "" if self.report.complete else "; ".join(self.report.notes) or "not every check could run"
         slot.set(state, reason)
         for name, verdict in self.report.components.items():
             log.info(
                 "probe verdict",
-                extra={"fields": {"component": name, "ok": verdict.ok, "reason": verdict.reason}},
+                extra={"fields": {"component": str(name), "ok": verdict.ok, "reason": verdict.reason}},
             )
 
-    def _verdict(self, component: str) -> Verdict:
+    def _verdict(self, component: ProbeComponent) -> Verdict:
         if self.report is None:
             return Verdict(False, "the capability probe did not run", "see the probe line in 'coral-ebpf status'")
         return self.report.verdict(component)
 
     def _start_discovery(self) -> None:
-        slot = self.slots["discovery"]
+        slot = self.slots[Part.DISCOVERY]
         if not self.config.discovery.enabled:
-            slot.set("disabled", "discovery.enabled is false")
+            slot.set(PartState.DISABLED, "discovery.enabled is false")
             return
-        verdict = self._verdict("bcc_discovery")
+        verdict = self._verdict(ProbeComponent.BCC_DISCOVERY)
         if not verdict.ok:
-            slot.set("unsupported", f"{verdict.reason} (fix: {verdict.fix})" if verdict.fix else verdict.reason)
+            slot.set(PartState.UNSUPPORTED, _verdict_text(verdict))
             return
         from coral_ebpf.discovery.component import Discovery  # BCC import stays lazy
 
@@ -169,12 +157,11 @@ class Agent:
             probe_report=self.report,
         )
         try:
-            self._run("discovery", discovery)
+            self._run(Part.DISCOVERY, discovery)
         except CoralError as exc:
-            slot.set("failed", str(exc))
+            slot.set(PartState.FAILED, str(exc))
             log.error("discovery failed to start", extra={"fields": {"error": str(exc)}})
             return
-        self._discovery = discovery
         self._services = discovery.registry.snapshot()
         discovery.registry.subscribe(self._on_services_changed)
 
@@ -199,33 +186,17 @@ class Agent:
 
     def _start_red_engine(self) -> None:
         config = self.config
-        beyla_verdict = self._verdict("beyla_application")
+        beyla_verdict = self._verdict(ProbeComponent.BEYLA_APPLICATION)
         binary_found, _binary_detail = self._beyla_binary
-        self.engine, self.engine_reason = choose_engine(
-            config.red.engine,
-            beyla_verdict.ok or config.beyla.force_start,
-            binary_found,
-            config.beyla.enabled,
-        )
-        if config.beyla.enabled and config.red.engine != "bcc":
+        plan = self.arbiter.decide(beyla_verdict.ok or config.beyla.force_start, binary_found)
+        if plan.start_beyla:
             self._start_beyla()
-        elif not config.beyla.enabled:
-            self.slots["beyla"].set("disabled", "beyla.enabled is false")
         else:
-            self.slots["beyla"].set("disabled", "red.engine is bcc")
-        if self.engine == "bcc":
-            self._start_bcc_engine(self.engine_reason)
-        elif config.red.engine == "auto":
-            self.slots["red"].set("standby", f"{self.engine_reason}; the built-in probe starts if Beyla fails")
-            self._fallback_thread = threading.Thread(
-                target=self._watch_for_beyla_failure, name="red-fallback", daemon=True
-            )
-            self._fallback_thread.start()
+            self.slots[Part.BEYLA].set(PartState.DISABLED, plan.beyla_off_reason)
+        if plan.start_builtin:
+            self._start_bcc_engine(plan.reason)
         else:
-            # red.engine beyla: no fallback, whatever happens to Beyla; say so rather than promise one.
-            self.slots["red"].set(
-                "standby", f"{self.engine_reason}; the built-in probe stays off (red.engine auto falls back to it)"
-            )
+            self.slots[Part.RED].set(PartState.STANDBY, plan.standby_reason)
 
     def _bound_otlp(self) -> OtlpSettings:
         """The receiver's settings with the addresses it actually bound (port 0 becomes the real port),
@@ -248,78 +219,62 @@ class Agent:
             supervisor = BeylaSupervisor(
                 config.beyla,
                 otlp_endpoint=otlp_endpoint_url(otlp, config.beyla),
-                probe=self.report or self._verdict("beyla_application"),
+                probe=self.report or self._verdict(ProbeComponent.BEYLA_APPLICATION),
                 services=list(self._services),
                 last_data_seen=(lambda: processor.last_seen(BEYLA_SDK_NAME)) if processor else None,
                 agent_ports=agent_ports(otlp),
             )
             self._supervisor = supervisor
-        self._run("beyla", supervisor)
+        supervisor.subscribe(self.arbiter.on_beyla_state)
+        self._run(Part.BEYLA, supervisor)
 
-    def _start_bcc_engine(self, reason: str) -> None:
-        slot = self.slots["red"]
-        verdict = self._verdict("red_bcc")
+    def _start_bcc_engine(self, reason: str) -> bool:
+        """Start the built-in engine (at start, or as the arbiter's fallback); True if it runs."""
+        slot = self.slots[Part.RED]
+        verdict = self._verdict(ProbeComponent.RED_BCC)
         if not verdict.ok:
-            slot.set("unsupported", f"{verdict.reason} (fix: {verdict.fix})" if verdict.fix else verdict.reason)
-            return
+            slot.set(PartState.UNSUPPORTED, _verdict_text(verdict))
+            return False
         assert self._consumer is not None
         engine = RedEngine(self.config.red, self._consumer, self.config.state_dir)
         try:
             engine.start()
         except CoralError as exc:
             slot.component = engine
-            slot.set("failed", str(exc))
+            slot.set(PartState.FAILED, str(exc))
             log.error("built-in RED engine failed to start", extra={"fields": {"error": str(exc)}})
-            return
+            return False
         with self._services_lock:
             engine.set_targets(self._services)
             self._red = engine
         slot.component = engine
-        slot.set("running", reason)
-        self.engine, self.engine_reason = "bcc", reason
+        slot.set(PartState.RUNNING, reason)
+        self.arbiter.builtin_started(reason)
         self._beyla_keys_not_applied = beyla_only_keys_set(self.config.beyla)
         if self._beyla_keys_not_applied:
             log.warning(
                 "configured keys that only Beyla applies have no effect on the built-in BCC engine",
                 extra={"fields": {"keys": ",".join(self._beyla_keys_not_applied), "routes_key": "red.routes"}},
             )
-
-    def _watch_for_beyla_failure(self) -> None:
-        """red.engine auto: when Beyla gives up (state failed or unsupported), serve RED with the BCC probe."""
-        while not self._stopping.wait(FALLBACK_CHECK_INTERVAL):
-            supervisor = self._supervisor
-            if supervisor is None:
-                return
-            beyla = supervisor.status()
-            if beyla.get("state") in ("failed", "unsupported"):
-                diagnosis = beyla.get("diagnosis") or {}
-                why = diagnosis.get("message") if isinstance(diagnosis, dict) else str(diagnosis)
-                cause = why or beyla.get("reason", "no diagnosis")
-                reason = f"Beyla is {beyla['state']} ({cause}): using the built-in BCC probe"
-                log.warning("falling back to the built-in RED engine", extra={"fields": {"reason": reason}})
-                self._start_bcc_engine(reason)
-                return
+        return True
 
     # ------------------------------------------------------------------ stop
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop every running part in reverse start order within about `timeout` seconds."""
-        self._stopping.set()
         deadline = time.monotonic() + timeout
-        if self._fallback_thread is not None:
-            # A fallback engine still starting must finish first, or it would be left running after stop.
-            self._fallback_thread.join(max(1.0, timeout / 2))
-        for name in reversed(PART_NAMES):
-            slot = self.slots[name]
-            if slot.component is None or slot.state not in ("running", "failed"):
+        self.arbiter.stop(max(1.0, timeout / 2))
+        for part in reversed(Part):
+            slot = self.slots[part]
+            if slot.component is None or slot.state not in ACTIVE_STATES:
                 continue
             remaining = max(1.0, deadline - time.monotonic())
             try:
                 slot.component.stop(remaining)
-                slot.set("stopped")
+                slot.set(PartState.STOPPED)
             except Exception as exc:
-                log.exception("stopping %s failed", name)
-                slot.set("failed", f"stop failed: {exc}")
+                log.exception("stopping %s failed", part)
+                slot.set(PartState.FAILED, f"stop failed: {exc}")
         log.info("agent stopped")
 
     def run(self, stop: StopSignal) -> None:
@@ -335,36 +290,44 @@ class Agent:
 
     # ------------------------------------------------------------------ status
 
-    def status(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "agent": {
-                "version": __version__,
-                "pid": os.getpid(),
-                "agent_id": self.config.agent_id,
-                "started": self.started,
-                "uptime_s": round(time.time() - self.started, 1),
-                "config": self.config.source,
-                "state_dir": str(self.config.state_dir),
-                "red_engine": self.engine,
-                "red_engine_reason": self.engine_reason,
-            },
-            "probe": self._probe_status(),
-        }
-        for name in PART_NAMES[1:]:
-            document[name] = self.slots[name].status()
-        document["red"].setdefault("engine", self.engine)
-        document["red"].setdefault("reason", self.engine_reason)
-        if self.engine == "bcc" and self._beyla_keys_not_applied:
-            document["red"]["not_applied"] = {
+    def status(self) -> StatusDocument:
+        engine, engine_reason = str(self.arbiter.engine or ""), self.arbiter.reason
+        agent = AgentInfo(
+            version=__version__,
+            pid=os.getpid(),
+            agent_id=self.config.agent_id,
+            started=self.started,
+            config=self.config.source,
+            state_dir=str(self.config.state_dir),
+            red_engine=engine,
+            red_engine_reason=engine_reason,
+        )
+        parts: dict[Part, PartStatus] = {part: self.slots[part].status() for part in Part if part != Part.PROBE}
+        parts[Part.PROBE] = self._probe_status()
+        red = parts[Part.RED]
+        # The part's own reason (e.g. why the built-in engine is unsupported) says more than the engine choice.
+        red_details: dict[str, Any] = {"engine": engine, **({} if red.reason else {"reason": engine_reason})}
+        red_details.update(red.details)
+        if self.arbiter.engine == Engine.BCC and self._beyla_keys_not_applied:
+            red_details["not_applied"] = {
                 "keys": list(self._beyla_keys_not_applied),
                 "why": "they configure Beyla's output; the BCC engine takes its route patterns from red.routes",
             }
-        if self._supervisor is not None:
-            document["beyla"]["history"] = self._beyla_history()
+        parts[Part.RED] = replace(red, details=red_details)
         # The fields readers rely on exist even for a Beyla that never ran (disabled, red.engine bcc).
-        for key, value in (("restarts", 0), ("starts", 0), ("diagnosis", None), ("pid", None), ("services", 0)):
-            document["beyla"].setdefault(key, value)
-        return document
+        beyla = parts[Part.BEYLA]
+        beyla_details: dict[str, Any] = {
+            "restarts": 0,
+            "starts": 0,
+            "diagnosis": None,
+            "pid": None,
+            "services": 0,
+            **beyla.details,
+        }
+        if self._supervisor is not None:
+            beyla_details["history"] = self._beyla_history()
+        parts[Part.BEYLA] = replace(beyla, details=beyla_details)
+        return StatusDocument(agent, parts)
 
     def _beyla_history(self, last: int = 30) -> list[dict[str, Any]]:
         """Beyla's recent state transitions (wall-clock `at`, state, and why: back-off delay, attempt, ...)."""
@@ -374,20 +337,13 @@ class Agent:
             for entry in self._supervisor.history()[-last:]
         ]
 
-    def _probe_status(self) -> dict[str, Any]:
-        slot = self.slots["probe"]
-        body: dict[str, Any] = {"state": slot.state, "since": slot.since}
-        if slot.reason:
-            body["reason"] = slot.reason
+    def _probe_status(self) -> PartStatus:
+        slot = self.slots[Part.PROBE]
+        details: dict[str, Any] = {}
         if self.report is not None:
-            body["duration_ms"] = round(self.report.duration_ms, 1)
-            body["kernel"] = self.report.kernel.get("release")
-            body["summary"] = {name: ("ok" if v.ok else "no") for name, v in self.report.components.items()}
-            body["components"] = self.report.to_dict()["components"]
-            body["features"] = {name: f.available for name, f in self.report.features.items()}
-        return body
-
-
-def parts_summary(document: dict[str, Any], parts: Sequence[str] = PART_NAMES) -> dict[str, str]:
-    """{part: state} from a status document (used by tests and the log line at start)."""
-    return {part: str(document.get(part, {}).get("state", "?")) for part in parts}
+            details["duration_ms"] = round(self.report.duration_ms, 1)
+            details["kernel"] = self.report.kernel.get("release")
+            details["summary"] = {str(name): ("ok" if v.ok else "no") for name, v in self.report.components.items()}
+            details["components"] = self.report.to_dict()["components"]
+            details["features"] = {name: f.available for name, f in self.report.features.items()}
+        return PartStatus(slot.state, slot.since, slot.reason, details)

@@ -5,7 +5,7 @@ DuckDB lets one process own the database file, so while the agent runs, queries 
 inside the agent on a reader connection and only the JSON result crosses the socket.
 
 Routes:
-  GET  /v1/status   the agent's status document
+  GET  /v1/status   the agent's status document (agent/status.py, turned into JSON here)
   POST /v1/query    {"kind": "http"|"grpc"|"sql"|"traces", "params": {...}} -> {"result": ...}
 
 The client is in control_client.py (standard library only, so the CLI starts fast).
@@ -28,11 +28,12 @@ from typing import Any
 from aiohttp import web
 
 from coral_ebpf.agent.control_client import socket_is_live
+from coral_ebpf.agent.status import StatusDocument
 from coral_ebpf.errors import CoralError
 
 log = logging.getLogger(__name__)
 
-StatusProvider = Callable[[], dict[str, Any]]
+StatusProvider = Callable[[], StatusDocument]
 QueryExecutor = Callable[[str, dict[str, Any]], Any]
 
 
@@ -96,7 +97,7 @@ class ControlServer:
     async def _handle_status(self, request: web.Request) -> web.Response:
         self._requests += 1
         loop = asyncio.get_running_loop()
-        document = await loop.run_in_executor(None, self._status)
+        document = await loop.run_in_executor(None, lambda: self._status().to_json())
         return web.json_response(document, dumps=lambda v: json.dumps(v, default=str))
 
     async def _handle_query(self, request: web.Request) -> web.Response:

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from coral_ebpf.agent.component import Component
+from coral_ebpf.agent.status import PartStatus
 from coral_ebpf.errors import CoralError
+from coral_ebpf.state import PartState
 
 log = logging.getLogger(__name__)
 
@@ -83,27 +85,23 @@ class ComponentSlot:
 
     name: str
     component: Component | None = None
-    state: str = "pending"  # pending | running | stopped | failed | disabled | unsupported
+    state: PartState = PartState.PENDING
     reason: str = ""
     since: float = field(default_factory=time.time)
 
-    def set(self, state: str, reason: str = "") -> None:
+    def set(self, state: PartState, reason: str = "") -> None:
         self.state = state
         self.reason = reason
         self.since = time.time()
 
-    def status(self) -> dict[str, Any]:
-        document: dict[str, Any] = {}
-        if self.component is not None and self.state == "running":
+    def status(self) -> PartStatus:
+        details: dict[str, Any] = {}
+        if self.component is not None and self.state == PartState.RUNNING:
             try:
-                document = dict(self.component.status())
+                details = dict(self.component.status())
             except Exception as exc:  # a status bug must not take status down
-                document = {"status_error": str(exc)}
-        document.setdefault("state", self.state)
-        document.setdefault("since", self.since)
-        if self.reason:
-            document.setdefault("reason", self.reason)
-        return document
+                details = {"status_error": str(exc)}
+        return PartStatus(self.state, self.since, self.reason, details)
 
 
 class StopSignal:

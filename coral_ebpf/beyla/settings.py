@@ -75,7 +75,11 @@ _STRINGS: dict[str, Any] = {"type": "array", "items": {"type": "string", "minLen
 SCHEMA = section(
     {
         "enabled": {**BOOL, "description": "Run and supervise Beyla"},
-        "binary": {**PATH, "description": "Path of the beyla executable (else $CORAL_EBPF_BEYLA_BIN, then PATH)"},
+        "binary": {
+            **PATH,
+            "description": "Path of the beyla executable (else $CORAL_EBPF_BEYLA_BIN, then PATH)",
+            "x-default": "(lookup)",
+        },
         "force_start": {
             **BOOL,
             "description": "Start Beyla even where the capability probe says it cannot work (status keeps the warning)",
@@ -83,13 +87,13 @@ SCHEMA = section(
         "log_level": {"enum": list(LOG_LEVELS), "description": "Beyla's own log level (its lines are relayed)"},
         "otlp_protocol": {
             "enum": list(OTLP_PROTOCOLS),
-            "description": "How Beyla sends OTLP to the agent's receiver (default http/protobuf)",
+            "description": "How Beyla sends OTLP to the agent's receiver (grpc uses otlp.grpc_endpoint)",
         },
-        "metrics_interval": {**DURATION, "description": "Beyla's metric export period (default 5s)"},
-        "traces_batch_timeout": {**DURATION, "description": "Longest time a span waits in Beyla's batch (default 1s)"},
+        "metrics_interval": {**DURATION, "description": "Beyla's metric export period"},
+        "traces_batch_timeout": {**DURATION, "description": "Longest time a span waits in Beyla's batch"},
         "shutdown_timeout": {
             **DURATION,
-            "description": "Beyla's graceful shutdown time; SIGKILL follows 5s after it (default 10s)",
+            "description": "Beyla's graceful shutdown time; SIGKILL follows 5s after it",
         },
         "debounce": {**DURATION, "description": "Quiet time after a discovery change before Beyla restarts"},
         "protocols": {
@@ -97,7 +101,7 @@ SCHEMA = section(
             "items": {"enum": list(PROTOCOLS)},
             "uniqueItems": True,
             "minItems": 1,
-            "description": "Protocols Beyla exports (its otel_*_export.instrumentations); default http, grpc, sql",
+            "description": "Protocols Beyla exports (its otel_*_export.instrumentations)",
         },
         "attributes": {
             "type": "object",
@@ -109,29 +113,57 @@ SCHEMA = section(
             {
                 "patterns": {**_STRINGS, "description": "Route templates, e.g. /users/{id}"},
                 "ignored_patterns": {**_STRINGS, "description": "Routes to drop, e.g. /health"},
-                "ignore_mode": {"enum": list(IGNORE_MODES)},
-                "unmatched": {"enum": list(UNMATCHED_ROUTES), "description": "http.route for unmatched paths"},
-                "wildcard_char": {"type": "string", "minLength": 1, "maxLength": 1},
+                "ignore_mode": {
+                    "enum": list(IGNORE_MODES),
+                    "description": "What ignored routes are dropped from",
+                    "x-default": "Beyla's",
+                },
+                "unmatched": {
+                    "enum": list(UNMATCHED_ROUTES),
+                    "description": "http.route for unmatched paths",
+                    "x-default": "Beyla's (`low-cardinality`)",
+                },
+                "wildcard_char": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 1,
+                    "description": "Wildcard character in routes (with unmatched: wildcard)",
+                    "x-default": "Beyla's (`*`)",
+                },
             },
             "Beyla's routes decorator",
         ),
         "sampling": section(
             {
-                "sampler": {"enum": list(SAMPLERS)},
+                "sampler": {
+                    "enum": list(SAMPLERS),
+                    "description": "Beyla's trace sampler",
+                    "x-default": "Beyla's (`parentbased_always_on`)",
+                },
                 "ratio": {"type": "number", "minimum": 0, "maximum": 1, "description": "For *traceidratio samplers"},
             },
             "Beyla's trace sampler",
         ),
         "limits": section(
             {
-                "memory_soft": {**SIZE, "description": "GOMEMLIMIT for Beyla (default 512MiB)"},
+                "memory_soft": {**SIZE, "description": "GOMEMLIMIT for Beyla"},
                 "memory_max": {
                     **SIZE,
                     "type": ["string", "integer", "null"],
                     "description": "Hard memory limit: cgroup memory limit when possible, else RLIMIT_AS",
+                    "x-default": "none",
                 },
-                "traces_queue_size": {"type": "integer", "minimum": 2, "description": "Beyla's span queue length"},
-                "metrics_ttl": {**DURATION, "description": "Series not updated for this long are dropped by Beyla"},
+                "traces_queue_size": {
+                    "type": "integer",
+                    "minimum": 2,
+                    "description": "Beyla's span queue length",
+                    "x-default": "Beyla's",
+                },
+                "metrics_ttl": {
+                    **DURATION,
+                    "description": "Series not updated for this long are dropped by Beyla",
+                    "x-default": "Beyla's",
+                },
             },
             "Resource limits for Beyla",
         ),
@@ -156,8 +188,8 @@ SCHEMA = section(
         },
         "restart": section(
             {
-                "backoff_initial": DURATION,
-                "backoff_max": DURATION,
+                "backoff_initial": {**DURATION, "description": "First restart delay (doubles each time)"},
+                "backoff_max": {**DURATION, "description": "Longest restart delay"},
                 "healthy_reset": {**DURATION, "description": "Healthy time after which the back-off starts over"},
                 "max_restarts": {
                     "type": "integer",
@@ -170,8 +202,8 @@ SCHEMA = section(
         "health": section(
             {
                 "grace": {**DURATION, "description": "Start-up time during which failed checks do not count"},
-                "interval": DURATION,
-                "timeout": DURATION,
+                "interval": {**DURATION, "description": "/healthz check period"},
+                "timeout": {**DURATION, "description": "/healthz check timeout"},
                 "failures": {
                     "type": "integer",
                     "minimum": 1,

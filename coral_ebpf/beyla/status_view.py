@@ -13,13 +13,14 @@ from coral_ebpf.beyla.diagnosis import Diagnosis
 from coral_ebpf.beyla.dialect import BeylaVersion, Dialect
 from coral_ebpf.beyla.instance import BeylaInstance
 from coral_ebpf.beyla.settings import BeylaSettings
+from coral_ebpf.state import PartState
 
 
 @dataclass
 class SupervisorRecord:
     """Written by the supervisor thread (transitions under the supervisor's lock), read by status()."""
 
-    state: str = "stopped"
+    state: PartState = PartState.STOPPED
     since: float = field(default_factory=time.time)
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=500))
     restarts: int = 0  # restarts after a failure (a planned restart for new services is not one)
@@ -35,7 +36,7 @@ class SupervisorRecord:
     last_stop: dict[str, Any] | None = None
     last_guard: memory.MemoryGuard | None = None
 
-    def transition(self, state: str, detail: dict[str, Any]) -> None:
+    def transition(self, state: PartState, detail: dict[str, Any]) -> None:
         self.state = state
         self.since = time.time()
         self.history.append({"t": time.monotonic(), "at": self.since, "state": state, **detail})

@@ -1,9 +1,10 @@
 """BeylaSupervisor: runs Grafana Beyla as a child process and keeps it healthy.
 
-States: disabled, unsupported (the capability probe says Beyla cannot work here), idle (no
+States (`PartState`): disabled, unsupported (the capability probe says Beyla cannot work here), idle (no
 service to instrument yet), starting, running, degraded (running, but something is wrong, e.g.
 its process discovery died), backoff (waiting to restart), failed (gave up, with a diagnosis),
-stopped (after stop()).
+stopped (after stop()). Each change is also told to the listeners given to `subscribe()` (the RED
+arbiter falls back to the built-in engine on `failed`), so nobody needs to poll status().
 
 All process work happens on one supervisor thread, which Linux requires anyway: the parent-death
 signal is sent when the thread that forked Beyla exits.
@@ -31,13 +32,14 @@ from coral_ebpf.beyla.restart_policy import RestartPolicy
 from coral_ebpf.beyla.settings import BeylaSettings
 from coral_ebpf.beyla.status_view import SupervisorRecord
 from coral_ebpf.beyla.version import VersionDetectionError, detect_version
-from coral_ebpf.capabilities.report import ProbeReport, Verdict
+from coral_ebpf.capabilities.report import ProbeComponent, ProbeReport, Verdict
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import CoralError
+from coral_ebpf.state import PartState, StateChange, StateListener
 
 log = logging.getLogger(__name__)
 
-PROBE_COMPONENT = "beyla_application"
+PROBE_COMPONENT = ProbeComponent.BEYLA_APPLICATION
 STOP_MARGIN = 5.0  # SIGKILL this long after Beyla's own shutdown_timeout
 CONFIG_FILE = "beyla.yaml"
 PID_FILE = "beyla.pid"
@@ -79,6 +81,7 @@ class BeylaSupervisor:
         self._rejected_document: dict[str, Any] | None = None
         self._policy = RestartPolicy(settings.restart)
         self._restart_at: float | None = None
+        self._listeners: list[StateListener] = []
 
     # ---------------------------------------------------------------- Component interface
 
@@ -100,13 +103,13 @@ class BeylaSupervisor:
         if self._thread is not None and self._thread.is_alive():
             return
         if not self.settings.enabled:
-            self._set_state("disabled", reason="beyla.enabled is false")
+            self._set_state(PartState.DISABLED, reason="beyla.enabled is false")
             return
         verdict = self._verdict
         if verdict is not None and not verdict.ok:
             if not self.settings.force_start:
                 self._record.diagnosis = Diagnosis("unsupported", verdict.reason, verdict.fix, False)
-                self._set_state("unsupported", reason=verdict.reason)
+                self._set_state(PartState.UNSUPPORTED, reason=verdict.reason)
                 fields = {"source": "beyla", "fix": verdict.fix}
                 log.warning("Beyla is not started: %s", verdict.reason, extra={"fields": fields})
                 return
@@ -120,7 +123,7 @@ class BeylaSupervisor:
         os.chmod(self.work_dir, 0o700)
         pidfile.stop_stale(self.work_dir / PID_FILE, self.settings.shutdown_timeout + STOP_MARGIN)
         self._stop_requested = False
-        self._set_state("starting", reason="supervisor started")
+        self._set_state(PartState.STARTING, reason="supervisor started")
         self._thread = threading.Thread(target=self._run, name="beyla-supervisor", daemon=True)
         self._thread.start()
 
@@ -132,8 +135,8 @@ class BeylaSupervisor:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=max(timeout, 0.1))
-        if self._record.state not in ("disabled", "unsupported", "failed"):
-            self._set_state("stopped", reason="stop requested")
+        if self._record.state not in (PartState.DISABLED, PartState.UNSUPPORTED, PartState.FAILED):
+            self._set_state(PartState.STOPPED, reason="stop requested")
 
     def update_services(self, entries: Sequence[ServiceEntry]) -> None:
         """Discovery changed: re-render and restart Beyla after `beyla.debounce` of quiet."""
@@ -147,7 +150,7 @@ class BeylaSupervisor:
     def _run(self) -> None:
         try:
             self._detect_version(first=True)
-            if self._record.state != "failed" and not self._stop_requested:
+            if self._record.state != PartState.FAILED and not self._stop_requested:
                 self._launch(self._services)
             while True:
                 with self._cond:
@@ -182,7 +185,7 @@ class BeylaSupervisor:
             self._judge_health(instance, now)
         if self._update_due is not None and now >= self._update_due:
             self._apply_update()
-        if self._record.state == "backoff" and self._restart_at is not None and now >= self._restart_at:
+        if self._record.state == PartState.BACKOFF and self._restart_at is not None and now >= self._restart_at:
             self._restart_at = None
             self._record.restarts += 1
             self._launch(self._services)
@@ -237,7 +240,7 @@ class BeylaSupervisor:
             return
         self._services = list(services)
         if not rendered.has_targets:
-            self._set_state("idle", reason="no service to instrument yet")
+            self._set_state(PartState.IDLE, reason="no service to instrument yet")
             return
         write_config(rendered, self.config_path)
         home = self.work_dir / "home"
@@ -274,7 +277,7 @@ class BeylaSupervisor:
             extra={"fields": {"source": "beyla", "pid": child.pid, "config": str(self.config_path),
                               "services": len(rendered.selectors), "memory_guard": guard.method}},
         )
-        self._set_state("starting", pid=child.pid, services=len(rendered.selectors))
+        self._set_state(PartState.STARTING, pid=child.pid, services=len(rendered.selectors))
 
     def _judge_health(self, instance: BeylaInstance, now: float) -> None:
         data = instance.data_since_start(self._last_data_seen)
@@ -293,13 +296,13 @@ class BeylaSupervisor:
         if assessment.healthy:
             self._policy.healthy(now)
         record = self._record
-        if assessment.verdict == "running" and record.state != "running":
+        if assessment.verdict == "running" and record.state != PartState.RUNNING:
             record.diagnosis = None
-            self._set_state("running", reason=assessment.reason)
-        elif assessment.verdict == "degraded" and (record.state, record.diagnosis) != ("degraded",
+            self._set_state(PartState.RUNNING, reason=assessment.reason)
+        elif assessment.verdict == "degraded" and (record.state, record.diagnosis) != (PartState.DEGRADED,
                                                                                       assessment.diagnosis):
             record.diagnosis = assessment.diagnosis
-            self._set_state("degraded", reason=assessment.reason)
+            self._set_state(PartState.DEGRADED, reason=assessment.reason)
 
     def _kill_for_health(self, instance: BeylaInstance, why: str) -> None:
         log.error("Beyla is unhealthy; restarting it", extra={"fields": {"source": "beyla", "reason": why}})
@@ -342,7 +345,7 @@ class BeylaSupervisor:
                 "Beyla rejected the new configuration; going back to the previous one",
                 extra={"fields": {"source": "beyla", "detail": diagnosis.message}},
             )
-            self._set_state("starting", reason="rolled back to the previous configuration")
+            self._set_state(PartState.STARTING, reason="rolled back to the previous configuration")
             self._launch(instance.rollback)
             return
         self._after_failure(diagnosis)
@@ -356,14 +359,16 @@ class BeylaSupervisor:
             return
         self._restart_at = time.monotonic() + decision.delay
         attempt = self._policy.consecutive_failures
-        self._set_state("backoff", reason=diagnosis.message, kind=diagnosis.kind, delay=decision.delay, attempt=attempt)
+        self._set_state(
+            PartState.BACKOFF, reason=diagnosis.message, kind=diagnosis.kind, delay=decision.delay, attempt=attempt
+        )
 
     def _apply_update(self) -> None:
         with self._cond:
             services, self._pending, self._update_due = self._pending, None, None
         if services is None:
             return
-        if self._record.state in ("failed", "disabled", "unsupported"):
+        if self._record.state in (PartState.FAILED, PartState.DISABLED, PartState.UNSUPPORTED):
             self._services = services
             return
         instance = self._instance
@@ -379,7 +384,7 @@ class BeylaSupervisor:
             return
         if instance is None:
             self._services = services
-            if self._record.state == "idle" and candidate.has_targets:
+            if self._record.state == PartState.IDLE and candidate.has_targets:
                 self._launch(services)
             return
         if _comparable(candidate.document) == _comparable(instance.rendered.document):
@@ -401,7 +406,7 @@ class BeylaSupervisor:
         self._record.stopped(status, killed, "services changed")
         if not candidate.has_targets:
             self._services = services
-            self._set_state("idle", reason="no service to instrument any more")
+            self._set_state(PartState.IDLE, reason="no service to instrument any more")
             return
         self._launch(services, trial=True, rollback=previous)
 
@@ -421,16 +426,29 @@ class BeylaSupervisor:
     def _fail(self, diagnosis: Diagnosis) -> None:
         self._record.diagnosis = diagnosis
         self._restart_at = None
-        self._set_state("failed", reason=diagnosis.message)
+        self._set_state(PartState.FAILED, reason=diagnosis.message)
         log.error(
             "Beyla supervision failed: %s", diagnosis.message,
             extra={"fields": {"source": "beyla", "diagnosis": diagnosis.kind, "fix": diagnosis.fix}},
         )
 
-    def _set_state(self, state: str, **detail: Any) -> None:
+    def subscribe(self, listener: StateListener) -> None:
+        """Call `listener` with every state change from now on (on the thread that made it, outside the
+        supervisor's lock, so it may read status(); it must return quickly and not raise)."""
+        with self._cond:
+            self._listeners.append(listener)
+
+    def _set_state(self, state: PartState, **detail: Any) -> None:
         with self._cond:
             self._record.transition(state, detail)
             self._cond.notify_all()
+            listeners = list(self._listeners)
+        change = StateChange(self.name, state, str(detail.get("reason", "")))
+        for listener in listeners:
+            try:
+                listener(change)
+            except Exception:  # an observer's bug must not stop the supervision of Beyla
+                log.exception("a Beyla state listener failed", extra={"fields": {"state": str(state)}})
 
     # ---------------------------------------------------------------- status
 

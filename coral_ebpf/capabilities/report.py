@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
+
+
+class ProbeComponent(StrEnum):
+    """A part of the agent (or Beyla mode) the capability probe judges; keys of `ProbeReport.components`."""
+
+    AGENT_PROBES = "agent_probes"
+    BCC_DISCOVERY = "bcc_discovery"
+    RED_BCC = "red_bcc"
+    BEYLA_APPLICATION = "beyla_application"
+    BEYLA_NETWORK = "beyla_network"
 
 
 @dataclass(frozen=True)
@@ -33,7 +44,7 @@ class ProbeReport:
 
     kernel: dict[str, Any]
     features: dict[str, Feature]
-    components: dict[str, Verdict]
+    components: dict[ProbeComponent, Verdict]
     context: dict[str, Any] = field(default_factory=dict)
     duration_ms: float = 0.0
     complete: bool = True  # False when the probe could not run everything (e.g. not root)
@@ -43,14 +54,17 @@ class ProbeReport:
         found = self.features.get(name)
         return bool(found and found.available)
 
-    def verdict(self, component: str) -> Verdict:
-        return self.components.get(component, Verdict(False, f"the probe did not judge {component!r}"))
+    def verdict(self, component: ProbeComponent | str) -> Verdict:
+        """The verdict on `component`; a name that is no ProbeComponent raises ValueError (a typo is no verdict)."""
+        judged = ProbeComponent(component)
+        found = self.components.get(judged)
+        return found if found is not None else Verdict(False, f"the probe did not judge {judged.value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "kernel": self.kernel,
             "features": {name: asdict(value) for name, value in self.features.items()},
-            "components": {name: asdict(value) for name, value in self.components.items()},
+            "components": {str(name): asdict(value) for name, value in self.components.items()},
             "context": self.context,
             "duration_ms": round(self.duration_ms, 1),
             "complete": self.complete,

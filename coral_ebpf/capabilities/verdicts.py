@@ -8,14 +8,12 @@ below 5.8 other than RHEL 4.18); everything else comes from the trials.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from coral_ebpf.capabilities.context import Capabilities, KernelInfo
-from coral_ebpf.capabilities.report import Feature, Verdict
+from coral_ebpf.capabilities.report import Feature, ProbeComponent, Verdict
 from coral_ebpf.capabilities.trials_maps import HELPERS, MAP_SINCE
-
-COMPONENTS = ("agent_probes", "bcc_discovery", "red_bcc", "beyla_application", "beyla_network")
 
 BEYLA_APP_CAPS = ("CAP_CHECKPOINT_RESTORE", "CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE", "CAP_PERFMON", "CAP_NET_RAW")
 AGENT_HELPERS = ("get_current_pid_tgid", "get_current_comm", "get_current_cgroup_id", "ktime_get_ns")
@@ -285,14 +283,18 @@ def judge_beyla_network(facts: Facts) -> Verdict:
     return judgement.verdict("kernel, BTF, ring buffers, socket filters and capabilities meet Beyla's network mode")
 
 
-def judge(facts: Facts) -> dict[str, Verdict]:
+_JUDGES: dict[ProbeComponent, Callable[[Facts], Verdict]] = {
+    ProbeComponent.AGENT_PROBES: judge_agent_probes,
+    ProbeComponent.BCC_DISCOVERY: judge_bcc_discovery,
+    ProbeComponent.RED_BCC: judge_red_bcc,
+    ProbeComponent.BEYLA_APPLICATION: judge_beyla_application,
+    ProbeComponent.BEYLA_NETWORK: judge_beyla_network,
+}
+
+
+def judge(facts: Facts) -> dict[ProbeComponent, Verdict]:
+    """A verdict for every `ProbeComponent` (all "not judged" when the probe could not run its trials)."""
     if not facts.complete:
         why = facts.incomplete_reason or "the probe could not run its BPF trials"
-        return {name: Verdict(False, f"not judged: {why}", FIX_ROOT) for name in COMPONENTS}
-    return {
-        "agent_probes": judge_agent_probes(facts),
-        "bcc_discovery": judge_bcc_discovery(facts),
-        "red_bcc": judge_red_bcc(facts),
-        "beyla_application": judge_beyla_application(facts),
-        "beyla_network": judge_beyla_network(facts),
-    }
+        return {component: Verdict(False, f"not judged: {why}", FIX_ROOT) for component in ProbeComponent}
+    return {component: judge_(facts) for component, judge_ in _JUDGES.items()}

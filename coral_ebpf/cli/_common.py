@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from coral_ebpf.config import AgentConfig, load_config
+from coral_ebpf.agent.config import AgentConfig, load_config
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

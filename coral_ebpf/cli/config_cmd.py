@@ -1,4 +1,4 @@
-"""`coral-ebpf config check|show|schema`: validate and inspect the configuration."""
+"""`coral-ebpf config check|show|schema|reference`: validate and inspect the configuration."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from coral_ebpf.cli._common import EXIT_OK, add_config_flag, add_json_flag, config_from_args, print_json
-from coral_ebpf.config import build_schema
+from coral_ebpf.agent.config import build_schema, reference_table
+from coral_ebpf.cli._common import EXIT_FAILURE, EXIT_OK, add_config_flag, add_json_flag, config_from_args, print_json
+from coral_ebpf.config.reference import write_blocks
 
 
 def _plain(value: Any) -> Any:
@@ -46,6 +47,18 @@ def _schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _reference(args: argparse.Namespace) -> int:
+    if not args.write:
+        print(reference_table(args.section), end="")
+        return EXIT_OK
+    stale = []
+    for name in args.write:
+        changed = write_blocks(Path(name), reference_table)
+        print(f"{name}: {'configuration reference rewritten' if changed else 'configuration reference up to date'}")
+        stale += [name] if changed else []
+    return EXIT_FAILURE if stale and args.check else EXIT_OK
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("config", help="validate and show the agent configuration")
     sub = parser.add_subparsers(dest="config_command", metavar="ACTION", parser_class=type(parser))
@@ -60,3 +73,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     schema = sub.add_parser("schema", help="print the configuration's JSON Schema")
     add_json_flag(schema)
     schema.set_defaults(func=_schema)
+    reference = sub.add_parser(
+        "reference", help="print the configuration reference (Markdown) generated from the schema"
+    )
+    reference.add_argument("--section", metavar="NAME", help="only this section's keys (otlp, storage, red, ...)")
+    reference.add_argument(
+        "--write",
+        metavar="FILE",
+        nargs="+",
+        help="rewrite the generated blocks in FILE (README.md, docs/*.md) instead of printing",
+    )
+    reference.add_argument("--check", action="store_true", help="with --write: exit 1 if the block was out of date")
+    reference.set_defaults(func=_reference)

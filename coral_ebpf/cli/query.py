@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from coral_ebpf.agent.config import AgentConfig
 from coral_ebpf.agent.control_client import ControlClient
 from coral_ebpf.cli._common import (
     EXIT_OK,
@@ -19,7 +20,6 @@ from coral_ebpf.cli._common import (
     print_json,
 )
 from coral_ebpf.cli.query_output import print_red, print_traces
-from coral_ebpf.config import AgentConfig
 from coral_ebpf.query.params import QueryError, RedParams, TraceParams
 from coral_ebpf.units import parse_duration
 

@@ -6,14 +6,13 @@ import argparse
 import time
 from typing import Any
 
+from coral_ebpf.agent.config import AgentConfig
 from coral_ebpf.agent.control_client import ControlClient
 from coral_ebpf.agent.lifecycle import lock_holder
+from coral_ebpf.agent.status import Part
 from coral_ebpf.cli._common import EXIT_OK, add_config_flag, add_json_flag, config_from_args, print_json, print_table
-from coral_ebpf.config import AgentConfig
 from coral_ebpf.errors import AgentNotRunningError
-
-# Parts in the order they start.
-PARTS = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control")
+from coral_ebpf.state import HEALTHY_STATES
 
 
 def _ago(since: Any) -> str:
@@ -157,13 +156,13 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_OK
     agent = document.get("agent", {})
     rows = []
-    for part in PARTS:
+    for part in Part:
         if part not in document:
             continue
         body = document[part]
         facts = _details(part, body)
         reason = body.get("reason")
-        if reason and body.get("state") not in ("running", "serving", "ok") and not any(
+        if reason and body.get("state") not in HEALTHY_STATES and not any(
             str(reason) in fact for fact in facts
         ):
             facts.append(f"reason: {_short(reason)}")

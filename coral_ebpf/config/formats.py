@@ -45,7 +45,7 @@ SIZE: dict[str, Any] = {"type": ["string", "integer"], "format": "size"}
 ENDPOINT: dict[str, Any] = {
     "type": ["string", "null"],
     "format": "endpoint",
-    "description": "host:port; empty or null disables the listener",
+    "description": "host:port ([::1]:4317 for IPv6; port 0 picks a free port); empty or null disables it",
 }
 PATH: dict[str, Any] = {"type": "string", "minLength": 1}
 BOOL: dict[str, Any] = {"type": "boolean"}

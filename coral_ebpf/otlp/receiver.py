@@ -18,6 +18,7 @@ from coral_ebpf.otlp.http_server import HttpTransport
 from coral_ebpf.otlp.settings import OtlpSettings
 from coral_ebpf.otlp.signals import SIGNALS
 from coral_ebpf.otlp.stats import ReceiverStats
+from coral_ebpf.state import PartState
 from coral_ebpf.units import parse_endpoint
 
 
@@ -36,21 +37,21 @@ class OtlpReceiver:
             if settings.http_endpoint
             else None
         )
-        self._state = "stopped"
+        self._state = PartState.STOPPED
         self._since = time.time()
 
     @property
     def grpc_address(self) -> str | None:
         """The bound gRPC `host:port` while serving (the real port when port 0 was configured)."""
-        return self._grpc.address if self._grpc is not None and self._state == "serving" else None
+        return self._grpc.address if self._grpc is not None and self._state == PartState.RUNNING else None
 
     @property
     def http_address(self) -> str | None:
         """The bound HTTP `host:port` while serving."""
-        return self._http.address if self._http is not None and self._state == "serving" else None
+        return self._http.address if self._http is not None and self._state == PartState.RUNNING else None
 
     def start(self) -> None:
-        if self._state == "serving":
+        if self._state == PartState.RUNNING:
             return
         endpoints = {"grpc_endpoint": self.settings.grpc_endpoint, "http_endpoint": self.settings.http_endpoint}
         for key, endpoint in endpoints.items():
@@ -70,19 +71,19 @@ class OtlpReceiver:
                 if self._grpc is not None:
                     self._grpc.finish_stop(self._grpc.begin_stop(0), 1.0)
                 raise
-        self._set_state("serving")
+        self._set_state(PartState.RUNNING)
 
     def stop(self, timeout: float) -> None:
-        if self._state != "serving":
+        if self._state != PartState.RUNNING:
             return
-        self._set_state("stopping")
+        self._set_state(PartState.STOPPING)
         deadline = time.monotonic() + timeout
         grpc_stopped = self._grpc.begin_stop(timeout) if self._grpc is not None else None
         if self._http is not None:
             self._http.stop(timeout)
         if self._grpc is not None:
             self._grpc.finish_stop(grpc_stopped, max(0.0, deadline - time.monotonic()))
-        self._set_state("stopped")
+        self._set_state(PartState.STOPPED)
 
     def status(self) -> dict[str, Any]:
         transports: dict[str, Any] = {}
@@ -93,7 +94,7 @@ class OtlpReceiver:
             transports[name] = {
                 "enabled": transport is not None,
                 "endpoint": endpoint,
-                "address": transport.address if transport is not None and self._state == "serving" else None,
+                "address": transport.address if transport is not None and self._state == PartState.RUNNING else None,
                 "signals": self._stats.snapshot(name),
             }
         return {
@@ -103,6 +104,6 @@ class OtlpReceiver:
             **transports,
         }
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: PartState) -> None:
         self._state = state
         self._since = time.time()

@@ -11,8 +11,11 @@ from coral_ebpf.units import parse_duration, parse_size
 
 SCHEMA = section(
     {
-        "grpc_endpoint": ENDPOINT,
-        "http_endpoint": ENDPOINT,
+        "grpc_endpoint": {**ENDPOINT, "description": f"OTLP/gRPC listener, {ENDPOINT['description']}"},
+        "http_endpoint": {
+            **ENDPOINT,
+            "description": f"OTLP/HTTP listener (/v1/traces, /v1/metrics, /v1/logs), {ENDPOINT['description']}",
+        },
         "max_body_bytes": {**SIZE, "description": "Largest accepted request, compressed and decompressed"},
         "retry_after": {**DURATION, "description": "Retry-After sent with 429/503 when the write queue is full"},
     },

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from coral_ebpf.errors import ConfigError
 from coral_ebpf.red.settings import ENGINES
 
 
+class Engine(StrEnum):
+    BEYLA = "beyla"
+    BCC = "bcc"
+
+
 def choose_engine(
     setting: str, beyla_verdict_ok: bool, beyla_binary_found: bool, beyla_enabled: bool = True
-) -> tuple[str, str]:
-    """Return (engine, reason) for `red.engine` = `setting`; engine is "beyla" or "bcc".
+) -> tuple[Engine, str]:
+    """Return (engine, reason) for `red.engine` = `setting`.
 
     `beyla_verdict_ok`: the capability probe says Beyla's application mode can run on this kernel.
     `beyla_binary_found`: a usable Beyla binary is installed.
@@ -22,15 +29,15 @@ def choose_engine(
         if not beyla_binary_found:
             caveats.append("no Beyla binary was found")
         suffix = f" (although {' and '.join(caveats)})" if caveats else ""
-        return "beyla", f"red.engine is beyla{suffix}"
+        return Engine.BEYLA, f"red.engine is beyla{suffix}"
     if setting == "bcc":
-        return "bcc", "red.engine is bcc"
+        return Engine.BCC, "red.engine is bcc"
     if setting == "auto":
         if not beyla_enabled:
-            return "bcc", "beyla.enabled is false: using the built-in BCC probe"
+            return Engine.BCC, "beyla.enabled is false: using the built-in BCC probe"
         if not beyla_verdict_ok:
-            return "bcc", "Beyla cannot run on this kernel (capability probe): using the built-in BCC probe"
+            return Engine.BCC, "Beyla cannot run on this kernel (capability probe): using the built-in BCC probe"
         if not beyla_binary_found:
-            return "bcc", "no Beyla binary found: using the built-in BCC probe"
-        return "beyla", "Beyla can run and is installed"
+            return Engine.BCC, "no Beyla binary found: using the built-in BCC probe"
+        return Engine.BEYLA, "Beyla can run and is installed"
     raise ConfigError(f"red.engine: {setting!r} is not one of {', '.join(ENGINES)}", "use auto, beyla or bcc")

@@ -8,8 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from coral_ebpf.config import parse_config_text
-from coral_ebpf.config.schema import AgentConfig
+from coral_ebpf.agent.config import AgentConfig, parse_config_text
 from coral_ebpf.storage.writer import Storage
 from coral_ebpf.transform.processor import TransformProcessor
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from coral_ebpf.otlp import OtlpReceiver, OtlpSettings
+from coral_ebpf.otlp.receiver import OtlpReceiver
+from coral_ebpf.otlp.settings import OtlpSettings
 from tests.helpers.consumertest import Sink
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import psutil
 import yaml
 
+from coral_ebpf.agent.config import parse_config_text
 from coral_ebpf.beyla.settings import BeylaSettings
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
-from coral_ebpf.config import parse_config_text
 from coral_ebpf.discovery.model import Listener, ServiceEntry
 from tests.helpers.agent_process import merge
 from tests.helpers.timing import eventually, scaled_duration

@@ -173,7 +173,7 @@ def test_status_shows_every_part_and_the_bound_addresses(agent: AgentProcess) ->
     assert document["agent"]["config"] == str(agent.config_path)
     for part in ("storage", "transform", "control", "discovery", "red"):
         assert document[part]["state"] == "running", (part, document[part])
-    assert document["receiver"]["state"] == "serving"
+    assert document["receiver"]["state"] == "running"
     for transport in ("grpc", "http"):
         address = document["receiver"][transport]["address"]
         assert re.fullmatch(r"127\.0\.0\.1:\d+", address) and not address.endswith(":0"), address
@@ -187,7 +187,7 @@ def test_status_table_while_running(agent: AgentProcess) -> None:
     assert result.returncode == 0, result.stderr
     for part in ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control"):
         assert re.search(rf"^\S\s+{part}\s", result.stdout, re.MULTILINE), (part, result.stdout)
-    assert "serving" in result.stdout and "grpc 127.0.0.1:" in result.stdout
+    assert "running" in result.stdout and "grpc 127.0.0.1:" in result.stdout
     assert f"pid {agent.pid}" in result.stdout
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
-from coral_ebpf.capabilities.report import Feature, ProbeReport, Verdict
+from coral_ebpf.capabilities.report import Feature, ProbeComponent, ProbeReport, Verdict
 from coral_ebpf.discovery.model import Listener, ServiceEntry
 from tests.beyla_standin import install_standin, runs
 from tests.helpers.timing import quiet_period
@@ -236,7 +236,7 @@ def _no_kprobes() -> ProbeReport:
         kernel={"release": "6.18"},
         features={"kprobes": Feature(False, "CONFIG_KPROBES is not set")},
         components={
-            "beyla_application": Verdict(
+            ProbeComponent.BEYLA_APPLICATION: Verdict(
                 False,
                 "no kprobes: Beyla's process watcher cannot load",
                 "use a kernel with CONFIG_KPROBES=y, or red.engine: bcc",
@@ -308,7 +308,7 @@ def test_failing_healthz_degrades_then_restarts(make: Any) -> None:
 
 @pytest.mark.kernel
 def test_the_real_capability_probe_decides_whether_beyla_starts(make: Any, tmp_path: Path) -> None:
-    from coral_ebpf.capabilities import probe
+    from coral_ebpf.capabilities.kernel_probe import probe
 
     report = probe(tmp_path / "probe-state", include_bcc=False)
     verdict = report.verdict("beyla_application")

@@ -16,7 +16,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from coral_ebpf.otlp import OtlpReceiver, OtlpSettings
+from coral_ebpf.otlp.receiver import OtlpReceiver
+from coral_ebpf.otlp.settings import OtlpSettings
 from coral_ebpf.query.dispatch import run_query
 from coral_ebpf.storage.writer import Storage
 from coral_ebpf.transform.processor import TransformProcessor

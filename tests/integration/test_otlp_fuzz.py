@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
-from coral_ebpf.otlp import OtlpReceiver, OtlpSettings
+from coral_ebpf.otlp.receiver import OtlpReceiver
+from coral_ebpf.otlp.settings import OtlpSettings
 from tests.helpers import beyla_payloads
 from tests.helpers.consumertest import Sink
 from tests.helpers.datapath import data_path

@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from coral_ebpf.consumer import ConsumeResult, ConsumerUnavailableError, QueueFullError
-from coral_ebpf.otlp import OtlpReceiver
+from coral_ebpf.otlp.receiver import OtlpReceiver
 from tests.helpers import beyla_payloads
 from tests.helpers.bombs import gzip_bomb
 from tests.helpers.consumertest import SerializedSink, Sink

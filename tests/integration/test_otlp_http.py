@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from coral_ebpf.consumer import ConsumeResult, ConsumerUnavailableError, QueueFullError
-from coral_ebpf.otlp import OtlpReceiver
+from coral_ebpf.otlp.receiver import OtlpReceiver
 from tests.helpers import beyla_payloads
 from tests.helpers.beyla_otlp import BEYLA_DURATION_BUCKETS
 from tests.helpers.bombs import gzip_bomb

@@ -14,7 +14,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from coral_ebpf.consumer import ConsumeResult
 from coral_ebpf.errors import ConfigError, CoralError
-from coral_ebpf.otlp import OtlpReceiver, OtlpSettings
+from coral_ebpf.otlp.receiver import OtlpReceiver
+from coral_ebpf.otlp.settings import OtlpSettings
 from tests.helpers import beyla_payloads
 from tests.helpers.consumertest import Sink
 from tests.helpers.otlp_receiver import running_receiver
@@ -99,7 +100,7 @@ def test_defaults_are_loopback() -> None:
 def test_disabled_listener_reports_disabled() -> None:
     with running_receiver(grpc_endpoint=None) as (receiver, _):
         status = json.loads(json.dumps(receiver.status()))  # JSON-ready as the control socket sends it
-        assert status["state"] == "serving"
+        assert status["state"] == "running"
         assert status["grpc"] == {**status["grpc"], "enabled": False, "address": None}
         assert status["http"]["enabled"] and status["http"]["address"] == receiver.http_address
 
@@ -165,7 +166,7 @@ def test_restart_after_stop() -> None:
     receiver.stop(2.0)
     receiver.start()
     try:
-        assert receiver.status()["state"] == "serving" and receiver.http_address is not None
+        assert receiver.status()["state"] == "running" and receiver.http_address is not None
     finally:
         receiver.stop(2.0)
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
+from coral_ebpf.agent.config import parse_config_text
 from coral_ebpf.beyla.dialect import DIALECTS, LEGACY, V2, V3, V3_20, BeylaVersion
 from coral_ebpf.beyla.render import (
     RenderError,
@@ -26,7 +27,6 @@ from coral_ebpf.beyla.render import (
 )
 from coral_ebpf.beyla.schema import beyla_schema, schema_errors, schema_path
 from coral_ebpf.beyla.settings import SCHEMA, BeylaSettings
-from coral_ebpf.config import parse_config_text
 from coral_ebpf.discovery.model import Listener, ServiceEntry
 from coral_ebpf.errors import ConfigError
 

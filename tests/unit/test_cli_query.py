@@ -161,6 +161,7 @@ def test_help_for_every_kind(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_queries_go_through_a_running_agent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from coral_ebpf.agent.control import ControlServer
+    from coral_ebpf.agent.status import AgentInfo, StatusDocument
     from coral_ebpf.query.dispatch import query_executor
 
     socket_path = tmp_path / "run" / "control.sock"
@@ -173,7 +174,8 @@ def test_queries_go_through_a_running_agent(tmp_path: Path, capsys: pytest.Captu
         histogram.record(http_server_attributes(resource, "GET", "/live", 200), 0.02, 3)
         processor.consume_metrics(metrics_request(resource, [histogram.export(now)]))
         storage.flush()
-        server = ControlServer(socket_path, status=lambda: {"state": "running"}, query=query_executor(storage.reader))
+        status = StatusDocument(AgentInfo("0", 1, "h", 0.0, "c", "s", "", ""), {})
+        server = ControlServer(socket_path, status=lambda: status, query=query_executor(storage.reader))
         server.start()
         try:
             # The agent holds the database file: only the control socket can answer.

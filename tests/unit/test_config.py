@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from coral_ebpf.config import load_config, parse_config_text
+from coral_ebpf.agent.config import load_config, parse_config_text
 from coral_ebpf.errors import ConfigError
 
 
 def test_defaults_when_default_file_absent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("coral_ebpf.config.loader.DEFAULT_CONFIG_PATH", tmp_path / "absent.yaml")
+    monkeypatch.setattr("coral_ebpf.agent.config.DEFAULT_CONFIG_PATH", tmp_path / "absent.yaml")
     config = load_config(None)
     assert config.source == "(defaults)"
     assert config.otlp.grpc_endpoint == "127.0.0.1:4317"

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,14 @@ import pytest
 
 from coral_ebpf.agent.control import ControlServer, ControlSocketInUseError
 from coral_ebpf.agent.control_client import ControlClient
+from coral_ebpf.agent.status import AgentInfo, Part, PartStatus, StatusDocument
 from coral_ebpf.errors import AgentNotRunningError, CoralError
+from coral_ebpf.state import PartState
 
 
-def _status() -> dict[str, Any]:
-    return {"agent": {"pid": os.getpid()}, "beyla": {"state": "disabled"}}
+def _status() -> StatusDocument:
+    agent = AgentInfo("0", os.getpid(), "host", time.time(), "(defaults)", "/tmp/state", "bcc", "red.engine is bcc")
+    return StatusDocument(agent, {Part.BEYLA: PartStatus(PartState.DISABLED, time.time(), "beyla.enabled is false")})
 
 
 def _query(kind: str, params: dict[str, Any]) -> Any:
@@ -34,7 +38,14 @@ def server(tmp_path: Path) -> Any:
 def test_status_and_query_round_trip(server: ControlServer) -> None:
     client = ControlClient(server.path)
     assert client.available()
-    assert client.status()["beyla"]["state"] == "disabled"
+    document = client.status()
+    assert document["beyla"] == {
+        "state": "disabled",
+        "since": document["beyla"]["since"],
+        "reason": "beyla.enabled is false",
+    }
+    assert document["agent"]["pid"] == os.getpid() and document["agent"]["red_engine"] == "bcc"
+    assert list(document) == ["agent", "beyla"]
     assert client.query("http", {"service": "api"}) == [{"kind": "http", "service": "api"}]
 
 

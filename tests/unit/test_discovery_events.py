@@ -82,7 +82,7 @@ def test_discover_refuses_without_root(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     monkeypatch.setattr("os.geteuid", lambda: 1000)
-    monkeypatch.setattr("coral_ebpf.config.loader.DEFAULT_CONFIG_PATH", tmp_path / "absent.yaml")
+    monkeypatch.setattr("coral_ebpf.agent.config.DEFAULT_CONFIG_PATH", tmp_path / "absent.yaml")
     assert main(["discover", "--json"]) == 1
     assert "discover needs root" in capsys.readouterr().err
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from coral_ebpf.agent.config import parse_config_text
 from coral_ebpf.capabilities.report import Feature, ProbeReport
-from coral_ebpf.config import parse_config_text
 from coral_ebpf.discovery.component import buffer_candidates
 from coral_ebpf.discovery.settings import DiscoverySettings
 from coral_ebpf.errors import ConfigError

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from coral_ebpf.config import parse_config_text
+from coral_ebpf.agent.config import parse_config_text
 from coral_ebpf.errors import ConfigError
 from coral_ebpf.red.selection import choose_engine
 from coral_ebpf.red.settings import RedSettings
