@@ -57,7 +57,12 @@ def test_this_machine_no_kprobes() -> None:
     assert not app.ok
     assert "kprobe" in app.reason and "sys_bind" in app.reason
     assert "CONFIG_KPROBES" in app.fix and "red.engine" in app.fix
-    for name in ("agent_probes", "bcc_discovery", "red_bcc", "beyla_network"):
+    for name in (
+        ProbeComponent.AGENT_PROBES,
+        ProbeComponent.BCC_DISCOVERY,
+        ProbeComponent.RED_BCC,
+        ProbeComponent.BEYLA_NETWORK,
+    ):
         assert verdicts[name].ok, name
 
 
@@ -99,7 +104,7 @@ def test_plain_4_18_is_too_old_for_beyla() -> None:
 
 def test_no_btf() -> None:
     verdicts = judge(facts(missing=("btf", "fentry")))
-    for name in ("beyla_application", "beyla_network"):
+    for name in (ProbeComponent.BEYLA_APPLICATION, ProbeComponent.BEYLA_NETWORK):
         assert not verdicts[name].ok and "BTF" in verdicts[name].reason
         assert "CONFIG_DEBUG_INFO_BTF" in verdicts[name].fix
     assert verdicts[ProbeComponent.BCC_DISCOVERY].ok and verdicts[ProbeComponent.RED_BCC].ok
