@@ -101,7 +101,12 @@ class Agent:
         storage = Storage(config.storage)
         self._run("storage", storage)
         self._storage = storage
-        processor = TransformProcessor(storage, agent_id=config.agent_id, retry_after=config.otlp.retry_after)
+        processor = TransformProcessor(
+            storage,
+            agent_id=config.agent_id,
+            retry_after=config.otlp.retry_after,
+            max_time_ahead=config.otlp.max_time_ahead,
+        )
         self._run("transform", processor)
         self._processor = processor
         attributes = dict(config.beyla.attributes)

@@ -15,6 +15,10 @@ SCHEMA = section(
         "http_endpoint": ENDPOINT,
         "max_body_bytes": {**SIZE, "description": "Largest accepted request, compressed and decompressed"},
         "retry_after": {**DURATION, "description": "Retry-After sent with 429/503 when the write queue is full"},
+        "max_time_ahead": {
+            **DURATION,
+            "description": "Spans and points timed further ahead of the agent's clock are rejected",
+        },
     },
     "OTLP receiver (gRPC and HTTP)",
 )
@@ -26,6 +30,7 @@ class OtlpSettings:
     http_endpoint: str | None = "127.0.0.1:4318"
     max_body_bytes: int = 16 * 1024 * 1024
     retry_after: float = 1.0
+    max_time_ahead: float = 86400.0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OtlpSettings:
@@ -35,4 +40,5 @@ class OtlpSettings:
             http_endpoint=data.get("http_endpoint", defaults.http_endpoint) or None,
             max_body_bytes=parse_size(data.get("max_body_bytes", defaults.max_body_bytes)),
             retry_after=parse_duration(data.get("retry_after", defaults.retry_after)),
+            max_time_ahead=parse_duration(data.get("max_time_ahead", defaults.max_time_ahead)),
         )

@@ -330,7 +330,8 @@ class Storage:
     def _cleanup(self) -> None:
         assert self._connection is not None
         try:
-            expired = delete_expired(self._connection, self._clock() - self.settings.retention)
+            now = self._clock()
+            expired = delete_expired(self._connection, now - self.settings.retention, now + self.settings.retention)
             self._connection.execute("CHECKPOINT")
         except duckdb.Error as exc:
             self._note_error(exc, 0)

@@ -28,6 +28,8 @@ from typing import Any
 
 from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint
 
+from coral_ebpf.transform.door import DEFAULT_MAX_AHEAD, TimeWindow, count_reason, float_reason
+
 SeriesKey = tuple[Any, ...]
 
 
@@ -55,12 +57,19 @@ class HistogramPoint:
         )
 
 
-def read_point(data_point: HistogramDataPoint) -> HistogramPoint | str:
-    """The point, or why it cannot be used."""
+def read_point(data_point: HistogramDataPoint, window: TimeWindow | None = None) -> HistogramPoint | str:
+    """The point, or why it cannot be used (a reason naming the field; see `transform.door`)."""
     bounds = tuple(data_point.explicit_bounds)
     counts = tuple(data_point.bucket_counts)
-    if data_point.time_unix_nano == 0:
-        return "time_unix_nano is missing"
+    window = window or TimeWindow.now(DEFAULT_MAX_AHEAD)
+    time_reason = window.reason("time_unix_nano", data_point.time_unix_nano)
+    if time_reason:
+        return time_reason
+    if data_point.start_time_unix_nano > data_point.time_unix_nano:
+        return "start_time_unix_nano is after time_unix_nano"
+    too_big = count_reason("count", data_point.count)
+    if too_big:
+        return too_big
     if counts and len(counts) != len(bounds) + 1:
         return f"{len(counts)} bucket counts for {len(bounds)} bounds (need bounds + 1, the last being +Inf)"
     if not counts and bounds:
@@ -70,15 +79,18 @@ def read_point(data_point: HistogramDataPoint) -> HistogramPoint | str:
     if counts and sum(counts) != data_point.count:
         return f"count {data_point.count} differs from the sum of bucket_counts {sum(counts)}"
     total = data_point.sum if data_point.HasField("sum") else None
-    if total is not None and not math.isfinite(total):
-        return "sum is not finite"
+    low = data_point.min if data_point.HasField("min") else None
+    high = data_point.max if data_point.HasField("max") else None
+    not_finite = float_reason("sum", total) or float_reason("min", low) or float_reason("max", high)
+    if not_finite:
+        return not_finite
     return HistogramPoint(
         start_ns=data_point.start_time_unix_nano,
         time_ns=data_point.time_unix_nano,
         count=data_point.count,
         sum=total,
-        min=data_point.min if data_point.HasField("min") else None,
-        max=data_point.max if data_point.HasField("max") else None,
+        min=low,
+        max=high,
         bounds=bounds,
         counts=counts,
     )

@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from coral_ebpf.otlp.consumer import ConsumeResult, ConsumerUnavailableError, QueueFullError
 from coral_ebpf.storage.schema import RESOURCES, SPANS
 from coral_ebpf.storage.writer import Batch, Storage, StorageClosedError, WriteQueueFullError
+from coral_ebpf.transform.door import DEFAULT_MAX_AHEAD, TimeWindow
 from coral_ebpf.transform.histograms import DeltaTracker, Staging
 from coral_ebpf.transform.metrics import MetricsFlattener
 from coral_ebpf.transform.resource import resource_table
@@ -53,10 +54,12 @@ class TransformProcessor:
         *,
         agent_id: str,
         retry_after: float = 1.0,
+        max_time_ahead: float = DEFAULT_MAX_AHEAD,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._storage = storage
         self._retry_after = retry_after
+        self._max_time_ahead = max_time_ahead
         self._clock = wall_clock
         self._spans = SpanFlattener(agent_id)
         self._deltas = DeltaTracker()
@@ -106,6 +109,10 @@ class TransformProcessor:
 
     # -- Consumer ----------------------------------------------------------------------------
 
+    def _window(self) -> TimeWindow:
+        """Times a request may carry: after 1970 and at most `max_time_ahead` after the agent's clock."""
+        return TimeWindow.now(self._max_time_ahead, self._clock)
+
     def _check_running(self) -> None:
         if not self._running or not self._storage.accepting:
             raise ConsumerUnavailableError("coral-ebpf is not accepting data (stopping or storage unavailable)")
@@ -125,7 +132,7 @@ class TransformProcessor:
 
     def consume_traces(self, request: ExportTraceServiceRequest) -> ConsumeResult:
         self._check_running()
-        return self._store_spans(self._spans.flatten(request))
+        return self._store_spans(self._spans.flatten(request, self._window()))
 
     def consume_traces_serialized(self, body: bytes) -> ConsumeResult:
         """`consume_traces` for a protobuf-encoded ExportTraceServiceRequest, without decoding it first.
@@ -136,7 +143,7 @@ class TransformProcessor:
         / INVALID_ARGUMENT); a span whose attributes do not decode is rejected on its own.
         """
         self._check_running()
-        return self._store_spans(self._spans.flatten_serialized(body))
+        return self._store_spans(self._spans.flatten_serialized(body, self._window()))
 
     def _store_spans(self, rows: SpanRows) -> ConsumeResult:
         self.sources.arrived(rows.per_sdk, "spans")
@@ -152,7 +159,7 @@ class TransformProcessor:
         self._check_running()
         with self._metrics_lock:
             staging = Staging()
-            rows = self._metrics.flatten(request, staging)
+            rows = self._metrics.flatten(request, staging, self._window())
             self.sources.arrived(rows.per_sdk, "metric_points")
             stored = sum(table.num_rows for table in rows.tables.values())
             if stored:

@@ -22,6 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from coral_ebpf.storage.schema import SPANS, arrow_array, arrow_schema
 from coral_ebpf.transform.anyvalue import KeyValueCache, attributes_dict, to_json
+from coral_ebpf.transform.door import DEFAULT_MAX_AHEAD, TimeWindow
 from coral_ebpf.transform.lazy_trace import LazyTraceRequest
 from coral_ebpf.transform.resource import ResourceInfo, resource_info
 from coral_ebpf.transform.semconv import SPAN_KINDS, SPAN_PROMOTED
@@ -162,11 +163,17 @@ class SpanFlattener:
             self._scopes[raw] = scope
         return scope
 
-    def flatten(self, request: ExportTraceServiceRequest) -> SpanRows:
-        return self.flatten_serialized(request.SerializeToString())
+    def flatten(self, request: ExportTraceServiceRequest, window: TimeWindow | None = None) -> SpanRows:
+        return self.flatten_serialized(request.SerializeToString(), window)
 
-    def flatten_serialized(self, data: bytes) -> SpanRows:
-        """Rows from a serialized ExportTraceServiceRequest. Raises DecodeError if it is malformed."""
+    def flatten_serialized(self, data: bytes, window: TimeWindow | None = None) -> SpanRows:
+        """Rows from a serialized ExportTraceServiceRequest. Raises DecodeError if it is malformed.
+
+        Spans ending after `window` (default: more than one day ahead of now) are rejected.
+        """
+        window = window or TimeWindow.now(DEFAULT_MAX_AHEAD)
+        ceiling = window.ceiling_ns
+        too_late = window.too_late("end_time_unix_nano")
         lazy = LazyTraceRequest.FromString(data)
         rows: list[tuple[Any, ...]] = []
         append = rows.append
@@ -203,6 +210,9 @@ class SpanFlattener:
                     end = span.end_time_unix_nano
                     if start == 0 or end < start:
                         reasons["invalid span times (start_time missing or end before start)"] += 1
+                        continue
+                    if end > ceiling:
+                        reasons[too_late] += 1
                         continue
                     fragments = []
                     promotions = None
