@@ -18,6 +18,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
 
 from coral_ebpf.storage.schema import OTHER_HISTOGRAMS, TABLES, arrow_array, arrow_schema
+from coral_ebpf.storage.series import StoredSeries
 from coral_ebpf.transform.anyvalue import attributes_dict, json_or_none
 from coral_ebpf.transform.door import DEFAULT_MAX_AHEAD, TimeWindow, float_reason
 from coral_ebpf.transform.histograms import DeltaTracker, HistogramPoint, Staging, read_point
@@ -135,8 +136,14 @@ class MetricsFlattener:
                 result.reasons[f"{metric.name}: {point}"] += 1
                 continue
             key = (*series_prefix, tuple(sorted(kv.SerializeToString() for kv in data_point.attributes)))
+            attributes = attributes_dict(data_point.attributes)
             if temporality == _CUMULATIVE:
-                stored = self.deltas.cumulative(key, point, scope.staging)
+
+                def stored_as(point_attributes: dict[str, Any] = attributes) -> StoredSeries:
+                    resource_id = scope.info.resource_id
+                    return StoredSeries(resource_id, metric.name, metric.unit, json_or_none(point_attributes))
+
+                stored = self.deltas.cumulative(key, point, scope.staging, stored_as)
             else:
                 stored = self.deltas.delta(key, point, scope.staging)
             if stored is None:
@@ -148,7 +155,6 @@ class MetricsFlattener:
                 result.rejected += 1
                 result.reasons[f"{metric.name}: {overflow or 'max is not finite'} after conversion"] += 1
                 continue
-            attributes = attributes_dict(data_point.attributes)
             row = self._row(scope.info, metric, route, attributes, stored)
             row["source_temporality"] = "cumulative" if temporality == _CUMULATIVE else "delta"
             scope.rows.setdefault(table, []).append(row)

@@ -23,6 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from coral_ebpf.otlp.consumer import ConsumeResult, ConsumerUnavailableError, QueueFullError
 from coral_ebpf.storage.schema import RESOURCES, SPANS
+from coral_ebpf.storage.series import stored_series
 from coral_ebpf.storage.writer import Batch, Storage, StorageClosedError, WriteQueueFullError
 from coral_ebpf.transform.door import DEFAULT_MAX_AHEAD, TimeWindow
 from coral_ebpf.transform.histograms import DeltaTracker, Staging
@@ -78,9 +79,9 @@ class TransformProcessor:
     # -- Component ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Read where the previous run stopped (for the first-point rule); needs a started Storage."""
-        resume = self._storage.resume_after
-        self._deltas.resume_after_ns = None if resume is None else int(resume * 1e9)
+        """Read which series the previous run stored (for the first-point rule); needs a started Storage."""
+        with self._storage.reader() as reader:
+            self._deltas.stored_before = stored_series(reader)
         self._running = True
         self._state, self._since = "running", self._clock()
 
