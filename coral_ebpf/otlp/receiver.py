@@ -29,10 +29,25 @@ class OtlpReceiver:
         self._stats = ReceiverStats(("grpc", "http"), tuple(signal.name for signal in SIGNALS))
         exporter = Exporter(consumer, self._stats, settings.retry_after)
         self._grpc = (
-            GrpcTransport(settings.grpc_endpoint, settings.max_body_bytes, exporter) if settings.grpc_endpoint else None
+            GrpcTransport(
+                settings.grpc_endpoint,
+                settings.max_body_bytes,
+                exporter,
+                limits=settings.limits,
+                retry_after_floor=settings.retry_after,
+            )
+            if settings.grpc_endpoint
+            else None
         )
         self._http = (
-            HttpTransport(settings.http_endpoint, settings.max_body_bytes, exporter, self._stats, settings.retry_after)
+            HttpTransport(
+                settings.http_endpoint,
+                settings.max_body_bytes,
+                exporter,
+                self._stats,
+                settings.retry_after,
+                limits=settings.limits,
+            )
             if settings.http_endpoint
             else None
         )

@@ -15,6 +15,21 @@ SCHEMA = section(
         "http_endpoint": ENDPOINT,
         "max_body_bytes": {**SIZE, "description": "Largest accepted request, compressed and decompressed"},
         "retry_after": {**DURATION, "description": "Retry-After sent with 429/503 when the write queue is full"},
+        "max_connections": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "Open connections per HTTP listener; more are answered 429 and closed",
+        },
+        "max_concurrent_calls": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "gRPC calls in progress (HTTP requests decoding) at once; more get RESOURCE_EXHAUSTED/429",
+        },
+        "idle_timeout": {
+            **DURATION,
+            "description": "HTTP: close a connection that has not sent complete request headers for this long",
+        },
+        "body_timeout": {**DURATION, "description": "HTTP: a request body must arrive within this long (408)"},
         "max_time_ahead": {
             **DURATION,
             "description": "Spans and points timed further ahead of the agent's clock are rejected",
@@ -25,12 +40,23 @@ SCHEMA = section(
 
 
 @dataclass(frozen=True)
+class ConnectionLimits:
+    """How much one listener takes at once, and how long a client may dawdle."""
+
+    max_connections: int = 256
+    max_concurrent_calls: int = 64
+    idle_timeout: float = 15.0
+    body_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class OtlpSettings:
     grpc_endpoint: str | None = "127.0.0.1:4317"
     http_endpoint: str | None = "127.0.0.1:4318"
     max_body_bytes: int = 16 * 1024 * 1024
     retry_after: float = 1.0
     max_time_ahead: float = 86400.0
+    limits: ConnectionLimits = ConnectionLimits()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OtlpSettings:
@@ -41,4 +67,10 @@ class OtlpSettings:
             max_body_bytes=parse_size(data.get("max_body_bytes", defaults.max_body_bytes)),
             retry_after=parse_duration(data.get("retry_after", defaults.retry_after)),
             max_time_ahead=parse_duration(data.get("max_time_ahead", defaults.max_time_ahead)),
+            limits=ConnectionLimits(
+                max_connections=int(data.get("max_connections", defaults.limits.max_connections)),
+                max_concurrent_calls=int(data.get("max_concurrent_calls", defaults.limits.max_concurrent_calls)),
+                idle_timeout=parse_duration(data.get("idle_timeout", defaults.limits.idle_timeout)),
+                body_timeout=parse_duration(data.get("body_timeout", defaults.limits.body_timeout)),
+            ),
         )

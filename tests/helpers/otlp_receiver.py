@@ -12,6 +12,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from coral_ebpf.otlp import ConsumeResult, OtlpReceiver, OtlpSettings
+from coral_ebpf.otlp.settings import ConnectionLimits
 
 # Called before a request is recorded: raise QueueFullError/ConsumerUnavailableError to refuse it,
 # or return a ConsumeResult to accept it partially. None means accept everything.
@@ -65,6 +66,7 @@ def running_receiver(
     http_endpoint: str | None = "127.0.0.1:0",
     max_body_bytes: int = 4 * 1024 * 1024,
     retry_after: float = 1.0,
+    limits: ConnectionLimits | None = None,
 ) -> Iterator[tuple[OtlpReceiver, RecordingConsumer]]:
     consumer = consumer or RecordingConsumer()
     settings = OtlpSettings(
@@ -72,6 +74,7 @@ def running_receiver(
         http_endpoint=http_endpoint,
         max_body_bytes=max_body_bytes,
         retry_after=retry_after,
+        limits=limits or ConnectionLimits(),
     )
     receiver = OtlpReceiver(settings, consumer)
     receiver.start()

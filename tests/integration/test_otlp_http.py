@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from coral_ebpf.otlp import ConsumeResult, ConsumerUnavailableError, OtlpReceiver, QueueFullError
+from coral_ebpf.otlp.settings import ConnectionLimits
 from tests.helpers import beyla_payloads
 from tests.helpers.bombs import gzip_bomb
 from tests.helpers.otlp_receiver import RecordingConsumer, SerializedRecordingConsumer, running_receiver
@@ -362,10 +363,9 @@ def test_wrong_path_is_404_and_wrong_method_405(served: tuple[OtlpReceiver, Reco
     assert_still_serving(receiver, consumer)
 
 
-def test_stalled_body_is_408_and_frees_its_slot(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("coral_ebpf.otlp.http_server.BODY_READ_TIMEOUT", 0.5)
-    monkeypatch.setattr("coral_ebpf.otlp.http_server.MAX_CONCURRENT_REQUESTS", 1)
-    with running_receiver(grpc_endpoint=None) as (receiver, consumer):
+def test_stalled_body_is_408() -> None:
+    limits = ConnectionLimits(body_timeout=0.5, max_concurrent_calls=1)
+    with running_receiver(grpc_endpoint=None, limits=limits) as (receiver, consumer):
         assert receiver.http_address is not None
         host, _, port = receiver.http_address.rpartition(":")
         stalled = socket.create_connection((host, int(port)), timeout=10)
@@ -377,7 +377,7 @@ def test_stalled_body_is_408_and_frees_its_slot(monkeypatch: pytest.MonkeyPatch)
         stalled.close()
         assert answer.startswith(b"HTTP/1.1 408"), answer
         assert b"did not arrive within 0.5s" in answer
-        assert_still_serving(receiver, consumer)  # the only slot is free again
+        assert_still_serving(receiver, consumer)
 
 
 def test_serialized_fast_path_for_protobuf_only() -> None:
