@@ -27,7 +27,7 @@ class OtlpReceiver:
     def __init__(self, settings: OtlpSettings, consumer: Consumer) -> None:
         self.settings = settings
         self._stats = ReceiverStats(("grpc", "http"), tuple(signal.name for signal in SIGNALS))
-        exporter = Exporter(consumer, self._stats, settings.retry_after)
+        exporter = Exporter(consumer, self._stats, settings.retry_after, settings.caps)
         self._grpc = (
             GrpcTransport(
                 settings.grpc_endpoint,

@@ -30,6 +30,21 @@ SCHEMA = section(
             "description": "HTTP: close a connection that has not sent complete request headers for this long",
         },
         "body_timeout": {**DURATION, "description": "HTTP: a request body must arrive within this long (408)"},
+        "max_resources_per_request": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "A request with more resources is refused (413 / RESOURCE_EXHAUSTED)",
+        },
+        "max_scopes_per_request": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "A request with more scopes is refused (413 / RESOURCE_EXHAUSTED)",
+        },
+        "max_items_per_request": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "A request with more spans, data points or log records is refused (413)",
+        },
         "max_time_ahead": {
             **DURATION,
             "description": "Spans and points timed further ahead of the agent's clock are rejected",
@@ -50,6 +65,15 @@ class ConnectionLimits:
 
 
 @dataclass(frozen=True)
+class RequestCaps:
+    """What one export request may hold (`otlp/caps.py` checks it)."""
+
+    max_resources: int = 10_000
+    max_scopes: int = 20_000
+    max_items: int = 200_000
+
+
+@dataclass(frozen=True)
 class OtlpSettings:
     grpc_endpoint: str | None = "127.0.0.1:4317"
     http_endpoint: str | None = "127.0.0.1:4318"
@@ -57,6 +81,7 @@ class OtlpSettings:
     retry_after: float = 1.0
     max_time_ahead: float = 86400.0
     limits: ConnectionLimits = ConnectionLimits()
+    caps: RequestCaps = RequestCaps()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OtlpSettings:
@@ -72,5 +97,10 @@ class OtlpSettings:
                 max_concurrent_calls=int(data.get("max_concurrent_calls", defaults.limits.max_concurrent_calls)),
                 idle_timeout=parse_duration(data.get("idle_timeout", defaults.limits.idle_timeout)),
                 body_timeout=parse_duration(data.get("body_timeout", defaults.limits.body_timeout)),
+            ),
+            caps=RequestCaps(
+                max_resources=int(data.get("max_resources_per_request", defaults.caps.max_resources)),
+                max_scopes=int(data.get("max_scopes_per_request", defaults.caps.max_scopes)),
+                max_items=int(data.get("max_items_per_request", defaults.caps.max_items)),
             ),
         )

@@ -8,6 +8,7 @@ the point is that it is served while hostile connections are open, not how fast.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ import pytest
 from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
@@ -209,3 +211,38 @@ def test_grpc_calls_beyond_the_limit_get_retry_info() -> None:
         with grpc.insecure_channel(receiver.grpc_address) as channel:
             channel.unary_unary(path)(body, timeout=10)  # a slot is free again
         assert len(consumer.traces) == 3
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_a_request_over_a_cap_is_refused_quickly_and_whole(tmp_path: Path, transport: str) -> None:
+    """8 MB of empty ResourceMetrics (millions of resources) took ~20 s of a worker; now a quick 413."""
+    body = b"\x0a\x00" * (4 * 1024 * 1024)  # ExportMetricsServiceRequest: 4 Mi empty resource_metrics
+    assert len(ExportMetricsServiceRequest.FromString(body).resource_metrics) == 4 * 1024 * 1024
+    with data_path(tmp_path) as (_, processor):
+        settings = OtlpSettings(grpc_endpoint="127.0.0.1:0", http_endpoint="127.0.0.1:0", max_body_bytes=16 << 20)
+        receiver = OtlpReceiver(settings, processor)
+        receiver.start()
+        try:
+            started = time.monotonic()
+            if transport == "grpc":
+                assert receiver.grpc_address is not None
+                options = [("grpc.max_send_message_length", 64 << 20)]
+                path = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+                channel = grpc.insecure_channel(receiver.grpc_address, options=options)
+                with channel, pytest.raises(grpc.RpcError) as caught:
+                    channel.unary_unary(path)(body, timeout=60)
+                assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+                assert "otlp.max_resources_per_request" in caught.value.details()  # type: ignore[attr-defined]
+            else:
+                assert receiver.http_address is not None
+                host, _, port = receiver.http_address.rpartition(":")
+                connection = http.client.HTTPConnection(host, int(port), timeout=60)
+                connection.request("POST", "/v1/metrics", body=body, headers={"Content-Type": "application/x-protobuf"})
+                response = connection.getresponse()
+                answer = response.read()
+                connection.close()
+                assert response.status == 413 and b"otlp.max_resources_per_request" in answer
+            assert time.monotonic() - started < 15  # generous; was ~20 s of flattening
+            assert processor.status().get("metric_points_received", 0) == 0  # the consumer never saw it
+        finally:
+            receiver.stop(5.0)
