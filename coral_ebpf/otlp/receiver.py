@@ -7,6 +7,7 @@ had bound); `stop()` refuses new requests and lets in-flight ones finish.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -115,6 +116,8 @@ class OtlpReceiver:
             "state": self._state,
             "since": self._since,
             "max_body_bytes": self.settings.max_body_bytes,
+            "limits": dataclasses.asdict(self.settings.limits),
+            "request_caps": dataclasses.asdict(self.settings.caps),
             **transports,
         }
 
