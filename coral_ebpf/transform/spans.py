@@ -230,6 +230,9 @@ class SpanFlattener:
                             status = _status(span.status)
                             if len(statuses) < 1024:
                                 statuses[span.status] = status
+                        if not 0 <= status[0] <= 2:  # the column is SMALLINT; OTel defines 0, 1, 2
+                            reasons["status.code is not an OTel status code (0 unset, 1 ok, 2 error)"] += 1
+                            continue
                         if (
                             span.events
                             or span.links

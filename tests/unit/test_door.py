@@ -234,3 +234,18 @@ def test_retention_removes_infinite_and_far_future_rows(pipeline: tuple[Storage,
     # Without a ceiling, infinity still goes (it is never older than any cutoff).
     _insert_legacy_rows(storage)
     assert delete_expired(connection, now - 3600)["beyla_http_metrics"] == 1
+
+
+def test_a_status_code_outside_the_otel_enum_is_rejected(pipeline: tuple[Storage, TransformProcessor]) -> None:
+    """status.code is an open enum on the wire; 70000 used to overflow the SMALLINT column (503 for ever)."""
+    storage, processor = pipeline
+    spans = []
+    for code in (2, 70000, -1):
+        trace_id, span_id = new_ids()
+        span = http_server_span(trace_id, span_id, start_ns=NOW, duration_ns=10)
+        span.status.code = code  # type: ignore[assignment]
+        spans.append(span)
+    result = processor.consume_traces(trace_request(RESOURCE, spans))
+    assert result.rejected == 2 and "status.code is not an OTel status code" in result.message
+    storage.flush()
+    assert storage.reader().execute("SELECT status_code FROM otel_spans_raw").fetchall() == [(2,)]
