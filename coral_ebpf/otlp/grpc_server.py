@@ -11,8 +11,10 @@ Concurrency: grpcio's own `maximum_concurrent_rpcs` refuses with a bare RESOURCE
 which the Go SDK (Beyla) treats as permanent and drops. Instead `_CallLimit` (an interceptor,
 run on grpcio's polling thread before a call is queued) counts the calls submitted to the
 worker pool and not yet finished, and refuses a call beyond `otlp.max_concurrent_calls` with
-RESOURCE_EXHAUSTED + RetryInfo (`otlp/errors.py`). The pool has spare threads so that a refusal
-is answered at once; the decode and consumer work itself runs at most `GRPC_WORKERS` at a time.
+RESOURCE_EXHAUSTED + RetryInfo (`otlp/errors.py`). grpcio runs every call, a refusal too, on a
+pool thread from start to end, so the pool has a thread for each admitted call plus spare ones:
+a refusal never queues behind admitted calls. The decode and consumer work itself runs at most
+`GRPC_WORKERS` at a time (a semaphore); admitted calls beyond that wait on it, not on the GIL.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 # over it. bench/ingest.py on 2 cores: 8 workers 102-115k spans/s stored, 4 workers 132-140k,
 # 2 workers 147-162k. Calls beyond the workers wait (up to otlp.max_concurrent_calls, see _CallLimit).
 GRPC_WORKERS = 2
-# Pool threads beyond GRPC_WORKERS: they answer refusals and wait for a worker slot, never decode.
+# Pool threads beyond one per admitted call: they answer refusals at once.
 _SPARE_THREADS = 4
 
 
@@ -117,7 +119,7 @@ class GrpcTransport:
     def start(self) -> str:
         """Bind and serve; return the bound `host:port` (the real port when 0 was configured)."""
         host, port = parse_endpoint(self.endpoint)
-        pool = _CountingPool(GRPC_WORKERS + _SPARE_THREADS)
+        pool = _CountingPool(self._limits.max_concurrent_calls + _SPARE_THREADS)
         self._executor = pool
         limit = self._limits.max_concurrent_calls
         refusal = reply_for(

@@ -178,7 +178,10 @@ def test_grpc_calls_beyond_the_limit_get_retry_info() -> None:
         release.wait(20)
         return None
 
-    limits = ConnectionLimits(max_concurrent_calls=2)
+    # More admitted calls than decode workers: 2 run in the consumer, 6 wait for a worker; the
+    # refusal of the 9th must not queue behind them.
+    held = 8
+    limits = ConnectionLimits(max_concurrent_calls=held)
     with running_receiver(RecordingConsumer(busy), http_endpoint=None, limits=limits, retry_after=2.0) as (
         receiver,
         consumer,
@@ -193,10 +196,11 @@ def test_grpc_calls_beyond_the_limit_get_retry_info() -> None:
                 channel.unary_unary(path)(body, timeout=30)
                 outcomes.append("ok")
 
-        holders = [threading.Thread(target=call) for _ in range(2)]
+        holders = [threading.Thread(target=call) for _ in range(held)]
         for holder in holders:
             holder.start()
         assert entered.acquire(timeout=10) and entered.acquire(timeout=10)
+        time.sleep(1.0)  # let the other holders reach the server and wait for a worker
         try:
             with grpc.insecure_channel(receiver.grpc_address) as channel, pytest.raises(grpc.RpcError) as caught:
                 channel.unary_unary(path)(body, timeout=10)
@@ -207,10 +211,10 @@ def test_grpc_calls_beyond_the_limit_get_retry_info() -> None:
             release.set()
             for holder in holders:
                 holder.join(20)
-        assert outcomes == ["ok", "ok"] and len(consumer.traces) == 2
+        assert outcomes == ["ok"] * held and len(consumer.traces) == held
         with grpc.insecure_channel(receiver.grpc_address) as channel:
             channel.unary_unary(path)(body, timeout=10)  # a slot is free again
-        assert len(consumer.traces) == 3
+        assert len(consumer.traces) == held + 1
 
 
 @pytest.mark.parametrize("transport", ["grpc", "http"])
