@@ -20,6 +20,7 @@ from coral_ebpf.capabilities.headers import HeadersTree, resolve_headers
 from coral_ebpf.capabilities.mounts import ensure_tracefs
 from coral_ebpf.errors import CoralError
 from coral_ebpf.resources import bpf_dir
+from coral_ebpf.safe_paths import UnsafePathError, open_private
 
 _ENV_LOCK = threading.Lock()
 _STDERR_LOCK = threading.Lock()
@@ -155,9 +156,11 @@ def _with_bcc_output(name: str, what: str, state_dir: Path, hint: str, action: C
     if verdict:
         message += f"; {who} said: {verdict}"
     log_path = state_dir / f"bpf-{name}.log"
-    with contextlib.suppress(OSError):
-        state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # The state dir is prepared (and checked) by the agent; the log never follows a planted symlink.
+    with contextlib.suppress(OSError, UnsafePathError):
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = open_private(log_path, os.O_WRONLY | os.O_CREAT, 0o600, "BPF log")
+        os.ftruncate(fd, 0)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(captured.text)
         hint = f"{hint}; BCC's full output: {log_path}"

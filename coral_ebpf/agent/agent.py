@@ -92,7 +92,12 @@ class Agent:
         self._start_probe()
         storage = Storage(config.storage)
         self._run(Part.STORAGE, storage)
-        processor = TransformProcessor(storage, agent_id=config.agent_id, retry_after=config.otlp.retry_after)
+        processor = TransformProcessor(
+            storage,
+            agent_id=config.agent_id,
+            retry_after=config.otlp.retry_after,
+            max_time_ahead=config.otlp.max_time_ahead,
+        )
         self._run(Part.TRANSFORM, processor)
         self._processor = processor
         attributes = dict(config.beyla.attributes)

@@ -30,6 +30,7 @@ from aiohttp import web
 from coral_ebpf.agent.control_client import socket_is_live
 from coral_ebpf.agent.status import StatusDocument
 from coral_ebpf.errors import CoralError
+from coral_ebpf.safe_paths import prepare_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,11 @@ def check_control_socket_free(path: Path) -> bool:
 def bind_control_socket(path: Path) -> socket.socket:
     """Bind a unix stream socket at `path` with mode 0600, replacing a stale one.
 
-    Refuses when another agent answers on it. The parent directory is created 0700.
+    Refuses when another agent answers on it. The parent directory is created 0700; an existing
+    one must not be a symlink nor owned by, or lie under a directory changeable by, another
+    non-root user (`safe_paths`): such a user could swap the socket for their own.
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    prepare_private_dir(path.parent, "control socket directory", chmod=False)
     if check_control_socket_free(path):
         path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

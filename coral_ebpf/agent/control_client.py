@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
+import struct
 from pathlib import Path
 from typing import Any
 
 from coral_ebpf.errors import AgentNotRunningError, CoralError
+from coral_ebpf.safe_paths import owner_name
 
 
 def socket_is_live(path: Path) -> bool:
@@ -28,6 +31,28 @@ def socket_is_live(path: Path) -> bool:
     return True
 
 
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+class UntrustedAgentError(CoralError):
+    """The process serving the control socket is not run by root nor by the user running the CLI."""
+
+
+def check_peer(sock: socket.socket, path: Path) -> None:
+    """Trust the server only when its process runs as root or as us (SO_PEERCRED, set by the kernel).
+
+    A user able to replace the socket file could otherwise serve a forged status document.
+    """
+    pid, uid, _ = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    if uid not in (0, os.geteuid()):
+        owner = owner_name(uid)
+        raise UntrustedAgentError(
+            f"the control socket {path} is served by process {pid} running as {owner}, not by root or you: "
+            "refusing to trust its answer",
+            "someone may have replaced the socket; check its directory and restart the agent (sudo coral-ebpf start)",
+        )
+
+
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: Path, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
@@ -36,7 +61,12 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
-        sock.connect(str(self._path))
+        try:
+            sock.connect(str(self._path))
+            check_peer(sock, self._path)
+        except BaseException:
+            sock.close()
+            raise
         self.sock = sock
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from coral_ebpf.agent.component import Component
 from coral_ebpf.agent.status import PartStatus
 from coral_ebpf.errors import CoralError
+from coral_ebpf.safe_paths import open_dir, open_private, prepare_private_dir, read_private
 from coral_ebpf.state import PartState
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,13 @@ class AgentAlreadyRunningError(CoralError):
 
 
 def prepare_state_dir(path: Path) -> None:
-    """Create the state dir 0700 (it holds the database and generated configs)."""
+    """Create the state dir 0700 (it holds the database and generated configs).
+
+    A state dir that is a symlink, owned by another non-root user, or under a directory another
+    user may change is refused (`safe_paths`).
+    """
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path, 0o700)
+        prepare_private_dir(path, "state directory")
     except PermissionError as exc:
         raise CoralError(
             f"cannot create the state directory {path}: permission denied",
@@ -43,9 +47,14 @@ def prepare_state_dir(path: Path) -> None:
 
 @contextlib.contextmanager
 def single_instance_lock(state_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on <state_dir>/agent.lock while the agent runs."""
+    """Hold an exclusive lock on <state_dir>/agent.lock while the agent runs.
+
+    The lock file is opened inside the state dir's own descriptor with O_NOFOLLOW, so neither a
+    symlink planted as the lock file nor a swapped state dir can make root truncate another file.
+    """
     lock_path = state_dir / AGENT_LOCK
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    with open_dir(state_dir, "state directory") as directory:
+        fd = open_private(lock_path, os.O_RDWR | os.O_CREAT, 0o600, "lock file", dir_fd=directory)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -69,10 +78,10 @@ def lock_holder(state_dir: Path) -> int | None:
     agent believe another one runs. A stale pid is recognised by its command line.
     """
     try:
-        text = (state_dir / AGENT_LOCK).read_text(encoding="utf-8", errors="replace").strip()
+        text = read_private(state_dir / AGENT_LOCK, "lock file").strip()
         pid = int(text)
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError):
+    except (OSError, ValueError, CoralError):
         return None
     words = [word.decode(errors="replace") for word in cmdline]
     is_agent = any("coral-ebpf" in word or "coral_ebpf" in word for word in words) and "start" in words

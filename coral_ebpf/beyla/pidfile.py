@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 
 from coral_ebpf.beyla import process
+from coral_ebpf.safe_paths import UnsafePathError, open_private, read_private
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,8 @@ def write(path: Path, pid: int) -> None:
         record = {"pid": pid, "create_time": psutil.Process(pid).create_time()}
     except psutil.Error:
         return
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    fd = open_private(path, os.O_WRONLY | os.O_CREAT, 0o600, "Beyla pid file")
+    os.ftruncate(fd, 0)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(record, handle)
 
@@ -34,11 +36,11 @@ def write(path: Path, pid: int) -> None:
 def stop_stale(path: Path, timeout: float) -> int | None:
     """Stop the Beyla `path` records if it still runs (SIGTERM, SIGKILL after `timeout`); return its pid."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(read_private(path, "Beyla pid file"))
         stale = psutil.Process(int(record["pid"]))
         if abs(stale.create_time() - float(record["create_time"])) > 0.01:
             return None
-    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+    except (OSError, ValueError, KeyError, TypeError, psutil.Error, UnsafePathError):
         return None
     log.warning("stopping a Beyla left running by a previous agent", extra={"fields": {"source": "beyla",
                                                                                        "pid": stale.pid}})

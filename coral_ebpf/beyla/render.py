@@ -21,6 +21,7 @@ from coral_ebpf.beyla.schema import SCHEMA_VERSION, schema_errors
 from coral_ebpf.beyla.settings import DEFAULT_PROTOCOLS, BeylaSettings, RouteSettings
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import CoralError
+from coral_ebpf.safe_paths import prepare_private_dir
 
 # Globs on the command line that name the agent, whichever way it was started
 # (`coral-ebpf start`, `python -m coral_ebpf start`).
@@ -277,10 +278,9 @@ def _merge_port_parts(texts: Iterable[str]) -> str:
 
 def write_config(rendered: RenderedConfig, path: Path) -> Path:
     """Write the YAML atomically with mode 0600 (its directory 0700)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    prepare_private_dir(path.parent, "Beyla config directory")
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +34,7 @@ from coral_ebpf.beyla.version import VersionDetectionError, detect_version
 from coral_ebpf.capabilities.report import ProbeComponent, ProbeReport, Verdict
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import CoralError
+from coral_ebpf.safe_paths import prepare_private_dir
 from coral_ebpf.state import PartState, StateChange, StateListener
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,11 @@ class BeylaSupervisor:
         except CoralError as exc:
             self._fail(Diagnosis("binary", exc.message, exc.hint, False))
             return
-        self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.work_dir, 0o700)
+        try:
+            prepare_private_dir(self.work_dir, "Beyla work directory")
+        except CoralError as exc:
+            self._fail(Diagnosis("configuration", exc.message, exc.hint, False))
+            return
         pidfile.stop_stale(self.work_dir / PID_FILE, self.settings.shutdown_timeout + STOP_MARGIN)
         self._stop_requested = False
         self._set_state(PartState.STARTING, reason="supervisor started")

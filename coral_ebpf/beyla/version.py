@@ -100,7 +100,7 @@ def _store_disk_cache(work_dir: Path, key: tuple[str, int, int, int], info: Vers
             "line": info.line,
         }
         temporary = work_dir / f".{CACHE_FILE}.{os.getpid()}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(entries, handle, indent=1)
         os.replace(temporary, work_dir / CACHE_FILE)

@@ -20,6 +20,7 @@ from datetime import datetime
 from types import FrameType
 from typing import Any
 
+from coral_ebpf.agent.lifecycle import prepare_state_dir
 from coral_ebpf.cli._common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -115,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     if not config.discovery.enabled:
         sys.stderr.write("coral-ebpf: note: discovery.enabled is false for the agent; discover runs it on demand\n")
-    config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    prepare_state_dir(config.state_dir)  # symlink- and owner-checked, like `start`
     settings = dataclasses.replace(config.discovery, enabled=True)
     from coral_ebpf.discovery.component import Discovery  # BCC and pyroute2: only `discover` pays
 

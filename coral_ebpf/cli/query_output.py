@@ -36,7 +36,14 @@ def _window_text(params: Mapping[str, Any]) -> str:
     return f"the last {params.get('since', '15m')}"
 
 
-def _ago(unix: float) -> str:
+def _start_order(span: Mapping[str, Any]) -> tuple[bool, float]:
+    """Spans by start time; one without a time (stored as infinity by an older version) last."""
+    return span["start_time"] is None, span["start_time"] or 0.0
+
+
+def _ago(unix: float | None) -> str:
+    if unix is None:
+        return "at an unknown time"
     seconds = max(time.time() - unix, 0.0)
     return f"{format_duration(round(seconds))} ago" if seconds >= 1 else "just now"
 
@@ -156,11 +163,11 @@ def _print_tree(trace: Mapping[str, Any]) -> None:
             f"{prefix}{marker}{span['service']} ({format_ms(span['duration_ms'])}, {span['name']}){code_text}"
             f" {span['kind'].lower()}{status}"
         )
-        kids = sorted(children.get(span["span_id"], []), key=lambda s: s["start_time"])
+        kids = sorted(children.get(span["span_id"], []), key=_start_order)
         for index, child in enumerate(kids):
             walk(child, prefix + ("   " if last else "│  "), index == len(kids) - 1)
 
-    roots.sort(key=lambda s: s["start_time"])
+    roots.sort(key=_start_order)
     for index, root in enumerate(roots):
         walk(root, "", index == len(roots) - 1)
     print()

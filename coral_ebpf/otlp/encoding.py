@@ -85,14 +85,19 @@ def decode_json(payload: bytes, message_type: type[M]) -> M:
     return message
 
 
-def count_spans_serialized(payload: bytes) -> int:
-    """The number of spans in a protobuf ExportTraceServiceRequest, without decoding the spans."""
+def trace_skeleton(payload: bytes) -> Any:
+    """A protobuf ExportTraceServiceRequest's resource_spans/scope_spans/spans, the spans left undecoded."""
     try:
-        skeleton: Any = TraceSkeleton.FromString(payload)
+        return TraceSkeleton.FromString(payload)
     except (DecodeError, RuntimeError, ValueError):
         raise MalformedRequestError(
             f"body is not a valid protobuf ExportTraceServiceRequest ({len(payload)} bytes): wire format is corrupt"
         ) from None
+
+
+def count_spans_serialized(payload: bytes) -> int:
+    """The number of spans in a protobuf ExportTraceServiceRequest, without decoding the spans."""
+    skeleton = trace_skeleton(payload)
     return sum(len(scope.spans) for resource in skeleton.resource_spans for scope in resource.scope_spans)
 
 

@@ -11,6 +11,7 @@ OpenTelemetry Collector (`receiver/otlpreceiver/internal/errors`):
 | unknown Content-Type/-Encoding | 415  | (HTTP only)        | no             |
 | body not sent in time          | 408  | (HTTP only)        | yes            |
 | write queue full               | 429  | RESOURCE_EXHAUSTED + RetryInfo | yes, after Retry-After |
+| too many calls or connections  | 429  | RESOURCE_EXHAUSTED + RetryInfo | yes, after Retry-After |
 | pipeline stopping or broken    | 503  | UNAVAILABLE + RetryInfo        | yes, after Retry-After |
 """
 
@@ -53,6 +54,10 @@ class UnsupportedMediaTypeError(ReceiverError):
 
 class BodyTimeoutError(ReceiverError):
     """The client did not send its whole body in time (408); it holds a request slot meanwhile."""
+
+
+class TooBusyError(ReceiverError):
+    """More concurrent calls (gRPC) or connections (HTTP) than the listener takes; retry later."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,8 @@ def reply_for(error: BaseException, retry_after_floor: float) -> ErrorReply:
         return ErrorReply(415, grpc.StatusCode.INVALID_ARGUMENT, error.message)
     if isinstance(error, BodyTimeoutError):
         return ErrorReply(408, grpc.StatusCode.DEADLINE_EXCEEDED, error.message)
+    if isinstance(error, TooBusyError):
+        return ErrorReply(429, grpc.StatusCode.RESOURCE_EXHAUSTED, error.message, retry_after_floor)
     if isinstance(error, QueueFullError):
         delay = max(retry_after_floor, error.retry_after)
         return ErrorReply(429, grpc.StatusCode.RESOURCE_EXHAUSTED, f"write queue full: {error}", delay)

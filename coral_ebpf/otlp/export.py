@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError, Message
 
 from coral_ebpf.consumer import Consumer
-from coral_ebpf.otlp.encoding import Encoding, decode
+from coral_ebpf.otlp.caps import check_request
+from coral_ebpf.otlp.encoding import Encoding, decode, trace_skeleton
 from coral_ebpf.otlp.errors import ErrorReply, MalformedRequestError, reply_for
+from coral_ebpf.otlp.settings import RequestCaps
 from coral_ebpf.otlp.signals import SignalHandler
 from coral_ebpf.otlp.stats import ReceiverStats
 
@@ -31,10 +33,13 @@ class ExportResult:
 
 
 class Exporter:
-    def __init__(self, consumer: Consumer, stats: ReceiverStats, retry_after_floor: float) -> None:
+    def __init__(
+        self, consumer: Consumer, stats: ReceiverStats, retry_after_floor: float, caps: RequestCaps | None = None
+    ) -> None:
         self._consumer = consumer
         self._stats = stats
         self._retry_after_floor = retry_after_floor
+        self._caps = caps or RequestCaps()
 
     def handle(
         self,
@@ -52,6 +57,7 @@ class Exporter:
             body = payload()
             if encoding is Encoding.PROTOBUF and handler.takes_serialized(self._consumer):
                 items = handler.count_serialized(body)
+                check_request(handler.name, trace_skeleton(body), items, self._caps)
                 try:
                     result = handler.consume_serialized(self._consumer, body)
                 except DecodeError as exc:
@@ -61,6 +67,7 @@ class Exporter:
             else:
                 request = decode(body, handler.request_type, encoding)
                 items = handler.count_items(request)
+                check_request(handler.name, request, items, self._caps)
                 result = handler.consume(self._consumer, request)
         except Exception as exc:  # every failure is answered here; none reaches the transport
             reply = reply_for(exc, self._retry_after_floor)

@@ -4,6 +4,15 @@ The event loop only reads bodies (within `otlp.max_body_bytes`) and writes answe
 decompression, decoding and the consumer call run on worker threads. aiohttp's own
 decompression is off (`auto_decompress=False`) so that inflating is always bounded
 (`otlp/compression.py`).
+
+Fairness (`otlp.*` limits, `ConnectionLimits`):
+- a connection that has not sent complete request headers within `idle_timeout` of opening, or
+  of its previous answer, is closed (aiohttp's keep-alive timer also runs while headers are
+  incomplete): this closes idle and slowloris connections alike;
+- a body must arrive within `body_timeout` (408);
+- a request takes one of `max_concurrent_calls` decode slots only once its body is fully read,
+  so slow senders cannot make a quick one wait;
+- beyond `max_connections` open connections, a new one is answered 429 with Retry-After and closed.
 """
 
 from __future__ import annotations
@@ -27,9 +36,11 @@ from coral_ebpf.otlp.errors import (
     ErrorReply,
     MalformedRequestError,
     ReceiverError,
+    TooBusyError,
     reply_for,
 )
 from coral_ebpf.otlp.export import Exporter
+from coral_ebpf.otlp.settings import ConnectionLimits
 from coral_ebpf.otlp.signals import SIGNALS, SignalHandler
 from coral_ebpf.otlp.stats import OTHER, ReceiverStats
 from coral_ebpf.units import parse_endpoint
@@ -39,11 +50,6 @@ log = logging.getLogger(__name__)
 # Decoding and flattening run in Python under the GIL: more than two workers only add contention
 # (see GRPC_WORKERS in grpc_server.py for the figures).
 HTTP_WORKERS = 2
-# Bodies being read or decoded at once; further requests wait (their bytes stay in socket buffers)
-# instead of each buffering up to otlp.max_body_bytes. Matches the gRPC side's concurrency cap.
-MAX_CONCURRENT_REQUESTS = 64
-# A body must arrive within this long: a stalled client would otherwise hold a slot for ever.
-BODY_READ_TIMEOUT = 30.0
 # After answering early (413), keep reading and discarding the rest of the body this long, so
 # the client sees the answer instead of a reset connection.
 LINGERING_SECONDS = 2.0
@@ -56,9 +62,17 @@ def _http_error_key(reply: ErrorReply) -> str:
 
 class HttpTransport:
     def __init__(
-        self, endpoint: str, max_body_bytes: int, exporter: Exporter, stats: ReceiverStats, retry_after_floor: float
+        self,
+        endpoint: str,
+        max_body_bytes: int,
+        exporter: Exporter,
+        stats: ReceiverStats,
+        retry_after_floor: float,
+        *,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self._limits = limits or ConnectionLimits()
         self._max_body_bytes = max_body_bytes
         self._exporter = exporter
         self._stats = stats
@@ -129,7 +143,7 @@ class HttpTransport:
         ) -> web.StreamResponse:
             return await self._unknown_route(request, handler)
 
-        self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+        self._slots = asyncio.Semaphore(self._limits.max_concurrent_calls)
         app = web.Application(middlewares=[unknown_route])
         for signal in SIGNALS:
             app.router.add_post(signal.http_path, partial(self._export, signal))
@@ -139,9 +153,16 @@ class HttpTransport:
             auto_decompress=False,
             lingering_time=LINGERING_SECONDS,
             shutdown_timeout=1.0,
+            keepalive_timeout=self._limits.idle_timeout,
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_port=False)
+        refusal = reply_for(
+            TooBusyError(
+                f"more than {self._limits.max_connections} connections are open (otlp.max_connections); retry later"
+            ),
+            self._retry_after_floor,
+        )
+        site = _CappedSite(runner, host, port, self._limits.max_connections, refusal)
         try:
             await site.start()
         except BaseException:
@@ -186,11 +207,9 @@ class HttpTransport:
             return web.Response(status=404, text=f"no OTLP endpoint at {request.path}: POST to one of {_PATHS}\n")
 
     async def _export(self, signal: SignalHandler, request: web.Request) -> web.StreamResponse:
-        assert self._slots is not None
         self._in_flight += 1
         try:
-            async with self._slots:
-                return await self._export_request(signal, request)
+            return await self._export_request(signal, request)
         finally:
             self._in_flight -= 1
 
@@ -217,7 +236,7 @@ class HttpTransport:
                 response.headers["Accept-Encoding"] = ", ".join(SUPPORTED_ENCODINGS)
             return response
 
-        assert self._executor is not None
+        assert self._executor is not None and self._slots is not None
         limit = self._max_body_bytes
         handle = partial(
             self._exporter.handle,
@@ -228,7 +247,9 @@ class HttpTransport:
             bytes_in=len(body),
             error_key=_http_error_key,
         )
-        result = await asyncio.get_running_loop().run_in_executor(self._executor, handle)
+        # The slot is taken only now that the body is here: a slow sender holds a connection, not a slot.
+        async with self._slots:
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, handle)
         if result.error is not None:
             return self._error_response(result.error, encoding)
         assert result.response is not None
@@ -239,8 +260,9 @@ class HttpTransport:
         length = request.content_length
         if length is not None and length > limit:
             raise BodyTooLargeError(f"Content-Length {length} is over the limit of {limit} bytes (otlp.max_body_bytes)")
+        timeout = self._limits.body_timeout
         try:
-            async with asyncio.timeout(BODY_READ_TIMEOUT):
+            async with asyncio.timeout(timeout):
                 if length is not None:
                     return await request.content.readexactly(length) if length else b""
                 body = bytearray()
@@ -250,7 +272,9 @@ class HttpTransport:
                         raise BodyTooLargeError(f"body is over the limit of {limit} bytes (otlp.max_body_bytes)")
                 return bytes(body)
         except TimeoutError:
-            raise BodyTimeoutError(f"the request body did not arrive within {BODY_READ_TIMEOUT:g}s") from None
+            raise BodyTimeoutError(
+                f"the request body did not arrive within {timeout:g}s (otlp.body_timeout)"
+            ) from None
         except (asyncio.IncompleteReadError, aiohttp.ClientPayloadError, ConnectionError) as exc:
             raise MalformedRequestError(f"body ended before it was complete: {exc}") from None
 
@@ -268,3 +292,44 @@ class HttpTransport:
 
 
 _ACCEPT_POST = ", ".join(encoding.content_type for encoding in Encoding)
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the cap: one plain 429 with Retry-After, then closed."""
+
+    def __init__(self, reply: ErrorReply) -> None:
+        body = (reply.message + "\n").encode()
+        self._answer = (
+            f"HTTP/1.1 {reply.http_status} Too Many Requests\r\n"
+            f"Retry-After: {reply.retry_after_header}\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode() + body
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(self._answer)
+        transport.close()
+
+
+class _CappedSite(web.TCPSite):
+    """A TCP site that admits at most `max_connections` open connections (aiohttp has no such limit)."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, max_connections: int, refusal: ErrorReply):
+        super().__init__(runner, host, port, reuse_port=False)
+        self._max_connections = max_connections
+        self._refusal = refusal
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+
+        def admit() -> asyncio.BaseProtocol:
+            if len(server.connections) >= self._max_connections:
+                return _Refused(self._refusal)
+            return server()
+
+        self._server = await asyncio.get_running_loop().create_server(
+            admit, self._host, self._port, backlog=self._backlog, reuse_address=self._reuse_address, reuse_port=False
+        )

@@ -7,6 +7,7 @@ had bound); `stop()` refuses new requests and lets in-flight ones finish.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -28,12 +29,27 @@ class OtlpReceiver:
     def __init__(self, settings: OtlpSettings, consumer: Consumer) -> None:
         self.settings = settings
         self._stats = ReceiverStats(("grpc", "http"), tuple(signal.name for signal in SIGNALS))
-        exporter = Exporter(consumer, self._stats, settings.retry_after)
+        exporter = Exporter(consumer, self._stats, settings.retry_after, settings.caps)
         self._grpc = (
-            GrpcTransport(settings.grpc_endpoint, settings.max_body_bytes, exporter) if settings.grpc_endpoint else None
+            GrpcTransport(
+                settings.grpc_endpoint,
+                settings.max_body_bytes,
+                exporter,
+                limits=settings.limits,
+                retry_after_floor=settings.retry_after,
+            )
+            if settings.grpc_endpoint
+            else None
         )
         self._http = (
-            HttpTransport(settings.http_endpoint, settings.max_body_bytes, exporter, self._stats, settings.retry_after)
+            HttpTransport(
+                settings.http_endpoint,
+                settings.max_body_bytes,
+                exporter,
+                self._stats,
+                settings.retry_after,
+                limits=settings.limits,
+            )
             if settings.http_endpoint
             else None
         )
@@ -101,6 +117,8 @@ class OtlpReceiver:
             "state": self._state,
             "since": self._since,
             "max_body_bytes": self.settings.max_body_bytes,
+            "limits": dataclasses.asdict(self.settings.limits),
+            "request_caps": dataclasses.asdict(self.settings.caps),
             **transports,
         }
 

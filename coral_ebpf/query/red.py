@@ -135,7 +135,7 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
     columns = [column for _, column in protocol.keys]
     group_sql = ", ".join(columns)
     totals = connection.execute(
-        f"SELECT {group_sql}, sum(count)::UBIGINT, (sum(count) FILTER (WHERE {protocol.error_sql}))::UBIGINT, "
+        f"SELECT {group_sql}, sum(count)::HUGEINT, (sum(count) FILTER (WHERE {protocol.error_sql}))::HUGEINT, "
         f"epoch_us(min(start_time)) FROM {protocol.table} WHERE {where} GROUP BY ALL",
         args,
     ).fetchall()
@@ -202,7 +202,11 @@ def _measures(
 
 def services_available(connection: duckdb.DuckDBPyConnection, table: str) -> list[dict[str, Any]]:
     """Every service with rows in `table` (any time still retained), to help fix a wrong --service."""
+    # Only finite times: a row stored as `infinity` by an older version has no epoch.
     rows = connection.execute(
-        f"SELECT service_name, side, epoch_us(max(timestamp)) FROM {table} GROUP BY ALL ORDER BY 1, 2"
+        f"SELECT service_name, side, epoch_us(max(timestamp) FILTER (WHERE isfinite(timestamp))) "
+        f"FROM {table} GROUP BY ALL ORDER BY 1, 2"
     ).fetchall()
-    return [{"service": name, "side": side, "last_seen": last / 1e6} for name, side, last in rows]
+    return [
+        {"service": name, "side": side, "last_seen": None if last is None else last / 1e6} for name, side, last in rows
+    ]

@@ -89,8 +89,8 @@ def find_traces(connection: duckdb.DuckDBPyConnection, params: TraceParams) -> d
     traces = [
         {
             "trace_id": trace_id,
-            "start_time": started_us / 1e6,
-            "duration_ms": round(duration_ns / 1e6, 6),
+            "start_time": None if started_us is None else started_us / 1e6,  # None: stored as infinity
+            "duration_ms": None if duration_ns is None else round(duration_ns / 1e6, 6),
             "span_count": spans,
             "error_spans": error_spans,
             "status": "ERROR" if error_spans else "OK",
@@ -125,7 +125,7 @@ def trace_spans(connection: duckdb.DuckDBPyConnection, trace_ids: list[str]) -> 
                 "service": service,
                 "name": name,
                 "kind": kind,
-                "start_time": start_us / 1e6,
+                "start_time": None if start_us is None else start_us / 1e6,
                 "duration_ms": round(duration_ns / 1e6, 6),
                 "status": _STATUS_NAMES.get(status, str(status)),
                 "status_message": message,

@@ -10,7 +10,6 @@ keeps the process umask at 077 while the database is open (`storage/umask.py`).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import uuid
@@ -19,6 +18,7 @@ from pathlib import Path
 import duckdb
 
 from coral_ebpf.errors import CoralError
+from coral_ebpf.safe_paths import chmod_private, prepare_private_dir, refuse_symlink
 from coral_ebpf.storage.schema import SCHEMA_VERSION, ddl_statements
 
 
@@ -44,15 +44,25 @@ _LOCK_HOLDER = re.compile(r"PID (\d+)")
 def _translate(exc: duckdb.Error, path: Path, read_only: bool) -> DatabaseError:
     text = str(exc)
     if "Could not set lock" in text or "Conflicting lock" in text:
-        holder = _LOCK_HOLDER.search(text)
-        who = f"process {holder.group(1)}" if holder else "another process"
-        hint = (
-            "a coral-ebpf agent is probably running with this database: query it through the agent "
-            "('coral-ebpf query ...' with the same --config), or stop it first"
-            if read_only
-            else "another coral-ebpf agent is probably running: stop it, or give this one another storage.path"
-        )
-        return DatabaseLockedError(f"database {path} is in use by {who}", hint)
+        found = _LOCK_HOLDER.search(text)
+        pids = [int(found.group(1))] if found else lock_holders(path)
+        described = [describe_process(pid) for pid in pids]
+        who = ", ".join(f"process {pid} ({command})" for pid, command in zip(pids, described, strict=True))
+        agent = any(_is_agent(command) for command in described)
+        if read_only:
+            hint = (
+                "a coral-ebpf agent is running with this database: query it through the agent "
+                "('coral-ebpf query ...' with the same --config), or stop it first"
+                if agent or not pids
+                else "wait for that process to finish, or stop it"
+            )
+        elif agent:
+            hint = "another coral-ebpf agent is running: stop it, or give this one another storage.path"
+        elif pids:
+            hint = "that process (not an agent) has the database open: let it finish or stop it, then start again"
+        else:
+            hint = f"find the process holding the file (fuser -v {path}), stop it, and start again"
+        return DatabaseLockedError(f"database {path} is in use by {who or 'another process'}", hint)
     if "not a valid DuckDB database" in text or "Corrupt" in text or "corrupt" in text:
         return DatabaseError(
             f"database {path} is damaged or is not a DuckDB file: {text}",
@@ -68,30 +78,63 @@ def _translate(exc: duckdb.Error, path: Path, read_only: bool) -> DatabaseError:
     return DatabaseError(f"cannot open database {path}: {text}")
 
 
+def lock_holders(path: Path) -> list[int]:
+    """Pids holding a POSIX or flock lock on `path`, from /proc/locks (matched by device and inode)."""
+    try:
+        info = path.stat()
+        lines = Path("/proc/locks").read_text(encoding="ascii", errors="replace").splitlines()
+    except OSError:
+        return []
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    pids = []
+    for line in lines:
+        fields = line.split()
+        # "1: POSIX  ADVISORY  WRITE 1234 08:01:5678 0 EOF" ("->" marks a waiter and shifts the fields)
+        if "->" in fields:
+            continue
+        if len(fields) >= 6 and fields[5] == wanted and fields[4].isdigit() and int(fields[4]) not in pids:
+            pids.append(int(fields[4]))
+    return pids
+
+
+def describe_process(pid: int) -> str:
+    """The command line of `pid`, or why it is unknown."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return "no longer running"
+    text = " ".join(word.decode(errors="replace") for word in words if word)
+    return text[:200] or "unknown command"
+
+
+def _is_agent(command: str) -> bool:
+    words = command.split()
+    return any("coral-ebpf" in word or "coral_ebpf" in word for word in words) and "start" in words
+
+
 def make_private(path: Path) -> None:
-    """Mode 0600 on the database file and its WAL (files left by an older run may be wider)."""
+    """Mode 0600 on the database file and its WAL (files left by an older run may be wider).
+
+    By descriptor, never following a symlink (`safe_paths.chmod_private`).
+    """
     for candidate in (path, wal_path(path)):
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(candidate, 0o600)
+        chmod_private(candidate, 0o600)
 
 
 def _prepare_parent(path: Path) -> None:
-    missing = []
-    parent = path.parent
-    while not parent.exists():
-        missing.append(parent)
-        parent = parent.parent
-    for directory in reversed(missing):
-        try:
-            directory.mkdir(mode=0o700)
-        except FileExistsError:
-            continue
-        except PermissionError as exc:
-            raise DatabaseError(
-                f"cannot create directory {directory} for the database: permission denied",
-                "run as root (sudo), or set storage.path to a directory you own",
-            ) from exc
-        os.chmod(directory, 0o700)
+    """The database's directory exists (created 0700) and may be trusted; the file and WAL are not symlinks.
+
+    DuckDB opens the file by name, so a symlink planted there would redirect root's writes.
+    """
+    try:
+        prepare_private_dir(path.parent, "database directory", chmod=False)
+    except PermissionError as exc:
+        raise DatabaseError(
+            f"cannot create directory {path.parent} for the database: permission denied",
+            "run as root (sudo), or set storage.path to a directory you own",
+        ) from exc
+    refuse_symlink(path, "database")
+    refuse_symlink(wal_path(path), "database WAL")
 
 
 def open_for_writing(path: Path, memory_limit: int | None = None) -> duckdb.DuckDBPyConnection:

@@ -26,7 +26,7 @@ import pyarrow as pa
 from coral_ebpf.storage.database import open_for_writing, read_metadata, wal_path
 from coral_ebpf.storage.inserts import SpanWindow, insert_table
 from coral_ebpf.storage.retention import delete_expired
-from coral_ebpf.storage.schema import METRIC_TABLES, SPANS, TABLES
+from coral_ebpf.storage.schema import SPANS, TABLES
 from coral_ebpf.storage.umask import PrivateUmask
 
 if TYPE_CHECKING:
@@ -105,7 +105,6 @@ class Storage:
         self._state = "created"
         self._since = self._clock()
         self.session_id = ""
-        self.resume_after: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -114,7 +113,6 @@ class Storage:
         try:
             self._connection = open_for_writing(self.path, self.settings.memory_limit)
             self.session_id = read_metadata(self._connection)["session_id"]
-            self.resume_after = self._latest_metric_time(self._connection)
             self._reader_root = self._connection.cursor()
             self._span_window = SpanWindow.for_table(self._connection)
         except BaseException:
@@ -330,7 +328,8 @@ class Storage:
     def _cleanup(self) -> None:
         assert self._connection is not None
         try:
-            expired = delete_expired(self._connection, self._clock() - self.settings.retention)
+            now = self._clock()
+            expired = delete_expired(self._connection, now - self.settings.retention, now + self.settings.retention)
             self._connection.execute("CHECKPOINT")
         except duckdb.Error as exc:
             self._note_error(exc, 0)
@@ -347,12 +346,6 @@ class Storage:
         except duckdb.Error as exc:
             log.warning("final checkpoint failed; the WAL is replayed on next open",
                         extra={"fields": {"error": str(exc)}})
-
-    @staticmethod
-    def _latest_metric_time(connection: duckdb.DuckDBPyConnection) -> float | None:
-        parts = " UNION ALL ".join(f"SELECT max(timestamp) AS t FROM {name}" for name in METRIC_TABLES)
-        row = connection.execute(f"SELECT epoch_us(max(t)) FROM ({parts})").fetchone()
-        return None if row is None or row[0] is None else row[0] / 1e6
 
     # -- status ----------------------------------------------------------------------------
 

@@ -6,9 +6,10 @@ difference between two consecutive cumulative points of a series.
 
 Rules (docs/storage-and-query.md explains why):
 - first point of a series: stored whole, as the delta over [start_time, time] — unless the
-  database already held metric rows newer than that start_time when the agent started (the
-  sender outlived an agent restart, so part of that count may already be stored); then it
-  is only the baseline.
+  database already held rows *of this series* newer than that start_time when the agent
+  started (the sender outlived an agent restart, so part of that count is already stored);
+  then it is only the baseline. A series the previous run never stored keeps its first
+  point whatever else is stored: its start_time tells the truth.
 - start_time changed, or the count or any bucket went down: a reset; the point is stored
   whole as a fresh start.
 - time not after the last point (out of order, or a retried request): nothing to store; a
@@ -23,10 +24,14 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint
+
+from coral_ebpf.storage.series import StoredSeries
+from coral_ebpf.transform.door import DEFAULT_MAX_AHEAD, TimeWindow, count_reason, float_reason
 
 SeriesKey = tuple[Any, ...]
 
@@ -55,12 +60,19 @@ class HistogramPoint:
         )
 
 
-def read_point(data_point: HistogramDataPoint) -> HistogramPoint | str:
-    """The point, or why it cannot be used."""
+def read_point(data_point: HistogramDataPoint, window: TimeWindow | None = None) -> HistogramPoint | str:
+    """The point, or why it cannot be used (a reason naming the field; see `transform.door`)."""
     bounds = tuple(data_point.explicit_bounds)
     counts = tuple(data_point.bucket_counts)
-    if data_point.time_unix_nano == 0:
-        return "time_unix_nano is missing"
+    window = window or TimeWindow.now(DEFAULT_MAX_AHEAD)
+    time_reason = window.reason("time_unix_nano", data_point.time_unix_nano)
+    if time_reason:
+        return time_reason
+    if data_point.start_time_unix_nano > data_point.time_unix_nano:
+        return "start_time_unix_nano is after time_unix_nano"
+    too_big = count_reason("count", data_point.count)
+    if too_big:
+        return too_big
     if counts and len(counts) != len(bounds) + 1:
         return f"{len(counts)} bucket counts for {len(bounds)} bounds (need bounds + 1, the last being +Inf)"
     if not counts and bounds:
@@ -70,15 +82,18 @@ def read_point(data_point: HistogramDataPoint) -> HistogramPoint | str:
     if counts and sum(counts) != data_point.count:
         return f"count {data_point.count} differs from the sum of bucket_counts {sum(counts)}"
     total = data_point.sum if data_point.HasField("sum") else None
-    if total is not None and not math.isfinite(total):
-        return "sum is not finite"
+    low = data_point.min if data_point.HasField("min") else None
+    high = data_point.max if data_point.HasField("max") else None
+    not_finite = float_reason("sum", total) or float_reason("min", low) or float_reason("max", high)
+    if not_finite:
+        return not_finite
     return HistogramPoint(
         start_ns=data_point.start_time_unix_nano,
         time_ns=data_point.time_unix_nano,
         count=data_point.count,
         sum=total,
-        min=data_point.min if data_point.HasField("min") else None,
-        max=data_point.max if data_point.HasField("max") else None,
+        min=low,
+        max=high,
         bounds=bounds,
         counts=counts,
     )
@@ -109,8 +124,14 @@ class DeltaTracker:
 
     RECENT_DELTAS = 8
 
-    def __init__(self, resume_after_ns: int | None = None, series_ttl: float = 3600.0, max_series: int = 200_000):
-        self.resume_after_ns = resume_after_ns
+    def __init__(
+        self,
+        stored_before: Mapping[StoredSeries, int] | None = None,
+        series_ttl: float = 3600.0,
+        max_series: int = 200_000,
+    ):
+        # What the previous run stored: series -> its newest stored time (ns); see the rules above.
+        self.stored_before: Mapping[StoredSeries, int] = stored_before or {}
         self.series_ttl = series_ttl
         self.max_series = max_series
         self._series: dict[SeriesKey, _Seen] = {}
@@ -123,14 +144,25 @@ class DeltaTracker:
         seen = staging.changes.get(key)
         return seen if seen is not None else self._series.get(key)
 
-    def cumulative(self, key: SeriesKey, point: HistogramPoint, staging: Staging) -> HistogramPoint | None:
-        """The delta to store for cumulative `point`, or None."""
+    def cumulative(
+        self,
+        key: SeriesKey,
+        point: HistogramPoint,
+        staging: Staging,
+        stored_as: Callable[[], StoredSeries] | None = None,
+    ) -> HistogramPoint | None:
+        """The delta to store for cumulative `point`, or None.
+
+        `stored_as` gives the series' database identity; it is called only for a series' first
+        point, and only when the previous run stored anything.
+        """
         now = time.monotonic()
         seen = self._lookup(key, staging)
         previous = seen.last if seen is not None else None
         if previous is None:
             staging.changes[key] = _Seen(point, touched=now)
-            if self.resume_after_ns is not None and point.start_ns < self.resume_after_ns:
+            stored_until = self.stored_before.get(stored_as()) if self.stored_before and stored_as else None
+            if stored_until is not None and point.start_ns < stored_until:
                 staging.note("first_point_baseline")
                 return None
             staging.note("first_point_stored")

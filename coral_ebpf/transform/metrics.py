@@ -18,7 +18,9 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
 
 from coral_ebpf.storage.schema import OTHER_HISTOGRAMS, TABLES, arrow_array, arrow_schema
+from coral_ebpf.storage.series import StoredSeries
 from coral_ebpf.transform.anyvalue import attributes_dict, json_or_none
+from coral_ebpf.transform.door import DEFAULT_MAX_AHEAD, TimeWindow, float_reason
 from coral_ebpf.transform.histograms import DeltaTracker, HistogramPoint, Staging, read_point
 from coral_ebpf.transform.resource import UNKNOWN_SERVICE, ResourceInfo, resource_info
 from coral_ebpf.transform.semconv import COLUMN_MAPPERS, DURATION_METRICS, DURATION_UNITS, MetricRoute, as_text
@@ -53,6 +55,7 @@ class _Scope:
     resource_key: tuple[bytes, ...]
     scope_name: str
     staging: Staging
+    window: TimeWindow
 
 
 class MetricsFlattener:
@@ -60,15 +63,21 @@ class MetricsFlattener:
         self.agent_id = agent_id
         self.deltas = deltas
 
-    def flatten(self, request: ExportMetricsServiceRequest, staging: Staging) -> MetricRows:
-        """Rows for `request`; delta state changes go to `staging` (commit them only if stored)."""
+    def flatten(
+        self, request: ExportMetricsServiceRequest, staging: Staging, window: TimeWindow | None = None
+    ) -> MetricRows:
+        """Rows for `request`; delta state changes go to `staging` (commit them only if stored).
+
+        Points outside `window` (default: up to one day ahead of now) are rejected.
+        """
+        window = window or TimeWindow.now(DEFAULT_MAX_AHEAD)
         rows: dict[str, list[dict[str, Any]]] = {}
         result = MetricRows(tables={})
         for resource_metrics in request.resource_metrics:
             info = resource_info(resource_metrics.resource)
             resource_key = tuple(sorted(kv.SerializeToString() for kv in resource_metrics.resource.attributes))
             for scope_metrics in resource_metrics.scope_metrics:
-                scope = _Scope(result, rows, info, resource_key, scope_metrics.scope.name, staging)
+                scope = _Scope(result, rows, info, resource_key, scope_metrics.scope.name, staging, window)
                 for metric in scope_metrics.metrics:
                     self._metric(scope, metric)
         result.tables = {name: _to_table(name, table_rows) for name, table_rows in rows.items() if table_rows}
@@ -121,20 +130,32 @@ class MetricsFlattener:
         for data_point in points:
             if data_point.flags & _NO_RECORDED_VALUE:
                 continue
-            point = read_point(data_point)
+            point = read_point(data_point, scope.window)
             if isinstance(point, str):
                 result.rejected += 1
                 result.reasons[f"{metric.name}: {point}"] += 1
                 continue
             key = (*series_prefix, tuple(sorted(kv.SerializeToString() for kv in data_point.attributes)))
+            attributes = attributes_dict(data_point.attributes)
             if temporality == _CUMULATIVE:
-                stored = self.deltas.cumulative(key, point, scope.staging)
+
+                def stored_as(point_attributes: dict[str, Any] = attributes) -> StoredSeries:
+                    resource_id = scope.info.resource_id
+                    return StoredSeries(resource_id, metric.name, metric.unit, json_or_none(point_attributes))
+
+                stored = self.deltas.cumulative(key, point, scope.staging, stored_as)
             else:
                 stored = self.deltas.delta(key, point, scope.staging)
             if stored is None:
                 continue
-            attributes = attributes_dict(data_point.attributes)
-            row = self._row(scope.info, metric, route, attributes, stored.scaled(factor))
+            stored = stored.scaled(factor)
+            # A difference of two finite sums, or a sum converted to seconds, can still overflow.
+            overflow = float_reason("sum", stored.sum) or float_reason("min", stored.min)
+            if overflow or float_reason("max", stored.max):
+                result.rejected += 1
+                result.reasons[f"{metric.name}: {overflow or 'max is not finite'} after conversion"] += 1
+                continue
+            row = self._row(scope.info, metric, route, attributes, stored)
             row["source_temporality"] = "cumulative" if temporality == _CUMULATIVE else "delta"
             scope.rows.setdefault(table, []).append(row)
             if not scope.result.resources or scope.result.resources[-1] is not scope.info:

@@ -23,7 +23,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from coral_ebpf.consumer import ConsumeResult, ConsumerUnavailableError, QueueFullError
 from coral_ebpf.storage.schema import RESOURCES, SPANS
+from coral_ebpf.storage.series import stored_series
 from coral_ebpf.storage.writer import Batch, Storage, StorageClosedError, WriteQueueFullError
+from coral_ebpf.transform.door import DEFAULT_MAX_AHEAD, TimeWindow
 from coral_ebpf.transform.histograms import DeltaTracker, Staging
 from coral_ebpf.transform.metrics import MetricsFlattener
 from coral_ebpf.transform.resource import resource_table
@@ -53,10 +55,12 @@ class TransformProcessor:
         *,
         agent_id: str,
         retry_after: float = 1.0,
+        max_time_ahead: float = DEFAULT_MAX_AHEAD,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._storage = storage
         self._retry_after = retry_after
+        self._max_time_ahead = max_time_ahead
         self._clock = wall_clock
         self._spans = SpanFlattener(agent_id)
         self._deltas = DeltaTracker()
@@ -75,9 +79,9 @@ class TransformProcessor:
     # -- Component ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Read where the previous run stopped (for the first-point rule); needs a started Storage."""
-        resume = self._storage.resume_after
-        self._deltas.resume_after_ns = None if resume is None else int(resume * 1e9)
+        """Read which series the previous run stored (for the first-point rule); needs a started Storage."""
+        with self._storage.reader() as reader:
+            self._deltas.stored_before = stored_series(reader)
         self._running = True
         self._state, self._since = "running", self._clock()
 
@@ -106,6 +110,10 @@ class TransformProcessor:
 
     # -- Consumer ----------------------------------------------------------------------------
 
+    def _window(self) -> TimeWindow:
+        """Times a request may carry: after 1970 and at most `max_time_ahead` after the agent's clock."""
+        return TimeWindow.now(self._max_time_ahead, self._clock)
+
     def _check_running(self) -> None:
         if not self._running or not self._storage.accepting:
             raise ConsumerUnavailableError("coral-ebpf is not accepting data (stopping or storage unavailable)")
@@ -125,7 +133,7 @@ class TransformProcessor:
 
     def consume_traces(self, request: ExportTraceServiceRequest) -> ConsumeResult:
         self._check_running()
-        return self._store_spans(self._spans.flatten(request))
+        return self._store_spans(self._spans.flatten(request, self._window()))
 
     def consume_traces_serialized(self, body: bytes) -> ConsumeResult:
         """`consume_traces` for a protobuf-encoded ExportTraceServiceRequest, without decoding it first.
@@ -136,7 +144,7 @@ class TransformProcessor:
         / INVALID_ARGUMENT); a span whose attributes do not decode is rejected on its own.
         """
         self._check_running()
-        return self._store_spans(self._spans.flatten_serialized(body))
+        return self._store_spans(self._spans.flatten_serialized(body, self._window()))
 
     def _store_spans(self, rows: SpanRows) -> ConsumeResult:
         self.sources.arrived(rows.per_sdk, "spans")
@@ -152,7 +160,7 @@ class TransformProcessor:
         self._check_running()
         with self._metrics_lock:
             staging = Staging()
-            rows = self._metrics.flatten(request, staging)
+            rows = self._metrics.flatten(request, staging, self._window())
             self.sources.arrived(rows.per_sdk, "metric_points")
             stored = sum(table.num_rows for table in rows.tables.values())
             if stored:

@@ -23,6 +23,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from coral_ebpf.otlp.wire import LazyTraceRequest
 from coral_ebpf.storage.schema import SPANS, arrow_array, arrow_schema
 from coral_ebpf.transform.anyvalue import KeyValueCache, attributes_dict, to_json
+from coral_ebpf.transform.door import DEFAULT_MAX_AHEAD, TimeWindow
 from coral_ebpf.transform.resource import ResourceInfo, resource_info
 from coral_ebpf.transform.semconv import SPAN_KINDS, SPAN_PROMOTED
 
@@ -162,11 +163,17 @@ class SpanFlattener:
             self._scopes[raw] = scope
         return scope
 
-    def flatten(self, request: ExportTraceServiceRequest) -> SpanRows:
-        return self.flatten_serialized(request.SerializeToString())
+    def flatten(self, request: ExportTraceServiceRequest, window: TimeWindow | None = None) -> SpanRows:
+        return self.flatten_serialized(request.SerializeToString(), window)
 
-    def flatten_serialized(self, data: bytes) -> SpanRows:
-        """Rows from a serialized ExportTraceServiceRequest. Raises DecodeError if it is malformed."""
+    def flatten_serialized(self, data: bytes, window: TimeWindow | None = None) -> SpanRows:
+        """Rows from a serialized ExportTraceServiceRequest. Raises DecodeError if it is malformed.
+
+        Spans ending after `window` (default: more than one day ahead of now) are rejected.
+        """
+        window = window or TimeWindow.now(DEFAULT_MAX_AHEAD)
+        ceiling = window.ceiling_ns
+        too_late = window.too_late("end_time_unix_nano")
         lazy = LazyTraceRequest.FromString(data)
         rows: list[tuple[Any, ...]] = []
         append = rows.append
@@ -204,6 +211,9 @@ class SpanFlattener:
                     if start == 0 or end < start:
                         reasons["invalid span times (start_time missing or end before start)"] += 1
                         continue
+                    if end > ceiling:
+                        reasons[too_late] += 1
+                        continue
                     fragments = []
                     promotions = None
                     try:
@@ -220,6 +230,9 @@ class SpanFlattener:
                             status = _status(span.status)
                             if len(statuses) < 1024:
                                 statuses[span.status] = status
+                        if not 0 <= status[0] <= 2:  # the column is SMALLINT; OTel defines 0, 1, 2
+                            reasons["status.code is not an OTel status code (0 unset, 1 ok, 2 error)"] += 1
+                            continue
                         if (
                             span.events
                             or span.links

@@ -27,7 +27,7 @@ def data_path(
     state_dir: Path, *, wall_clock: Callable[[], float] | None = None, **storage: Any
 ) -> Iterator[tuple[Storage, TransformProcessor]]:
     config = config_for(state_dir, **storage)
-    kwargs = {} if wall_clock is None else {"wall_clock": wall_clock}
+    kwargs: dict[str, Any] = {} if wall_clock is None else {"wall_clock": wall_clock}
     store = Storage(config.storage, **kwargs)
     store.start()
     processor = TransformProcessor(store, agent_id=config.agent_id, retry_after=config.otlp.retry_after, **kwargs)

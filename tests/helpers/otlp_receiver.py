@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator
 
 from coral_ebpf.otlp.receiver import OtlpReceiver
-from coral_ebpf.otlp.settings import OtlpSettings
+from coral_ebpf.otlp.settings import ConnectionLimits, OtlpSettings
 from tests.helpers.consumertest import Sink
 
 
@@ -18,6 +18,7 @@ def running_receiver(
     http_endpoint: str | None = "127.0.0.1:0",
     max_body_bytes: int = 4 * 1024 * 1024,
     retry_after: float = 1.0,
+    limits: ConnectionLimits | None = None,
 ) -> Iterator[tuple[OtlpReceiver, Sink]]:
     consumer = consumer or Sink()
     settings = OtlpSettings(
@@ -25,6 +26,7 @@ def running_receiver(
         http_endpoint=http_endpoint,
         max_body_bytes=max_body_bytes,
         retry_after=retry_after,
+        limits=limits or ConnectionLimits(),
     )
     receiver = OtlpReceiver(settings, consumer)
     receiver.start()

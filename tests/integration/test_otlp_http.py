@@ -18,6 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from coral_ebpf.consumer import ConsumeResult, ConsumerUnavailableError, QueueFullError
 from coral_ebpf.otlp.receiver import OtlpReceiver
+from coral_ebpf.otlp.settings import ConnectionLimits
 from tests.helpers import beyla_payloads
 from tests.helpers.beyla_otlp import BEYLA_DURATION_BUCKETS
 from tests.helpers.bombs import gzip_bomb
@@ -365,10 +366,9 @@ def test_wrong_path_is_404_and_wrong_method_405(served: tuple[OtlpReceiver, Sink
     assert_still_serving(receiver, consumer)
 
 
-def test_stalled_body_is_408_and_frees_its_slot(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("coral_ebpf.otlp.http_server.BODY_READ_TIMEOUT", 0.5)
-    monkeypatch.setattr("coral_ebpf.otlp.http_server.MAX_CONCURRENT_REQUESTS", 1)
-    with running_receiver(grpc_endpoint=None) as (receiver, consumer):
+def test_stalled_body_is_408() -> None:
+    limits = ConnectionLimits(body_timeout=0.5, max_concurrent_calls=1)
+    with running_receiver(grpc_endpoint=None, limits=limits) as (receiver, consumer):
         assert receiver.http_address is not None
         host, _, port = receiver.http_address.rpartition(":")
         stalled = socket.create_connection((host, int(port)), timeout=10)
@@ -380,7 +380,7 @@ def test_stalled_body_is_408_and_frees_its_slot(monkeypatch: pytest.MonkeyPatch)
         stalled.close()
         assert answer.startswith(b"HTTP/1.1 408"), answer
         assert b"did not arrive within 0.5s" in answer
-        assert_still_serving(receiver, consumer)  # the only slot is free again
+        assert_still_serving(receiver, consumer)
 
 
 def test_serialized_fast_path_for_protobuf_only() -> None:

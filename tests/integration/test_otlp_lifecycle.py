@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from coral_ebpf.consumer import ConsumeResult
 from coral_ebpf.errors import ConfigError, CoralError
 from coral_ebpf.otlp.receiver import OtlpReceiver
-from coral_ebpf.otlp.settings import OtlpSettings
+from coral_ebpf.otlp.settings import ConnectionLimits, OtlpSettings
 from tests.helpers import beyla_payloads
 from tests.helpers.consumertest import Sink
 from tests.helpers.otlp_receiver import running_receiver
@@ -171,8 +171,7 @@ def test_restart_after_stop() -> None:
         receiver.stop(2.0)
 
 
-def test_http_requests_beyond_the_cap_wait_instead_of_buffering(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("coral_ebpf.otlp.http_server.MAX_CONCURRENT_REQUESTS", 1)
+def test_http_requests_beyond_the_cap_wait_for_a_decode_slot() -> None:
     release = threading.Event()
     entered = threading.Semaphore(0)
 
@@ -181,7 +180,9 @@ def test_http_requests_beyond_the_cap_wait_instead_of_buffering(monkeypatch: pyt
         release.wait(10)
         return None
 
-    with running_receiver(Sink(slow), grpc_endpoint=None) as (receiver, consumer):
+    with running_receiver(
+        Sink(slow), grpc_endpoint=None, limits=ConnectionLimits(max_concurrent_calls=1)
+    ) as (receiver, consumer):
         assert receiver.http_address is not None
         host, _, port = receiver.http_address.rpartition(":")
         statuses: list[int] = []

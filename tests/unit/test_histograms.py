@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint
 
+from coral_ebpf.storage.series import StoredSeries
 from coral_ebpf.transform.histograms import DeltaTracker, HistogramPoint, Staging, read_point
 
 BOUNDS = (0.0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -56,12 +57,33 @@ def test_first_point_is_stored_whole_from_its_start_time() -> None:
     assert staging.outcomes == {"first_point_stored": 1}
 
 
+STORED_A = StoredSeries(1, "m", "s", None)
+
+
 def test_first_point_older_than_stored_data_is_only_a_baseline() -> None:
-    tracker = DeltaTracker(resume_after_ns=150 * S)
-    stored, staging = convert(tracker, ("a",), point(100 * S, 160 * S, [0, 3]))
+    tracker = DeltaTracker(stored_before={STORED_A: 150 * S})
+    staging = Staging()
+    stored = tracker.cumulative(("a",), point(100 * S, 160 * S, [0, 3]), staging, lambda: STORED_A)
+    tracker.commit(staging)
     assert stored is None and staging.outcomes == {"first_point_baseline": 1}
     stored, _ = convert(tracker, ("a",), point(100 * S, 170 * S, [0, 4, 1]))
     assert stored is not None and stored.count == 2 and stored.counts[:3] == (0, 1, 1)
+
+
+def test_a_series_the_previous_run_never_stored_keeps_its_first_point() -> None:
+    tracker = DeltaTracker(stored_before={STORED_A: 150 * S})
+    staging = Staging()
+    other = StoredSeries(1, "m", "s", '{"route":"/new"}')
+    stored = tracker.cumulative(("b",), point(100 * S, 160 * S, [0, 3]), staging, lambda: other)
+    assert stored is not None and stored.count == 3 and stored.start_ns == 100 * S
+    assert staging.outcomes == {"first_point_stored": 1}
+
+
+def test_a_series_started_after_its_last_stored_row_keeps_its_first_point() -> None:
+    tracker = DeltaTracker(stored_before={STORED_A: 150 * S})
+    staging = Staging()
+    stored = tracker.cumulative(("a",), point(155 * S, 160 * S, [0, 3]), staging, lambda: STORED_A)
+    assert stored is not None and stored.count == 3  # a restarted sender: nothing of it was stored
 
 
 def test_consecutive_points_become_differences() -> None:
