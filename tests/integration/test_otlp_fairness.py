@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from coral_ebpf.consumer import ConsumeResult
 from coral_ebpf.otlp.receiver import OtlpReceiver
 from coral_ebpf.otlp.settings import ConnectionLimits, OtlpSettings
+from coral_ebpf.state import PartState
 from coral_ebpf.storage.writer import Storage
 from tests.helpers import beyla_payloads
 from tests.helpers.consumertest import Sink
@@ -138,7 +139,7 @@ def test_slowloris_and_idle_connections_are_closed(tmp_path: Path) -> None:
             dribbler.join(5)
             for connection in idle + loris:
                 connection.close()
-        assert receiver.status()["state"] == "serving"
+        assert receiver.status()["state"] == PartState.RUNNING
 
 
 def test_connections_beyond_the_cap_get_429_with_retry_after(tmp_path: Path) -> None:
