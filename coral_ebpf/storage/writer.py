@@ -157,6 +157,8 @@ class Storage:
             self._close()
             raise
         for item in replay:
+            self._in_flight += 1
+            self._bytes_in_flight += item.batch.nbytes
             self._enqueue(item)
         self._accepting = True
         self._set_state("running")
