@@ -62,7 +62,15 @@ _POLL_SECONDS = 0.25
 _MAX_BACKOFF_SECONDS = 5.0
 # Failures of the storage itself (retry, never drop) as opposed to a batch DuckDB refuses.
 _STORAGE_ERRORS = (duckdb.IOException, duckdb.OutOfMemoryException, duckdb.FatalException, duckdb.InternalException)
-_STORAGE_ERROR_TEXT = ("invalidated", "No space left", "Read-only file system", "Input/output error", "I/O error")
+_STORAGE_ERROR_TEXT = (
+    "invalidated",
+    "No space left",
+    "Read-only file system",
+    "Input/output error",
+    "I/O error",
+    "Disk quota exceeded",
+    "Could not write file",
+)
 
 
 class WriteQueueFullError(Exception):
@@ -80,6 +88,23 @@ class StorageUnavailableError(StorageClosedError):
 def is_storage_failure(exc: BaseException) -> bool:
     """True when `exc` says the storage cannot write, False when DuckDB refused the data itself."""
     return isinstance(exc, _STORAGE_ERRORS) or any(text in str(exc) for text in _STORAGE_ERROR_TEXT)
+
+
+_OS_ERROR_NAMES = {
+    "No space left on device": "ENOSPC",
+    "Read-only file system": "EROFS",
+    "Input/output error": "EIO",
+    "Disk quota exceeded": "EDQUOT",
+}
+
+
+def summarize_storage_error(exc: BaseException) -> str:
+    """The operating system's reason first (it is what a person acts on), then DuckDB's message."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    for reason, name in _OS_ERROR_NAMES.items():
+        if reason in text:
+            return f"{reason} ({name}): {text}"
+    return text
 
 
 @dataclass(frozen=True)
@@ -511,7 +536,7 @@ class Storage:
                 "the database cannot be written; refusing new data until it can (nothing accepted is dropped)",
                 extra={"fields": {"error": str(exc)}},
             )
-        self._db_problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        self._db_problem = summarize_storage_error(exc)
 
     def _recovered(self) -> None:
         if self._db_problem:

@@ -23,11 +23,9 @@ from pathlib import Path
 import duckdb
 import grpc
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, HistogramDataPoint, Metric
@@ -118,9 +116,9 @@ class Sender(threading.Thread):
         transport: str,
         signal: str,
         address: str,
+        *,
         ledger: Ledger,
         stop: threading.Event,
-        *,
         items_per_request: int = 200,
         pause: float = 0.0,
     ) -> None:

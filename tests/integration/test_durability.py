@@ -42,7 +42,7 @@ def _senders(agent: AgentProcess, ledger: Ledger, stop: threading.Event, **kwarg
     status = agent.status()
     addresses = {"grpc": status["receiver"]["grpc"]["address"], "http": status["receiver"]["http"]["address"]}
     return [
-        Sender(number, transport, signal_name, addresses[transport], ledger, stop, **kwargs)
+        Sender(number, transport, signal_name, addresses[transport], ledger=ledger, stop=stop, **kwargs)
         for number, (transport, signal_name) in enumerate(MIXES, start=1)
     ]
 
