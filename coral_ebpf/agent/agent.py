@@ -30,6 +30,8 @@ from coral_ebpf.capabilities.report import ProbeReport, Verdict
 from coral_ebpf.config import AgentConfig
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import ConfigError, CoralError
+from coral_ebpf.memory.budget import MemoryBudget
+from coral_ebpf.memory.consumer import BudgetedConsumer
 from coral_ebpf.otlp.consumer import Consumer
 from coral_ebpf.otlp.receiver import OtlpReceiver
 from coral_ebpf.otlp.settings import OtlpSettings
@@ -65,6 +67,7 @@ class Agent:
         self._storage: Storage | None = None
         self._processor: TransformProcessor | None = None
         self._consumer: Consumer | None = None
+        self._memory: MemoryBudget | None = None
         self._discovery: Any = None
         self._supervisor: BeylaSupervisor | None = None
         self._red: RedEngine | None = None
@@ -106,7 +109,11 @@ class Agent:
         self._processor = processor
         attributes = dict(config.beyla.attributes)
         self._consumer = StaticAttributesConsumer(processor, attributes) if attributes else processor
-        receiver = OtlpReceiver(config.otlp, self._consumer)
+        self._memory = MemoryBudget(
+            config.limits.memory, config.storage.memory_limit, lambda: storage.bytes_in_flight
+        )
+        self._memory.calibrate()
+        receiver = OtlpReceiver(config.otlp, BudgetedConsumer(self._consumer, self._memory, config.otlp.retry_after))
         self._run("receiver", receiver)
         self._receiver = receiver
         self._start_discovery()
@@ -350,6 +357,8 @@ class Agent:
             },
             "probe": self._probe_status(),
         }
+        if self._memory is not None:
+            document["agent"]["memory"] = self._memory.status()
         for name in PART_NAMES[1:]:
             document[name] = self.slots[name].status()
         document["red"].setdefault("engine", self.engine)

@@ -172,6 +172,13 @@ def _run(args: argparse.Namespace) -> int:
         f"coral-ebpf {agent.get('version', '?')}  pid {agent.get('pid', '?')}  "
         f"up {_ago(agent.get('started')).removesuffix(' ago')}  config {agent.get('config', '?')}"
     )
+    memory = agent.get("memory")
+    if isinstance(memory, dict):
+        title += (
+            f"  memory {_bytes(memory.get('anon_rss_bytes'))} private of limits.memory "
+            f"{_bytes(memory.get('limit_bytes'))} (rss {_bytes(memory.get('rss_bytes'))}, "
+            f"idle {_bytes(memory.get('idle_rss_bytes'))}, peak {_bytes(memory.get('peak_rss_bytes'))})"
+        )
     print_table(("Part", "State", "Since", "Details"), rows, title=title)
     return EXIT_OK
 

@@ -20,6 +20,8 @@ from coral_ebpf.beyla.settings import BeylaSettings
 from coral_ebpf.config.formats import PATH, section
 from coral_ebpf.discovery.settings import SCHEMA as DISCOVERY_SCHEMA
 from coral_ebpf.discovery.settings import DiscoverySettings
+from coral_ebpf.memory.settings import SCHEMA as LIMITS_SCHEMA
+from coral_ebpf.memory.settings import LimitSettings
 from coral_ebpf.otlp.settings import SCHEMA as OTLP_SCHEMA
 from coral_ebpf.otlp.settings import OtlpSettings
 from coral_ebpf.red.settings import SCHEMA as RED_SCHEMA
@@ -48,6 +50,7 @@ def build_schema() -> dict[str, Any]:
                 "discovery": DISCOVERY_SCHEMA,
                 "beyla": BEYLA_SCHEMA,
                 "red": RED_SCHEMA,
+                "limits": LIMITS_SCHEMA,
             }
         ),
     }
@@ -66,11 +69,15 @@ class AgentConfig:
     discovery: DiscoverySettings
     beyla: BeylaSettings
     red: RedSettings
+    limits: LimitSettings
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> AgentConfig:
         """Build from a document that already passed schema validation."""
         state_dir = Path(data.get("state_dir", DEFAULT_STATE_DIR))
+        storage = StorageSettings.from_dict(data.get("storage", {}), state_dir)
+        limits = LimitSettings.from_dict(data.get("limits", {}))
+        limits.check(storage.memory_limit)
         return cls(
             source=source,
             state_dir=state_dir,
@@ -78,9 +85,10 @@ class AgentConfig:
             log_format=data.get("log_format", "logfmt"),
             agent_id=data.get("agent_id") or socket.gethostname(),
             otlp=OtlpSettings.from_dict(data.get("otlp", {})),
-            storage=StorageSettings.from_dict(data.get("storage", {}), state_dir),
+            storage=storage,
             control=ControlSettings.from_dict(data.get("control", {})),
             discovery=DiscoverySettings.from_dict(data.get("discovery", {})),
             beyla=BeylaSettings.from_dict(data.get("beyla", {}), state_dir),
             red=RedSettings.from_dict(data.get("red", {})),
+            limits=limits,
         )

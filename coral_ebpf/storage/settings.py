@@ -17,7 +17,7 @@ SCHEMA = section(
         "cleanup_interval": {**DURATION, "description": "How often expired rows are deleted (default 1m)"},
         "queue_max_batches": {"type": "integer", "minimum": 1, "description": "Bounded write queue length"},
         "flush_interval": {**DURATION, "description": "Longest time an accepted batch waits before it is written"},
-        "memory_limit": {**SIZE, "description": "DuckDB's memory limit; larger queries spill to disk (default 256MiB)"},
+        "memory_limit": {**SIZE, "description": "DuckDB's memory limit; larger queries spill to disk (default 96MiB; part of limits.memory)"},
         "spool_max_bytes": {
             **SIZE,
             "description": "Most bytes the write-ahead spool holds before requests are refused (429); 0 turns "
@@ -41,7 +41,9 @@ class StorageSettings:
     # WAL); a second is invisible next to Beyla's own 5-60 s export intervals.
     flush_interval: float = 1.0
     # DuckDB's default is 80% of RAM; an agent should leave the host's memory to its services.
-    memory_limit: int = 256 * 1024 * 1024
+    # DuckDB's share of the agent's limits.memory (256 MiB): 96 MiB for DuckDB, ~100 MiB for
+    # the agent itself, the rest for data in flight.
+    memory_limit: int = 96 * 1024 * 1024
     # Acknowledged, not yet in the database: what a sender can push while the writer lags or
     # the database cannot write. 0 turns the spool off.
     spool_max_bytes: int = 256 * 1024 * 1024

@@ -1,0 +1,138 @@
+"""`MemoryBudget`: bytes in flight accounted against `limits.memory`, and the process's RSS.
+
+The budget covers the agent's private (anonymous) memory. Shared library text (LLVM for BCC,
+DuckDB, Arrow: ~200 MiB file-backed pages, shared with the page cache and reclaimable) is
+reported but not charged. It is split three ways:
+
+- DuckDB: `storage.memory_limit` (DuckDB enforces it; bigger queries spill to disk);
+- the agent's own footprint, measured when the receiver starts (`calibrate`);
+- data in flight: whatever is left (at least 16 MiB). Request bodies being decoded and
+  flattened are reserved here for the length of the call (an estimate from the body size),
+  and batches accepted and not yet written are counted from storage until written.
+
+A request that would take data in flight past its share is refused with 429 / RESOURCE_EXHAUSTED
+(the client retries later), unless nothing else is in flight (one request larger than the share
+must not be refused forever). The anonymous RSS is checked too: over the whole budget, new
+requests are refused while something is in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from coral_ebpf.memory.settings import MIN_IN_FLIGHT
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_RSS_SAMPLE_SECONDS = 0.05
+
+
+class MemoryBudgetExceededError(Exception):
+    """Taking this request would pass the memory budget; retry later."""
+
+
+def process_memory() -> dict[str, int]:
+    """rss, anonymous rss, file-backed rss and peak rss (VmHWM) of this process, in bytes."""
+    values: dict[str, int] = {}
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+                values[key] = int(rest.split()[0]) * 1024
+    return {
+        "rss": values.get("VmRSS", 0),
+        "anon": values.get("RssAnon", 0),
+        "file": values.get("RssFile", 0),
+        "peak": values.get("VmHWM", 0),
+    }
+
+
+def anonymous_rss() -> int:
+    """Cheaper than `process_memory` for the hot path: resident minus shared pages, from statm."""
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        fields = statm.read().split()
+    return (int(fields[1]) - int(fields[2])) * _PAGE
+
+
+class MemoryBudget:
+    def __init__(
+        self,
+        limit: int,
+        duckdb_share: int,
+        queued_bytes: Callable[[], int],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.duckdb_share = duckdb_share
+        self._queued_bytes = queued_bytes
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._decoding = 0
+        self.in_flight_limit = max(limit - duckdb_share, MIN_IN_FLIGHT)
+        self.idle: dict[str, int] = {}
+        self._anon = 0
+        self._anon_at = float("-inf")
+        self.refusals = 0
+        self.last_refusal = ""
+
+    def calibrate(self) -> None:
+        """Measure the agent's own footprint (call once it runs, before data arrives)."""
+        self.idle = process_memory()
+        self.in_flight_limit = max(self.limit - self.duckdb_share - self.idle["anon"], MIN_IN_FLIGHT)
+
+    def _current_anon(self) -> int:
+        now = self._clock()
+        if now - self._anon_at >= _RSS_SAMPLE_SECONDS:
+            self._anon, self._anon_at = anonymous_rss(), now
+        return self._anon
+
+    @contextlib.contextmanager
+    def reserve(self, estimate: int) -> Iterator[None]:
+        """Hold `estimate` bytes for the block, or raise MemoryBudgetExceededError at once."""
+        with self._lock:
+            queued = self._queued_bytes()
+            busy = self._decoding + queued
+            if busy and busy + estimate > self.in_flight_limit:
+                self._refuse(
+                    f"memory budget: {busy // 1024} KiB in flight + this request (~{estimate // 1024} KiB) would "
+                    f"pass the {self.in_flight_limit // 1024} KiB share of limits.memory"
+                )
+            if busy and self._current_anon() > self.limit:
+                self._refuse(
+                    f"memory budget: the agent uses {self._anon // (1024 * 1024)} MiB, over limits.memory "
+                    f"({self.limit // (1024 * 1024)} MiB)"
+                )
+            self._decoding += estimate
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._decoding -= estimate
+
+    def _refuse(self, message: str) -> None:
+        self.refusals += 1
+        self.last_refusal = message
+        raise MemoryBudgetExceededError(message)
+
+    def status(self) -> dict[str, Any]:
+        now = process_memory()
+        return {
+            "limit_bytes": self.limit,
+            "duckdb_share_bytes": self.duckdb_share,
+            "in_flight_limit_bytes": self.in_flight_limit,
+            "in_flight_bytes": self._decoding + self._queued_bytes(),
+            "decoding_bytes": self._decoding,
+            "rss_bytes": now["rss"],
+            "anon_rss_bytes": now["anon"],
+            "file_rss_bytes": now["file"],
+            "peak_rss_bytes": now["peak"],
+            "idle_rss_bytes": self.idle.get("rss"),
+            "idle_anon_rss_bytes": self.idle.get("anon"),
+            "refusals": self.refusals,
+            "last_refusal": self.last_refusal,
+        }
