@@ -30,7 +30,7 @@ from coral_ebpf.capabilities.report import ProbeReport, Verdict
 from coral_ebpf.config import AgentConfig
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import ConfigError, CoralError
-from coral_ebpf.memory.budget import MemoryBudget
+from coral_ebpf.memory.budget import MemoryBudget, tame_allocators
 from coral_ebpf.memory.consumer import BudgetedConsumer
 from coral_ebpf.otlp.consumer import Consumer
 from coral_ebpf.otlp.receiver import OtlpReceiver
@@ -98,6 +98,7 @@ class Agent:
         """Start every part that can work here. Raises CoralError when the data path cannot start."""
         config = self.config
         prepare_state_dir(config.state_dir)
+        tame_allocators()  # before the threads that allocate start
         # Before any BPF is loaded or Beyla started: another agent on this socket means we cannot serve.
         check_control_socket_free(config.control.socket)
         self._start_probe()
@@ -112,7 +113,6 @@ class Agent:
         self._memory = MemoryBudget(
             config.limits.memory, config.storage.memory_limit, lambda: storage.bytes_in_flight
         )
-        self._memory.calibrate()
         receiver = OtlpReceiver(config.otlp, BudgetedConsumer(self._consumer, self._memory, config.otlp.retry_after))
         self._run("receiver", receiver)
         self._receiver = receiver
@@ -122,6 +122,7 @@ class Agent:
             "control",
             ControlServer(config.control.socket, self.status, query_executor(storage.reader)),
         )
+        self._memory.calibrate()  # the agent's own footprint, every part loaded (BCC programs included)
         log.info(
             "agent started",
             extra={

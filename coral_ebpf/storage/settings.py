@@ -17,7 +17,10 @@ SCHEMA = section(
         "cleanup_interval": {**DURATION, "description": "How often expired rows are deleted (default 1m)"},
         "queue_max_batches": {"type": "integer", "minimum": 1, "description": "Bounded write queue length"},
         "flush_interval": {**DURATION, "description": "Longest time an accepted batch waits before it is written"},
-        "memory_limit": {**SIZE, "description": "DuckDB's memory limit; larger queries spill to disk (default 96MiB; part of limits.memory)"},
+        "memory_limit": {
+            **SIZE,
+            "description": "DuckDB's memory limit, part of limits.memory; larger queries spill to disk (default 96MiB)",
+        },
         "spool_max_bytes": {
             **SIZE,
             "description": "Most bytes the write-ahead spool holds before requests are refused (429); 0 turns "
