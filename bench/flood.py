@@ -159,7 +159,8 @@ def main() -> int:
     memory = status["agent"].get("memory", {})
     refusals = sum(count for outcome, count in flood.outcomes.items() if outcome != "ok")
     print(
-        f"senders: {args.grpc_senders} gRPC + {args.http_senders} OTLP/HTTP for {args.seconds:.0f} s; cpus {os.cpu_count()}"
+        f"senders: {args.grpc_senders} gRPC + {args.http_senders} OTLP/HTTP for {args.seconds:.0f} s; "
+        f"cpus {os.cpu_count()}"
     )
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"outcomes: {dict(flood.outcomes)}")
