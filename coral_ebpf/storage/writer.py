@@ -430,7 +430,7 @@ class Storage:
                 if pending:
                     self._write_transaction(pending)
                 break
-            except duckdb.Error as exc:
+            except Exception as exc:  # DuckDB's, or Arrow's for tables that do not fit their table
                 if not is_storage_failure(exc):
                     self._note_error(exc, len(items))
                     if len(items) == 1:
@@ -528,7 +528,7 @@ class Storage:
                 return
             self._give_up([rest], reason)
 
-    def _degrade(self, exc: Exception, batches: int) -> None:
+    def _degrade(self, exc: BaseException, batches: int) -> None:
         self._note_error(exc, batches)
         if not self._db_problem:
             self._db_problem_since = self._clock()
@@ -543,7 +543,7 @@ class Storage:
             log.info("the database is writable again", extra={"fields": {"was": self._db_problem}})
             self._db_problem, self._db_problem_since = "", None
 
-    def _reopen_if_invalidated(self, exc: Exception) -> None:
+    def _reopen_if_invalidated(self, exc: BaseException) -> None:
         """DuckDB invalidates a database after a fatal write error; only a new connection recovers it."""
         if (
             self._connection is not None
@@ -569,7 +569,7 @@ class Storage:
         self._counters.reopens += 1
         log.info("database reopened after a failure", extra={"fields": {"applied_seq": self._applied_seq}})
 
-    def _note_error(self, exc: Exception, batches: int) -> None:
+    def _note_error(self, exc: BaseException, batches: int) -> None:
         self._counters.write_errors += 1
         self._counters.last_error = str(exc)
         log.warning("database write failed", extra={"fields": {"error": str(exc), "batches": batches}})

@@ -351,3 +351,20 @@ def test_every_acknowledged_span_is_stored_when_stop_races_with_senders(tmp_path
         connection.close()
     assert sum(acknowledged) > 0
     assert row == (sum(acknowledged),)
+
+
+def test_a_batch_duckdb_refuses_is_set_aside_and_the_rest_written(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    with data_path(tmp_path, flush_interval="500ms") as (storage, processor):
+        processor.consume_traces(spans_request(7)[0])  # type: ignore[arg-type]
+        storage.submit(Batch({"otel_spans_raw": pa.table({"no_such_column": [1, 2, 3]})}))
+        processor.consume_traces(spans_request(5)[0])  # type: ignore[arg-type]
+        storage.flush()
+        status = storage.status()
+        assert count_spans(storage) == 12, "the good batches of the same write are kept"
+        assert status["rows_rejected"] == 3
+        assert status["rows_lost"] == 0
+        assert status["state"] == "running", "refused content is not a storage failure"
+        assert status["applied_seq"] == 3, "the spool position moves past the refused batch"
+        assert status["spool"]["written_seq"] == 3
