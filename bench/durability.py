@@ -87,7 +87,11 @@ def main() -> int:
                 print(f"kill {trial}: {acknowledged} items acknowledged in {seconds:.1f} s before SIGKILL", flush=True)
             agent.exit_code = None
             agent.start(timeout=180)
-            agent.wait_for(lambda s: s["storage"]["queue_depth"] == 0, timeout=300, what="the spool replayed")
+            agent.wait_for(
+                lambda s: s["storage"]["queue_depth"] == 0 and s["storage"]["replay_pending"] == 0,
+                timeout=300,
+                what="the spool replayed",
+            )
             agent.stop()
         finally:
             agent.kill()

@@ -69,6 +69,16 @@ def describe_os_error(exc: OSError) -> str:
     return f"{text} ({name})" if name else text
 
 
+@dataclass(frozen=True)
+class RecordRef:
+    """Where a record not yet applied lies in the spool."""
+
+    path: Path
+    offset: int
+    length: int
+    seq: int
+
+
 @dataclass
 class _Segment:
     path: Path
@@ -111,14 +121,16 @@ class Spool:
 
     # -- recovery --------------------------------------------------------------------------
 
-    def recover(self, applied_seq: int) -> Iterator[tuple[int, bytes]]:
-        """Open the directory and yield every intact record with seq > applied_seq, in order.
+    def recover(self, applied_seq: int) -> list[RecordRef]:
+        """Open the directory; every intact record with seq > applied_seq, in order (read them with `read`).
 
-        Must be consumed completely before the first append.
+        Call once, before the first append. Payloads are not kept in memory: the spool may hold
+        far more than the memory budget.
         """
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
         last_seq = applied_seq
+        pending = []
         for path in sorted(self.directory.glob("*" + _SUFFIX)):
             try:
                 first = int(path.stem)
@@ -126,23 +138,37 @@ class Spool:
                 log.warning("ignoring a file in the spool that is not a segment", extra={"fields": {"path": str(path)}})
                 continue
             segment = _Segment(path, first, first - 1, path.stat().st_size)
-            for seq, payload in self._read_segment(segment):
+            for seq, offset, length in self._scan_segment(segment):
                 segment.last_seq = seq
                 last_seq = max(last_seq, seq)
                 if seq > applied_seq:
-                    self.records_recovered += 1
-                    yield seq, payload
+                    pending.append(RecordRef(path, offset, length, seq))
             self._segments.append(segment)
             self._bytes += segment.size
+        self.records_recovered = len(pending)
         self._next_seq = last_seq + 1
         self._written_seq = self._durable_seq = last_seq
+        return pending
 
-    def _read_segment(self, segment: _Segment) -> Iterator[tuple[int, bytes]]:
+    def read(self, ref: RecordRef) -> bytes:
+        """The payload of a record found by `recover` (checked against its checksum again)."""
+        with open(ref.path, "rb", opener=_private_opener(os.O_RDONLY)) as handle:
+            handle.seek(ref.offset)
+            data = handle.read(_HEADER.size + ref.length)
+        _magic, length, seq, crc = _HEADER.unpack_from(data, 0)
+        payload = data[_HEADER.size :]
+        if seq != ref.seq or length != ref.length or _checksum(length, seq, payload) != crc:
+            raise SpoolWriteError(f"spool record {ref.seq} in {ref.path} changed since it was checked")
+        return payload
+
+    def _scan_segment(self, segment: _Segment) -> Iterator[tuple[int, int, int]]:
+        """(seq, offset, payload length) of each intact record, up to the first damaged one."""
         with open(segment.path, "rb", opener=_private_opener(os.O_RDONLY)) as handle:
             data = handle.read()
         offset, previous = 0, segment.first_seq - 1
         while offset < len(data):
             problem = ""
+            length = seq = 0
             if len(data) - offset < _HEADER.size:
                 problem = "truncated header"
             else:
@@ -171,7 +197,7 @@ class Spool:
                     },
                 )
                 return
-            yield seq, bytes(body)
+            yield seq, offset, length
             previous = seq
             offset += _HEADER.size + length
 

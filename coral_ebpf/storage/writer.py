@@ -28,6 +28,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ from coral_ebpf.storage.inserts import SpanWindow, insert_table
 from coral_ebpf.storage.position import read_applied_seq, write_applied_seq
 from coral_ebpf.storage.retention import delete_expired
 from coral_ebpf.storage.schema import METRIC_TABLES, SPANS, TABLES
-from coral_ebpf.storage.spool import Spool, SpoolFullError, SpoolWriteError
+from coral_ebpf.storage.spool import RecordRef, Spool, SpoolFullError, SpoolWriteError
 from coral_ebpf.storage.umask import PrivateUmask
 
 if TYPE_CHECKING:
@@ -146,6 +147,7 @@ class Storage:
         self._next_seq = 1  # without a spool: in-memory sequence numbers
         self._order_lock = threading.Lock()
         self._applied_seq = 0
+        self._replay: deque[RecordRef] = deque()
         self._connection: duckdb.DuckDBPyConnection | None = None
         self._span_window: SpanWindow | None = None
         self._reader_root: duckdb.DuckDBPyConnection | None = None
@@ -177,14 +179,10 @@ class Storage:
             self._open_database()
             assert self._connection is not None
             self.resume_after = self._latest_metric_time(self._connection)
-            replay = self._recover_spool()
+            self._replay = self._recover_spool()
         except BaseException:
             self._close()
             raise
-        for item in replay:
-            self._in_flight += 1
-            self._bytes_in_flight += item.batch.nbytes
-            self._enqueue(item)
         self._accepting = True
         self._set_state("running")
         self._thread = threading.Thread(target=self._run, name="storage-writer", daemon=True)
@@ -196,7 +194,7 @@ class Storage:
                     "path": str(self.path),
                     "session_id": self.session_id,
                     "spool": str(self._spool.directory) if self._spool else "off",
-                    "replaying_batches": len(replay),
+                    "replaying_batches": len(self._replay),
                 }
             },
         )
@@ -209,24 +207,41 @@ class Storage:
         with self._reader_lock:
             self._reader_root = self._connection.cursor()
 
-    def _recover_spool(self) -> list[_Queued]:
-        """The spool's records past the applied position, to be written before anything new."""
+    def _recover_spool(self) -> deque[RecordRef]:
+        """The spool's records past the applied position; the writer applies them before anything new."""
         if self._spool is None:
             self._next_seq = self._applied_seq + 1
-            return []
-        replay = []
-        for seq, payload in self._spool.recover(self._applied_seq):
-            try:
-                replay.append(_Queued(seq, decode_batch(payload)))
-            except BatchDecodeError as exc:
-                log.error("spool record cannot be read; skipped", extra={"fields": {"seq": seq, "error": str(exc)}})
+            return deque()
+        pending = deque(self._spool.recover(self._applied_seq))
         self._spool.release_through(self._applied_seq)
-        if replay:
+        if pending:
             log.info(
-                "replaying acknowledged batches not yet in the database",
-                extra={"fields": {"batches": len(replay), "rows": sum(item.batch.rows for item in replay)}},
+                "replaying acknowledged batches not yet in the database", extra={"fields": {"batches": len(pending)}}
             )
-        return replay
+        return pending
+
+    def _replay_spool(self) -> None:
+        """Apply the recovered records in writes of up to MAX_ROWS_PER_WRITE rows, reading them as it goes."""
+        assert self._spool is not None
+        while self._replay and not (self._stopping.is_set() and self._gave_up()):
+            chunk: list[_Queued] = []
+            rows = 0
+            while self._replay and rows < MAX_ROWS_PER_WRITE:
+                ref = self._replay.popleft()
+                try:
+                    batch = decode_batch(self._spool.read(ref))
+                except (BatchDecodeError, SpoolWriteError, OSError) as exc:
+                    log.error(
+                        "spool record cannot be read; skipped", extra={"fields": {"seq": ref.seq, "error": str(exc)}}
+                    )
+                    continue
+                chunk.append(_Queued(ref.seq, batch))
+                rows += batch.rows
+            if chunk:
+                with self._done:
+                    self._in_flight += len(chunk)
+                    self._bytes_in_flight += sum(item.batch.nbytes for item in chunk)
+                self._apply(chunk)
 
     def stop(self, timeout: float) -> None:
         """Refuse new batches, write everything queued, checkpoint and close within `timeout`."""
@@ -376,6 +391,8 @@ class Storage:
     def _run(self) -> None:
         next_cleanup = time.monotonic() + self.settings.cleanup_interval
         try:
+            if self._replay:
+                self._replay_spool()
             while True:
                 items = self._collect()
                 if items:
@@ -640,6 +657,7 @@ class Storage:
             "queue_capacity": self.settings.queue_max_batches,
             "bytes_in_flight": self._bytes_in_flight,
             "applied_seq": self._applied_seq,
+            "replay_pending": len(self._replay),
             "spool": self._spool.status() if self._spool is not None else None,
             "batches_written": counters.batches_written,
             "rows_written": dict(counters.rows_written),

@@ -57,7 +57,11 @@ def _restart_and_stop(agent: AgentProcess) -> dict[str, Any]:
     """Start the agent on the same state dir (which replays the spool), then SIGTERM it; its last status."""
     agent.exit_code = None
     agent.start(timeout=120)
-    status = agent.wait_for(lambda s: s["storage"]["queue_depth"] == 0, timeout=120, what="the spool replayed")
+    status = agent.wait_for(
+        lambda s: s["storage"]["queue_depth"] == 0 and s["storage"]["replay_pending"] == 0,
+        timeout=120,
+        what="the spool replayed",
+    )
     agent.stop()
     return status
 

@@ -19,7 +19,7 @@ MiB = 1024 * 1024
 
 def opened(directory: Path, applied: int = 0, **kwargs: int) -> tuple[Spool, list[tuple[int, bytes]]]:
     spool = Spool(directory, kwargs.pop("max_bytes", 64 * MiB), **kwargs)
-    return spool, list(spool.recover(applied))
+    return spool, [(ref.seq, spool.read(ref)) for ref in spool.recover(applied)]
 
 
 def append(spool: Spool, payload: bytes) -> int:
