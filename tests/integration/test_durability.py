@@ -104,7 +104,7 @@ def test_sigkill_under_load_loses_no_acknowledged_item(tmp_path: Path) -> None:
 @pytest.mark.parametrize("point", faults.POINTS)
 def test_kill_between_spool_and_commit(tmp_path: Path, point: str) -> None:
     """The agent SIGKILLs itself at one step of the write path; a restart stores exactly what was acknowledged."""
-    agent = _agent(tmp_path, env={"CORAL_EBPF_TEST_FAULT": point, "CORAL_EBPF_TEST_FAULT_AT": "4"})
+    agent = _agent(tmp_path, env={"CORAL_EBPF_TEST_FAULT": point, "CORAL_EBPF_TEST_FAULT_AT": "8"})
     ledger = Ledger()
     with _cleanup(agent):
         agent.start(timeout=120)
@@ -121,7 +121,7 @@ def test_kill_between_spool_and_commit(tmp_path: Path, point: str) -> None:
         agent.env = {k: v for k, v in agent.env.items() if not k.startswith("CORAL_EBPF_TEST_FAULT")}
         status = _restart_and_stop(agent)
     result = compare(agent.state_dir / "coral-ebpf.duckdb", ledger)
-    assert ledger.outcomes["ok"] >= 3, ledger.outcomes
+    assert ledger.outcomes["ok"] >= 2, ledger.outcomes
     assert result.lost == 0, str(result)
     assert result.duplicates == 0, str(result)
     if point in ("after-spool-write", "after-spool-sync", "before-commit"):
