@@ -196,7 +196,7 @@ def test_disk_full_refuses_with_503_keeps_everything_and_resumes(tmp_path: Path)
             assert status["state"] == "degraded", status
             assert "No space left on device" in status["reason"], status
             assert isinstance(status["since"], float)
-            human = agent.cli("status")
+            human = agent.cli("status", columns=400)
             assert "degraded" in human.stdout and "No space left" in human.stdout, human.stdout
             assert http_traces.send_one() == "http 503", "still full: nothing further is acknowledged"
             ballast.unlink()
