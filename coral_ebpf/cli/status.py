@@ -60,6 +60,12 @@ def _service_names(services: list[Any], limit: int = 8) -> str:
     return ", ".join(names) + (f" and {more} more" if more > 0 else "")
 
 
+def _spool_fact(spool: Any) -> str:
+    if not isinstance(spool, dict):
+        return "spool off"
+    return f"spool {_bytes(spool.get('bytes'))}/{_bytes(spool.get('max_bytes'))}"
+
+
 def _details(part: str, body: dict[str, Any]) -> list[str]:
     """The few facts a person looks at first, per part; `--json` has everything."""
     if part == "probe":
@@ -73,6 +79,7 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
             str(body.get("path", "")),
             f"size {_bytes(body.get('db_size_bytes'))}",
             f"queue {body.get('queue_depth', '?')}/{body.get('queue_capacity', '?')}",
+            _spool_fact(body.get("spool")),
             f"rows written {sum(rows.values()) if isinstance(rows, dict) else rows}",
             f"retention {body.get('retention_seconds', '?')}s",
         ]

@@ -368,3 +368,24 @@ def test_a_batch_duckdb_refuses_is_set_aside_and_the_rest_written(tmp_path: Path
         assert status["state"] == "running", "refused content is not a storage failure"
         assert status["applied_seq"] == 3, "the spool position moves past the refused batch"
         assert status["spool"]["written_seq"] == 3
+
+
+def test_a_full_spool_refuses_and_everything_accepted_is_written(
+    tmp_path: Path, stalled_writer: threading.Event
+) -> None:
+    request, _ = spans_request(2000)
+    with data_path(tmp_path, spool_max_bytes="16MiB", queue_max_batches=1000) as (storage, processor):
+        accepted = 0
+        with pytest.raises(QueueFullError, match="spool full"):
+            for _ in range(200):
+                processor.consume_traces(request)  # type: ignore[arg-type]
+                accepted += 1
+        assert 10 < accepted < 200
+        assert storage.status()["spool"]["bytes"] <= 16 * 1024 * 1024
+        stalled_writer.set()
+        storage.flush()
+        assert storage.status()["rows_written"]["otel_spans_raw"] == 2000, "one copy: the rest are duplicates"
+        assert storage.status()["duplicate_spans_dropped"] == 2000 * (accepted - 1)
+        processor.consume_traces(spans_request(10)[0])  # type: ignore[arg-type]  # room again
+        storage.flush()
+        assert count_spans(storage) == 2010
