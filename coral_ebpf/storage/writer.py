@@ -238,7 +238,8 @@ class Storage:
                 chunk.append(_Queued(ref.seq, batch))
                 rows += batch.rows
             if chunk:
-                with self._done:
+                with self._done:  # counted like submitted batches, so that flush() waits for them too
+                    self._submitted += len(chunk)
                     self._in_flight += len(chunk)
                     self._bytes_in_flight += sum(item.batch.nbytes for item in chunk)
                 self._apply(chunk)
