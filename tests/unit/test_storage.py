@@ -389,3 +389,30 @@ def test_a_full_spool_refuses_and_everything_accepted_is_written(
         processor.consume_traces(spans_request(10)[0])  # type: ignore[arg-type]  # room again
         storage.flush()
         assert count_spans(storage) == 2010
+
+
+def test_records_in_the_spool_past_the_applied_position_are_replayed_once(tmp_path: Path) -> None:
+    from coral_ebpf.storage.batch import encode_batch
+    from coral_ebpf.storage.spool import Spool
+
+    flattener = SpanFlattener("test-agent")
+    with data_path(tmp_path) as (storage, processor):
+        processor.consume_traces(spans_request(4)[0])  # type: ignore[arg-type]
+        storage.flush()
+        applied = storage.status()["applied_seq"]
+    assert applied == 1
+    # What a crash leaves behind: records acknowledged (in the spool, synced) but never applied.
+    spool = Spool(tmp_path / "spool", 64 * 1024 * 1024)
+    assert spool.recover(applied) == []
+    for count in (3, 5):
+        table = flattener.flatten(spans_request(count)[0]).table  # type: ignore[arg-type]
+        spool.wait_durable(spool.append(encode_batch(Batch({"otel_spans_raw": table})), lambda _seq: None))
+    spool.close()
+    with data_path(tmp_path) as (storage, _):
+        wait_until(lambda: storage.status()["replay_pending"] == 0 and storage.status()["queue_depth"] == 0)
+        assert storage.status()["spool"]["records_recovered"] == 2
+        assert storage.status()["applied_seq"] == 3
+        assert count_spans(storage) == 12
+    with data_path(tmp_path) as (storage, _):  # applied: nothing is replayed again
+        assert storage.status()["spool"]["records_recovered"] == 0
+        assert count_spans(storage) == 12
