@@ -94,7 +94,7 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
             f"metric points {_signal_totals(body, 'metrics', 'items_accepted')}",
             "rejected "
             + str(sum(_signal_totals(body, s, "items_rejected") for s in ("traces", "metrics", "logs"))),
-            "refused (queue full) "
+            "refused, to retry (429/503) "
             + str(sum(_signal_totals(body, s, "items_refused") for s in ("traces", "metrics", "logs"))),
         ]
     if part == "discovery":
