@@ -1,6 +1,7 @@
 """OTLP/gRPC ingest: Beyla-shaped span batches of 512 for N seconds, counted once stored.
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--target auto|agent|pipeline|receiver] [--senders 4]
+                                     [--spool on|off] [--compare-spool [--rounds 2]]
 
 Targets:
 - `agent`: a fresh `coral-ebpf start --config <tmp>` (loopback, temp state dir, Beyla off). The
@@ -13,6 +14,10 @@ Targets:
 - `receiver`: the OTLP receiver alone in a subprocess, with a consumer that only counts: an upper
   bound for the receive path. Its last line says so.
 - `auto` (default): the first of `agent`, `pipeline`, `receiver` that this build can run.
+
+The agent runs with its write-ahead spool (every acknowledged batch fsynced first) unless
+`--spool off`; `--compare-spool` alternates agents with the spool on and off and prints the
+spool's cost as a ratio of stored spans/s.
 
 The client is kept cheap so it does not steal the agent's CPU: one request is serialised once,
 and each send only patches the batch number into the trace and span ids of a private copy,
@@ -194,8 +199,11 @@ def wait_for_grpc(address: str, process: subprocess.Popen[bytes], timeout: float
     return False
 
 
-def run_agent(seconds: float, senders: int, workdir: Path) -> dict[str, object] | None:
-    """Start `coral-ebpf start`; None when it does not come up (not built yet, or failing)."""
+def run_agent(seconds: float, senders: int, workdir: Path, *, spool: bool = True) -> dict[str, object] | None:
+    """Start `coral-ebpf start`; None when it does not come up (not built yet, or failing).
+
+    `spool=False` sets `storage.spool_max_bytes: 0` (acknowledged batches only in memory).
+    """
     executable = Path(sys.executable).parent / "coral-ebpf"
     if not executable.exists():
         return None
@@ -208,7 +216,7 @@ def run_agent(seconds: float, senders: int, workdir: Path) -> dict[str, object] 
                 "state_dir": str(workdir / "state"),
                 "log_level": "warning",
                 "otlp": {"grpc_endpoint": f"127.0.0.1:{port}", "http_endpoint": ""},
-                "storage": {"path": str(database)},
+                "storage": {"path": str(database), **({} if spool else {"spool_max_bytes": 0})},
                 "control": {"socket": str(workdir / "control.sock")},
                 "beyla": {"enabled": False},
             }
@@ -240,6 +248,7 @@ def run_agent(seconds: float, senders: int, workdir: Path) -> dict[str, object] 
     stored = int(row[0]) if row else 0
     return {
         "target": "agent",
+        "spool": spool,
         "sent": sent,
         "stored_spans": stored,
         "elapsed_s": stored_at - sent.started,
@@ -351,6 +360,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="how long to send (default 10)")
     parser.add_argument("--target", choices=("auto", "agent", "pipeline", "receiver"), default="auto")
     parser.add_argument("--senders", type=int, default=4, help="concurrent client calls (default 4)")
+    parser.add_argument(
+        "--spool", choices=("on", "off"), default="on", help="agent target: the write-ahead spool (default on)"
+    )
+    parser.add_argument(
+        "--compare-spool",
+        action="store_true",
+        help="agent target: alternate runs with the spool on and off (--rounds each) and print the cost ratio",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --compare-spool: runs per setting (default 2)")
     parser.add_argument("--serve-receiver", metavar="DIR", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--serve-pipeline", metavar="DIR", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -361,11 +379,13 @@ def main() -> int:
         serve_pipeline(args.serve_pipeline)
         return 0
 
+    if args.compare_spool:
+        return compare_spool(args.seconds, args.senders, args.rounds)
     workdir = Path(tempfile.mkdtemp(prefix="coral-ingest-bench-"))
     try:
         result = None
         if args.target in ("auto", "agent"):
-            result = run_agent(args.seconds, args.senders, workdir)
+            result = run_agent(args.seconds, args.senders, workdir, spool=args.spool == "on")
             if result is None and args.target == "agent":
                 print("ingest: agent target unavailable (see above)")
                 return 1
@@ -386,7 +406,9 @@ def main() -> int:
     stored = int(result["stored_spans"])  # type: ignore[call-overload]
     elapsed = float(result["elapsed_s"])  # type: ignore[arg-type]
     sending = sent.finished - sent.started
-    print(f"target: {result['target']}  senders: {args.senders}  batch: {BATCH} spans  cpus: {os.cpu_count()}")
+    spool = f"  spool: {'on' if result['spool'] else 'off'}" if "spool" in result else ""
+    print(f"target: {result['target']}{spool}  senders: {args.senders}  batch: {BATCH} spans  cpus: {os.cpu_count()}")
+    print(f"load average before/now: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(
         f"acknowledged: {sent.acknowledged_spans} spans in {sending:.1f}s ({sent.acknowledged_spans / sending:,.0f}/s)"
     )
@@ -406,6 +428,44 @@ def main() -> int:
     else:
         print(f"received by a counting consumer: {stored} spans (the receiver alone: nothing is stored)")
         print(f"ingest: {rate:.0f} spans/s received (receiver only, not stored)")
+    return 0
+
+
+def compare_spool(seconds: float, senders: int, rounds: int) -> int:
+    """Agent runs alternating spool on / off; the cost of the spool as a throughput ratio."""
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    per_cpu: dict[bool, list[float]] = {True: [], False: []}
+    for round_number in range(1, rounds + 1):
+        for spool in (True, False):
+            workdir = Path(tempfile.mkdtemp(prefix="coral-ingest-bench-"))
+            try:
+                result = run_agent(seconds, senders, workdir, spool=spool)
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+            if result is None:
+                print("ingest: agent target unavailable (see above)")
+                return 1
+            elapsed = float(result["elapsed_s"])  # type: ignore[arg-type]
+            rate = int(result["stored_spans"]) / elapsed if elapsed > 0 else 0.0  # type: ignore[call-overload]
+            rates[spool].append(rate)
+            cpu = result.get("cpu_s")
+            efficiency = int(result["stored_spans"]) / cpu if isinstance(cpu, float) and cpu > 0 else 0.0  # type: ignore[call-overload]
+            per_cpu[spool].append(efficiency)
+            print(
+                f"round {round_number} spool {'on ' if spool else 'off'}: {rate:,.0f} spans/s stored, "
+                f"{efficiency:,.0f} spans per agent CPU-second "
+                f"(load average {os.getloadavg()[0]:.2f})",
+                flush=True,
+            )
+    with_spool = sum(rates[True]) / len(rates[True])
+    without = sum(rates[False]) / len(rates[False])
+    ratio = with_spool / without if without else 0.0
+    print(f"mean: spool on {with_spool:,.0f} spans/s, spool off {without:,.0f} spans/s")
+    cpu_on, cpu_off = (sum(per_cpu[k]) / len(per_cpu[k]) for k in (True, False))
+    if cpu_on and cpu_off:
+        # Less sensitive to other jobs on a shared machine than the wall-clock rate.
+        print(f"CPU cost: {(1 - cpu_on / cpu_off) * 100:.1f} % more agent CPU per span with the spool")
+    print(f"spool cost: {(1 - ratio) * 100:.1f} % of throughput (on/off ratio {ratio:.3f})")
     return 0
 
 

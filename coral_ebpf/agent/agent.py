@@ -31,6 +31,8 @@ from coral_ebpf.capabilities.report import ProbeComponent, ProbeReport, Verdict
 from coral_ebpf.consumer import Consumer
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import CoralError
+from coral_ebpf.memory.budget import MemoryBudget, tame_allocators
+from coral_ebpf.memory.consumer import BudgetedConsumer
 from coral_ebpf.otlp.receiver import OtlpReceiver
 from coral_ebpf.otlp.settings import OtlpSettings
 from coral_ebpf.query.dispatch import query_executor
@@ -68,6 +70,7 @@ class Agent:
         self.arbiter = RedArbiter(config.red.engine, config.beyla.enabled, self._start_bcc_engine)
         self._processor: TransformProcessor | None = None
         self._consumer: Consumer | None = None
+        self._memory: MemoryBudget | None = None
         self._supervisor: BeylaSupervisor | None = None
         self._red: RedEngine | None = None
         self._beyla_keys_not_applied: list[str] = []
@@ -87,6 +90,7 @@ class Agent:
         """Start every part that can work here. Raises CoralError when the data path cannot start."""
         config = self.config
         prepare_state_dir(config.state_dir)
+        tame_allocators()  # before the threads that allocate start
         # Before any BPF is loaded or Beyla started: another agent on this socket means we cannot serve.
         check_control_socket_free(config.control.socket)
         self._start_probe()
@@ -102,12 +106,14 @@ class Agent:
         self._processor = processor
         attributes = dict(config.beyla.attributes)
         self._consumer = StaticAttributesConsumer(processor, attributes) if attributes else processor
-        receiver = OtlpReceiver(config.otlp, self._consumer)
+        self._memory = MemoryBudget(config.limits.memory, config.storage.memory_limit, lambda: storage.bytes_in_flight)
+        receiver = OtlpReceiver(config.otlp, BudgetedConsumer(self._consumer, self._memory, config.otlp.retry_after))
         self._run(Part.RECEIVER, receiver)
         self._receiver = receiver
         self._start_discovery()
         self._start_red_engine()
         self._run(Part.CONTROL, ControlServer(config.control.socket, self.status, query_executor(storage.reader)))
+        self._memory.calibrate()  # the agent's own footprint, every part loaded (BCC programs included)
         log.info(
             "agent started",
             extra={
@@ -306,6 +312,7 @@ class Agent:
             state_dir=str(self.config.state_dir),
             red_engine=engine,
             red_engine_reason=engine_reason,
+            memory=self._memory.status() if self._memory is not None else None,
         )
         parts: dict[Part, PartStatus] = {part: self.slots[part].status() for part in Part if part != Part.PROBE}
         parts[Part.PROBE] = self._probe_status()

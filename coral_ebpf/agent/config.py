@@ -25,6 +25,8 @@ from coral_ebpf.config.reference import UNSET, Leaf, render_table
 from coral_ebpf.discovery.settings import SCHEMA as DISCOVERY_SCHEMA
 from coral_ebpf.discovery.settings import DiscoverySettings
 from coral_ebpf.errors import ConfigError
+from coral_ebpf.memory.settings import SCHEMA as LIMITS_SCHEMA
+from coral_ebpf.memory.settings import LimitSettings
 from coral_ebpf.otlp.settings import SCHEMA as OTLP_SCHEMA
 from coral_ebpf.otlp.settings import OtlpSettings
 from coral_ebpf.red.settings import SCHEMA as RED_SCHEMA
@@ -63,6 +65,7 @@ def build_schema() -> dict[str, Any]:
                 "discovery": DISCOVERY_SCHEMA,
                 "beyla": BEYLA_SCHEMA,
                 "red": RED_SCHEMA,
+                "limits": LIMITS_SCHEMA,
             }
         ),
     }
@@ -81,6 +84,7 @@ class AgentConfig:
     discovery: DiscoverySettings
     beyla: BeylaSettings
     red: RedSettings
+    limits: LimitSettings
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> AgentConfig:
@@ -98,6 +102,7 @@ class AgentConfig:
             discovery=DiscoverySettings.from_dict(data.get("discovery", {})),
             beyla=BeylaSettings.from_dict(data.get("beyla", {}), state_dir),
             red=RedSettings.from_dict(data.get("red", {})),
+            limits=LimitSettings.from_dict(data.get("limits", {})),
         )
 
 
@@ -140,6 +145,11 @@ def validate(config: AgentConfig) -> list[Problem]:
                     f"enable otlp.{key}, or set beyla.otlp_protocol to the other protocol",
                 )
             )
+    memory_problem = config.limits.problem(config.storage.memory_limit)
+    if memory_problem is not None:
+        problems.append(
+            Problem(("limits", "memory"), memory_problem, "raise limits.memory, or lower storage.memory_limit")
+        )
     grpc_endpoint, http_endpoint = config.otlp.grpc_endpoint, config.otlp.http_endpoint
     if grpc_endpoint and http_endpoint:
         same = parse_endpoint(grpc_endpoint) == parse_endpoint(http_endpoint)

@@ -57,10 +57,13 @@ class AgentInfo:
     state_dir: str
     red_engine: str
     red_engine_reason: str
+    memory: dict[str, Any] | None = None  # the memory budget's figures (RSS, idle, peak, budget)
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
         document["uptime_s"] = round(time.time() - self.started, 1)
+        if self.memory is None:
+            del document["memory"]
         return document
 
 

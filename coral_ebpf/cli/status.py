@@ -59,6 +59,12 @@ def _service_names(services: list[Any], limit: int = 8) -> str:
     return ", ".join(names) + (f" and {more} more" if more > 0 else "")
 
 
+def _spool_fact(spool: Any) -> str:
+    if not isinstance(spool, dict):
+        return "spool off"
+    return f"spool {_bytes(spool.get('bytes'))}/{_bytes(spool.get('max_bytes'))}"
+
+
 def _details(part: str, body: dict[str, Any]) -> list[str]:
     """The few facts a person looks at first, per part; `--json` has everything."""
     if part == "probe":
@@ -72,6 +78,7 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
             str(body.get("path", "")),
             f"size {_bytes(body.get('db_size_bytes'))}",
             f"queue {body.get('queue_depth', '?')}/{body.get('queue_capacity', '?')}",
+            _spool_fact(body.get("spool")),
             f"rows written {sum(rows.values()) if isinstance(rows, dict) else rows}",
             f"retention {body.get('retention_seconds', '?')}s",
         ]
@@ -86,7 +93,7 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
             f"metric points {_signal_totals(body, 'metrics', 'items_accepted')}",
             "rejected "
             + str(sum(_signal_totals(body, s, "items_rejected") for s in ("traces", "metrics", "logs"))),
-            "refused (queue full) "
+            "refused, to retry (429/503) "
             + str(sum(_signal_totals(body, s, "items_refused") for s in ("traces", "metrics", "logs"))),
         ]
     if part == "discovery":
@@ -171,6 +178,13 @@ def _run(args: argparse.Namespace) -> int:
         f"coral-ebpf {agent.get('version', '?')}  pid {agent.get('pid', '?')}  "
         f"up {_ago(agent.get('started')).removesuffix(' ago')}  config {agent.get('config', '?')}"
     )
+    memory = agent.get("memory")
+    if isinstance(memory, dict):
+        title += (
+            f"  memory {_bytes(memory.get('anon_rss_bytes'))} private of limits.memory "
+            f"{_bytes(memory.get('limit_bytes'))} (rss {_bytes(memory.get('rss_bytes'))}, "
+            f"idle {_bytes(memory.get('idle_rss_bytes'))}, peak {_bytes(memory.get('peak_rss_bytes'))})"
+        )
     print_table(("Part", "State", "Since", "Details"), rows, title=title)
     return EXIT_OK
 

@@ -1,12 +1,25 @@
-"""`Storage`: the agent's DuckDB file, written by one thread fed by a bounded queue.
+"""`Storage`: the agent's DuckDB file, written by one thread from a write-ahead spool.
 
-Request threads never touch the database: they `submit()` a `Batch` (one Arrow table per
-target table) and get `WriteQueueFullError` at once when the queue is full, which the
-receiver turns into 429/RESOURCE_EXHAUSTED so the sender retries. Everything `submit()`
-accepted is written, on stop too (the queue is drained before the file is closed).
+Request threads never touch the database. `submit()` appends a `Batch` to the spool
+(`storage/spool.py`) and returns once it is fsynced (many requests share one fsync), so an
+acknowledged request survives SIGKILL, a crash or a power loss. The same batch is queued in
+memory for the writer thread, which inserts it and stores the spool position it applied in the
+same DuckDB transaction (`storage/position.py`); at start, the records past that position are
+replayed, so nothing is applied twice or missed. With `storage.spool_max_bytes: 0` there is no
+spool: an acknowledged batch is then only in memory until written.
 
-The writer coalesces what is queued (for up to `flush_interval`) into one INSERT per table
-per transaction: DuckDB manages ~600 rows/s row by row but >100k rows/s from Arrow tables.
+Refusals, which the receiver turns into 429/503 so that the sender keeps the data:
+- `WriteQueueFullError` (429): `queue_max_batches` batches are accepted and not yet written
+  (counting those the writer is writing), or the spool is full;
+- `StorageUnavailableError` (503): the spool or the database cannot write (disk full, I/O error,
+  read-only file system). The storage is then `degraded`, with the error and since when; the
+  writer retries with back-off (reopening the database if DuckDB invalidated it) and accepts
+  again by itself once a write succeeds;
+- `StorageClosedError` (503): stopping or stopped.
+
+A batch DuckDB refuses for its content (a conversion or constraint error) is a different thing:
+it is set aside alone (`rows_rejected`), the rest of its transaction is written, and the spool
+position moves past it.
 """
 
 from __future__ import annotations
@@ -15,6 +28,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +37,20 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
+from coral_ebpf.storage import faults
+from coral_ebpf.storage.batch import Batch, BatchDecodeError, decode_batch, encode_batch
 from coral_ebpf.storage.database import open_for_writing, read_metadata, wal_path
 from coral_ebpf.storage.inserts import SpanWindow, insert_table
+from coral_ebpf.storage.position import read_applied_seq, write_applied_seq
 from coral_ebpf.storage.retention import delete_expired
 from coral_ebpf.storage.schema import SPANS, TABLES
+from coral_ebpf.storage.spool import RecordRef, Spool, SpoolFullError, SpoolWriteError
 from coral_ebpf.storage.umask import PrivateUmask
 
 if TYPE_CHECKING:
     from coral_ebpf.storage.settings import StorageSettings
+
+__all__ = ["Batch", "Storage", "StorageClosedError", "StorageUnavailableError", "WriteQueueFullError"]
 
 log = logging.getLogger(__name__)
 
@@ -40,29 +60,58 @@ log = logging.getLogger(__name__)
 MAX_ROWS_PER_WRITE = 122_880
 # How long the writer sleeps at most between looks at its control flags.
 _POLL_SECONDS = 0.25
-_TRANSIENT_ERRORS = (duckdb.IOException, duckdb.OutOfMemoryException)
+_MAX_BACKOFF_SECONDS = 5.0
+# Failures of the storage itself (retry, never drop) as opposed to a batch DuckDB refuses.
+_STORAGE_ERRORS = (duckdb.IOException, duckdb.OutOfMemoryException, duckdb.FatalException, duckdb.InternalException)
+_STORAGE_ERROR_TEXT = (
+    "invalidated",
+    "No space left",
+    "Read-only file system",
+    "Input/output error",
+    "I/O error",
+    "Disk quota exceeded",
+    "Could not write file",
+)
 
 
 class WriteQueueFullError(Exception):
-    """The write queue is full; retry later."""
+    """The write queue or the spool is full; retry later."""
 
 
 class StorageClosedError(Exception):
-    """The storage is stopping, stopped, or its writer failed; nothing more is accepted."""
+    """The storage is stopping or stopped; nothing more is accepted."""
+
+
+class StorageUnavailableError(StorageClosedError):
+    """The spool or the database cannot write right now (disk full, I/O error); retry later."""
+
+
+def is_storage_failure(exc: BaseException) -> bool:
+    """True when `exc` says the storage cannot write, False when DuckDB refused the data itself."""
+    return isinstance(exc, _STORAGE_ERRORS) or any(text in str(exc) for text in _STORAGE_ERROR_TEXT)
+
+
+_OS_ERROR_NAMES = {
+    "No space left on device": "ENOSPC",
+    "Read-only file system": "EROFS",
+    "Input/output error": "EIO",
+    "Disk quota exceeded": "EDQUOT",
+}
+
+
+def summarize_storage_error(exc: BaseException) -> str:
+    """The operating system's reason first (it is what a person acts on), then DuckDB's message."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    for reason, name in _OS_ERROR_NAMES.items():
+        if reason in text:
+            return f"{reason} ({name}): {text}"
+    return text
 
 
 @dataclass(frozen=True)
-class Batch:
-    """Rows for one or more tables, accepted or refused as a whole."""
-
-    tables: dict[str, pa.Table]
-    rows: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        for name in self.tables:
-            if name not in TABLES:
-                raise ValueError(f"unknown table {name!r}")
-        object.__setattr__(self, "rows", sum(t.num_rows for t in self.tables.values()))
+class _Queued:
+    seq: int
+    batch: Batch
 
 
 @dataclass
@@ -71,7 +120,9 @@ class _Counters:
     rows_written: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
     duplicate_spans_dropped: int = 0
     write_errors: int = 0
+    rows_rejected: int = 0
     rows_lost: int = 0
+    reopens: int = 0
     last_error: str = ""
     last_write: float | None = None
     last_cleanup: float | None = None
@@ -79,7 +130,7 @@ class _Counters:
 
 
 class Storage:
-    """The DuckDB file and its writer thread (a `Component`)."""
+    """The DuckDB file, its spool and its writer thread (a `Component`)."""
 
     name = "storage"
 
@@ -87,7 +138,17 @@ class Storage:
         self.settings = settings
         self.path: Path = settings.path
         self._clock = wall_clock
-        self._queue: queue.Queue[Batch] = queue.Queue(maxsize=settings.queue_max_batches)
+        self._queue: queue.Queue[_Queued] = queue.Queue()
+        self._spool: Spool | None = (
+            Spool(settings.spool_directory, settings.spool_max_bytes, wall_clock=wall_clock)
+            if settings.spool_max_bytes
+            else None
+        )
+        self._next_seq = 1  # without a spool: in-memory sequence numbers
+        self._order_lock = threading.Lock()
+        self._applied_seq = 0
+        self._replay: deque[RecordRef] = deque()
+        self._replayed = threading.Event()  # set once every recovered spool record is in the database
         self._connection: duckdb.DuckDBPyConnection | None = None
         self._span_window: SpanWindow | None = None
         self._reader_root: duckdb.DuckDBPyConnection | None = None
@@ -100,10 +161,14 @@ class Storage:
         self._done = threading.Condition()
         self._submitted = 0
         self._completed = 0
+        self._in_flight = 0  # accepted (or being accepted), not yet written
+        self._bytes_in_flight = 0
         self._umask = PrivateUmask()
         self._counters = _Counters()
         self._state = "created"
         self._since = self._clock()
+        self._db_problem = ""
+        self._db_problem_since: float | None = None
         self.session_id = ""
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -111,10 +176,9 @@ class Storage:
     def start(self) -> None:
         self._umask.acquire()
         try:
-            self._connection = open_for_writing(self.path, self.settings.memory_limit)
-            self.session_id = read_metadata(self._connection)["session_id"]
-            self._reader_root = self._connection.cursor()
-            self._span_window = SpanWindow.for_table(self._connection)
+            self._open_database()
+            assert self._connection is not None
+            self._replay = self._recover_spool()
         except BaseException:
             self._close()
             raise
@@ -124,12 +188,72 @@ class Storage:
         self._thread.start()
         log.info(
             "storage open",
-            extra={"fields": {"path": str(self.path), "session_id": self.session_id}},
+            extra={
+                "fields": {
+                    "path": str(self.path),
+                    "session_id": self.session_id,
+                    "spool": str(self._spool.directory) if self._spool else "off",
+                    "replaying_batches": len(self._replay),
+                }
+            },
         )
+
+    def _open_database(self) -> None:
+        self._connection = open_for_writing(self.path, self.settings.memory_limit)
+        self.session_id = read_metadata(self._connection)["session_id"]
+        self._applied_seq = read_applied_seq(self._connection)
+        self._span_window = SpanWindow.for_table(self._connection)
+        with self._reader_lock:
+            self._reader_root = self._connection.cursor()
+
+    def _recover_spool(self) -> deque[RecordRef]:
+        """The spool's records past the applied position; the writer applies them before anything new."""
+        if self._spool is None:
+            self._next_seq = self._applied_seq + 1
+            return deque()
+        pending = deque(self._spool.recover(self._applied_seq))
+        self._spool.release_through(self._applied_seq)
+        if pending:
+            log.info(
+                "replaying acknowledged batches not yet in the database", extra={"fields": {"batches": len(pending)}}
+            )
+        return pending
+
+    def _replay_spool(self) -> None:
+        """Apply the recovered records in writes of up to MAX_ROWS_PER_WRITE rows, reading them as it goes."""
+        assert self._spool is not None
+        while self._replay and not (self._stopping.is_set() and self._gave_up()):
+            chunk: list[_Queued] = []
+            rows = 0
+            while self._replay and rows < MAX_ROWS_PER_WRITE:
+                ref = self._replay.popleft()
+                try:
+                    batch = decode_batch(self._spool.read(ref))
+                except (BatchDecodeError, SpoolWriteError, OSError) as exc:
+                    log.error(
+                        "spool record cannot be read; skipped", extra={"fields": {"seq": ref.seq, "error": str(exc)}}
+                    )
+                    continue
+                chunk.append(_Queued(ref.seq, batch))
+                rows += batch.rows
+            if chunk:
+                with self._done:  # counted like submitted batches, so that flush() waits for them too
+                    self._submitted += len(chunk)
+                    self._in_flight += len(chunk)
+                    self._bytes_in_flight += sum(item.batch.nbytes for item in chunk)
+                self._apply(chunk)
+
+    def wait_replayed(self, timeout: float) -> bool:
+        """Wait until the spool records recovered at start are in the database; False on timeout.
+
+        The transform reads which series are stored (its restart baseline) after this, so that
+        acknowledged data still in the spool counts as stored too.
+        """
+        return self._replayed.wait(timeout)
 
     def stop(self, timeout: float) -> None:
         """Refuse new batches, write everything queued, checkpoint and close within `timeout`."""
-        with self._done:  # no submit() is between its check and its put once this is set
+        with self._done:  # no append() is between its check and its put once this is set
             self._accepting = False
         if self._thread is None:
             return
@@ -138,21 +262,27 @@ class Storage:
         self._stopping.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
-            log.error("storage writer did not finish in time; unwritten rows are lost",
-                      extra={"fields": {"queued_batches": self._queue.qsize()}})
+            log.error(
+                "storage writer did not finish in time",
+                extra={"fields": {"queued_batches": self._queue.qsize(), "kept_in_spool": self._spool is not None}},
+            )
             return
         self._thread = None
         self._close()
         self._set_state("stopped")
 
     def _close(self) -> None:
-        for connection in (self._reader_root, self._connection):
+        with self._reader_lock:
+            connections, self._reader_root = (self._reader_root, self._connection), None
+        self._connection = None
+        for connection in connections:
             if connection is not None:
                 try:
                     connection.close()
                 except duckdb.Error as exc:
                     log.warning("closing the database failed", extra={"fields": {"error": str(exc)}})
-        self._reader_root = self._connection = None
+        if self._spool is not None:
+            self._spool.close()
         self._umask.release()
 
     def _set_state(self, state: str) -> None:
@@ -166,20 +296,76 @@ class Storage:
         return self._accepting
 
     def submit(self, batch: Batch) -> None:
-        """Queue `batch` for writing without blocking; raise if full or closed."""
+        """Accept `batch` durably: return once it is in the spool and synced; raise if refused."""
+        self.wait_durable(self.append(batch))
+
+    def append(self, batch: Batch) -> int:
+        """Queue `batch` (in the spool, not yet synced) without blocking; return its sequence number.
+
+        Split from `wait_durable` so a caller can append under its own lock and wait outside it.
+        """
+        self._reserve(batch)
+        try:
+            if self._spool is None:
+                with self._order_lock:
+                    seq = self._next_seq
+                    self._next_seq += 1
+                    self._enqueue(_Queued(seq, batch))
+                return seq
+            payload = encode_batch(batch)
+            seq = self._spool.append(payload, lambda seq: self._enqueue(_Queued(seq, batch)))
+        except SpoolFullError as exc:
+            self._unreserve(batch)
+            raise WriteQueueFullError(str(exc)) from None
+        except SpoolWriteError as exc:
+            self._unreserve(batch)
+            raise StorageUnavailableError(str(exc)) from None
+        except BaseException:
+            self._unreserve(batch)
+            raise
+        faults.crash_point("after-spool-write")
+        return seq
+
+    def wait_durable(self, seq: int) -> None:
+        """Return once batch `seq` would survive a crash (at once without a spool)."""
+        if self._spool is None:
+            return
+        try:
+            self._spool.wait_durable(seq)
+        except SpoolWriteError as exc:
+            raise StorageUnavailableError(str(exc)) from None
+        faults.crash_point("after-spool-sync")
+
+    def _reserve(self, batch: Batch) -> None:
         with self._done:
             if not self._accepting:
                 raise StorageClosedError(f"storage is {self._state}")
-            try:
-                self._queue.put_nowait(batch)
-            except queue.Full:
+            if self._db_problem:
+                raise StorageUnavailableError(f"the database cannot be written: {self._db_problem}")
+            if self._in_flight >= self.settings.queue_max_batches:
                 raise WriteQueueFullError(
-                    f"write queue full ({self.settings.queue_max_batches} batches waiting)"
-                ) from None
+                    f"write queue full ({self.settings.queue_max_batches} batches accepted and not yet written)"
+                )
+            self._in_flight += 1
+            self._bytes_in_flight += batch.nbytes
+
+    def _unreserve(self, batch: Batch) -> None:
+        with self._done:
+            self._in_flight -= 1
+            self._bytes_in_flight -= batch.nbytes
+
+    def _enqueue(self, item: _Queued) -> None:
+        with self._done:
             self._submitted += 1
+        self._queue.put_nowait(item)
+
+    @property
+    def bytes_in_flight(self) -> int:
+        """Arrow bytes of the batches accepted and not yet written (for the memory budget)."""
+        return self._bytes_in_flight
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until every batch submitted so far is written (or dropped); True if it was."""
+        """Wait until every batch submitted so far is written (or set aside); True if it was."""
         deadline = time.monotonic() + timeout
         with self._done:
             target = self._submitted
@@ -213,15 +399,18 @@ class Storage:
     def _run(self) -> None:
         next_cleanup = time.monotonic() + self.settings.cleanup_interval
         try:
+            if self._replay:
+                self._replay_spool()
+            self._replayed.set()
             while True:
                 items = self._collect()
                 if items:
-                    self._write(items)
+                    self._apply(items)
                 if self._cleanup_requested.is_set() or time.monotonic() >= next_cleanup:
                     self._cleanup_requested.clear()
                     self._cleanup()
                     next_cleanup = time.monotonic() + self.settings.cleanup_interval
-                if self._stopping.is_set() and self._queue.empty():
+                if self._stopping.is_set() and (self._queue.empty() or self._gave_up()):
                     break
             self._checkpoint()
         except Exception as exc:  # a bug here must not leave the agent acknowledging data it cannot store
@@ -232,67 +421,79 @@ class Storage:
             with self._done:
                 self._done.notify_all()
 
-    def _collect(self) -> list[Batch]:
+    def _gave_up(self) -> bool:
+        return self._abandon_at is not None and time.monotonic() >= self._abandon_at
+
+    def _collect(self) -> list[_Queued]:
+        """Take what is queued (waiting up to `flush_interval` for more); it stays counted in flight."""
         try:
             first = self._queue.get(timeout=0.0 if self._stopping.is_set() else _POLL_SECONDS)
         except queue.Empty:
             return []
-        items, rows = [first], first.rows
+        items, rows = [first], first.batch.rows
         deadline = time.monotonic() + self.settings.flush_interval
         while rows < MAX_ROWS_PER_WRITE:
             remaining = deadline - time.monotonic()
             try:
                 if remaining <= 0 or self._stopping.is_set():
                     item = self._queue.get_nowait()
-                else:
-                    item = self._queue.get(timeout=remaining)
+                else:  # in slices, so that a stop does not wait out a long flush_interval
+                    item = self._queue.get(timeout=min(remaining, _POLL_SECONDS))
             except queue.Empty:
+                if remaining > _POLL_SECONDS and not self._stopping.is_set():
+                    continue
                 break
             items.append(item)
-            rows += item.rows
+            rows += item.batch.rows
         return items
 
-    def _write(self, items: list[Batch]) -> None:
+    def _apply(self, items: list[_Queued]) -> None:
+        """Write `items` in one transaction; retry storage failures, set aside refused content."""
         delay = 0.1
         while True:
+            pending = [item for item in items if item.seq > self._applied_seq]  # a reopen may show some applied
             try:
-                self._write_transaction(items)
+                if pending:
+                    self._write_transaction(pending)
                 break
-            except _TRANSIENT_ERRORS as exc:
-                # Disk full, I/O error: the data is still ours; keep it and retry, while the
-                # full queue pushes back on senders.
-                self._note_error(exc, len(items))
-                if self._abandon_at is not None and time.monotonic() >= self._abandon_at:
-                    self._drop(items, f"gave up at stop: {exc}")
+            except Exception as exc:  # DuckDB's, or Arrow's for tables that do not fit their table
+                if not is_storage_failure(exc):
+                    self._note_error(exc, len(items))
+                    if len(items) == 1:
+                        self._reject(items[0], str(exc))
+                    else:
+                        for item in items:  # find the batch that cannot be stored; keep the rest
+                            self._apply([item])
+                        return
                     break
+                self._degrade(exc, len(items))
+                if self._stopping.is_set() and self._gave_up():
+                    self._give_up(items, str(exc))
+                    return
                 time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except duckdb.FatalException:
-                raise  # the database is invalidated: the writer stops and the agent reports it
-            except duckdb.Error as exc:
-                self._note_error(exc, len(items))
-                if len(items) == 1:
-                    self._drop(items, str(exc))
-                    break
-                for item in items:  # find the batch that cannot be stored; keep the rest
-                    self._write([item])
-                return
-        self._mark_completed(len(items))
+                delay = min(delay * 2, _MAX_BACKOFF_SECONDS)
+                self._reopen_if_invalidated(exc)
+        self._recovered()
+        self._mark_completed(items)
 
-    def _write_transaction(self, items: list[Batch]) -> None:
-        assert self._connection is not None
+    def _write_transaction(self, items: list[_Queued], *, rows: bool = True) -> None:
+        connection = self._connection
+        if connection is None:
+            raise duckdb.IOException("the database is not open (reopening after a failure)")
         grouped: dict[str, list[pa.Table]] = {}
-        for item in items:
-            for name, table in item.tables.items():
+        for item in items if rows else ():
+            for name, table in item.batch.tables.items():
                 if table.num_rows:
                     grouped.setdefault(name, []).append(table)
-        connection = self._connection
+        through = max(item.seq for item in items)
         connection.execute("BEGIN TRANSACTION")
         try:
             written: dict[str, tuple[int, int]] = {}
             for name, tables in grouped.items():
                 combined = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
                 written[name] = (combined.num_rows, insert_table(connection, name, combined, self._span_window))
+            write_applied_seq(connection, through)
+            faults.crash_point("before-commit")
             connection.execute("COMMIT")
         except BaseException:
             try:
@@ -300,6 +501,10 @@ class Storage:
             except duckdb.Error:
                 log.debug("rollback after a failed write also failed", exc_info=True)
             raise
+        self._applied_seq = through
+        faults.crash_point("after-commit")
+        if self._spool is not None:
+            self._spool.release_through(through)
         if SPANS.name in written and self._span_window is not None:
             self._span_window.refresh(connection)
         counters = self._counters
@@ -307,26 +512,104 @@ class Storage:
             counters.rows_written[name] += inserted
             if name == SPANS.name:
                 counters.duplicate_spans_dropped += offered - inserted
-        counters.batches_written += len(items)
+        if rows:
+            counters.batches_written += len(items)
         counters.last_write = self._clock()
 
-    def _note_error(self, exc: Exception, batches: int) -> None:
+    def _reject(self, item: _Queued, reason: str) -> None:
+        """A batch DuckDB refuses for its content: count it and move the spool position past it."""
+        self._counters.rows_rejected += item.batch.rows
+        log.error(
+            "batch refused by the database and set aside", extra={"fields": {"rows": item.batch.rows, "reason": reason}}
+        )
+        delay = 0.1
+        while not (self._stopping.is_set() and self._gave_up()):
+            try:
+                self._write_transaction([item], rows=False)
+                return
+            except duckdb.Error as exc:
+                self._degrade(exc, 1)
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF_SECONDS)
+                self._reopen_if_invalidated(exc)
+
+    def _give_up(self, items: list[_Queued], reason: str) -> None:
+        """Stopping while the database cannot write: the spool keeps the batches for the next start."""
+        rows = sum(item.batch.rows for item in items)
+        if self._spool is None:
+            self._counters.rows_lost += rows
+            log.error(
+                "stopping: batch could not be stored and is lost", extra={"fields": {"rows": rows, "reason": reason}}
+            )
+        else:
+            log.warning(
+                "stopping: batch not yet in the database; it stays in the spool and is written at the next start",
+                extra={"fields": {"rows": rows, "reason": reason}},
+            )
+        self._mark_completed(items)
+        while True:  # the rest of the queue too
+            try:
+                rest = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._give_up([rest], reason)
+
+    def _degrade(self, exc: BaseException, batches: int) -> None:
+        self._note_error(exc, batches)
+        if not self._db_problem:
+            self._db_problem_since = self._clock()
+            log.error(
+                "the database cannot be written; refusing new data until it can (nothing accepted is dropped)",
+                extra={"fields": {"error": str(exc)}},
+            )
+        self._db_problem = summarize_storage_error(exc)
+
+    def _recovered(self) -> None:
+        if self._db_problem:
+            log.info("the database is writable again", extra={"fields": {"was": self._db_problem}})
+            self._db_problem, self._db_problem_since = "", None
+
+    def _reopen_if_invalidated(self, exc: BaseException) -> None:
+        """DuckDB invalidates a database after a fatal write error; only a new connection recovers it."""
+        if (
+            self._connection is not None
+            and not isinstance(exc, duckdb.FatalException)
+            and "invalidated" not in str(exc)
+        ):
+            return
+        with self._reader_lock:
+            old, self._reader_root = (self._reader_root, self._connection), None
+        self._connection = None
+        for connection in old:
+            if connection is not None:
+                try:
+                    connection.close()
+                except duckdb.Error:
+                    log.debug("closing an invalidated connection failed", exc_info=True)
+        try:
+            self._open_database()
+        except Exception as reopen_error:  # the next attempt tries again
+            self._connection = None
+            self._note_error(reopen_error, 0)
+            return
+        self._counters.reopens += 1
+        log.info("database reopened after a failure", extra={"fields": {"applied_seq": self._applied_seq}})
+
+    def _note_error(self, exc: BaseException, batches: int) -> None:
         self._counters.write_errors += 1
         self._counters.last_error = str(exc)
         log.warning("database write failed", extra={"fields": {"error": str(exc), "batches": batches}})
 
-    def _drop(self, items: list[Batch], reason: str) -> None:
-        rows = sum(item.rows for item in items)
-        self._counters.rows_lost += rows
-        log.error("batch could not be stored and was dropped", extra={"fields": {"rows": rows, "reason": reason}})
-
-    def _mark_completed(self, count: int) -> None:
+    def _mark_completed(self, items: list[_Queued]) -> None:
         with self._done:
-            self._completed += count
+            self._completed += len(items)
+            self._in_flight -= len(items)
+            self._bytes_in_flight -= sum(item.batch.nbytes for item in items)
             self._done.notify_all()
 
     def _cleanup(self) -> None:
-        assert self._connection is not None
+        if self._connection is None:
+            return
         try:
             now = self._clock()
             expired = delete_expired(self._connection, now - self.settings.retention, now + self.settings.retention)
@@ -340,31 +623,55 @@ class Storage:
             log.info("expired rows deleted", extra={"fields": {k: v for k, v in expired.items() if v}})
 
     def _checkpoint(self) -> None:
-        assert self._connection is not None
+        if self._connection is None:
+            return
         try:
             self._connection.execute("CHECKPOINT")
         except duckdb.Error as exc:
-            log.warning("final checkpoint failed; the WAL is replayed on next open",
-                        extra={"fields": {"error": str(exc)}})
+            log.warning(
+                "final checkpoint failed; the WAL is replayed on next open", extra={"fields": {"error": str(exc)}}
+            )
 
     # -- status ----------------------------------------------------------------------------
 
+    def problem(self) -> tuple[str, float] | None:
+        """What keeps the storage from writing, and since when (None when it writes)."""
+        if self._db_problem:
+            return f"database: {self._db_problem}", self._db_problem_since or self._clock()
+        spool_problem = self._spool.problem if self._spool is not None else None
+        if spool_problem is not None:
+            return spool_problem.message, spool_problem.since
+        return None
+
     def status(self) -> dict[str, Any]:
         counters = self._counters
+        problem = self.problem()
+        state, since = self._state, self._since
+        document: dict[str, Any] = {}
+        if problem is not None and state == "running":
+            state, since = "degraded", problem[1]
+            document["reason"] = f"{problem[0]}; new data is refused (503) until writing works again"
         return {
-            "state": self._state,
-            "since": self._since,
+            "state": state,
+            "since": since,
+            **document,
             "path": str(self.path),
             "session_id": self.session_id,
-            "queue_depth": self._queue.qsize(),
+            "queue_depth": self._in_flight,
             "queue_capacity": self.settings.queue_max_batches,
+            "bytes_in_flight": self._bytes_in_flight,
+            "applied_seq": self._applied_seq,
+            "replay_pending": len(self._replay),
+            "spool": self._spool.status() if self._spool is not None else None,
             "batches_written": counters.batches_written,
             "rows_written": dict(counters.rows_written),
             "duplicate_spans_dropped": counters.duplicate_spans_dropped,
             "last_write": counters.last_write,
             "write_errors": counters.write_errors,
             "last_error": counters.last_error,
+            "rows_rejected": counters.rows_rejected,
             "rows_lost": counters.rows_lost,
+            "database_reopens": counters.reopens,
             "retention_seconds": self.settings.retention,
             "memory_limit_bytes": self.settings.memory_limit,
             "last_cleanup": counters.last_cleanup,

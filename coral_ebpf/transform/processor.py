@@ -1,7 +1,8 @@
 """`TransformProcessor`: the receiver's `Consumer`, turning OTLP requests into storage batches.
 
-A request is accepted or refused as a whole: it becomes one `Batch`, and when the write
-queue is full nothing of it is kept (not even cumulative-histogram state), so the sender's
+A request is accepted or refused as a whole: it becomes one `Batch`, answered only once
+storage has it durably (in its spool, synced); when the write queue is full nothing of it is
+kept (not even cumulative-histogram state), so the sender's
 retry is processed as if it were the first attempt. Items that cannot be used are counted
 as rejected with a reason (OTLP partial success); the rest is stored.
 
@@ -10,11 +11,12 @@ Logs are accepted and counted, not stored (the agent has no log table, like the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -24,7 +26,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from coral_ebpf.consumer import ConsumeResult, ConsumerUnavailableError, QueueFullError
 from coral_ebpf.storage.schema import RESOURCES, SPANS
 from coral_ebpf.storage.series import stored_series
-from coral_ebpf.storage.writer import Batch, Storage, StorageClosedError, WriteQueueFullError
+from coral_ebpf.storage.writer import (
+    Batch,
+    Storage,
+    StorageClosedError,
+    StorageUnavailableError,
+    WriteQueueFullError,
+)
 from coral_ebpf.transform.door import DEFAULT_MAX_AHEAD, TimeWindow
 from coral_ebpf.transform.histograms import DeltaTracker, Staging
 from coral_ebpf.transform.metrics import MetricsFlattener
@@ -35,6 +43,8 @@ from coral_ebpf.transform.telemetry_sources import SourceTracker
 log = logging.getLogger(__name__)
 
 _MAX_MESSAGE = 1000
+# How long start waits for the spool replay before reading the stored series (the restart baseline).
+REPLAY_WAIT = 60.0
 
 
 def rejection_message(reasons: Mapping[str, int]) -> str:
@@ -80,6 +90,11 @@ class TransformProcessor:
 
     def start(self) -> None:
         """Read which series the previous run stored (for the first-point rule); needs a started Storage."""
+        if not self._storage.wait_replayed(REPLAY_WAIT):
+            log.warning(
+                "the spool replay is not finished: series only in the spool count as new",
+                extra={"fields": {"waited_s": REPLAY_WAIT}},
+            )
         with self._storage.reader() as reader:
             self._deltas.stored_before = stored_series(reader)
         self._running = True
@@ -118,14 +133,24 @@ class TransformProcessor:
         if not self._running or not self._storage.accepting:
             raise ConsumerUnavailableError("coral-ebpf is not accepting data (stopping or storage unavailable)")
 
-    def _submit(self, batch: Batch) -> None:
+    @contextlib.contextmanager
+    def _storage_refusals(self) -> Iterator[None]:
+        """Storage's refusals as the consumer errors the receiver answers 429 / 503 for."""
         try:
-            self._storage.submit(batch)
+            yield
         except WriteQueueFullError as exc:
             self._count(requests_refused_queue_full=1)
             raise QueueFullError(f"{exc}; retry later", retry_after=self._retry_after) from exc
+        except StorageUnavailableError as exc:
+            self._count(requests_refused_storage_unavailable=1)
+            raise ConsumerUnavailableError(str(exc), retry_after=max(self._retry_after, 5.0)) from exc
         except StorageClosedError as exc:
             raise ConsumerUnavailableError(str(exc)) from exc
+
+    def _submit(self, batch: Batch) -> None:
+        """Hand `batch` to storage and return once it is durable (the request may then be acknowledged)."""
+        with self._storage_refusals():
+            self._storage.submit(batch)
 
     def _count(self, **amounts: int) -> None:
         with self._counters_lock:
@@ -163,9 +188,16 @@ class TransformProcessor:
             rows = self._metrics.flatten(request, staging, self._window())
             self.sources.arrived(rows.per_sdk, "metric_points")
             stored = sum(table.num_rows for table in rows.tables.values())
+            seq = None
             if stored:
-                self._submit(Batch({**rows.tables, RESOURCES.name: resource_table(rows.resources)}))
+                # Appended under the lock so the histogram state moves in the order batches are
+                # written; the fsync is waited for outside it, shared with other requests.
+                with self._storage_refusals():
+                    seq = self._storage.append(Batch({**rows.tables, RESOURCES.name: resource_table(rows.resources)}))
             self._deltas.commit(staging)
+        if seq is not None:
+            with self._storage_refusals():
+                self._storage.wait_durable(seq)
         self.sources.accepted(rows.per_sdk, "metric_points")
         self._count(
             metric_points_received=rows.points,

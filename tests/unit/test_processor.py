@@ -37,7 +37,6 @@ from tests.helpers.beyla_otlp import (
     trace_request,
 )
 from tests.helpers.datapath import data_path
-from tests.helpers.timing import eventually
 
 NOW = time.time_ns()
 RESOURCE = beyla_resource("checkout", pid=777, namespace="shop")
@@ -265,9 +264,7 @@ def test_cumulative_state_is_not_advanced_by_a_refused_request(tmp_path: Path, m
         attributes = http_server_attributes(RESOURCE, "GET", "/c", 200)
         histogram.record(attributes, 0.01, 10)
         processor.consume_metrics(metrics_request(RESOURCE, [histogram.export(NOW - 30 * SECOND_NS)]))
-        eventually(lambda: storage.status()["queue_depth"] == 0, what="the writer to take the batch")
-        filler = http_server_span(*new_ids(), start_ns=NOW, duration_ns=1)
-        processor.consume_traces(trace_request(RESOURCE, [filler]))
+        # The stalled writer holds that batch; it still fills the one slot.
         histogram.record(attributes, 0.01, 5)
         second = metrics_request(RESOURCE, [histogram.export(NOW - 15 * SECOND_NS)])
         with pytest.raises(QueueFullError):
