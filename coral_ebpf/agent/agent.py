@@ -37,13 +37,14 @@ from coral_ebpf.query.dispatch import query_executor
 from coral_ebpf.red.engine import RedEngine
 from coral_ebpf.red.selection import choose_engine
 from coral_ebpf.storage.writer import Storage
+from coral_ebpf.telemetry.red_totals import RedTotals
 from coral_ebpf.transform.processor import TransformProcessor
 
 log = logging.getLogger(__name__)
 
 BEYLA_SDK_NAME = "beyla"
 FALLBACK_CHECK_INTERVAL = 2.0
-PART_NAMES = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control")
+PART_NAMES = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control", "telemetry")
 
 
 def _probe(config: AgentConfig) -> ProbeReport:
@@ -74,6 +75,7 @@ class Agent:
         self._services_lock = threading.Lock()
         self._stopping = threading.Event()
         self._fallback_thread: threading.Thread | None = None
+        self.red_totals = RedTotals()
         self._check_config()
 
     def _check_config(self) -> None:
@@ -99,6 +101,7 @@ class Agent:
         check_control_socket_free(config.control.socket)
         self._start_probe()
         storage = Storage(config.storage)
+        storage.on_commit(self.red_totals.observe)
         self._run("storage", storage)
         self._storage = storage
         processor = TransformProcessor(storage, agent_id=config.agent_id, retry_after=config.otlp.retry_after)
@@ -115,6 +118,7 @@ class Agent:
             "control",
             ControlServer(config.control.socket, self.status, query_executor(storage.reader)),
         )
+        self._start_telemetry()
         log.info(
             "agent started",
             extra={
@@ -126,6 +130,26 @@ class Agent:
                 }
             },
         )
+
+    def _start_telemetry(self) -> None:
+        from coral_ebpf.agent.telemetry_source import AgentTelemetry
+        from coral_ebpf.telemetry.server import OperatorServer
+        from coral_ebpf.telemetry.settings import DEFAULT_TELEMETRY_ENDPOINT
+
+        settings = self.config.telemetry
+        slot = self.slots["telemetry"]
+        if settings.endpoint is None:
+            slot.set("disabled", "telemetry.endpoint is empty")
+            return
+        server = OperatorServer(settings, AgentTelemetry(self.status, self.red_totals))
+        try:
+            self._run("telemetry", server)
+        except CoralError as exc:
+            if settings.endpoint != DEFAULT_TELEMETRY_ENDPOINT:
+                raise  # an endpoint the operator chose and we cannot serve is a start error
+            # The default port taken (another exporter on 9464): the data path still works.
+            slot.set("failed", str(exc))
+            log.warning("operator listener not started", extra={"fields": {"error": exc.message}})
 
     def _start_probe(self) -> None:
         slot = self.slots["probe"]

@@ -13,7 +13,7 @@ from coral_ebpf.config import AgentConfig
 from coral_ebpf.errors import AgentNotRunningError
 
 # Parts in the order they start.
-PARTS = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control")
+PARTS = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control", "telemetry")
 
 
 def _ago(since: Any) -> str:
@@ -130,6 +130,14 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
         return facts
     if part == "control":
         return [str(body.get("socket", ""))]
+    if part == "telemetry":
+        scheme = "https" if body.get("tls") else "http"
+        facts = [f"{scheme}://{body['address']}/metrics"] if body.get("address") else []
+        if body.get("token"):
+            facts.append("bearer token required")
+        if body.get("scrapes"):
+            facts.append(f"scrapes {body['scrapes']} (last {body.get('last_scrape_ms')} ms)")
+        return facts
     return []
 
 

@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,6 +102,7 @@ class Storage:
         self._completed = 0
         self._umask = PrivateUmask()
         self._counters = _Counters()
+        self._observers: list[Callable[[Mapping[str, pa.Table]], None]] = []
         self._state = "created"
         self._since = self._clock()
         self.session_id = ""
@@ -292,8 +293,9 @@ class Storage:
         connection.execute("BEGIN TRANSACTION")
         try:
             written: dict[str, tuple[int, int]] = {}
+            committed: dict[str, pa.Table] = {}
             for name, tables in grouped.items():
-                combined = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+                combined = committed[name] = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
                 written[name] = (combined.num_rows, insert_table(connection, name, combined, self._span_window))
             connection.execute("COMMIT")
         except BaseException:
@@ -311,6 +313,24 @@ class Storage:
                 counters.duplicate_spans_dropped += offered - inserted
         counters.batches_written += len(items)
         counters.last_write = self._clock()
+        self._notify_committed(committed)
+
+    def on_commit(self, observer: Callable[[Mapping[str, pa.Table]], None]) -> None:
+        """Call `observer` (on the writer thread) with the metric tables of every committed write.
+
+        Spans are left out: they may be deduplicated on insert, so what was offered is not what was stored.
+        """
+        self._observers.append(observer)
+
+    def _notify_committed(self, committed: dict[str, pa.Table]) -> None:
+        metrics = {name: table for name, table in committed.items() if name in METRIC_TABLES}
+        if not metrics:
+            return
+        for observer in self._observers:
+            try:
+                observer(metrics)
+            except Exception:  # an observer's bug must not stop the writer
+                log.exception("a commit observer failed")
 
     def _note_error(self, exc: Exception, batches: int) -> None:
         self._counters.write_errors += 1
