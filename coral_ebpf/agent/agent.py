@@ -22,6 +22,7 @@ from coral_ebpf.agent.component import Component
 from coral_ebpf.agent.control import ControlServer, check_control_socket_free
 from coral_ebpf.agent.lifecycle import ComponentSlot, StopSignal, prepare_state_dir
 from coral_ebpf.agent.static_attributes import StaticAttributesConsumer
+from coral_ebpf.agent.telemetry_source import AgentTelemetry
 from coral_ebpf.beyla.binary import resolve_binary
 from coral_ebpf.beyla.settings import beyla_only_keys_set
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
@@ -38,6 +39,8 @@ from coral_ebpf.red.engine import RedEngine
 from coral_ebpf.red.selection import choose_engine
 from coral_ebpf.storage.writer import Storage
 from coral_ebpf.telemetry.red_totals import RedTotals
+from coral_ebpf.telemetry.server import OperatorServer
+from coral_ebpf.telemetry.settings import DEFAULT_TELEMETRY_ENDPOINT
 from coral_ebpf.transform.processor import TransformProcessor
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,8 @@ class Agent:
         self._fallback_thread: threading.Thread | None = None
         self.red_totals = RedTotals()
         self._check_config()
+        # Built now (it reads the TLS files and the token) so a bad telemetry section fails before any BPF loads.
+        self._operator_server = self._operator_listener()
 
     def _check_config(self) -> None:
         if self.config.red.engine == "beyla" and not self.config.beyla.enabled:
@@ -131,17 +136,18 @@ class Agent:
             },
         )
 
-    def _start_telemetry(self) -> None:
-        from coral_ebpf.agent.telemetry_source import AgentTelemetry
-        from coral_ebpf.telemetry.server import OperatorServer
-        from coral_ebpf.telemetry.settings import DEFAULT_TELEMETRY_ENDPOINT
+    def _operator_listener(self) -> OperatorServer | None:
+        if self.config.telemetry.endpoint is None:
+            return None
+        return OperatorServer(self.config.telemetry, AgentTelemetry(self.status, self.red_totals))
 
+    def _start_telemetry(self) -> None:
         settings = self.config.telemetry
         slot = self.slots["telemetry"]
-        if settings.endpoint is None:
+        server = self._operator_server
+        if server is None:
             slot.set("disabled", "telemetry.endpoint is empty")
             return
-        server = OperatorServer(settings, AgentTelemetry(self.status, self.red_totals))
         try:
             self._run("telemetry", server)
         except CoralError as exc:
