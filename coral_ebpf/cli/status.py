@@ -8,9 +8,17 @@ from typing import Any
 
 from coral_ebpf.agent.control_client import ControlClient
 from coral_ebpf.agent.lifecycle import lock_holder
-from coral_ebpf.cli._common import EXIT_OK, add_config_flag, add_json_flag, config_from_args, print_json, print_table
+from coral_ebpf.cli._common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    add_config_flag,
+    add_json_flag,
+    config_from_args,
+    print_json,
+    print_table,
+)
 from coral_ebpf.config import AgentConfig
-from coral_ebpf.errors import AgentNotRunningError
+from coral_ebpf.errors import AgentNotRunningError, CoralError
 
 # Parts in the order they start.
 PARTS = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control", "telemetry")
@@ -157,12 +165,23 @@ def _ask(config: AgentConfig) -> dict[str, Any]:
         ) from None
 
 
+def failed_parts(document: dict[str, Any]) -> list[str]:
+    """The parts whose state is `failed` (what makes `status` exit 1)."""
+    return [part for part in PARTS if isinstance(document.get(part), dict) and document[part].get("state") == "failed"]
+
+
 def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    document = _ask(config)
+    try:
+        document = _ask(config)
+    except CoralError as exc:
+        if args.json:  # a script reading stdout gets JSON whatever happened
+            print_json({"error": exc.message, "hint": exc.hint, "agent": None})
+        raise
+    failed = failed_parts(document)
     if args.json:
         print_json(document)
-        return EXIT_OK
+        return EXIT_FAILURE if failed else EXIT_OK
     agent = document.get("agent", {})
     rows = []
     for part in PARTS:
@@ -180,15 +199,20 @@ def _run(args: argparse.Namespace) -> int:
         f"coral-ebpf {agent.get('version', '?')}  pid {agent.get('pid', '?')}  "
         f"up {_ago(agent.get('started')).removesuffix(' ago')}  config {agent.get('config', '?')}"
     )
-    print_table(("Part", "State", "Since", "Details"), rows, title=title)
-    return EXIT_OK
+    footer = f"failed: {', '.join(failed)} (exit code 1)" if failed else None
+    print_table(("Part", "State", "Since", "Details"), rows, title=title, footer=footer)
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "status",
         help="show the running agent's parts, states and counters",
-        description="Ask the running agent (over its control socket) for the state of each part.",
+        description=(
+            "Ask the running agent (over its control socket) for the state of each part. Exit code 0: the agent "
+            "answered and no part is failed; 1: a part is failed, or no agent answers (with --json, stdout then "
+            "holds an object with 'error' and 'hint')."
+        ),
     )
     add_config_flag(parser)
     add_json_flag(parser)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import ssl
 import subprocess
 import time
@@ -183,6 +184,47 @@ def _p99_by_route(prom: Prometheus, window: str, at: float) -> dict[str, float]:
     buckets = f'{FAMILY}_bucket{{service_name="{SERVICE}"}}'
     expression = f"histogram_quantile(0.99, sum by (le, http_route) (rate({buckets}[{window}])))"
     return {row["metric"]["http_route"]: float(row["value"][1]) for row in prom.query(expression, at)}
+
+
+# ------------------------------------------------------------------------------ ports and status
+
+
+def test_default_port_taken_fails_the_part_and_status_exits_1(tmp_path: Path) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 9464))
+    holder.listen()
+    try:
+        agent = AgentProcess(tmp_path, {**SETTINGS, "telemetry": {"endpoint": "127.0.0.1:9464"}})
+        try:
+            document = agent.start()
+            assert document["telemetry"]["state"] == "failed"
+            assert "cannot listen for operators (/metrics) on 127.0.0.1:9464" in document["telemetry"]["reason"]
+            assert document["receiver"]["state"] == "serving" and document["storage"]["state"] == "running"
+            table = agent.cli("status")
+            assert table.returncode == 1 and "failed: telemetry" in table.stdout, table
+            as_json = agent.cli("status", "--json")
+            assert as_json.returncode == 1 and json.loads(as_json.stdout)["telemetry"]["state"] == "failed"
+            agent.stop()
+        finally:
+            agent.kill()
+    finally:
+        holder.close()
+
+
+def test_an_explicit_endpoint_that_cannot_be_bound_is_a_start_error(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        agent = AgentProcess(tmp_path, {**SETTINGS, "telemetry": {"endpoint": f"127.0.0.1:{port}"}})
+        result = run_cli("start", "--config", str(agent.config_path), timeout=180)
+    assert result.returncode == 1, result
+    assert f"cannot listen for operators (/metrics) on 127.0.0.1:{port}" in result.stderr
+
+
+def test_status_exits_0_when_no_part_failed(agent: AgentProcess) -> None:
+    assert agent.cli("status").returncode == 0
+    assert agent.cli("status", "--json").returncode == 0
 
 
 # ------------------------------------------------------------------------------ security
