@@ -18,9 +18,11 @@ from dataclasses import replace
 from typing import Any
 
 from coral_ebpf import __version__
+from coral_ebpf.agent import sd_notify
 from coral_ebpf.agent.component import Component
 from coral_ebpf.agent.control import ControlServer, check_control_socket_free
 from coral_ebpf.agent.lifecycle import ComponentSlot, StopSignal, prepare_state_dir
+from coral_ebpf.agent.reload import ReloadPlan, ReloadSignal, apply_live, plan_reload
 from coral_ebpf.agent.static_attributes import StaticAttributesConsumer
 from coral_ebpf.agent.telemetry_source import AgentTelemetry
 from coral_ebpf.beyla.binary import resolve_binary
@@ -29,6 +31,7 @@ from coral_ebpf.beyla.supervisor import BeylaSupervisor
 from coral_ebpf.beyla.target import agent_ports, otlp_endpoint_url
 from coral_ebpf.capabilities.report import ProbeReport, Verdict
 from coral_ebpf.config import AgentConfig
+from coral_ebpf.config.loader import load_config
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import ConfigError, CoralError
 from coral_ebpf.otlp.consumer import Consumer
@@ -79,6 +82,7 @@ class Agent:
         self._stopping = threading.Event()
         self._fallback_thread: threading.Thread | None = None
         self.red_totals = RedTotals()
+        self.last_reload: dict[str, Any] | None = None
         self._check_config()
         # Built now (it reads the TLS files and the token) so a bad telemetry section fails before any BPF loads.
         self._operator_server = self._operator_listener()
@@ -352,16 +356,64 @@ class Agent:
                 slot.set("failed", f"stop failed: {exc}")
         log.info("agent stopped")
 
-    def run(self, stop: StopSignal) -> None:
-        """Start, serve until a stop signal, then stop. The caller holds the single-instance lock."""
+    def run(self, stop: StopSignal, reload: ReloadSignal | None = None) -> None:
+        """Start, serve until a stop signal (reloading the config on each `reload` signal), then stop.
+        The caller holds the single-instance lock. Tells systemd READY=1 once every part has
+        started and STOPPING=1 when the stop begins (a no-op outside systemd)."""
         try:
             self.start()
         except BaseException:
             self.stop()
             raise
-        stop.wait()
+        failed = [name for name, slot in self.slots.items() if slot.state == "failed"]
+        sd_notify.ready(f"serving; failed parts: {', '.join(failed)}" if failed else "serving")
+        while not stop.wait(None if reload is None else 0.5):
+            if reload is not None and reload.take():
+                self.reload()
         log.info("stop requested", extra={"fields": {"signal": stop.received}})
+        sd_notify.stopping()
         self.stop()
+
+    def reload(self) -> ReloadPlan | None:
+        """Re-read the config file; apply what can change live and log what needs a restart."""
+        sd_notify.reloading()
+        try:
+            new = load_config(self.config.source if self.config.source != "(defaults)" else None)
+        except ConfigError as exc:
+            self.last_reload = {"at": time.time(), "error": str(exc), "applied": [], "needs_restart": []}
+            log.error("config reload failed; the running config is kept", extra={"fields": {"error": exc.message}})
+            sd_notify.ready("serving; the last reload failed")
+            return None
+        plan = plan_reload(self.config, new)
+        self.config = plan.config
+        apply_live(plan, discovery=self._discovery, red=self._red, beyla=self._supervisor)
+        log.debug(  # seen only when the reload turned debug on: the new level is in force
+            "live settings after reload",
+            extra={
+                "fields": {
+                    "exclude": ",".join(plan.config.discovery.exclude),
+                    "red_routes": ",".join(plan.config.red.routes),
+                }
+            },
+        )
+        self.last_reload = {
+            "at": time.time(),
+            "error": None,
+            "applied": list(plan.applied),
+            "needs_restart": list(plan.needs_restart),
+        }
+        log.info(
+            "config reloaded",
+            extra={
+                "fields": {
+                    "applied": ",".join(plan.applied) or "nothing changed",
+                    "needs_restart": ",".join(plan.needs_restart) or "nothing",
+                }
+            },
+        )
+        sd_notify.ready("serving; restart to apply: " + ", ".join(plan.needs_restart) if plan.needs_restart
+                        else "serving")
+        return plan
 
     # ------------------------------------------------------------------ status
 
@@ -377,6 +429,7 @@ class Agent:
                 "state_dir": str(self.config.state_dir),
                 "red_engine": self.engine,
                 "red_engine_reason": self.engine_reason,
+                "last_reload": self.last_reload,
             },
             "probe": self._probe_status(),
         }

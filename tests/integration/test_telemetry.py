@@ -25,7 +25,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from tests.helpers import beyla_otlp
-from tests.helpers.agent_process import AgentProcess, call_failed, run_cli
+from tests.helpers.agent_process import REPO, AgentProcess, call_failed, run_cli
 from tests.helpers.prometheus import Prometheus, running_prometheus
 
 pytestmark = pytest.mark.slow
@@ -163,6 +163,9 @@ def test_prometheus_rate_and_p99_agree_with_query(agent: AgentProcess, tmp_path:
         p99 = {window: _p99_by_route(prom, window, at) for window in ("1m", "5m")}
         error_selector = f'{FAMILY}_count{{service_name="{SERVICE}", http_response_status_code=~"5.."}}'
         errors = prom.scalar(f"sum(rate({error_selector}[1m]))", at)
+        # Every expression of the shipped dashboard parses and evaluates in this Prometheus.
+        for expression in _dashboard_expressions():
+            prom.query(expression.replace("$__rate_interval", "1m").replace("$service", ".*"), at)
     sender.provider.shutdown()
     requests = sum(count for count, _ in TRAFFIC.values())
     assert sum(row["requests"] for row in rows) == requests, json.dumps(rows, indent=1)
@@ -178,6 +181,11 @@ def test_prometheus_rate_and_p99_agree_with_query(agent: AgentProcess, tmp_path:
         # [5m] reaches back before the series existed; Prometheus then extrapolates each bucket series
         # towards zero on its own (by its first value), which moves the quantile by a hair.
         assert p99["5m"][route] * 1000 == pytest.approx(row["p99_ms"], rel=5e-3), (route, p99, rows)
+
+
+def _dashboard_expressions() -> list[str]:
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "coral-ebpf.json").read_text(encoding="utf-8"))
+    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
 
 
 def _p99_by_route(prom: Prometheus, window: str, at: float) -> dict[str, float]:
