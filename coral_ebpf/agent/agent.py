@@ -19,9 +19,11 @@ from typing import Any
 
 from coral_ebpf import __version__
 from coral_ebpf.agent import sd_notify
+from coral_ebpf.agent.beyla_link import BeylaWithLink, bound, link_settings
 from coral_ebpf.agent.component import Component
 from coral_ebpf.agent.control import ControlServer, check_control_socket_free
 from coral_ebpf.agent.lifecycle import ComponentSlot, StopSignal, prepare_state_dir
+from coral_ebpf.agent.ports import TakenPort, without_taken_defaults
 from coral_ebpf.agent.reload import ReloadPlan, ReloadSignal, apply_live, plan_reload
 from coral_ebpf.agent.static_attributes import StaticAttributesConsumer
 from coral_ebpf.agent.telemetry_source import AgentTelemetry
@@ -83,6 +85,7 @@ class Agent:
         self._fallback_thread: threading.Thread | None = None
         self.red_totals = RedTotals()
         self.last_reload: dict[str, Any] | None = None
+        self._ports_taken: tuple[TakenPort, ...] = ()
         self._check_config()
         # Built now (it reads the TLS files and the token) so a bad telemetry section fails before any BPF loads.
         self._operator_server = self._operator_listener()
@@ -118,7 +121,10 @@ class Agent:
         self._processor = processor
         attributes = dict(config.beyla.attributes)
         self._consumer = StaticAttributesConsumer(processor, attributes) if attributes else processor
-        receiver = OtlpReceiver(config.otlp, self._consumer)
+        public, self._ports_taken = without_taken_defaults(config.otlp)
+        for taken in self._ports_taken:
+            log.warning("default OTLP port taken; starting without it", extra={"fields": {"why": taken.describe()}})
+        receiver = OtlpReceiver(public, self._consumer)
         self._run("receiver", receiver)
         self._receiver = receiver
         self._start_discovery()
@@ -268,27 +274,27 @@ class Agent:
         receiver = self._receiver
         if receiver is None:
             return settings
-        return replace(
-            settings,
-            grpc_endpoint=receiver.grpc_address or settings.grpc_endpoint,
-            http_endpoint=receiver.http_address or settings.http_endpoint,
-        )
+        return replace(settings, grpc_endpoint=receiver.grpc_address, http_endpoint=receiver.http_address)
 
     def _start_beyla(self) -> None:
         config = self.config
         processor = self._processor
-        otlp = self._bound_otlp()
+        assert self._consumer is not None
+        # Beyla sends to a private loopback listener, never to the public ports (see beyla_link).
+        link = OtlpReceiver(link_settings(config.otlp, config.beyla), self._consumer)
+        link.start()
+        link_bound = bound(link)
         with self._services_lock:
             supervisor = BeylaSupervisor(
                 config.beyla,
-                otlp_endpoint=otlp_endpoint_url(otlp, config.beyla),
+                otlp_endpoint=otlp_endpoint_url(link_bound, config.beyla),
                 probe=self.report or self._verdict("beyla_application"),
                 services=list(self._services),
                 last_data_seen=(lambda: processor.last_seen(BEYLA_SDK_NAME)) if processor else None,
-                agent_ports=agent_ports(otlp),
+                agent_ports=agent_ports(self._bound_otlp()) + agent_ports(link_bound),
             )
             self._supervisor = supervisor
-        self._run("beyla", supervisor)
+        self._run("beyla", BeylaWithLink(supervisor, link))
 
     def _start_bcc_engine(self, reason: str) -> None:
         slot = self.slots["red"]
@@ -435,6 +441,12 @@ class Agent:
         }
         for name in PART_NAMES[1:]:
             document[name] = self.slots[name].status()
+        if self._ports_taken:
+            document["receiver"]["notes"] = [taken.describe() for taken in self._ports_taken]
+            document["receiver"]["ports_taken"] = [
+                {"key": t.key, "endpoint": t.endpoint, "holders": [{"pid": h.pid, "name": h.name} for h in t.holders]}
+                for t in self._ports_taken
+            ]
         document["red"].setdefault("engine", self.engine)
         document["red"].setdefault("reason", self.engine_reason)
         if self.engine == "bcc" and self._beyla_keys_not_applied:

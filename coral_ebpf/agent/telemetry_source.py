@@ -51,13 +51,24 @@ class _Families:
         self.add(name, help_text, kind, [((), value)], unit)
 
 
-def _receiver(families: _Families, receiver: Mapping[str, Any]) -> None:
+def _transports(document: StatusDocument) -> Iterable[tuple[str, Mapping[str, Any]]]:
+    """(transport label, signals) of the public receiver and of Beyla's private link (`beyla_link_http`, ...)."""
+    for prefix, body in (
+        ("", document.get("receiver", {})),
+        ("beyla_link_", document.get("beyla", {}).get("link", {})),
+    ):
+        for transport in ("grpc", "http"):
+            signals = body.get(transport, {}).get("signals") if isinstance(body.get(transport), dict) else None
+            if signals:
+                yield prefix + transport, signals
+
+
+def _receiver(families: _Families, document: StatusDocument) -> None:
     items: list[tuple[Labels, Any]] = []
     requests: list[tuple[Labels, Any]] = []
     received_bytes: list[tuple[Labels, Any]] = []
     errors: list[tuple[Labels, Any]] = []
-    for transport in ("grpc", "http"):
-        signals = receiver.get(transport, {}).get("signals", {})
+    for transport, signals in _transports(document):
         for signal, counters in signals.items():
             base = (("transport", transport), ("signal", signal))
             kind = _ITEM_KINDS.get(signal, "")
@@ -69,7 +80,8 @@ def _receiver(families: _Families, receiver: Mapping[str, Any]) -> None:
                 errors.append(((*base, ("code", str(code))), count))
     families.add(
         "coral_ebpf_receiver_items",
-        "OTLP items received (spans, metric points, log records) by transport, signal and outcome: accepted "
+        "OTLP items received (spans, metric points, log records) by transport (beyla_link_*: Beyla's private "
+        "listener), signal and outcome: accepted "
         "(stored), rejected (refused for good, partial success) or refused (queue full, the sender retries).",
         MetricType.COUNTER,
         items,
@@ -245,7 +257,7 @@ def agent_families(document: StatusDocument, now: float | None = None) -> list[M
             if part != "agent" and isinstance(body, dict) and "state" in body
         ],
     )
-    _receiver(families, document.get("receiver", {}))
+    _receiver(families, document)
     _storage(families, document.get("storage", {}), now)
     _beyla(families, document.get("beyla", {}))
     _discovery(families, document.get("discovery", {}))
