@@ -97,6 +97,7 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
             + str(sum(_signal_totals(body, s, "items_rejected") for s in ("traces", "metrics", "logs"))),
             "refused (queue full) "
             + str(sum(_signal_totals(body, s, "items_refused") for s in ("traces", "metrics", "logs"))),
+            *(str(note) for note in body.get("notes", [])),
         ]
     if part == "discovery":
         events = body.get("events", {})
