@@ -159,9 +159,11 @@ def test_healthy_beyla_reaches_query_and_status(
     config_path = Path(beyla["config_path"])
     assert stat.S_IMODE(config_path.stat().st_mode) == 0o600
     rendered = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    http_address = document["receiver"]["http"]["address"]
-    assert rendered["otel_metrics_export"]["endpoint"] == f"http://{http_address}"
-    assert rendered["otel_traces_export"]["endpoint"] == f"http://{http_address}"
+    # Beyla sends to its private loopback link, not to the public OTLP listener.
+    link_address = beyla["link"]["http"]["address"]
+    assert link_address != document["receiver"]["http"]["address"] and link_address.startswith("127.0.0.1:")
+    assert rendered["otel_metrics_export"]["endpoint"] == f"http://{link_address}"
+    assert rendered["otel_traces_export"]["endpoint"] == f"http://{link_address}"
     assert shop.port in selector_ports(config_path)
     agent_ports = {int(document["receiver"][t]["address"].rpartition(":")[2]) for t in ("grpc", "http")}
     excluded = [s for s in rendered["discovery"]["exclude_instrument"] if "open_ports" in s]
