@@ -36,6 +36,8 @@ from coral_ebpf.config import AgentConfig
 from coral_ebpf.config.loader import load_config
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import ConfigError, CoralError
+from coral_ebpf.export.exporter import OtlpExporter
+from coral_ebpf.export.tee import ExportingConsumer
 from coral_ebpf.otlp.consumer import Consumer
 from coral_ebpf.otlp.receiver import OtlpReceiver
 from coral_ebpf.otlp.settings import OtlpSettings
@@ -52,7 +54,9 @@ log = logging.getLogger(__name__)
 
 BEYLA_SDK_NAME = "beyla"
 FALLBACK_CHECK_INTERVAL = 2.0
-PART_NAMES = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control", "telemetry")
+PART_NAMES = (
+    "probe", "storage", "export", "transform", "receiver", "discovery", "red", "beyla", "control", "telemetry"
+)  # fmt: skip
 
 
 def _probe(config: AgentConfig) -> ProbeReport:
@@ -119,8 +123,16 @@ class Agent:
         processor = TransformProcessor(storage, agent_id=config.agent_id, retry_after=config.otlp.retry_after)
         self._run("transform", processor)
         self._processor = processor
+        inner: Consumer = processor
+        if config.export.otlp is not None:
+            # Ahead of the transform, so whatever is accepted (SDKs, Beyla, the BCC engine) is exported too.
+            exporter = OtlpExporter(config.export.otlp, config.agent_id)
+            self._run("export", exporter)
+            inner = ExportingConsumer(processor, exporter.queue, retry_after=config.otlp.retry_after)
+        else:
+            self.slots["export"].set("disabled", "no export.otlp section")
         attributes = dict(config.beyla.attributes)
-        self._consumer = StaticAttributesConsumer(processor, attributes) if attributes else processor
+        self._consumer = StaticAttributesConsumer(inner, attributes) if attributes else inner
         public, self._ports_taken = without_taken_defaults(config.otlp)
         for taken in self._ports_taken:
             log.warning("default OTLP port taken; starting without it", extra={"fields": {"why": taken.describe()}})

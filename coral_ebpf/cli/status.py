@@ -21,7 +21,9 @@ from coral_ebpf.config import AgentConfig
 from coral_ebpf.errors import AgentNotRunningError, CoralError
 
 # Parts in the order they start.
-PARTS = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control", "telemetry")
+PARTS = (
+    "probe", "storage", "export", "transform", "receiver", "discovery", "red", "beyla", "control", "telemetry"
+)  # fmt: skip
 
 
 def _ago(since: Any) -> str:
@@ -139,6 +141,16 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
         return facts
     if part == "control":
         return [str(body.get("socket", ""))]
+    if part == "export":
+        items = body.get("exported_items", {})
+        facts = [str(body.get("endpoint", "")), f"exported {sum(items.values()) if isinstance(items, dict) else items}"]
+        facts.append(f"queue {body.get('queue_requests', 0)} requests, {_bytes(body.get('queue_bytes'))}")
+        for key in ("retries", "dropped_requests", "failed_requests"):
+            if body.get(key):
+                facts.append(f"{key.replace('_', ' ')} {body[key]}")
+        if body.get("last_error"):
+            facts.append(f"last error: {_short(body['last_error'])}")
+        return facts
     if part == "telemetry":
         scheme = "https" if body.get("tls") else "http"
         facts = [f"{scheme}://{body['address']}/metrics"] if body.get("address") else []

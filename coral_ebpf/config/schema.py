@@ -20,6 +20,8 @@ from coral_ebpf.beyla.settings import BeylaSettings
 from coral_ebpf.config.formats import PATH, section
 from coral_ebpf.discovery.settings import SCHEMA as DISCOVERY_SCHEMA
 from coral_ebpf.discovery.settings import DiscoverySettings
+from coral_ebpf.export.settings import SCHEMA as EXPORT_SCHEMA
+from coral_ebpf.export.settings import ExportSettings
 from coral_ebpf.otlp.settings import SCHEMA as OTLP_SCHEMA
 from coral_ebpf.otlp.settings import OtlpSettings
 from coral_ebpf.red.settings import SCHEMA as RED_SCHEMA
@@ -51,6 +53,7 @@ def build_schema() -> dict[str, Any]:
                 "beyla": BEYLA_SCHEMA,
                 "red": RED_SCHEMA,
                 "telemetry": TELEMETRY_SCHEMA,
+                "export": EXPORT_SCHEMA,
             }
         ),
     }
@@ -70,6 +73,7 @@ class AgentConfig:
     beyla: BeylaSettings
     red: RedSettings
     telemetry: TelemetrySettings
+    export: ExportSettings
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> AgentConfig:
@@ -88,4 +92,5 @@ class AgentConfig:
             beyla=BeylaSettings.from_dict(data.get("beyla", {}), state_dir),
             red=RedSettings.from_dict(data.get("red", {})),
             telemetry=TelemetrySettings.from_dict(data.get("telemetry", {})),
+            export=ExportSettings.from_dict(data.get("export", {}), state_dir),
         )
