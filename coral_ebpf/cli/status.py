@@ -191,7 +191,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:  # a script reading stdout gets JSON whatever happened
             print_json({"error": exc.message, "hint": exc.hint, "agent": None})
         raise
-    failed = failed_parts(document)
+    failed = failed_parts(document) if args.check else []
     if args.json:
         print_json(document)
         return EXIT_FAILURE if failed else EXIT_OK
@@ -212,7 +212,8 @@ def _run(args: argparse.Namespace) -> int:
         f"coral-ebpf {agent.get('version', '?')}  pid {agent.get('pid', '?')}  "
         f"up {_ago(agent.get('started')).removesuffix(' ago')}  config {agent.get('config', '?')}"
     )
-    footer = f"failed: {', '.join(failed)} (exit code 1)" if failed else None
+    failed_now = failed_parts(document)
+    footer = f"failed: {', '.join(failed_now)}" + (" (exit code 1)" if failed else "") if failed_now else None
     print_table(("Part", "State", "Since", "Details"), rows, title=title, footer=footer)
     return EXIT_FAILURE if failed else EXIT_OK
 
@@ -223,10 +224,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="show the running agent's parts, states and counters",
         description=(
             "Ask the running agent (over its control socket) for the state of each part. Exit code 0: the agent "
-            "answered and no part is failed; 1: a part is failed, or no agent answers (with --json, stdout then "
-            "holds an object with 'error' and 'hint')."
+            "answered (with --check: and no part is failed); 1: no agent answers (with --json, stdout then holds "
+            "an object with 'error' and 'hint'), or with --check a part is failed."
         ),
     )
     add_config_flag(parser)
     add_json_flag(parser)
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a part is failed (for scripts and health checks); without it, 0 means the agent answered",
+    )
     parser.set_defaults(func=_run)

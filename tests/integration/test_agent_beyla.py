@@ -166,6 +166,7 @@ def test_healthy_beyla_reaches_query_and_status(
     assert rendered["otel_traces_export"]["endpoint"] == f"http://{link_address}"
     assert shop.port in selector_ports(config_path)
     agent_ports = {int(document["receiver"][t]["address"].rpartition(":")[2]) for t in ("grpc", "http")}
+    agent_ports.add(int(link_address.rpartition(":")[2]))  # Beyla's own link is the agent's too
     excluded = [s for s in rendered["discovery"]["exclude_instrument"] if "open_ports" in s]
     assert {int(p) for s in excluded for p in str(s["open_ports"]).split(",")} == agent_ports
 

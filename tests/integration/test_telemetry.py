@@ -209,8 +209,10 @@ def test_default_port_taken_fails_the_part_and_status_exits_1(tmp_path: Path) ->
             assert "cannot listen for operators (/metrics) on 127.0.0.1:9464" in document["telemetry"]["reason"]
             assert document["receiver"]["state"] == "serving" and document["storage"]["state"] == "running"
             table = agent.cli("status")
-            assert table.returncode == 1 and "failed: telemetry" in table.stdout, table
-            as_json = agent.cli("status", "--json")
+            assert table.returncode == 0 and "failed: telemetry" in table.stdout, table  # the agent answered
+            checked = agent.cli("status", "--check")
+            assert checked.returncode == 1 and "failed: telemetry (exit code 1)" in checked.stdout, checked
+            as_json = agent.cli("status", "--json", "--check")
             assert as_json.returncode == 1 and json.loads(as_json.stdout)["telemetry"]["state"] == "failed"
             agent.stop()
         finally:
@@ -230,9 +232,9 @@ def test_an_explicit_endpoint_that_cannot_be_bound_is_a_start_error(tmp_path: Pa
     assert f"cannot listen for operators (/metrics) on 127.0.0.1:{port}" in result.stderr
 
 
-def test_status_exits_0_when_no_part_failed(agent: AgentProcess) -> None:
-    assert agent.cli("status").returncode == 0
-    assert agent.cli("status", "--json").returncode == 0
+def test_status_check_exits_0_when_no_part_failed(agent: AgentProcess) -> None:
+    assert agent.cli("status", "--check").returncode == 0
+    assert agent.cli("status", "--json", "--check").returncode == 0
 
 
 # ------------------------------------------------------------------------------ security
