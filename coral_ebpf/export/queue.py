@@ -71,9 +71,14 @@ class DiskQueue:
         return self.policy == "refuse" and self._bytes + size > self.max_bytes
 
     def put(self, signal: str, body: bytes) -> None:
-        if len(body) > self.max_bytes:
-            raise QueueFull(f"a {len(body)}-byte request is larger than the whole export queue ({self.max_bytes})")
         with self._lock:
+            if len(body) > self.max_bytes:  # can never fit: dropped (drop_oldest) or refused, and counted
+                if self.policy == "refuse":
+                    self.refused_requests += 1
+                    raise QueueFull(f"a {len(body)}-byte request is larger than the export queue ({self.max_bytes})")
+                self.dropped_requests += 1
+                self.dropped_bytes += len(body)
+                return
             if self._bytes + len(body) > self.max_bytes:
                 if self.policy == "refuse":
                     self.refused_requests += 1
