@@ -182,8 +182,8 @@ def test_healthy_beyla_reaches_query_and_status(
     assert {row["route"] for row in rows} <= STANDIN_ROUTES
     assert all(row["p50_ms"] is not None and row["p50_ms"] <= row["p99_ms"] for row in rows)
     now = healthy.status()
-    assert now["receiver"]["http"]["signals"]["metrics"]["items_accepted"] > 0
-    assert now["receiver"]["http"]["signals"]["traces"]["items_accepted"] > 0
+    assert now["beyla"]["link"]["http"]["signals"]["metrics"]["items_accepted"] > 0
+    assert now["beyla"]["link"]["http"]["signals"]["traces"]["items_accepted"] > 0
     assert now["storage"]["rows_written"]["beyla_http_metrics"] > 0
     assert "beyla" in now["transform"]["sources"]
     assert now["discovery"]["state"] == "running" and now["discovery"]["services"] >= 1
