@@ -229,6 +229,43 @@ def _red(families: _Families, red: Mapping[str, Any]) -> None:
     )
 
 
+def _export(families: _Families, export: Mapping[str, Any]) -> None:
+    items = export.get("exported_items") or {}
+    families.add(
+        "coral_ebpf_export_items",
+        "Items (spans, metric points, log records) the upstream OTLP endpoint took, by signal.",
+        MetricType.COUNTER,
+        [((("signal", signal),), count) for signal, count in items.items()],
+    )
+    for name, key, help_text in (
+        ("coral_ebpf_export_requests", "exported_requests", "Export requests the upstream took."),
+        ("coral_ebpf_export_retries", "retries", "Export attempts that failed and will be retried."),
+        ("coral_ebpf_export_failed_requests", "failed_requests", "Export requests the upstream refused for good."),
+        ("coral_ebpf_export_rejected_items", "rejected_items", "Items the upstream rejected in partial successes."),
+        ("coral_ebpf_export_dropped_requests", "dropped_requests", "Queued requests dropped: the queue was full."),
+        ("coral_ebpf_export_refused_requests", "refused_requests", "Requests refused: the queue was full (refuse)."),
+    ):
+        families.one(name, help_text, MetricType.COUNTER, export.get(key))
+    families.one(
+        "coral_ebpf_export_queue_requests", "Requests waiting in the export queue.", MetricType.GAUGE,
+        export.get("queue_requests"),
+    )  # fmt: skip
+    families.one(
+        "coral_ebpf_export_queue_bytes",
+        "Bytes waiting in the export queue on disk.",
+        MetricType.GAUGE,
+        export.get("queue_bytes"),
+        unit="bytes",
+    )
+    families.one(
+        "coral_ebpf_export_last_error_timestamp_seconds",
+        "When the last export error happened (unix time).",
+        MetricType.GAUGE,
+        export.get("last_error_at"),
+        unit="seconds",
+    )
+
+
 def agent_families(document: StatusDocument, now: float | None = None) -> list[MetricFamily]:
     """The agent's own metrics from its status document."""
     now = time.time() if now is None else now
@@ -262,6 +299,7 @@ def agent_families(document: StatusDocument, now: float | None = None) -> list[M
     _beyla(families, document.get("beyla", {}))
     _discovery(families, document.get("discovery", {}))
     _red(families, document.get("red", {}))
+    _export(families, document.get("export", {}))
     return families.families
 
 

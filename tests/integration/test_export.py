@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,9 @@ def test_everything_accepted_arrives_upstream_exactly(protocol: str, transport: 
         b_status = b.status()
         accepted = b_status["receiver"][transport]["signals"]["traces"]["items_accepted"]
         assert accepted == 120  # nothing sent twice
+        with urllib.request.urlopen(f"http://{a.telemetry_address()}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert 'coral_ebpf_export_items_total{signal="traces"} 120' in metrics
         a.stop()
         b.stop()
         with duckdb.connect(str(b.state_dir / "coral-ebpf.duckdb"), read_only=True) as connection:
