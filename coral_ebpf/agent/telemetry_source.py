@@ -286,12 +286,14 @@ def agent_families(document: StatusDocument, now: float | None = None) -> list[M
     )
     families.add(
         "coral_ebpf_part_up",
-        "1 when a part of the agent is doing its job (running, serving, ok or standby), else 0.",
+        "1 when a part of the agent is doing its job (running, serving, ok or standby), else 0; parts the "
+        "config disables are left out.",
         MetricType.GAUGE,
         [
             ((("part", part), ("state", str(body.get("state")))), 1 if body.get("state") in UP_STATES else 0)
             for part, body in document.items()
-            if part != "agent" and isinstance(body, dict) and "state" in body
+            # A part switched off by the config is not down: it has no series.
+            if part != "agent" and isinstance(body, dict) and "state" in body and body["state"] != "disabled"
         ],
     )
     _receiver(families, document)
