@@ -10,9 +10,9 @@ KREL      := $(shell uname -r)
 
 # Debian packages the agent and its tests need. python3-bpfcc is BCC (import name `bcc`);
 # the PyPI project called `bcc` is unrelated and never installed.
-DEB_PACKAGES := python3 python3-venv python3-dev python3-bpfcc bpftool iproute2 procps util-linux
+DEB_PACKAGES := python3 python3-venv python3-dev python3-bpfcc bpftool iproute2 procps util-linux prometheus
 
-.PHONY: help install system-deps venv test lint docs typecheck unit integration vm-test vagrant-test bench clean
+.PHONY: help install system-deps venv test lint docs typecheck unit integration vm-test vagrant-test bench deb clean
 
 help:
 	@echo "make install      Debian packages (incl. python3-bpfcc, kernel headers), .venv, the package + test extras"
@@ -20,6 +20,7 @@ help:
 	@echo "make vm-test      the integration tests on Debian kernels 5.10/6.1/6.12 under QEMU"
 	@echo "make vagrant-test the integration tests in a Vagrant (libvirt) VM"
 	@echo "make bench        the benchmarks in bench/"
+	@echo "make deb          the Debian package (self-contained /opt/coral-ebpf) into dist/"
 
 install: system-deps venv
 
@@ -84,6 +85,10 @@ vagrant-test:
 
 bench:
 	@for b in bench/[a-z]*.py; do echo "== $$b"; $(VENV_BIN)/python $$b || exit 1; done
+
+# A self-contained package: /opt/coral-ebpf/lib run by Debian's python3 (+ python3-bpfcc).
+deb:
+	packaging/deb/build.sh dist
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache build dist *.egg-info

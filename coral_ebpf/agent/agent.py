@@ -17,12 +17,17 @@ from dataclasses import replace
 from typing import Any
 
 from coral_ebpf import __version__
+from coral_ebpf.agent import sd_notify
+from coral_ebpf.agent.beyla_link import BeylaWithLink, bound, link_settings
 from coral_ebpf.agent.component import Component
-from coral_ebpf.agent.config import AgentConfig, check
+from coral_ebpf.agent.config import AgentConfig, check, load_config
 from coral_ebpf.agent.control import ControlServer, check_control_socket_free
 from coral_ebpf.agent.lifecycle import ComponentSlot, StopSignal, prepare_state_dir
+from coral_ebpf.agent.ports import TakenPort, without_taken_defaults
+from coral_ebpf.agent.reload import ExcludeTarget, ReloadPlan, ReloadSignal, apply_live, plan_reload
 from coral_ebpf.agent.static_attributes import StaticAttributesConsumer
 from coral_ebpf.agent.status import AgentInfo, Part, PartStatus, StatusDocument
+from coral_ebpf.agent.telemetry_source import AgentTelemetry
 from coral_ebpf.beyla.binary import resolve_binary
 from coral_ebpf.beyla.settings import beyla_only_keys_set
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
@@ -30,7 +35,9 @@ from coral_ebpf.beyla.target import agent_ports, otlp_endpoint_url
 from coral_ebpf.capabilities.report import ProbeComponent, ProbeReport, Verdict
 from coral_ebpf.consumer import Consumer
 from coral_ebpf.discovery.model import ServiceEntry
-from coral_ebpf.errors import CoralError
+from coral_ebpf.errors import ConfigError, CoralError
+from coral_ebpf.export.exporter import OtlpExporter
+from coral_ebpf.export.tee import ExportingConsumer
 from coral_ebpf.memory.budget import MemoryBudget, tame_allocators
 from coral_ebpf.memory.consumer import BudgetedConsumer
 from coral_ebpf.otlp.receiver import OtlpReceiver
@@ -41,6 +48,9 @@ from coral_ebpf.red.engine import RedEngine
 from coral_ebpf.red.selection import Engine
 from coral_ebpf.state import ACTIVE_STATES, PartState
 from coral_ebpf.storage.writer import Storage
+from coral_ebpf.telemetry.red_totals import RedTotals
+from coral_ebpf.telemetry.server import OperatorServer
+from coral_ebpf.telemetry.settings import DEFAULT_TELEMETRY_ENDPOINT
 from coral_ebpf.transform.processor import TransformProcessor
 
 log = logging.getLogger(__name__)
@@ -77,6 +87,12 @@ class Agent:
         self._receiver: OtlpReceiver | None = None
         self._services: list[ServiceEntry] = []
         self._services_lock = threading.Lock()
+        self._discovery: ExcludeTarget | None = None  # for a reload's discovery.exclude
+        self.red_totals = RedTotals()
+        self.last_reload: dict[str, Any] | None = None
+        self._ports_taken: tuple[TakenPort, ...] = ()
+        # Built now (it reads the TLS files and the token) so a bad telemetry section fails before any BPF loads.
+        self._operator_server = self._operator_listener()
 
     # ------------------------------------------------------------------ start
 
@@ -95,6 +111,7 @@ class Agent:
         check_control_socket_free(config.control.socket)
         self._start_probe()
         storage = Storage(config.storage)
+        storage.on_commit(self.red_totals.observe)
         self._run(Part.STORAGE, storage)
         processor = TransformProcessor(
             storage,
@@ -104,15 +121,27 @@ class Agent:
         )
         self._run(Part.TRANSFORM, processor)
         self._processor = processor
+        inner: Consumer = processor
+        if config.export.otlp is not None:
+            # Ahead of the transform, so whatever is accepted (SDKs, Beyla, the BCC engine) is exported too.
+            exporter = OtlpExporter(config.export.otlp, config.agent_id)
+            self._run(Part.EXPORT, exporter)
+            inner = ExportingConsumer(processor, exporter.queue, retry_after=config.otlp.retry_after)
+        else:
+            self.slots[Part.EXPORT].set(PartState.DISABLED, "no export.otlp section")
         attributes = dict(config.beyla.attributes)
-        self._consumer = StaticAttributesConsumer(processor, attributes) if attributes else processor
+        self._consumer = StaticAttributesConsumer(inner, attributes) if attributes else inner
         self._memory = MemoryBudget(config.limits.memory, config.storage.memory_limit, lambda: storage.bytes_in_flight)
-        receiver = OtlpReceiver(config.otlp, BudgetedConsumer(self._consumer, self._memory, config.otlp.retry_after))
+        public, self._ports_taken = without_taken_defaults(config.otlp)
+        for taken in self._ports_taken:
+            log.warning("default OTLP port taken; starting without it", extra={"fields": {"why": taken.describe()}})
+        receiver = OtlpReceiver(public, BudgetedConsumer(self._consumer, self._memory, config.otlp.retry_after))
         self._run(Part.RECEIVER, receiver)
         self._receiver = receiver
         self._start_discovery()
         self._start_red_engine()
         self._run(Part.CONTROL, ControlServer(config.control.socket, self.status, query_executor(storage.reader)))
+        self._start_telemetry()
         self._memory.calibrate()  # the agent's own footprint, every part loaded (BCC programs included)
         log.info(
             "agent started",
@@ -125,6 +154,27 @@ class Agent:
                 }
             },
         )
+
+    def _operator_listener(self) -> OperatorServer | None:
+        if self.config.telemetry.endpoint is None:
+            return None
+        return OperatorServer(self.config.telemetry, AgentTelemetry(lambda: self.status().to_json(), self.red_totals))
+
+    def _start_telemetry(self) -> None:
+        settings = self.config.telemetry
+        slot = self.slots[Part.TELEMETRY]
+        server = self._operator_server
+        if server is None:
+            slot.set(PartState.DISABLED, "telemetry.endpoint is empty")
+            return
+        try:
+            self._run(Part.TELEMETRY, server)
+        except CoralError as exc:
+            if settings.endpoint != DEFAULT_TELEMETRY_ENDPOINT:
+                raise  # an endpoint the operator chose and we cannot serve is a start error
+            # The default port taken (another exporter on 9464): the data path still works.
+            slot.set(PartState.FAILED, str(exc))
+            log.warning("operator listener not started", extra={"fields": {"error": exc.message}})
 
     def _start_probe(self) -> None:
         slot = self.slots[Part.PROBE]
@@ -173,6 +223,7 @@ class Agent:
             slot.set(PartState.FAILED, str(exc))
             log.error("discovery failed to start", extra={"fields": {"error": str(exc)}})
             return
+        self._discovery = discovery
         self._services = discovery.registry.snapshot()
         discovery.registry.subscribe(self._on_services_changed)
 
@@ -216,28 +267,28 @@ class Agent:
         receiver = self._receiver
         if receiver is None:
             return settings
-        return replace(
-            settings,
-            grpc_endpoint=receiver.grpc_address or settings.grpc_endpoint,
-            http_endpoint=receiver.http_address or settings.http_endpoint,
-        )
+        return replace(settings, grpc_endpoint=receiver.grpc_address, http_endpoint=receiver.http_address)
 
     def _start_beyla(self) -> None:
         config = self.config
         processor = self._processor
-        otlp = self._bound_otlp()
+        assert self._consumer is not None
+        # Beyla sends to a private loopback listener, never to the public ports (see beyla_link).
+        link = OtlpReceiver(link_settings(config.otlp, config.beyla), self._consumer)
+        link.start()
+        link_bound = bound(link)
         with self._services_lock:
             supervisor = BeylaSupervisor(
                 config.beyla,
-                otlp_endpoint=otlp_endpoint_url(otlp, config.beyla),
+                otlp_endpoint=otlp_endpoint_url(link_bound, config.beyla),
                 probe=self.report or self._verdict(ProbeComponent.BEYLA_APPLICATION),
                 services=list(self._services),
                 last_data_seen=(lambda: processor.last_seen(BEYLA_SDK_NAME)) if processor else None,
-                agent_ports=agent_ports(otlp),
+                agent_ports=agent_ports(self._bound_otlp()) + agent_ports(link_bound),
             )
             self._supervisor = supervisor
         supervisor.subscribe(self.arbiter.on_beyla_state)
-        self._run(Part.BEYLA, supervisor)
+        self._run(Part.BEYLA, BeylaWithLink(supervisor, link))
 
     def _start_bcc_engine(self, reason: str) -> bool:
         """Start the built-in engine (at start, or as the arbiter's fallback); True if it runs."""
@@ -288,16 +339,64 @@ class Agent:
                 slot.set(PartState.FAILED, f"stop failed: {exc}")
         log.info("agent stopped")
 
-    def run(self, stop: StopSignal) -> None:
-        """Start, serve until a stop signal, then stop. The caller holds the single-instance lock."""
+    def run(self, stop: StopSignal, reload: ReloadSignal | None = None) -> None:
+        """Start, serve until a stop signal (reloading the config on each `reload` signal), then stop.
+        The caller holds the single-instance lock. Tells systemd READY=1 once every part has
+        started and STOPPING=1 when the stop begins (a no-op outside systemd)."""
         try:
             self.start()
         except BaseException:
             self.stop()
             raise
-        stop.wait()
+        failed = [str(part) for part, slot in self.slots.items() if slot.state == PartState.FAILED]
+        sd_notify.ready(f"serving; failed parts: {', '.join(failed)}" if failed else "serving")
+        while not stop.wait(None if reload is None else 0.5):
+            if reload is not None and reload.take():
+                self.reload()
         log.info("stop requested", extra={"fields": {"signal": stop.received}})
+        sd_notify.stopping()
         self.stop()
+
+    def reload(self) -> ReloadPlan | None:
+        """Re-read the config file; apply what can change live and log what needs a restart."""
+        sd_notify.reloading()
+        try:
+            new = load_config(self.config.source if self.config.source != "(defaults)" else None)
+        except ConfigError as exc:
+            self.last_reload = {"at": time.time(), "error": str(exc), "applied": [], "needs_restart": []}
+            log.error("config reload failed; the running config is kept", extra={"fields": {"error": exc.message}})
+            sd_notify.ready("serving; the last reload failed")
+            return None
+        plan = plan_reload(self.config, new)
+        self.config = plan.config
+        apply_live(plan, discovery=self._discovery, red=self._red, beyla=self._supervisor)
+        log.debug(  # seen only when the reload turned debug on: the new level is in force
+            "live settings after reload",
+            extra={
+                "fields": {
+                    "exclude": ",".join(plan.config.discovery.exclude),
+                    "red_routes": ",".join(plan.config.red.routes),
+                }
+            },
+        )
+        self.last_reload = {
+            "at": time.time(),
+            "error": None,
+            "applied": list(plan.applied),
+            "needs_restart": list(plan.needs_restart),
+        }
+        log.info(
+            "config reloaded",
+            extra={
+                "fields": {
+                    "applied": ",".join(plan.applied) or "nothing changed",
+                    "needs_restart": ",".join(plan.needs_restart) or "nothing",
+                }
+            },
+        )
+        sd_notify.ready("serving; restart to apply: " + ", ".join(plan.needs_restart) if plan.needs_restart
+                        else "serving")
+        return plan
 
     # ------------------------------------------------------------------ status
 
@@ -313,6 +412,7 @@ class Agent:
             red_engine=engine,
             red_engine_reason=engine_reason,
             memory=self._memory.status() if self._memory is not None else None,
+            last_reload=self.last_reload,
         )
         parts: dict[Part, PartStatus] = {part: self.slots[part].status() for part in Part if part != Part.PROBE}
         parts[Part.PROBE] = self._probe_status()
@@ -326,6 +426,15 @@ class Agent:
                 "why": "they configure Beyla's output; the BCC engine takes its route patterns from red.routes",
             }
         parts[Part.RED] = replace(red, details=red_details)
+        if self._ports_taken:
+            receiver = parts[Part.RECEIVER]
+            receiver_details: dict[str, Any] = dict(receiver.details)
+            receiver_details["notes"] = [taken.describe() for taken in self._ports_taken]
+            receiver_details["ports_taken"] = [
+                {"key": t.key, "endpoint": t.endpoint, "holders": [{"pid": h.pid, "name": h.name} for h in t.holders]}
+                for t in self._ports_taken
+            ]
+            parts[Part.RECEIVER] = replace(receiver, details=receiver_details)
         # The fields readers rely on exist even for a Beyla that never ran (disabled, red.engine bcc).
         beyla = parts[Part.BEYLA]
         beyla_details: dict[str, Any] = {

@@ -25,6 +25,8 @@ from coral_ebpf.config.reference import UNSET, Leaf, render_table
 from coral_ebpf.discovery.settings import SCHEMA as DISCOVERY_SCHEMA
 from coral_ebpf.discovery.settings import DiscoverySettings
 from coral_ebpf.errors import ConfigError
+from coral_ebpf.export.settings import SCHEMA as EXPORT_SCHEMA
+from coral_ebpf.export.settings import ExportSettings
 from coral_ebpf.memory.settings import SCHEMA as LIMITS_SCHEMA
 from coral_ebpf.memory.settings import LimitSettings
 from coral_ebpf.otlp.settings import SCHEMA as OTLP_SCHEMA
@@ -33,6 +35,8 @@ from coral_ebpf.red.settings import SCHEMA as RED_SCHEMA
 from coral_ebpf.red.settings import RedSettings
 from coral_ebpf.storage.settings import SCHEMA as STORAGE_SCHEMA
 from coral_ebpf.storage.settings import StorageSettings
+from coral_ebpf.telemetry.settings import SCHEMA as TELEMETRY_SCHEMA
+from coral_ebpf.telemetry.settings import TelemetrySettings
 from coral_ebpf.units import parse_endpoint
 
 DEFAULT_CONFIG_PATH = Path("/etc/coral-ebpf/config.yaml")
@@ -66,6 +70,8 @@ def build_schema() -> dict[str, Any]:
                 "beyla": BEYLA_SCHEMA,
                 "red": RED_SCHEMA,
                 "limits": LIMITS_SCHEMA,
+                "telemetry": TELEMETRY_SCHEMA,
+                "export": EXPORT_SCHEMA,
             }
         ),
     }
@@ -85,6 +91,8 @@ class AgentConfig:
     beyla: BeylaSettings
     red: RedSettings
     limits: LimitSettings
+    telemetry: TelemetrySettings
+    export: ExportSettings
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> AgentConfig:
@@ -103,6 +111,8 @@ class AgentConfig:
             beyla=BeylaSettings.from_dict(data.get("beyla", {}), state_dir),
             red=RedSettings.from_dict(data.get("red", {})),
             limits=LimitSettings.from_dict(data.get("limits", {})),
+            telemetry=TelemetrySettings.from_dict(data.get("telemetry", {})),
+            export=ExportSettings.from_dict(data.get("export", {}), state_dir),
         )
 
 

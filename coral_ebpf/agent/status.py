@@ -17,12 +17,14 @@ from coral_ebpf.state import PartState
 class Part(StrEnum):
     PROBE = "probe"
     STORAGE = "storage"
+    EXPORT = "export"
     TRANSFORM = "transform"
     RECEIVER = "receiver"
     DISCOVERY = "discovery"
     RED = "red"
     BEYLA = "beyla"
     CONTROL = "control"
+    TELEMETRY = "telemetry"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class AgentInfo:
     red_engine: str
     red_engine_reason: str
     memory: dict[str, Any] | None = None  # the memory budget's figures (RSS, idle, peak, budget)
+    last_reload: dict[str, Any] | None = None  # when the config was last re-read (SIGHUP), what applied
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)

@@ -141,6 +141,18 @@ class BeylaSupervisor:
         if self._record.state not in (PartState.DISABLED, PartState.UNSUPPORTED, PartState.FAILED):
             self._set_state(PartState.STOPPED, reason="stop requested")
 
+    def update_settings(self, settings: BeylaSettings) -> None:
+        """New `beyla.*` settings (a config reload): Beyla's config is rendered again at once and
+        Beyla restarted with it if it differs. `enabled`, `binary` and `attributes` need an agent restart."""
+        with self._cond:
+            self.settings = settings
+            self._stop_timeout = settings.shutdown_timeout + STOP_MARGIN
+            self._policy = RestartPolicy(settings.restart)
+            if self._pending is None:
+                self._pending = list(self._services)
+            self._update_due = time.monotonic()
+            self._cond.notify_all()
+
     def update_services(self, entries: Sequence[ServiceEntry]) -> None:
         """Discovery changed: re-render and restart Beyla after `beyla.debounce` of quiet."""
         with self._cond:

@@ -7,6 +7,7 @@ import logging
 import os
 
 from coral_ebpf.agent.lifecycle import StopSignal, prepare_state_dir, single_instance_lock
+from coral_ebpf.agent.reload import ReloadSignal
 from coral_ebpf.cli._common import EXIT_OK, add_config_flag, config_from_args
 from coral_ebpf.logsetup import setup_logging
 
@@ -27,8 +28,10 @@ def _run(args: argparse.Namespace) -> int:
     prepare_state_dir(config.state_dir)
     stop = StopSignal()
     stop.install()
+    reload = ReloadSignal()  # SIGHUP (systemctl reload): re-read the config, apply what can change live
+    reload.install()
     with single_instance_lock(config.state_dir):
-        Agent(config).run(stop)
+        Agent(config).run(stop, reload)
     return EXIT_OK
 
 

@@ -10,8 +10,16 @@ from coral_ebpf.agent.config import AgentConfig
 from coral_ebpf.agent.control_client import ControlClient
 from coral_ebpf.agent.lifecycle import lock_holder
 from coral_ebpf.agent.status import Part
-from coral_ebpf.cli._common import EXIT_OK, add_config_flag, add_json_flag, config_from_args, print_json, print_table
-from coral_ebpf.errors import AgentNotRunningError
+from coral_ebpf.cli._common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    add_config_flag,
+    add_json_flag,
+    config_from_args,
+    print_json,
+    print_table,
+)
+from coral_ebpf.errors import AgentNotRunningError, CoralError
 from coral_ebpf.state import HEALTHY_STATES
 
 
@@ -95,6 +103,7 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
             + str(sum(_signal_totals(body, s, "items_rejected") for s in ("traces", "metrics", "logs"))),
             "refused, to retry (429/503) "
             + str(sum(_signal_totals(body, s, "items_refused") for s in ("traces", "metrics", "logs"))),
+            *(str(note) for note in body.get("notes", [])),
         ]
     if part == "discovery":
         events = body.get("events", {})
@@ -136,6 +145,24 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
         return facts
     if part == "control":
         return [str(body.get("socket", ""))]
+    if part == "export":
+        items = body.get("exported_items", {})
+        facts = [str(body.get("endpoint", "")), f"exported {sum(items.values()) if isinstance(items, dict) else items}"]
+        facts.append(f"queue {body.get('queue_requests', 0)} requests, {_bytes(body.get('queue_bytes'))}")
+        for key in ("retries", "dropped_requests", "failed_requests"):
+            if body.get(key):
+                facts.append(f"{key.replace('_', ' ')} {body[key]}")
+        if body.get("last_error"):
+            facts.append(f"last error: {_short(body['last_error'])}")
+        return facts
+    if part == "telemetry":
+        scheme = "https" if body.get("tls") else "http"
+        facts = [f"{scheme}://{body['address']}/metrics"] if body.get("address") else []
+        if body.get("token"):
+            facts.append("bearer token required")
+        if body.get("scrapes"):
+            facts.append(f"scrapes {body['scrapes']} (last {body.get('last_scrape_ms')} ms)")
+        return facts
     return []
 
 
@@ -155,12 +182,23 @@ def _ask(config: AgentConfig) -> dict[str, Any]:
         ) from None
 
 
+def failed_parts(document: dict[str, Any]) -> list[str]:
+    """The parts whose state is `failed` (what makes `status` exit 1)."""
+    return [part for part in Part if isinstance(document.get(part), dict) and document[part].get("state") == "failed"]
+
+
 def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    document = _ask(config)
+    try:
+        document = _ask(config)
+    except CoralError as exc:
+        if args.json:  # a script reading stdout gets JSON whatever happened
+            print_json({"error": exc.message, "hint": exc.hint, "agent": None})
+        raise
+    failed = failed_parts(document) if args.check else []
     if args.json:
         print_json(document)
-        return EXIT_OK
+        return EXIT_FAILURE if failed else EXIT_OK
     agent = document.get("agent", {})
     rows = []
     for part in Part:
@@ -185,16 +223,27 @@ def _run(args: argparse.Namespace) -> int:
             f"{_bytes(memory.get('limit_bytes'))} (rss {_bytes(memory.get('rss_bytes'))}, "
             f"idle {_bytes(memory.get('idle_rss_bytes'))}, peak {_bytes(memory.get('peak_rss_bytes'))})"
         )
-    print_table(("Part", "State", "Since", "Details"), rows, title=title)
-    return EXIT_OK
+    failed_now = failed_parts(document)
+    footer = f"failed: {', '.join(failed_now)}" + (" (exit code 1)" if failed else "") if failed_now else None
+    print_table(("Part", "State", "Since", "Details"), rows, title=title, footer=footer)
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "status",
         help="show the running agent's parts, states and counters",
-        description="Ask the running agent (over its control socket) for the state of each part.",
+        description=(
+            "Ask the running agent (over its control socket) for the state of each part. Exit code 0: the agent "
+            "answered (with --check: and no part is failed); 1: no agent answers (with --json, stdout then holds "
+            "an object with 'error' and 'hint'), or with --check a part is failed."
+        ),
     )
     add_config_flag(parser)
     add_json_flag(parser)
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a part is failed (for scripts and health checks); without it, 0 means the agent answered",
+    )
     parser.set_defaults(func=_run)

@@ -19,7 +19,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +216,11 @@ class Discovery:
         self.since = time.time()
 
     # ---- the discovery thread ----
+
+    def set_exclude(self, patterns: Sequence[str]) -> None:
+        """New `discovery.exclude` patterns (a config reload); a resync judges every process again."""
+        self._exclusion.patterns = tuple(patterns)
+        self.request_resync("discovery.exclude changed")
 
     def request_resync(self, reason: str) -> None:
         """Rebuild the registry from a fresh snapshot on the discovery thread, soon."""

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,21 @@ class RedEngine:
         return status
 
     # -- targets ---------------------------------------------------------------------------
+    def set_route_settings(self, settings: RedSettings) -> None:
+        """Take `routes`, `unmatched_routes` and `max_routes_per_service` from `settings` (a config
+        reload): every service's route table starts again with the new patterns."""
+        with self._lock:
+            self._settings = replace(
+                self._settings,
+                routes=settings.routes,
+                unmatched_routes=settings.unmatched_routes,
+                max_routes_per_service=settings.max_routes_per_service,
+            )
+            for pid in self._routes:
+                self._routes[pid] = RouteResolver(
+                    self._settings.routes, self._settings.unmatched_routes, self._settings.max_routes_per_service
+                )
+
     def set_targets(self, entries: Iterable[ServiceEntry]) -> None:
         """Trace exactly these processes (discovery's current services)."""
         wanted = {entry.pid: entry for entry in entries}

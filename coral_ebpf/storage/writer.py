@@ -29,7 +29,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,7 @@ from coral_ebpf.storage.database import open_for_writing, read_metadata, wal_pat
 from coral_ebpf.storage.inserts import SpanWindow, insert_table
 from coral_ebpf.storage.position import read_applied_seq, write_applied_seq
 from coral_ebpf.storage.retention import delete_expired
-from coral_ebpf.storage.schema import SPANS, TABLES
+from coral_ebpf.storage.schema import METRIC_TABLES, SPANS, TABLES
 from coral_ebpf.storage.spool import RecordRef, Spool, SpoolFullError, SpoolWriteError
 from coral_ebpf.storage.umask import PrivateUmask
 
@@ -165,6 +165,7 @@ class Storage:
         self._bytes_in_flight = 0
         self._umask = PrivateUmask()
         self._counters = _Counters()
+        self._observers: list[Callable[[Mapping[str, pa.Table]], None]] = []
         self._state = "created"
         self._since = self._clock()
         self._db_problem = ""
@@ -489,8 +490,9 @@ class Storage:
         connection.execute("BEGIN TRANSACTION")
         try:
             written: dict[str, tuple[int, int]] = {}
+            committed: dict[str, pa.Table] = {}
             for name, tables in grouped.items():
-                combined = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+                combined = committed[name] = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
                 written[name] = (combined.num_rows, insert_table(connection, name, combined, self._span_window))
             write_applied_seq(connection, through)
             faults.crash_point("before-commit")
@@ -515,6 +517,24 @@ class Storage:
         if rows:
             counters.batches_written += len(items)
         counters.last_write = self._clock()
+        self._notify_committed(committed)
+
+    def on_commit(self, observer: Callable[[Mapping[str, pa.Table]], None]) -> None:
+        """Call `observer` (on the writer thread) with the metric tables of every committed write.
+
+        Spans are left out: they may be deduplicated on insert, so what was offered is not what was stored.
+        """
+        self._observers.append(observer)
+
+    def _notify_committed(self, committed: dict[str, pa.Table]) -> None:
+        metrics = {name: table for name, table in committed.items() if name in METRIC_TABLES}
+        if not metrics:
+            return
+        for observer in self._observers:
+            try:
+                observer(metrics)
+            except Exception:  # an observer's bug must not stop the writer
+                log.exception("a commit observer failed")
 
     def _reject(self, item: _Queued, reason: str) -> None:
         """A batch DuckDB refuses for its content: count it and move the spool position past it."""

@@ -35,7 +35,9 @@ _SCRIPT = Path(sys.executable).with_name("coral-ebpf")
 CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "coral_ebpf"]
 # States a part passes through on its way up; anything else is settled (running, failed, ...).
 UNSETTLED = frozenset({"pending", "starting"})
-PARTS = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control")
+PARTS = (
+    "probe", "storage", "export", "transform", "receiver", "discovery", "red", "beyla", "control", "telemetry"
+)  # fmt: skip
 
 Status = dict[str, Any]
 
@@ -129,6 +131,7 @@ class AgentProcess:
             "log_level": "info",
             "control": {"socket": str(self.socket)},
             "otlp": {"grpc_endpoint": "127.0.0.1:0", "http_endpoint": "127.0.0.1:0"},
+            "telemetry": {"endpoint": "127.0.0.1:0"},
         }
         self.document = merge(base, settings or {})
         self.config_path.write_text(yaml.safe_dump(self.document, sort_keys=False), encoding="utf-8")
@@ -274,6 +277,9 @@ class AgentProcess:
 
     def grpc_address(self) -> str:
         return str(self.status()["receiver"]["grpc"]["address"])
+
+    def telemetry_address(self) -> str:
+        return str(self.status()["telemetry"]["address"])
 
 
 CALL_REPORT = pytest.StashKey[pytest.TestReport]()  # set by tests/integration/conftest.py

@@ -159,11 +159,14 @@ def test_healthy_beyla_reaches_query_and_status(
     config_path = Path(beyla["config_path"])
     assert stat.S_IMODE(config_path.stat().st_mode) == 0o600
     rendered = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    http_address = document["receiver"]["http"]["address"]
-    assert rendered["otel_metrics_export"]["endpoint"] == f"http://{http_address}"
-    assert rendered["otel_traces_export"]["endpoint"] == f"http://{http_address}"
+    # Beyla sends to its private loopback link, not to the public OTLP listener.
+    link_address = beyla["link"]["http"]["address"]
+    assert link_address != document["receiver"]["http"]["address"] and link_address.startswith("127.0.0.1:")
+    assert rendered["otel_metrics_export"]["endpoint"] == f"http://{link_address}"
+    assert rendered["otel_traces_export"]["endpoint"] == f"http://{link_address}"
     assert shop.port in selector_ports(config_path)
     agent_ports = {int(document["receiver"][t]["address"].rpartition(":")[2]) for t in ("grpc", "http")}
+    agent_ports.add(int(link_address.rpartition(":")[2]))  # Beyla's own link is the agent's too
     excluded = [s for s in rendered["discovery"]["exclude_instrument"] if "open_ports" in s]
     assert {int(p) for s in excluded for p in str(s["open_ports"]).split(",")} == agent_ports
 
@@ -174,8 +177,8 @@ def test_healthy_beyla_reaches_query_and_status(
     assert {row["route"] for row in rows} <= STANDIN_ROUTES
     assert all(row["p50_ms"] is not None and row["p50_ms"] <= row["p99_ms"] for row in rows)
     now = healthy.status()
-    assert now["receiver"]["http"]["signals"]["metrics"]["items_accepted"] > 0
-    assert now["receiver"]["http"]["signals"]["traces"]["items_accepted"] > 0
+    assert now["beyla"]["link"]["http"]["signals"]["metrics"]["items_accepted"] > 0
+    assert now["beyla"]["link"]["http"]["signals"]["traces"]["items_accepted"] > 0
     assert now["storage"]["rows_written"]["beyla_http_metrics"] > 0
     assert "beyla" in now["transform"]["sources"]
     assert now["discovery"]["state"] == "running" and now["discovery"]["services"] >= 1

@@ -8,6 +8,7 @@ One agent serves the whole module; the tests that stop it come last.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import stat
@@ -415,4 +416,9 @@ def test_status_without_an_agent_exits_1(tmp_path: Path) -> None:
         assert result.returncode == 1, result
         assert f"no coral-ebpf agent answers on {tmp_path / 'nobody.sock'}" in result.stderr
         assert "sudo coral-ebpf start" in result.stderr
-        assert result.stdout == ""
+        if "--json" in args:  # stdout stays JSON for scripts: an error object
+            error = json.loads(result.stdout)
+            assert error["agent"] is None and "no coral-ebpf agent answers" in error["error"]
+            assert "sudo coral-ebpf start" in error["hint"]
+        else:
+            assert result.stdout == ""

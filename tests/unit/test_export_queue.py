@@ -1,0 +1,54 @@
+"""The export queue on disk: order, persistence across reopen, bounds and policies, file modes."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from coral_ebpf.export.queue import DiskQueue, QueueFull
+
+
+def test_fifo_and_persistence(tmp_path: Path) -> None:
+    queue = DiskQueue(tmp_path / "q", 1000)
+    queue.open()
+    queue.put("traces", b"a" * 10)
+    queue.put("metrics", b"b" * 20)
+    assert (queue.requests, queue.bytes) == (2, 30)
+    assert stat.S_IMODE((tmp_path / "q").stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in (tmp_path / "q").iterdir())
+    (tmp_path / "q" / ".tmp99").write_bytes(b"half a write")  # a crash mid-write
+    again = DiskQueue(tmp_path / "q", 1000)
+    again.open()
+    assert again.recovered_requests == 2 and again.bytes == 30
+    first = again.oldest(0)
+    assert first is not None and first.signal == "traces" and again.read(first) == b"a" * 10
+    again.remove(first)
+    again.put("logs", b"c")
+    second = again.oldest(0)
+    assert second is not None and second.signal == "metrics"
+    assert not (tmp_path / "q" / ".tmp99").exists()
+    assert sorted(p.name.split(".")[1] for p in (tmp_path / "q").iterdir()) == ["logs", "metrics"]
+
+
+def test_drop_oldest_makes_room_and_counts(tmp_path: Path) -> None:
+    queue = DiskQueue(tmp_path, 25, "drop_oldest")
+    queue.open()
+    for body in (b"1" * 10, b"2" * 10, b"3" * 10):
+        queue.put("traces", body)
+    assert (queue.requests, queue.bytes, queue.dropped_requests, queue.dropped_bytes) == (2, 20, 1, 10)
+    oldest = queue.oldest(0)
+    assert oldest is not None and queue.read(oldest) == b"2" * 10
+    queue.put("traces", b"x" * 30)  # can never fit: dropped and counted, the queue is left alone
+    assert (queue.requests, queue.dropped_requests) == (2, 2)
+
+
+def test_refuse_policy(tmp_path: Path) -> None:
+    queue = DiskQueue(tmp_path, 25, "refuse")
+    queue.open()
+    queue.put("traces", b"1" * 20)
+    assert queue.would_refuse(10) and not queue.would_refuse(5)
+    with pytest.raises(QueueFull, match="export queue full"):
+        queue.put("traces", b"2" * 10)
+    assert queue.refused_requests == 1 and queue.requests == 1
