@@ -184,7 +184,10 @@ def precheck(user: str, override: str | None, override_name: str, device: Path =
 
 
 def _newc_entry(ino: int, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> bytes:
-    """One entry of a cpio archive in the kernel's `newc` format (linux/Documentation/.../ramfs)."""
+    """One entry of a cpio archive in the `newc` format the kernel unpacks.
+
+    (Linux: Documentation/driver-api/early-userspace/buffer-format.rst.)
+    """
     nlink = 2 if stat.S_ISDIR(mode) else 1
     fields = (ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev[0], rdev[1], len(name) + 1, 0)
     head = b"070701" + "".join(f"{field:08X}" for field in fields).encode() + name.encode() + b"\0"
