@@ -26,7 +26,7 @@ echo "$ABI" > "$OUT/kernel"
 ACCEL=${CORAL_VM_ACCEL:-tcg}
 case "$ACCEL" in
     kvm|tcg) ;;
-    auto) ACCEL=tcg ;;  # only run-matrix.sh boots the KVM check; by hand, ask for kvm explicitly
+    auto) ACCEL=tcg; log "CORAL_VM_ACCEL=auto: only run-matrix.sh runs the KVM check; using tcg (set kvm to force it)" ;;
     *) die "CORAL_VM_ACCEL must be kvm, tcg or auto, not '$ACCEL'" ;;
 esac
 echo "$ACCEL" > "$OUT/accel"
