@@ -9,7 +9,9 @@
 # only the daemons it started.
 #
 # Environment: CORAL_VAGRANT_BOX (default local/bookworm, built offline by build-box.sh),
-# CORAL_VAGRANT_DRIVER (kvm|qemu; default: kvm when a KVM guest really runs here, else qemu),
+# CORAL_VAGRANT_DRIVER (kvm, qemu or auto; default auto: kvm only when libvirt's QEMU user can
+# open /dev/kvm and a real Linux kernel boots to its init under KVM as that user, else qemu, i.e.
+# TCG; see choose_accel in tests/vm/lib.sh), CORAL_KVM_CHECK_TIMEOUT (that boot's bound, default 30 s),
 # CORAL_VAGRANT_MEMORY (default 1536), CORAL_VAGRANT_CPUS (default 1), CORAL_VAGRANT_CACHE,
 # CORAL_VAGRANT_PYTEST_ARGS (extra pytest arguments), CORAL_VAGRANT_KEEP=1 (leave the VM up).
 set -uo pipefail
@@ -20,13 +22,14 @@ need_root "make vagrant-test"
 t_start=$(now)
 
 ensure_debs vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients dnsmasq-base iptables \
-    qemu-system-x86 qemu-utils debootstrap fdisk rsync openssh-client
+    qemu-system-x86 qemu-utils debootstrap fdisk rsync openssh-client busybox-static
 export VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_BOX_UPDATE_CHECK_DISABLE=1 VAGRANT_NO_COLOR=1
 export CORAL_VAGRANT_BOX=$BOX
 export CORAL_VAGRANT_MEMORY=${CORAL_VAGRANT_MEMORY:-1536} CORAL_VAGRANT_CPUS=${CORAL_VAGRANT_CPUS:-1}
-if [ -z "${CORAL_VAGRANT_DRIVER:-}" ]; then
-    if kvm_usable; then CORAL_VAGRANT_DRIVER=kvm; else CORAL_VAGRANT_DRIVER=qemu; fi
-fi
+# The accelerator is decided as libvirt will use it: as the user its QEMU runs as (qemu.conf).
+qemu_user=$("$HOST_PYTHON" "$VM_DIR/accel.py" libvirt-user)
+choose_accel CORAL_VAGRANT_DRIVER "$qemu_user" matrix_vmlinuz
+case "$ACCEL" in kvm) CORAL_VAGRANT_DRIVER=kvm ;; *) CORAL_VAGRANT_DRIVER=qemu ;; esac
 export CORAL_VAGRANT_DRIVER
 RUN_ID=$$
 RESULTS=$VCACHE/results; LOGS=$VCACHE/logs
@@ -130,6 +133,7 @@ in_ns vagrant ssh -c "cd /vagrant && sudo CORAL_TEST_TIME_SCALE=$scale CORAL_VM_
     | tr -d '\r' | tee "$RESULTS/vagrant/console.log"
 rc=${PIPESTATUS[0]}
 echo "$rc" > "$RESULTS/vagrant/rc"
+echo "$ACCEL" > "$RESULTS/vagrant/accel"
 since "$t_up" > "$RESULTS/vagrant/wall"
 in_ns vagrant ssh -c 'cat /tmp/coral-integration.xml' 2>/dev/null > "$RESULTS/vagrant/junit.xml"
 log "tests done in $(cat "$RESULTS/vagrant/wall") s (exit status $rc)"

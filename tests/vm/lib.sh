@@ -165,3 +165,39 @@ debootstrap_root() {
         || { tail -20 "$logfile" >&2; die "debootstrap (second stage) failed; log: $logfile"; }
     rm -f "$root"/var/cache/apt/archives/*.deb
 }
+
+# choose_accel VAR USER KERNEL_FN: sets ACCEL (kvm or tcg) and ACCEL_REASON, and logs one line
+# naming the reason. $VAR (CORAL_VM_ACCEL, CORAL_VAGRANT_DRIVER) forces it: kvm, tcg (or qemu,
+# libvirt's name for TCG), auto/unset = decide. Deciding is tests/vm/accel.py: KVM only when USER,
+# the user QEMU will run as, can open /dev/kvm and a real Linux kernel boots to its init under
+# KVM as USER within CORAL_KVM_CHECK_TIMEOUT seconds (default 30). KERNEL_FN prints the vmlinuz
+# to boot; it runs only when that boot is needed.
+choose_accel() {
+    local var=$1 user=$2 kernel_fn=$3 line kernel
+    line=$("$HOST_PYTHON" "$VM_DIR/accel.py" precheck --user "$user" --override "${!var:-}" --override-name "$var") \
+        || die "cannot choose the VM accelerator"
+    if [ "${line%% *}" = check ]; then
+        log "$user can open /dev/kvm: booting a kernel under KVM to see whether guests run (up to ${CORAL_KVM_CHECK_TIMEOUT:-30} s)"
+        if kernel=$("$kernel_fn") && [ -n "$kernel" ]; then
+            line=$("$HOST_PYTHON" "$VM_DIR/accel.py" boot --user "$user" --kernel "$kernel" \
+                --timeout "${CORAL_KVM_CHECK_TIMEOUT:-30}") || die "the KVM boot check could not run"
+        else
+            line="tcg no kernel could be built for the KVM boot check"
+        fi
+    fi
+    ACCEL=${line%% *}
+    ACCEL_REASON=${line#* }
+    log "accelerator: $ACCEL ($ACCEL_REASON)"
+}
+
+# matrix_vmlinuz [SERIES]: builds (or finds in the cache) one VM-matrix kernel, default 6.1, and
+# prints its vmlinuz: the kernel the KVM boot check starts when no matrix is built yet.
+matrix_vmlinuz() {
+    local series=${1:-6.1} dir
+    ensure_debs qemu-system-x86 busybox-static kmod cpio xz-utils zstd e2fsprogs debian-archive-keyring
+    mkdir -p "$CACHE"
+    private_apt_update >&2 || return 1
+    dir=$(flock "$CACHE/.build.lock" "$VM_DIR/build-kernel.sh" "$series" | tail -1) || return 1
+    [ -f "$dir/vmlinuz" ] || return 1
+    echo "$dir/vmlinuz"
+}

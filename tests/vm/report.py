@@ -4,7 +4,8 @@ usage: python3 report.py RESULTS_DIR LEG...
 
 Each RESULTS_DIR/<leg>/ holds `junit.xml` (pytest --junitxml), `rc` (the test command's exit
 status, absent when the VM never reported one), `wall` (seconds, boot included) and, for a VM,
-`cpu` (CPU seconds QEMU used: about the wall time the leg needs on an idle core).
+`cpu` (CPU seconds QEMU used: about the wall time the leg needs on an idle core) and `accel`
+(kvm, tcg, or native for the host leg).
 Prints a table and exits 0 only when every leg ran tests and passed.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 class Leg:
     name: str
     kernel: str
+    accel: str
     rc: int | None
     tests: int
     failed: int
@@ -71,6 +73,7 @@ def load_leg(results: Path, name: str) -> Leg:
     rc_text = _read_text(leg_dir / "rc")
     rc = int(rc_text) if rc_text and rc_text.lstrip("-").isdigit() else None
     kernel = _read_text(leg_dir / "kernel") or name
+    accel = _read_text(leg_dir / "accel") or "-"
     tests = failed = errors = skipped = 0
     pytest_seconds: float | None = None
     try:
@@ -87,7 +90,7 @@ def load_leg(results: Path, name: str) -> Leg:
             pytest_seconds = (pytest_seconds or 0.0) + float(suite.get("time", 0.0))
     wall = _float(_read_text(leg_dir / "wall"))
     cpu = _float(_read_text(leg_dir / "cpu"))
-    return Leg(name, kernel, rc, tests, failed, errors, skipped, pytest_seconds, wall, cpu)
+    return Leg(name, kernel, accel, rc, tests, failed, errors, skipped, pytest_seconds, wall, cpu)
 
 
 def _seconds(value: float | None) -> str:
@@ -95,11 +98,12 @@ def _seconds(value: float | None) -> str:
 
 
 def render(legs: list[Leg]) -> str:
-    header = ("leg", "kernel", "result", "passed", "failed", "skipped", "pytest", "wall", "vm cpu")
+    header = ("leg", "kernel", "accel", "result", "passed", "failed", "skipped", "pytest", "wall", "vm cpu")
     rows = [
         (
             leg.name,
             leg.kernel,
+            leg.accel,
             leg.verdict,
             str(leg.passed),
             str(leg.failed + leg.errors),

@@ -1,15 +1,18 @@
 #!/bin/bash
-# Boot one Debian kernel under QEMU (TCG), run a command inside, collect its results.
+# Boot one Debian kernel under QEMU (TCG or KVM), run a command inside, collect its results.
 #   usage: run-kernel.sh KERNEL_DIR ROOTFS_IMAGE OUT_DIR 'command'
 # KERNEL_DIR comes from build-kernel.sh, ROOTFS_IMAGE from build-rootfs.sh. The project checkout
 # is shared read-only over 9p at /project; the root image is a snapshot (writes are discarded),
 # so VMs can share it. The command runs as root in /project with $VMTEST_OUT set; whatever it
 # leaves there lands in OUT_DIR (with `rc`), the console in OUT_DIR/console.log, the boot-to-
-# poweroff seconds in OUT_DIR/wall, `uname -r` of the guest in OUT_DIR/kernel.
+# poweroff seconds in OUT_DIR/wall, `uname -r` of the guest in OUT_DIR/kernel, the accelerator
+# in OUT_DIR/accel.
 # Exit status: the command's, 124 on timeout, 99 when the VM reported nothing.
 # Environment: CORAL_VM_MEM (MiB, default 1536), CORAL_VM_CPUS (default 1),
 #              CORAL_VM_TIMEOUT (seconds per boot, default 2400), CORAL_VM_PROJECT (share),
-#              CORAL_VM_CPU_MODEL (QEMU -cpu, default max).
+#              CORAL_VM_CPU_MODEL (QEMU -cpu, default max),
+#              CORAL_VM_ACCEL (kvm or tcg, default tcg; run-matrix.sh resolves `auto` before
+#              calling this script, see choose_accel in lib.sh).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 KDIR=${1:?usage: run-kernel.sh KERNEL_DIR ROOTFS_IMAGE OUT_DIR command}
@@ -20,12 +23,19 @@ TIMEOUT=${CORAL_VM_TIMEOUT:-2400}
 source "$KDIR/info"
 mkdir -p "$OUT"; rm -rf "${OUT:?}"/*
 echo "$ABI" > "$OUT/kernel"
+ACCEL=${CORAL_VM_ACCEL:-tcg}
+case "$ACCEL" in
+    kvm|tcg) ;;
+    auto) ACCEL=tcg; log "CORAL_VM_ACCEL=auto: only run-matrix.sh runs the KVM check; using tcg (set kvm to force it)" ;;
+    *) die "CORAL_VM_ACCEL must be kvm, tcg or auto, not '$ACCEL'" ;;
+esac
+echo "$ACCEL" > "$OUT/accel"
 
 # The command travels base64-encoded on the kernel command line (2048 bytes at most on x86).
 b64=$(printf '%s' "$CMD" | base64 -w0)
 [ ${#b64} -lt 1800 ] || die "command too long for the kernel command line (${#b64} bytes of base64)"
 
-args=(-accel tcg -machine q35 -cpu "${CORAL_VM_CPU_MODEL:-max}" -smp "${CORAL_VM_CPUS:-1}" -m "${CORAL_VM_MEM:-1536}"
+args=(-accel "$ACCEL" -machine q35 -cpu "${CORAL_VM_CPU_MODEL:-max}" -smp "${CORAL_VM_CPUS:-1}" -m "${CORAL_VM_MEM:-1536}"
       -display none -nodefaults -no-reboot
       -serial "file:$OUT/console.log"
       -kernel "$KDIR/vmlinuz" -initrd "$KDIR/initrd.cpio.gz"

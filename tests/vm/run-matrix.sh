@@ -1,9 +1,13 @@
 #!/bin/bash
 # `make vm-test`: the integration tests on the host kernel (natively) and on Debian kernels
-# under QEMU/TCG, two at a time; prints one row per kernel and exits non-zero if any failed.
+# under QEMU (KVM where Linux guests really run under it, else TCG), two at a time; prints one
+# row per kernel and exits non-zero if any failed.
 #
 # Environment:
 #   KERNELS               kernel series to boot (default "5.10 6.1 6.12"; "" = host only)
+#   CORAL_VM_ACCEL        kvm, tcg or auto (default): auto boots the first kernel under KVM once
+#                         (tests/vm/accel.py, bounded by CORAL_KVM_CHECK_TIMEOUT, default 30 s)
+#                         and uses KVM only if it reaches its init; the log names the reason
 #   CORAL_VM_NATIVE       1 (default) also runs the tests natively on the host kernel; 0 skips it
 #   CORAL_VM_JOBS         legs run at once (default 2: the machine has 2 cores)
 #   CORAL_VM_MEM          guest memory in MiB (default 1536: BCC's clang + duckdb)
@@ -14,7 +18,8 @@
 #                         kernel (pytest marker `kernel`: probe, discovery, BCC, the RED engine,
 #                         the agent choosing its engine); all: every integration test
 #   CORAL_VM_PYTEST_ARGS  extra pytest arguments for every leg (e.g. "-k discovery -x")
-#   CORAL_VM_TIME_SCALE   CORAL_TEST_TIME_SCALE in the guests (default 10, see tests/helpers/timing.py)
+#   CORAL_VM_TIME_SCALE   CORAL_TEST_TIME_SCALE in the guests (default 10 under TCG, 2 under KVM;
+#                         see tests/helpers/timing.py)
 #   CORAL_VM_CACHE        build cache (default ~/.cache/coral-ebpf/vm)
 #   CORAL_VM_RESULTS      per-leg logs and junit XML (default $CORAL_VM_CACHE/results)
 set -uo pipefail
@@ -36,6 +41,12 @@ if [ ${#SERIES[@]} -gt 0 ]; then
     legs+=("${SERIES[@]}")
 fi
 [ ${#legs[@]} -gt 0 ] || die "nothing to run: KERNELS is empty and CORAL_VM_NATIVE=0"
+first_vmlinuz() { local var="KERNEL_${SERIES[0]//[^0-9a-zA-Z]/_}"; echo "${!var}/vmlinuz"; }
+if [ ${#SERIES[@]} -gt 0 ]; then
+    # QEMU runs as root here (run-kernel.sh)
+    choose_accel CORAL_VM_ACCEL root first_vmlinuz
+    export CORAL_VM_ACCEL=$ACCEL
+fi
 t_built=$(now)
 build_seconds=$(awk -v a="$t_start" -v b="$t_built" 'BEGIN { printf "%.1f", b - a }')
 
@@ -54,15 +65,17 @@ esac
 PYTEST="-m pytest tests/integration $SELECT -p no:cacheprovider -q -ra --durations=10"
 export CORAL_VM_TIMEOUT=${CORAL_VM_TIMEOUT:-2400}
 GUEST_BUDGET=$((CORAL_VM_TIMEOUT - 180))
-# Tests stretch their waits by CORAL_TEST_TIME_SCALE (tests/helpers/timing.py): TCG is ~10x slower.
+# Tests stretch their waits by CORAL_TEST_TIME_SCALE (tests/helpers/timing.py): TCG is ~10x slower,
+# a KVM guest with one vCPU a little slower than the host.
+time_scale=${CORAL_VM_TIME_SCALE:-$([ "${CORAL_VM_ACCEL:-tcg}" = kvm ] && echo 2 || echo 10)}
 GUEST_CMD="export PYTHONPATH=/project PYTHONDONTWRITEBYTECODE=1 PY_COLORS=0 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis \
-CORAL_TEST_TIME_SCALE=${CORAL_VM_TIME_SCALE:-10}; \
+CORAL_TEST_TIME_SCALE=$time_scale; \
 cd /project && exec timeout -s INT -k 60 $GUEST_BUDGET /opt/coral-venv/bin/python $PYTEST \
 --junitxml=\$VMTEST_OUT/junit.xml $PYTEST_EXTRA"
 
 run_native() {
     local out=$RESULTS/host
-    mkdir -p "$out"; uname -r > "$out/kernel"
+    mkdir -p "$out"; uname -r > "$out/kernel"; echo native > "$out/accel"
     [ -x "$PROJECT_DIR/.venv/bin/python" ] || { echo "no $PROJECT_DIR/.venv: run make install first" > "$out/console.log"; echo 1 > "$out/rc"; return 1; }
     local start rc
     start=$(now)
@@ -81,7 +94,7 @@ run_leg() {
         run_native; rc=$?
     else
         var="KERNEL_${leg//[^0-9a-zA-Z]/_}"; kdir=${!var}
-        log "$leg: booting $(basename "$kdir")"
+        log "$leg: booting $(basename "$kdir") under $CORAL_VM_ACCEL"
         "$VM_DIR/run-kernel.sh" "$kdir" "$ROOTFS" "$RESULTS/$leg" "$GUEST_CMD"; rc=$?
     fi
     log "$leg: $([ "$rc" = 0 ] && echo ok || echo "FAILED (rc $rc)") in $(cat "$RESULTS/$leg/wall" 2>/dev/null || echo '?') s"
