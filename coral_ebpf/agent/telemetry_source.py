@@ -14,14 +14,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from coral_ebpf import __version__
+from coral_ebpf.state import PartState
 from coral_ebpf.telemetry.exposition import Labels, MetricFamily, MetricType, Sample
 from coral_ebpf.telemetry.red_totals import RedTotals
 from coral_ebpf.telemetry.source import Health
 
 StatusDocument = dict[str, Any]
 
-# Part states that mean "doing its job" (each part uses its own word for it).
-UP_STATES = frozenset({"running", "serving", "ok", "standby"})
+# Part states that mean "doing its job".
+UP_STATES = frozenset({PartState.RUNNING, PartState.OK, PartState.STANDBY})
 # How the receiver's signals are called in metric labels (spans, points, log records).
 _ITEM_KINDS = {"traces": "spans", "metrics": "points", "logs": "log_records"}
 
@@ -310,9 +311,9 @@ def readiness(document: StatusDocument) -> Health:
     receiver = document.get("receiver", {})
     storage = document.get("storage", {})
     problems = []
-    if receiver.get("state") != "serving":
+    if receiver.get("state") != PartState.RUNNING:
         problems.append(f"receiver is {receiver.get('state', 'absent')} ({receiver.get('reason', 'no reason given')})")
-    if storage.get("state") != "running":
+    if storage.get("state") != PartState.RUNNING:
         problems.append(f"storage is {storage.get('state', 'absent')} ({storage.get('reason', 'no reason given')})")
     notes = [str(note) for note in receiver.get("notes", []) if note]
     if problems:

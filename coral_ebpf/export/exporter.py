@@ -25,6 +25,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from coral_ebpf.export.client import OtlpClient, Outcome
 from coral_ebpf.export.queue import DiskQueue, Entry
 from coral_ebpf.export.settings import OtlpExportSettings
+from coral_ebpf.state import PartState
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class OtlpExporter:
         self._attributes = {AGENT_ID_KEY: agent_id, "host.name": socket.gethostname()}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._state = "created"
+        self._state = PartState.CREATED
         self._since = time.time()
         self._lock = threading.Lock()
         self.exported_requests = 0
@@ -87,7 +88,7 @@ class OtlpExporter:
             )
         self._thread = threading.Thread(target=self._run, name="otlp-export", daemon=True)
         self._thread.start()
-        self._state, self._since = "running", time.time()
+        self._state, self._since = PartState.RUNNING, time.time()
 
     def stop(self, timeout: float) -> None:
         """Stop sending; what is still queued stays on disk for the next start."""
@@ -96,7 +97,7 @@ class OtlpExporter:
         if self._thread is not None:
             self._thread.join(timeout)
         self._client.close()
-        self._state, self._since = "stopped", time.time()
+        self._state, self._since = PartState.STOPPED, time.time()
 
     # -- sending -----------------------------------------------------------------------------
 

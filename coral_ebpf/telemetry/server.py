@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from coral_ebpf.errors import ConfigError, CoralError
+from coral_ebpf.state import PartState
 from coral_ebpf.telemetry.exposition import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
@@ -102,7 +103,7 @@ class OperatorServer:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._state = "created"
+        self._state = PartState.CREATED
         self._since = time.time()
         self.address: str | None = None
         self.scrapes = 0
@@ -143,7 +144,7 @@ class OperatorServer:
                 f"cannot listen for operators (/metrics) on {self.endpoint}: {exc.strerror or exc}",
                 "free the port, or set telemetry.endpoint to another host:port (empty disables it)",
             ) from None
-        self._state, self._since = "serving", time.time()
+        self._state, self._since = PartState.RUNNING, time.time()
         log.info(
             "operator listener serving",
             extra={"fields": {"address": self.address, "tls": self._tls is not None, "token": self._token is not None}},
@@ -163,7 +164,7 @@ class OperatorServer:
         if self._executor is not None:
             self._executor.shutdown(wait=False)
         self._loop = self._thread = self._runner = self._executor = None
-        self._state, self._since = "stopped", time.time()
+        self._state, self._since = PartState.STOPPED, time.time()
 
     async def _listen(self, host: str, port: int) -> str:
         app = web.Application(middlewares=[self._authorize])

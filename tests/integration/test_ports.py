@@ -51,7 +51,7 @@ def test_taken_default_ports_are_named_and_the_agent_runs(
     try:
         document = agent.start()
         receiver = document["receiver"]
-        assert receiver["state"] == "serving" and not receiver["grpc"]["enabled"] and not receiver["http"]["enabled"]
+        assert receiver["state"] == "running" and not receiver["grpc"]["enabled"] and not receiver["http"]["enabled"]
         notes = receiver["notes"]
         assert len(notes) == 2
         for note, key in zip(notes, ("otlp.grpc_endpoint", "otlp.http_endpoint"), strict=True):

@@ -41,7 +41,7 @@ def test_ready_reload_and_stopping_notifications(listener: tuple[socket.socket, 
         ready = receive(sock)
         assert ready["READY"] == "1" and ready["MAINPID"] == str(agent.pid), ready
         document = agent.status()  # READY=1 came after every part started: status answers at once
-        assert document["storage"]["state"] == "running" and document["receiver"]["state"] == "serving"
+        assert document["storage"]["state"] == "running" and document["receiver"]["state"] == "running"
 
         changed = dict(agent.document)
         changed["log_level"] = "debug"

@@ -211,7 +211,7 @@ def test_default_port_taken_fails_the_part_and_status_exits_1(tmp_path: Path) ->
             document = agent.start()
             assert document["telemetry"]["state"] == "failed"
             assert "cannot listen for operators (/metrics) on 127.0.0.1:9464" in document["telemetry"]["reason"]
-            assert document["receiver"]["state"] == "serving" and document["storage"]["state"] == "running"
+            assert document["receiver"]["state"] == "running" and document["storage"]["state"] == "running"
             table = agent.cli("status")
             assert table.returncode == 0 and "failed: telemetry" in table.stdout, table  # the agent answered
             checked = agent.cli("status", "--check")
