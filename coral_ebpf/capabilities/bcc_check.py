@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coral_ebpf.bcc_runtime import BccUnavailableError, BpfCompileError, import_bcc, load_program
-from coral_ebpf.capabilities.headers import NoKernelHeadersError, find_headers, prepare_headers
 from coral_ebpf.capabilities.report import Feature
+from coral_ebpf.probes.headers import NoKernelHeadersError, find_headers, prepare_headers
+from coral_ebpf.probes.runtime import BccUnavailableError, BpfCompileError, import_bcc, load_program
 
 PROBE_PROGRAM = "probe_bcc"
 _MAX_DETAIL = 400
