@@ -175,6 +175,5 @@ class ChannelPoller:
             channel.consume()
         return list(channels.values())
 
-
     def close(self) -> None:
         self._epoll.close()

@@ -46,5 +46,3 @@ def exit_insn() -> bytes:
 
 
 RETURN_ZERO = mov64_imm(R0, 0) + exit_insn()
-
-
