@@ -12,11 +12,11 @@
 #endif
 
 /* Hide a value from the optimiser so branch-free arithmetic is not turned back into branches. */
-#define OPAQUE(v) asm volatile("" : "+r"(v))
-#define FIND_CHUNK 64
+#define OPAQUE(v)    asm volatile("" : "+r"(v))
+#define FIND_CHUNK   64
 #define RED_PIPE_MAX (RED_DEPTH < 8 ? RED_DEPTH : 8) /* pipelined requests found in one read/write */
 #define SCRATCH_MASK (RED_SCRATCH - 1)
-#define PATH_MASK (RED_PATH_MAX - 1)
+#define PATH_MASK    (RED_PATH_MAX - 1)
 
 enum { P_NO = 0, P_MORE = 1, P_OK = 2 };
 
@@ -49,18 +49,25 @@ struct scratch_buf {
  * scalar instead of one of many constants, so the states after a loop or a switch converge and
  * are pruned. Without this the parser below exceeds the verifier's 1M-instruction budget.
  */
-#define LAUNDER(s, i, val) ({ ((volatile u32 *)(s)->cell)[i] = (val); ((volatile u32 *)(s)->cell)[i]; })
+#define LAUNDER(s, i, val)                                                                                             \
+    ({                                                                                                                 \
+        ((volatile u32 *)(s)->cell)[i] = (val);                                                                        \
+        ((volatile u32 *)(s)->cell)[i];                                                                                \
+    })
 
-static __always_inline int bodyless(u8 method) {
+static __always_inline int bodyless(u8 method)
+{
     return method == M_GET || method == M_HEAD || method == M_DELETE || method == M_OPTIONS || method == M_TRACE;
 }
 
-static __always_inline char at(struct scratch_buf *s, u32 idx) {
+static __always_inline char at(struct scratch_buf *s, u32 idx)
+{
     return s->buf[idx & SCRATCH_MASK];
 }
 
 /* Compare the bytes at `off` with a method token followed by a space. */
-static __always_inline int token(struct scratch_buf *s, u32 off, u32 n, const char *word, u32 len) {
+static __always_inline int token(struct scratch_buf *s, u32 off, u32 n, const char *word, u32 len)
+{
 #pragma unroll
     for (u32 i = 0; i < 8; i++) {
         if (i >= len)
@@ -74,26 +81,57 @@ static __always_inline int token(struct scratch_buf *s, u32 off, u32 n, const ch
 }
 
 /* Which method opens the bytes at `off`: returns P_OK/P_MORE/P_NO, the method and its length. */
-static __always_inline int method_at(struct scratch_buf *s, u32 off, u32 n, u8 *method, u32 *mlen) {
+static __always_inline int method_at(struct scratch_buf *s, u32 off, u32 n, u8 *method, u32 *mlen)
+{
     int r = P_NO;
     if (off >= n)
         return P_MORE;
     switch (at(s, off)) {
-    case 'G': r = token(s, off, n, "GET ", 4); *method = M_GET; *mlen = 4; break;
-    case 'H': r = token(s, off, n, "HEAD ", 5); *method = M_HEAD; *mlen = 5; break;
-    case 'D': r = token(s, off, n, "DELETE ", 7); *method = M_DELETE; *mlen = 7; break;
-    case 'O': r = token(s, off, n, "OPTIONS ", 8); *method = M_OPTIONS; *mlen = 8; break;
-    case 'C': r = token(s, off, n, "CONNECT ", 8); *method = M_CONNECT; *mlen = 8; break;
-    case 'T': r = token(s, off, n, "TRACE ", 6); *method = M_TRACE; *mlen = 6; break;
+    case 'G':
+        r = token(s, off, n, "GET ", 4);
+        *method = M_GET;
+        *mlen = 4;
+        break;
+    case 'H':
+        r = token(s, off, n, "HEAD ", 5);
+        *method = M_HEAD;
+        *mlen = 5;
+        break;
+    case 'D':
+        r = token(s, off, n, "DELETE ", 7);
+        *method = M_DELETE;
+        *mlen = 7;
+        break;
+    case 'O':
+        r = token(s, off, n, "OPTIONS ", 8);
+        *method = M_OPTIONS;
+        *mlen = 8;
+        break;
+    case 'C':
+        r = token(s, off, n, "CONNECT ", 8);
+        *method = M_CONNECT;
+        *mlen = 8;
+        break;
+    case 'T':
+        r = token(s, off, n, "TRACE ", 6);
+        *method = M_TRACE;
+        *mlen = 6;
+        break;
     case 'P':
         if (off + 1 >= n)
             return P_MORE;
         if (at(s, off + 1) == 'O') {
-            r = token(s, off, n, "POST ", 5); *method = M_POST; *mlen = 5;
+            r = token(s, off, n, "POST ", 5);
+            *method = M_POST;
+            *mlen = 5;
         } else if (at(s, off + 1) == 'U') {
-            r = token(s, off, n, "PUT ", 4); *method = M_PUT; *mlen = 4;
+            r = token(s, off, n, "PUT ", 4);
+            *method = M_PUT;
+            *mlen = 4;
         } else {
-            r = token(s, off, n, "PATCH ", 6); *method = M_PATCH; *mlen = 6;
+            r = token(s, off, n, "PATCH ", 6);
+            *method = M_PATCH;
+            *mlen = 6;
         }
         break;
     default:
@@ -102,7 +140,8 @@ static __always_inline int method_at(struct scratch_buf *s, u32 off, u32 n, u8 *
     return r;
 }
 
-static __always_inline int ends_target(char c) {
+static __always_inline int ends_target(char c)
+{
     return c == ' ' || c == '?' || c == '\r' || c == '\n' || c == 0;
 }
 
@@ -110,8 +149,9 @@ static __always_inline int ends_target(char c) {
  * Parse a request line at `off` into `slot`. P_MORE: the bytes end before the target starts.
  * strict: the target must end inside the bytes (pipelined requests). *end: index after the target.
  */
-static __always_inline int parse_request(struct scratch_buf *s, u32 off, u32 n, int strict,
-                                         struct pending *slot, u32 *end) {
+static __always_inline int parse_request(struct scratch_buf *s, u32 off, u32 n, int strict, struct pending *slot,
+                                         u32 *end)
+{
     u8 method = M_NONE;
     u32 mlen = 0;
     int r = method_at(s, off, n, &method, &mlen);
@@ -157,7 +197,8 @@ static __always_inline int parse_request(struct scratch_buf *s, u32 off, u32 n, 
  * raw and user space finds where it ends (RED_F_SCAN). Used for pipelined requests, where the
  * verifier could not afford the byte loop of parse_request once per request.
  */
-static __always_inline int parse_raw(struct scratch_buf *s, u32 off, u32 n, struct pending *slot) {
+static __always_inline int parse_raw(struct scratch_buf *s, u32 off, u32 n, struct pending *slot)
+{
     u8 method = M_NONE;
     u32 mlen = 0;
     if (method_at(s, off, n, &method, &mlen) != P_OK)
@@ -182,7 +223,8 @@ static __always_inline int parse_raw(struct scratch_buf *s, u32 off, u32 n, stru
  * walks it straight through instead of keeping a pending state per byte (its jump-sequence limit
  * is 8192); the one data-dependent branch per chunk stops at the end of the bytes.
  */
-static __always_inline u32 find_all4(struct scratch_buf *s, u32 from, u32 n, u32 pattern) {
+static __always_inline u32 find_all4(struct scratch_buf *s, u32 from, u32 n, u32 pattern)
+{
     u64 found = 0;
     u32 window = 0;
 #pragma unroll
@@ -219,13 +261,15 @@ static __always_inline u32 find_all4(struct scratch_buf *s, u32 from, u32 n, u32
  * (k < RED_PIPE_MAX already) and walk pos[] with a pointer: verifiers before 6.x lose that
  * pointer's bound across loop iterations and reject the program.
  */
-static __always_inline u32 pipe_index(u32 k) {
+static __always_inline u32 pipe_index(u32 k)
+{
     OPAQUE(k);
     return k & (RED_PIPE_MAX - 1);
 }
 
 /* Status code of "HTTP/1.x NNN" at `off`, or 0. */
-static __always_inline u16 status_at(struct scratch_buf *s, u32 off, u32 n) {
+static __always_inline u16 status_at(struct scratch_buf *s, u32 off, u32 n)
+{
     if (off + 12 > n)
         return 0;
     if (at(s, off) != 'H' || at(s, off + 1) != 'T' || at(s, off + 2) != 'T' || at(s, off + 3) != 'P' ||

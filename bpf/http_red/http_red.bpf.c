@@ -30,17 +30,17 @@
 #define RED_MAX_TARGETS 4096
 #endif
 #define RED_INSPECT (RED_SCRATCH - 1) /* bytes of one read/write copied for inspection */
-#define DEPTH_MASK (RED_DEPTH - 1)
+#define DEPTH_MASK  (RED_DEPTH - 1)
 
 /* connection states */
-#define ST_UNKNOWN 0
-#define ST_HTTP 1
+#define ST_UNKNOWN  0
+#define ST_HTTP     1
 #define ST_NOT_HTTP 2
 
 /* io kinds saved at syscall enter */
-#define IO_PLAIN 0  /* buf, count */
-#define IO_IOV 1    /* struct iovec *, first iovec inspected */
-#define IO_MSG 2    /* struct user_msghdr *, first iovec inspected */
+#define IO_PLAIN  0 /* buf, count */
+#define IO_IOV    1 /* struct iovec *, first iovec inspected */
+#define IO_MSG    2 /* struct user_msghdr *, first iovec inspected */
 #define IO_ACCEPT 3 /* listening fd, struct sockaddr * of the peer */
 
 struct conn {
@@ -95,24 +95,28 @@ BPF_PROG_ARRAY(tails, TAIL_COUNT);
 #define CHANNEL_EVENT struct red_event
 #include "common/event_channel.h"
 
-static __always_inline void count(int idx) {
+static __always_inline void count(int idx)
+{
     u64 *value = counters.lookup(&idx);
     if (value)
         *value += 1;
 }
 
-static __always_inline int maybe_target(u32 tgid) {
+static __always_inline int maybe_target(u32 tgid)
+{
     u32 slot = tgid & (RED_FILTER_SLOTS - 1);
     u32 *targets_in_slot = target_filter.lookup(&slot);
     return targets_in_slot && *targets_in_slot;
 }
 
-static __always_inline int is_target(u32 tgid) {
+static __always_inline int is_target(u32 tgid)
+{
     return maybe_target(tgid) && targets.lookup(&tgid) != NULL;
 }
 
-static __always_inline void fill_event(struct red_event *ev, struct conn_key *key, struct conn *c,
-                                       struct pending *p, u16 status, u8 flags, u64 now) {
+static __always_inline void fill_event(struct red_event *ev, struct conn_key *key, struct conn *c, struct pending *p,
+                                       u16 status, u8 flags, u64 now)
+{
     ev->start_ns = p->start_ns;
     ev->end_ns = now;
     ev->conn_id = c->id;
@@ -134,7 +138,8 @@ static __always_inline void fill_event(struct red_event *ev, struct conn_key *ke
 }
 
 /* Complete the oldest pending request of `c` with `status`. */
-static __always_inline void complete(void *ctx, struct conn_key *key, struct conn *c, u16 status, u8 flags, u64 now) {
+static __always_inline void complete(void *ctx, struct conn_key *key, struct conn *c, u16 status, u8 flags, u64 now)
+{
     if (c->count == 0)
         return;
     struct pending *p = &c->q[c->first & DEPTH_MASK];
@@ -151,7 +156,8 @@ static __always_inline void complete(void *ctx, struct conn_key *key, struct con
 }
 
 /* The slot for a new request, or NULL when the FIFO is full. */
-static __always_inline struct pending *push_slot(struct conn *c) {
+static __always_inline struct pending *push_slot(struct conn *c)
+{
     if (c->count >= RED_DEPTH) {
         count(C_FIFO_FULL);
         return NULL;
@@ -159,7 +165,8 @@ static __always_inline struct pending *push_slot(struct conn *c) {
     return &c->q[(c->first + c->count) & DEPTH_MASK];
 }
 
-static __always_inline u64 first_iov(u64 vec, u64 *len) {
+static __always_inline u64 first_iov(u64 vec, u64 *len)
+{
     struct user_iovec iov = {};
     if (bpf_probe_read_user(&iov, sizeof(iov), (void *)vec) != 0)
         return 0;
@@ -168,7 +175,8 @@ static __always_inline u64 first_iov(u64 vec, u64 *len) {
 }
 
 /* The user buffer and the number of its bytes the syscall moved, from the saved enter args. */
-static __always_inline u64 io_buffer(struct io_args *io, long ret, u32 *n) {
+static __always_inline u64 io_buffer(struct io_args *io, long ret, u32 *n)
+{
     u64 ptr = io->ptr;
     u64 len = (u64)ret;
     if (io->kind == IO_MSG) {
@@ -187,7 +195,8 @@ static __always_inline u64 io_buffer(struct io_args *io, long ret, u32 *n) {
     return ptr;
 }
 
-static __always_inline struct conn *new_conn(struct conn_key *key, s32 listen_fd, u8 inferred) {
+static __always_inline struct conn *new_conn(struct conn_key *key, s32 listen_fd, u8 inferred)
+{
     int zero = 0;
     struct conn *tpl = conn_template.lookup(&zero);
     if (!tpl)
@@ -207,7 +216,8 @@ static __always_inline struct conn *new_conn(struct conn_key *key, s32 listen_fd
     return conns.lookup(key);
 }
 
-static __always_inline void on_read(void *ctx, struct conn_key *key, struct io_args *io, long ret) {
+static __always_inline void on_read(void *ctx, struct conn_key *key, struct io_args *io, long ret)
+{
     u32 total = 0;
     u64 ptr = io_buffer(io, ret, &total);
     if (!ptr || total == 0)
@@ -257,7 +267,8 @@ static __always_inline void on_read(void *ctx, struct conn_key *key, struct io_a
 }
 
 /* Tail-called with the bytes read in scratch: a new request, a pipelined one, or neither. */
-int red_parse_read(void *ctx) {
+int red_parse_read(void *ctx)
+{
     int zero = 0;
     struct scratch_buf *s = scratch.lookup(&zero);
     if (!s)
@@ -314,14 +325,14 @@ int red_parse_read(void *ctx) {
     return 0;
 }
 
-
 /*
  * At syscall entry: the bytes a write is about to send are already in its buffer, so the response
  * is recognised there, with no per-thread state saved for an exit program (that cost ~60 % of
  * the probe's time per request). `asked` is the size the write asks to send; a write that then
  * fails still completes its request (see docs/red.md).
  */
-static __always_inline void on_write(void *ctx, struct conn_key *key, struct io_args *io, long asked) {
+static __always_inline void on_write(void *ctx, struct conn_key *key, struct io_args *io, long asked)
+{
     struct conn *c = conns.lookup(key);
     if (!c || c->state != ST_HTTP)
         return;
@@ -363,7 +374,8 @@ static __always_inline void on_write(void *ctx, struct conn_key *key, struct io_
     tails.call(ctx, TAIL_PIPE_WRITE);
 }
 
-static __always_inline int save_io(u32 fd, u64 ptr, u64 aux, u32 kind) {
+static __always_inline int save_io(u32 fd, u64 ptr, u64 aux, u32 kind)
+{
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
     if (!is_target(tgid))
@@ -374,7 +386,8 @@ static __always_inline int save_io(u32 fd, u64 ptr, u64 aux, u32 kind) {
 }
 
 /* A write on a traced connection; for iovecs `count` is unbounded and the first iovec's length applies. */
-static __always_inline int enter_write(void *ctx, u32 fd, u64 ptr, u64 count, u32 kind) {
+static __always_inline int enter_write(void *ctx, u32 fd, u64 ptr, u64 count, u32 kind)
+{
     struct conn_key key = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (s32)fd};
     if (!maybe_target(key.tgid))
         return 0;
@@ -384,7 +397,8 @@ static __always_inline int enter_write(void *ctx, u32 fd, u64 ptr, u64 count, u3
     return 0;
 }
 
-static __always_inline int save_read(u32 fd, u64 ptr, u32 kind) {
+static __always_inline int save_read(u32 fd, u64 ptr, u32 kind)
+{
 #if RED_INFER_CONNS
     return save_io(fd, ptr, 0, kind);
 #else
@@ -398,7 +412,8 @@ static __always_inline int save_read(u32 fd, u64 ptr, u32 kind) {
 #endif
 }
 
-static __always_inline int finish_read(void *ctx, long ret) {
+static __always_inline int finish_read(void *ctx, long ret)
+{
     u64 id = bpf_get_current_pid_tgid();
     if (!maybe_target(id >> 32))
         return 0;
@@ -414,7 +429,8 @@ static __always_inline int finish_read(void *ctx, long ret) {
     return 0;
 }
 
-static __always_inline int finish_accept(long ret) {
+static __always_inline int finish_accept(long ret)
+{
     u64 id = bpf_get_current_pid_tgid();
     if (!maybe_target(id >> 32))
         return 0;
@@ -446,26 +462,75 @@ static __always_inline int finish_accept(long ret) {
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_accept) { return save_io(args->fd, (u64)args->upeer_sockaddr, 0, IO_ACCEPT); }
-TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return finish_accept(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { return save_io(args->fd, (u64)args->upeer_sockaddr, 0, IO_ACCEPT); }
-TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return finish_accept(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_accept)
+{
+    return save_io(args->fd, (u64)args->upeer_sockaddr, 0, IO_ACCEPT);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_accept)
+{
+    return finish_accept(args->ret);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_accept4)
+{
+    return save_io(args->fd, (u64)args->upeer_sockaddr, 0, IO_ACCEPT);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4)
+{
+    return finish_accept(args->ret);
+}
 
-TRACEPOINT_PROBE(syscalls, sys_enter_read) { return save_read(args->fd, (u64)args->buf, IO_PLAIN); }
-TRACEPOINT_PROBE(syscalls, sys_exit_read) { return finish_read(args, args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { return save_read(args->fd, (u64)args->ubuf, IO_PLAIN); }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return finish_read(args, args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_enter_readv) { return save_read(args->fd, (u64)args->vec, IO_IOV); }
-TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return finish_read(args, args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { return save_read(args->fd, (u64)args->msg, IO_MSG); }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return finish_read(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_read)
+{
+    return save_read(args->fd, (u64)args->buf, IO_PLAIN);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_read)
+{
+    return finish_read(args, args->ret);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
+{
+    return save_read(args->fd, (u64)args->ubuf, IO_PLAIN);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom)
+{
+    return finish_read(args, args->ret);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_readv)
+{
+    return save_read(args->fd, (u64)args->vec, IO_IOV);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_readv)
+{
+    return finish_read(args, args->ret);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
+{
+    return save_read(args->fd, (u64)args->msg, IO_MSG);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg)
+{
+    return finish_read(args, args->ret);
+}
 
-TRACEPOINT_PROBE(syscalls, sys_enter_write) { return enter_write(args, args->fd, (u64)args->buf, args->count, IO_PLAIN); }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return enter_write(args, args->fd, (u64)args->buff, args->len, IO_PLAIN); }
-TRACEPOINT_PROBE(syscalls, sys_enter_writev) { return enter_write(args, args->fd, (u64)args->vec, ~0ULL, IO_IOV); }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { return enter_write(args, args->fd, (u64)args->msg, ~0ULL, IO_MSG); }
+TRACEPOINT_PROBE(syscalls, sys_enter_write)
+{
+    return enter_write(args, args->fd, (u64)args->buf, args->count, IO_PLAIN);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
+{
+    return enter_write(args, args->fd, (u64)args->buff, args->len, IO_PLAIN);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_writev)
+{
+    return enter_write(args, args->fd, (u64)args->vec, ~0ULL, IO_IOV);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
+{
+    return enter_write(args, args->fd, (u64)args->msg, ~0ULL, IO_MSG);
+}
 
-TRACEPOINT_PROBE(syscalls, sys_enter_close) {
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
     u64 id = bpf_get_current_pid_tgid();
     if (!maybe_target(id >> 32))
         return 0; /* connections of processes no longer traced are removed from user space */
@@ -491,7 +556,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
 }
 
 /* Tail-called after a request was read: find where requests could follow it in the same read. */
-int red_pipe_read(void *ctx) {
+int red_pipe_read(void *ctx)
+{
     int zero = 0;
     struct scratch_buf *s = scratch.lookup(&zero);
     if (!s)
@@ -508,7 +574,8 @@ int red_pipe_read(void *ctx) {
  * within what older verifiers can walk (a loop over RED_PIPE_MAX requests in one program exceeded
  * their 8192-branch limit on 5.10 and 6.1).
  */
-int red_pipe_next(void *ctx) {
+int red_pipe_next(void *ctx)
+{
     int zero = 0;
     struct scratch_buf *s = scratch.lookup(&zero);
     if (!s)
@@ -538,7 +605,8 @@ int red_pipe_next(void *ctx) {
 }
 
 /* Tail-called after a response completed a request: find further status lines in the same write. */
-int red_pipe_write(void *ctx) {
+int red_pipe_write(void *ctx)
+{
     int zero = 0;
     struct scratch_buf *s = scratch.lookup(&zero);
     if (!s)
@@ -550,7 +618,8 @@ int red_pipe_write(void *ctx) {
 }
 
 /* Tail-called once per "HTTP" found by red_pipe_write: completes a request, then itself again. */
-int red_pipe_write_next(void *ctx) {
+int red_pipe_write_next(void *ctx)
+{
     int zero = 0;
     struct scratch_buf *s = scratch.lookup(&zero);
     if (!s)

@@ -6,11 +6,13 @@
 
 /* Settings (coral_ebpf/probes/http_red/loader.py) */
 #if !defined(RED_MAX_CONNS) || !defined(RED_PATH_MAX) || !defined(RED_DEPTH) || !defined(RED_INFER_CONNS)
-#error "RED_MAX_CONNS, RED_PATH_MAX (power of two, 32..256), RED_DEPTH (power of two) and RED_INFER_CONNS come from the loader"
+#error                                                                                                                 \
+    "RED_MAX_CONNS, RED_PATH_MAX (power of two, 32..256), RED_DEPTH (power of two) and RED_INFER_CONNS come from the loader"
 #endif
 /* Constants (coral_ebpf/probes/http_red/layout.py): event flags RED_F_*, counters C_*, tail-call
  * slots TAIL_*, methods M_*, and RED_FILTER_SLOTS. */
-#if !defined(RED_F_CLOSED) || !defined(C_COUNT) || !defined(TAIL_COUNT) || !defined(M_TRACE) || !defined(RED_FILTER_SLOTS)
+#if !defined(RED_F_CLOSED) || !defined(C_COUNT) || !defined(TAIL_COUNT) || !defined(M_TRACE) ||                        \
+    !defined(RED_FILTER_SLOTS)
 #error "the http_red constants come from coral_ebpf/probes/http_red/layout.py"
 #endif
 

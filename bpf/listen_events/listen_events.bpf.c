@@ -13,10 +13,10 @@
 #include "common/event_channel.h"
 
 #define TCP_LISTEN_STATE 10
-#define TCP_CLOSE_STATE 7
-#define IPPROTO_TCP_NUM 6
-#define AF_INET_NUM 2
-#define AF_INET6_NUM 10
+#define TCP_CLOSE_STATE  7
+#define IPPROTO_TCP_NUM  6
+#define AF_INET_NUM      2
+#define AF_INET6_NUM     10
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {

@@ -4,8 +4,7 @@
 #ifndef CORAL_PROC_EVENTS_H
 #define CORAL_PROC_EVENTS_H
 
-#if !defined(EVENT_EXEC) || !defined(EVENT_EXIT) || !defined(EVENT_FORK) || !defined(COMM_LEN) || \
-    !defined(FILENAME_LEN)
+#if !defined(EVENT_EXEC) || !defined(EVENT_EXIT) || !defined(EVENT_FORK) || !defined(COMM_LEN) || !defined(FILENAME_LEN)
 #error "the proc_events constants come from coral_ebpf/probes/proc_events/layout.py"
 #endif
 
