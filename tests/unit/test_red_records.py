@@ -29,7 +29,7 @@ PATH_MAX = 64
 
 
 def encode(target: bytes, status: int = 200, flags: int = 0, method: int = 1, path_len: int | None = None) -> bytes:
-    """An event laid out as struct red_event in bpf/http_red.bpf.c, written independently of events.py."""
+    """An event laid out as struct red_event in bpf/http_red/http_red.h, written independently of the decoder."""
     header = struct.pack(
         "<QQQIiH2xIiiHHBBBx16s",
         1_000,  # start_ns
