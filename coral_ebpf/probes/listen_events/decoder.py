@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import ctypes
 import socket
 from dataclasses import dataclass
 
-from coral_ebpf.probes.layout import text
+from coral_ebpf.probes.layout import record_at, text
 from coral_ebpf.probes.listen_events.layout import KIND_NAMES, ListenEventRecord
 
 
@@ -34,11 +33,9 @@ def format_address(family: int, raw: bytes) -> str:
 
 def decode(data: int, size: int) -> ListenEvent | None:
     """The record at address `data` (from BCC's callback), or None if it is short or of an unknown kind."""
-    if size < ctypes.sizeof(ListenEventRecord):
-        return None
-    record = ListenEventRecord.from_address(data)
-    kind = KIND_NAMES.get(record.kind)
-    if kind is None:
+    record = record_at(ListenEventRecord, data, size)
+    kind = KIND_NAMES.get(record.kind) if record is not None else None
+    if record is None or kind is None:
         return None
     return ListenEvent(
         kind=kind,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 
-from coral_ebpf.probes.layout import text
+from coral_ebpf.probes.layout import record_at, text
 from coral_ebpf.probes.proc_events.layout import EVENT_EXEC, EVENT_FORK, KIND_NAMES, ProcEventRecord
 
 
@@ -24,11 +23,9 @@ class ProcEvent:
 
 def decode(data: int, size: int) -> ProcEvent | None:
     """The record at address `data` (from BCC's callback), or None if it is short or of an unknown kind."""
-    if size < ctypes.sizeof(ProcEventRecord):
-        return None
-    record = ProcEventRecord.from_address(data)
-    kind = KIND_NAMES.get(record.kind)
-    if kind is None:
+    record = record_at(ProcEventRecord, data, size)
+    kind = KIND_NAMES.get(record.kind) if record is not None else None
+    if record is None or kind is None:
         return None
     return ProcEvent(
         kind=kind,
