@@ -90,7 +90,7 @@ def inline_includes(relative: str, root: Path, seen: set[str] | None = None) -> 
         header = match.group(1)
         if header not in seen:
             out.append(f'#line 1 "{header}"')
-            out.append(inline_includes(header, root, seen))
+            out.append(inline_includes(header, root, seen).rstrip("\n"))
         out.append(f'#line {number + 1} "{relative}"')
     return "\n".join(out) + "\n"
 
