@@ -6,8 +6,7 @@
 
 /* Settings (coral_ebpf/probes/http_red/loader.py) */
 #if !defined(RED_MAX_CONNS) || !defined(RED_PATH_MAX) || !defined(RED_DEPTH) || !defined(RED_INFER_CONNS)
-#error                                                                                                                 \
-    "RED_MAX_CONNS, RED_PATH_MAX (power of two, 32..256), RED_DEPTH (power of two) and RED_INFER_CONNS come from the loader"
+#error "RED_MAX_CONNS, RED_PATH_MAX, RED_DEPTH and RED_INFER_CONNS come from the loader"
 #endif
 /* Constants (coral_ebpf/probes/http_red/layout.py): event flags RED_F_*, counters C_*, tail-call
  * slots TAIL_*, methods M_*, and RED_FILTER_SLOTS. */
@@ -22,8 +21,9 @@ struct conn_key {
 };
 
 /*
- * The record sent per completed request. From `tgid` to the end of the target (path[path_len]) the event holds exactly what decides a
- * request's attributes, so user space uses those bytes as its cache key without decoding them.
+ * The record sent per completed request. From `tgid` to the end of the target (path[path_len])
+ * the event holds exactly what decides a request's attributes, so user space uses those bytes
+ * as its cache key without decoding them.
  */
 struct red_event {
     u64 start_ns;
