@@ -34,10 +34,6 @@ def syscall_number(name: str, machine: str | None = None) -> int:
     return number
 
 
-def last_errno() -> int:
-    return ctypes.get_errno()
-
-
 def check(result: int, what: str) -> int:
     """`result` when it is not negative, else OSError(errno, "what: strerror")."""
     if result < 0:

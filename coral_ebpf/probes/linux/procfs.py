@@ -16,7 +16,6 @@ from pathlib import Path
 import psutil
 
 PROC = Path("/proc")
-SERVICE_NAME_VARIABLES = ("OTEL_SERVICE_NAME", "SERVICE_NAME")
 _CONTAINER_ID = re.compile(r"(?:^|[/\-:])([0-9a-f]{64})(?:\.scope)?(?:/|$)")
 
 
