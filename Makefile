@@ -10,7 +10,7 @@ KREL      := $(shell uname -r)
 
 # Debian packages the agent and its tests need. python3-bpfcc is BCC (import name `bcc`);
 # the PyPI project called `bcc` is unrelated and never installed.
-DEB_PACKAGES := python3 python3-venv python3-dev python3-bpfcc bpftool iproute2 procps util-linux prometheus
+DEB_PACKAGES := python3 python3-venv python3-dev python3-bpfcc bpftool iproute2 procps util-linux prometheus clang-format
 
 .PHONY: help install system-deps venv test lint docs typecheck unit integration vm-test vagrant-test bench deb clean
 
@@ -62,6 +62,7 @@ lint:
 	$(VENV_BIN)/ruff check coral_ebpf tests bench
 	$(VENV_BIN)/ruff format --check coral_ebpf tests bench
 	$(VENV_BIN)/lint-imports
+	find bpf -name '*.c' -o -name '*.h' | sort | xargs clang-format --dry-run --Werror --style=file
 
 # The configuration reference in README.md and docs/ is generated from the schema (each setting is
 # described there); this rewrites every marked block.

@@ -112,7 +112,7 @@ def main() -> int:
         return 1
     state_dir = Path(os.environ.get("CORAL_EBPF_BENCH_STATE", tempfile.gettempdir())) / "coral-ebpf-bench-state"
     state_dir.mkdir(mode=0o700, exist_ok=True)
-    discovery = Discovery(DiscoverySettings(buffer=args.buffer), state_dir)
+    discovery = Discovery(DiscoverySettings(event_channel=args.buffer), state_dir)
     discovery.start()
     churn = [sys.executable, "-c", CHURN, str(args.rate), str(args.seconds)]
     try:

@@ -59,7 +59,7 @@ def main() -> int:
 
     state_dir = Path(os.environ.get("CORAL_EBPF_BENCH_STATE", tempfile.gettempdir())) / "coral-ebpf-bench-state"
     state_dir.mkdir(mode=0o700, exist_ok=True)
-    discovery = Discovery(DiscoverySettings(buffer=args.buffer), state_dir)
+    discovery = Discovery(DiscoverySettings(event_channel=args.buffer), state_dir)
     child = subprocess.Popen(
         [sys.executable, "-c", LISTENER, str(args.listeners), str(args.interval)],
         stdin=subprocess.PIPE,

@@ -22,7 +22,7 @@ def _data_dir(name: str) -> Path:
 
 
 def bpf_dir() -> Path:
-    """Directory holding the `*.bpf.c` programs."""
+    """Directory holding the BPF C: `<probe>/<probe>.bpf.c` and the headers."""
     return _data_dir("bpf")
 
 

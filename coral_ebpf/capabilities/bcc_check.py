@@ -1,6 +1,6 @@
 """Whether BCC imports, which kernel headers it would use, and whether it compiles and loads a program.
 
-The compile goes through `bcc_runtime.load_program`, the path every probe of the agent uses, with
+The compile goes through `probes.runtime.load_program`, the path every probe of the agent uses, with
 `bpf/probe_bcc.bpf.c` (an empty sched:sched_process_exec tracepoint program). It is the slow part
 of the probe (a clang compile), so the orchestrator runs it on its own thread.
 """
@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coral_ebpf.bcc_runtime import BccUnavailableError, BpfCompileError, import_bcc, load_program
-from coral_ebpf.capabilities.headers import NoKernelHeadersError, find_headers, prepare_headers
 from coral_ebpf.capabilities.report import Feature
+from coral_ebpf.probes.headers import NoKernelHeadersError, find_headers, prepare_headers
+from coral_ebpf.probes.runtime import BccUnavailableError, BpfCompileError, import_bcc, load_program
 
 PROBE_PROGRAM = "probe_bcc"
 _MAX_DETAIL = 400

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coral_ebpf.capabilities.mounts import mounted_filesystems
+from coral_ebpf.probes.linux.mount import mounted_filesystems
 
 # Linux capability numbers (include/uapi/linux/capability.h) the agent and Beyla care about.
 CAPABILITIES = {

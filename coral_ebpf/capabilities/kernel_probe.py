@@ -25,10 +25,10 @@ from coral_ebpf.capabilities import trials_attach as attach
 from coral_ebpf.capabilities.bcc_check import BccOutcome, try_bcc
 from coral_ebpf.capabilities.btf import VMLINUX_BTF, BtfError, read_vmlinux_btf
 from coral_ebpf.capabilities.context import HostContext, KernelInfo, host_context, kernel_info
-from coral_ebpf.capabilities.mounts import ensure_tracefs
 from coral_ebpf.capabilities.report import Feature, ProbeReport
 from coral_ebpf.capabilities.trials_maps import try_bpf_syscall, try_helpers, try_maps, try_memcg_accounting
 from coral_ebpf.capabilities.verdicts import Facts, judge
+from coral_ebpf.probes.linux.mount import ensure_tracefs
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from coral_ebpf.capabilities import bpf_sys as b
 from coral_ebpf.capabilities.elf import ElfError, entry_file_offset
 from coral_ebpf.capabilities.report import Feature
+from coral_ebpf.probes.linux import bpf as b
+from coral_ebpf.probes.linux import bpf_insn as asm
+from coral_ebpf.probes.linux import perf_event as perf
 
 EVENT_SOURCES = Path("/sys/bus/event_source/devices")
 TRACEFS_GROUP = "coral_probe"
@@ -54,14 +56,14 @@ def tracepoint_id(tracefs: Path, name: str) -> int | None:
         return None
 
 
-def _attach_to_perf_event(spec: b.PerfEventSpec, prog_fd: int) -> None:
+def _attach_to_perf_event(spec: perf.PerfEventSpec, prog_fd: int) -> None:
     with b.FdScope() as scope:
-        perf = scope.add(b.perf_event_open(spec))
-        b.perf_event_set_bpf(perf, prog_fd)
+        perf_fd = scope.add(perf.perf_event_open(spec))
+        perf.perf_event_set_bpf(perf_fd, prog_fd)
 
 
 def _load(prog_type: int, options: b.LoadOptions | None = None) -> int:
-    return b.prog_load(prog_type, b.RETURN_ZERO, options)
+    return b.prog_load(prog_type, asm.RETURN_ZERO, options)
 
 
 def try_tracepoint(tracefs: Path | None, name: str = "sched/sched_process_exec") -> Feature:
@@ -73,7 +75,7 @@ def try_tracepoint(tracefs: Path | None, name: str = "sched/sched_process_exec")
     try:
         with b.FdScope() as scope:
             prog = scope.add(_load(b.PROG_TRACEPOINT))
-            _attach_to_perf_event(b.PerfEventSpec(b.PERF_TYPE_TRACEPOINT, config=tp_id), prog)
+            _attach_to_perf_event(perf.PerfEventSpec(perf.PERF_TYPE_TRACEPOINT, config=tp_id), prog)
     except b.BpfSyscallError as exc:
         return Feature(False, f"{exc.what} for tracepoint {name}: {exc.short}")
     return Feature(True, f"attached a tracepoint program to {name.replace('/', ':')}")
@@ -193,14 +195,14 @@ def try_kprobe(tracefs: Path | None, syscall: str = "bind") -> Feature:
             for symbol in symbols:
                 if kprobe_pmu is not None:
                     try:
-                        _attach_to_perf_event(b.PerfEventSpec(kprobe_pmu, config1_text=symbol.encode()), prog)
+                        _attach_to_perf_event(perf.PerfEventSpec(kprobe_pmu, config1_text=symbol.encode()), prog)
                         return Feature(True, f"attached a kprobe program to {symbol} through the kprobe PMU")
                     except b.BpfSyscallError as exc:
                         errors.append(f"{symbol} via PMU: {exc.short}")
                 if has_events_file and tracefs is not None:
                     try:
                         with tracefs_probe_event(tracefs, "kprobe_events", symbol) as tp_id:
-                            _attach_to_perf_event(b.PerfEventSpec(b.PERF_TYPE_TRACEPOINT, config=tp_id), prog)
+                            _attach_to_perf_event(perf.PerfEventSpec(perf.PERF_TYPE_TRACEPOINT, config=tp_id), prog)
                         return Feature(True, f"attached a kprobe program to {symbol} through kprobe_events")
                     except OSError as exc:
                         errors.append(f"{symbol} via kprobe_events: {_os_error_text(exc)}")
@@ -231,12 +233,12 @@ def try_uprobe(tracefs: Path | None) -> Feature:
         with b.FdScope() as scope:
             prog = scope.add(_load(b.PROG_KPROBE, _kprobe_options(uname.release, uname.version)))
             if uprobe_pmu is not None:
-                spec = b.PerfEventSpec(uprobe_pmu, config1_text=str(binary).encode(), config2=offset)
+                spec = perf.PerfEventSpec(uprobe_pmu, config1_text=str(binary).encode(), config2=offset)
                 _attach_to_perf_event(spec, prog)
                 return Feature(True, f"attached a uprobe program to {where} through the uprobe PMU")
             assert tracefs is not None
             with tracefs_probe_event(tracefs, "uprobe_events", f"{binary}:0x{offset:x}") as tp_id:
-                _attach_to_perf_event(b.PerfEventSpec(b.PERF_TYPE_TRACEPOINT, config=tp_id), prog)
+                _attach_to_perf_event(perf.PerfEventSpec(perf.PERF_TYPE_TRACEPOINT, config=tp_id), prog)
             return Feature(True, f"attached a uprobe program to {where} through uprobe_events")
     except b.BpfSyscallError as exc:
         return Feature(False, f"uprobe on {where}: {exc.what}: {exc.short}")

@@ -12,8 +12,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from coral_ebpf.capabilities import bpf_sys as b
 from coral_ebpf.capabilities.report import Feature
+from coral_ebpf.probes.linux import bpf as b
+from coral_ebpf.probes.linux import bpf_insn as asm
 
 
 @dataclass(frozen=True)
@@ -80,44 +81,44 @@ def try_maps() -> dict[str, Feature]:
 
 # --- helpers ------------------------------------------------------------------------------------------------
 def _simple(helper: int) -> Callable[[dict[str, int]], bytes]:
-    return lambda _maps: b.call(helper) + b.RETURN_ZERO
+    return lambda _maps: asm.call(helper) + asm.RETURN_ZERO
 
 
 def _into_stack(helper: int, size: int, with_source: bool) -> Callable[[dict[str, int]], bytes]:
     def build(_maps: dict[str, int]) -> bytes:
-        code = b.mov64_reg(b.R1, b.R10) + b.add64_imm(b.R1, -size) + b.mov64_imm(b.R2, size)
+        code = asm.mov64_reg(asm.R1, asm.R10) + asm.add64_imm(asm.R1, -size) + asm.mov64_imm(asm.R2, size)
         if with_source:
-            code += b.mov64_imm(b.R3, 0)
-        return code + b.call(helper) + b.RETURN_ZERO
+            code += asm.mov64_imm(asm.R3, 0)
+        return code + asm.call(helper) + asm.RETURN_ZERO
 
     return build
 
 
 def _ringbuf_output(maps: dict[str, int]) -> bytes:
     return (
-        b.store_dw_imm(b.R10, -8, 0)
-        + b.load_map_fd(b.R1, maps["ringbuf"])
-        + b.mov64_reg(b.R2, b.R10)
-        + b.add64_imm(b.R2, -8)
-        + b.mov64_imm(b.R3, 8)
-        + b.mov64_imm(b.R4, 0)
-        + b.call(130)
-        + b.RETURN_ZERO
+        asm.store_dw_imm(asm.R10, -8, 0)
+        + asm.load_map_fd(asm.R1, maps["ringbuf"])
+        + asm.mov64_reg(asm.R2, asm.R10)
+        + asm.add64_imm(asm.R2, -8)
+        + asm.mov64_imm(asm.R3, 8)
+        + asm.mov64_imm(asm.R4, 0)
+        + asm.call(130)
+        + asm.RETURN_ZERO
     )
 
 
 def _perf_event_output(maps: dict[str, int]) -> bytes:
     return (
-        b.mov64_reg(b.R6, b.R1)
-        + b.store_dw_imm(b.R10, -8, 0)
-        + b.mov64_reg(b.R1, b.R6)
-        + b.load_map_fd(b.R2, maps["perf_event_array"])
-        + b.mov32_imm(b.R3, 0xFFFFFFFF)  # BPF_F_CURRENT_CPU
-        + b.mov64_reg(b.R4, b.R10)
-        + b.add64_imm(b.R4, -8)
-        + b.mov64_imm(b.R5, 8)
-        + b.call(25)
-        + b.RETURN_ZERO
+        asm.mov64_reg(asm.R6, asm.R1)
+        + asm.store_dw_imm(asm.R10, -8, 0)
+        + asm.mov64_reg(asm.R1, asm.R6)
+        + asm.load_map_fd(asm.R2, maps["perf_event_array"])
+        + asm.mov32_imm(asm.R3, 0xFFFFFFFF)  # BPF_F_CURRENT_CPU
+        + asm.mov64_reg(asm.R4, asm.R10)
+        + asm.add64_imm(asm.R4, -8)
+        + asm.mov64_imm(asm.R5, 8)
+        + asm.call(25)
+        + asm.RETURN_ZERO
     )
 
 
@@ -174,7 +175,7 @@ def try_helpers(names: tuple[str, ...] | None = None) -> dict[str, Feature]:
 def try_bpf_syscall() -> tuple[Feature, Feature, int | None]:
     """Load a two-instruction socket filter: (bpf_syscall, jit, errno when it failed)."""
     try:
-        fd = b.prog_load(b.PROG_SOCKET_FILTER, b.RETURN_ZERO)
+        fd = b.prog_load(b.PROG_SOCKET_FILTER, asm.RETURN_ZERO)
     except b.BpfSyscallError as exc:
         why = exc.short
         return (
@@ -204,7 +205,7 @@ def try_memcg_accounting() -> Feature:
     Where it loads, RLIMIT_MEMLOCK no longer limits maps and programs.
     """
     try:
-        fd = b.prog_load(b.PROG_SOCKET_FILTER, b.call(160) + b.RETURN_ZERO)
+        fd = b.prog_load(b.PROG_SOCKET_FILTER, asm.call(160) + asm.RETURN_ZERO)
     except b.BpfSyscallError as exc:
         return Feature(False, f"BPF memory is charged to RLIMIT_MEMLOCK (bpf_ktime_get_coarse_ns: {exc.short})")
     os.close(fd)

@@ -23,21 +23,20 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from coral_ebpf.bcc_runtime import BpfCompileError
 from coral_ebpf.capabilities.btf import VMLINUX_BTF
 from coral_ebpf.capabilities.report import ProbeReport
-from coral_ebpf.discovery import listen_events, proc_events
-from coral_ebpf.discovery.bpf_stats import StatsSession
-from coral_ebpf.discovery.buffers import BufferMode, EventSource, Poller
+from coral_ebpf.discovery.events import Intake, ProbeIntake, decode_listen_event, decode_proc_event
 from coral_ebpf.discovery.exclusion import Exclusion
 from coral_ebpf.discovery.kernel_layout import KernelLayout, read_layout
-from coral_ebpf.discovery.listen_events import ListenEventsProgram
-from coral_ebpf.discovery.proc_events import ProcEventsProgram
 from coral_ebpf.discovery.registry import ServiceRegistry
 from coral_ebpf.discovery.settings import DiscoverySettings
 from coral_ebpf.discovery.snapshot import take_snapshot
 from coral_ebpf.discovery.tracker import Tracker
 from coral_ebpf.errors import NotRootError
+from coral_ebpf.probes.channel import Transport, load_with_fallback
+from coral_ebpf.probes.listen_events.loader import ListenEventsProgram
+from coral_ebpf.probes.proc_events.loader import ProcEventsProgram
+from coral_ebpf.probes.stats import StatsSession
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +44,11 @@ IDLE_WAIT_S = 0.2
 LOSS_CHECK_INTERVAL_S = 0.1
 
 
-def buffer_candidates(setting: str, report: ProbeReport | None = None) -> list[BufferMode]:
-    """Buffer modes to try in order: the configured one, or for `auto` the ring buffer then perf buffers.
-
-    With a capability report that found no ring buffer map, `auto` goes straight to perf buffers.
-    """
-    if setting == "ring_buffer":
-        return ["ring_buffer"]
-    if setting == "perf_buffer":
-        return ["perf_buffer"]
-    if report is not None and "ringbuf" in report.features and not report.feature("ringbuf"):
-        return ["perf_buffer"]
-    return ["ring_buffer", "perf_buffer"]
+def ringbuf_available(report: ProbeReport | None) -> bool | None:
+    """What the capability probe found about ring buffer maps; None when it did not look."""
+    if report is None or "ringbuf" not in report.features:
+        return None
+    return report.feature("ringbuf")
 
 
 class Discovery:
@@ -91,7 +83,7 @@ class Discovery:
         self._thread: threading.Thread | None = None
         self._proc: ProcEventsProgram | None = None
         self._listen: ListenEventsProgram | None = None
-        self._poller: Poller | None = None
+        self._intake: Intake | None = None
         self._stats = StatsSession()
         self._tracker: Tracker | None = None
         self._layout = KernelLayout()
@@ -99,7 +91,7 @@ class Discovery:
         self._latency_lock = threading.Lock()
         self.state = "stopped"
         self.since = time.time()
-        self.mode: BufferMode | None = None
+        self.mode: Transport | None = None
         self.ring_buffer_error = ""
         self.overflow = 0  # times a probe's buffer was found to have dropped records
         self.resyncs = 0
@@ -143,7 +135,7 @@ class Discovery:
             "discovery running",
             extra={
                 "fields": {
-                    "buffer": self.mode,
+                    "event_channel": self.mode,
                     "layout": self._layout.describe(),
                     "services": len(self.registry.snapshot()),
                 }
@@ -151,31 +143,25 @@ class Discovery:
         )
 
     def _load_programs(self) -> None:
-        modes = buffer_candidates(self.settings.buffer, self._probe_report)
-        for mode in modes:
+        size = self.settings.event_channel_size
+        offsets = self._layout.defines()
+
+        def load(transport: Transport) -> tuple[ProcEventsProgram, ListenEventsProgram]:
+            proc = ProcEventsProgram(self.state_dir, transport, size, offsets)
             try:
-                self._proc = ProcEventsProgram(self.state_dir, self._layout, mode, self.settings.buffer_pages)
-                self._listen = ListenEventsProgram(self.state_dir, self._layout, mode, self.settings.buffer_pages)
-                self.mode = mode
-                break
-            except BpfCompileError as exc:
-                self._close_programs()
-                if mode == "ring_buffer" and len(modes) > 1:
-                    self.ring_buffer_error = exc.message
-                    log.warning(
-                        "ring buffer unavailable, using perf buffers", extra={"fields": {"error": exc.message}}
-                    )
-                    continue
+                return proc, ListenEventsProgram(self.state_dir, transport, size, offsets)
+            except BaseException:
+                proc.close()
                 raise
-        assert self._proc is not None and self._listen is not None and self.mode is not None
-        pages = self.settings.buffer_pages
-        self._poller = Poller(
+
+        (proc, listen), transport, self.ring_buffer_error = load_with_fallback(
+            self.settings.event_channel, load, ringbuf_available(self._probe_report)
+        )
+        self._proc, self._listen, self.mode = proc, listen, transport
+        self._intake = Intake(
             [
-                EventSource(name, program.bpf, mode=self.mode, decode=decode, pages=pages)
-                for name, program, decode in (
-                    ("proc_events", self._proc, proc_events.decode),
-                    ("listen_events", self._listen, listen_events.decode),
-                )
+                ProbeIntake("proc_events", proc.bpf, transport, size, decode_proc_event),
+                ProbeIntake("listen_events", listen.bpf, transport, size, decode_listen_event),
             ]
         )
 
@@ -195,9 +181,9 @@ class Discovery:
                 log.warning("discovery thread did not stop in time; leaving its probes to process exit")
                 return
             self._thread = None
-        if self._poller is not None:
-            self._poller.close()
-            self._poller = None
+        if self._intake is not None:
+            self._intake.close()
+            self._intake = None
         self._close_programs()
         self._stats.disable()
 
@@ -228,8 +214,8 @@ class Discovery:
             self._resync_reasons.append(reason)
 
     def _check_losses(self) -> None:
-        assert self._poller is not None
-        for source in self._poller.sources:
+        assert self._intake is not None
+        for source in self._intake.sources:
             fresh = source.lost_since_last_check()
             if fresh:
                 self.overflow += 1
@@ -237,8 +223,8 @@ class Discovery:
                 self.request_resync(f"{fresh} events lost by {source.name}")
 
     def _run(self) -> None:
-        tracker, poller = self._tracker, self._poller
-        assert tracker is not None and poller is not None
+        tracker, intake = self._tracker, self._intake
+        assert tracker is not None and intake is not None
         next_loss_check = 0.0
         failures = 0
         while not self._stopping.is_set():
@@ -250,7 +236,7 @@ class Discovery:
             due = tracker.next_due_ns()
             wait = IDLE_WAIT_S if due is None else min(IDLE_WAIT_S, max(0.0, (due - time.monotonic_ns()) / 1e9))
             try:
-                batch = poller.poll(wait)
+                batch = intake.poll(wait)
                 if time.monotonic() >= next_loss_check:
                     next_loss_check = time.monotonic() + LOSS_CHECK_INTERVAL_S
                     self._check_losses()
@@ -311,15 +297,15 @@ class Discovery:
 
     def status(self) -> dict[str, Any]:
         tracker = self._tracker
-        sources = self._poller.sources if self._poller is not None else []
+        sources = self._intake.sources if self._intake is not None else []
         entries = self.registry.snapshot()
         with self._latency_lock:
             latencies = sorted(self._latencies)
         status: dict[str, Any] = {
             "state": self.state,
             "since": self.since,
-            "buffer": self.mode,
-            "buffer_pages": self.settings.buffer_pages,
+            "buffer": self.mode,  # the event channel's transport
+            "event_channel_size": self.settings.event_channel_size,
             "kernel_layout": self._layout.describe(),
             "services": len(entries),
             "listeners": sum(len(entry.listeners) for entry in entries),

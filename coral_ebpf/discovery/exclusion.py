@@ -6,7 +6,7 @@ import fnmatch
 import os
 from collections.abc import Collection, Sequence
 
-from coral_ebpf.discovery.procfs import ProcessInfo
+from coral_ebpf.probes.linux.procfs import ProcessInfo
 
 # Beyla and its OpenTelemetry successor (OBI) instrument services; they are not services.
 BEYLA_EXECUTABLES = ("beyla", "obi")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from coral_ebpf.discovery.model import DiscoveryEvent, Listener, ServiceEntry
-from coral_ebpf.discovery.procfs import ProcessInfo
+from coral_ebpf.probes.linux.procfs import ProcessInfo
 
 log = logging.getLogger(__name__)
 

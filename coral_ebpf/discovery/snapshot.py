@@ -11,8 +11,6 @@ where a fresh one took ~9 ms, and discovery asks such questions on its event pat
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import socket
@@ -24,14 +22,13 @@ from pathlib import Path
 
 from pyroute2 import DiagSocket
 
-from coral_ebpf.discovery import procfs
+from coral_ebpf.probes.linux import procfs
+from coral_ebpf.probes.linux.namespaces import CLONE_NEWNET, setns
 
 log = logging.getLogger(__name__)
 
-CLONE_NEWNET = 0x40000000
 TCP_LISTEN = 10
 NETNS_MOUNT_DIRS = (Path("/run/netns"), Path("/var/run/netns"))
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 # Its one thread starts on first use and is the only thread that ever calls setns.
 _NETNS_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coral-netns")
 _known_paths: dict[int, Path] = {}  # netns inode -> a path that opened it last time
@@ -99,12 +96,6 @@ def _dump_current_namespace(netns: int) -> list[ListeningSocket]:
     return sockets
 
 
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 def _dump_namespaces(namespaces: dict[int, Path]) -> tuple[list[ListeningSocket], list[str]]:
     sockets: list[ListeningSocket] = []
     errors: list[str] = []
@@ -115,7 +106,7 @@ def _dump_namespaces(namespaces: dict[int, Path]) -> tuple[list[ListeningSocket]
             errors.append(f"netns {inode} ({path}): {exc.strerror or exc}")
             continue
         try:
-            _setns(fd)
+            setns(fd, CLONE_NEWNET)
             sockets.extend(_dump_current_namespace(inode))
         except Exception as exc:  # one bad namespace must not hide the others
             errors.append(f"netns {inode} ({path}): {exc}")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from coral_ebpf.discovery import procfs, snapshot
-from coral_ebpf.discovery.procfs import ProcessInfo
+from coral_ebpf.discovery import snapshot
 from coral_ebpf.discovery.snapshot import ListeningSocket
+from coral_ebpf.probes.linux import procfs
+from coral_ebpf.probes.linux.procfs import ProcessInfo
 
 
 class ProcessSource(Protocol):

@@ -23,10 +23,10 @@ from collections.abc import Callable
 
 from coral_ebpf.discovery.exclusion import Exclusion
 from coral_ebpf.discovery.model import DiscoveryEvent
-from coral_ebpf.discovery.procfs import ProcessInfo
 from coral_ebpf.discovery.registry import ServiceRegistry, TrackedProcess, TrackedSocket, socket_key
 from coral_ebpf.discovery.snapshot import Snapshot
 from coral_ebpf.discovery.sources import NoWatcher, ProcessSource, ProcfsSource, Watcher
+from coral_ebpf.probes.linux.procfs import ProcessInfo
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,9 @@ from typing import Any
 from coral_ebpf.consumer import Consumer, ConsumerUnavailableError, QueueFullError, SerializedTracesConsumer
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import CoralError
-from coral_ebpf.red.events import FLAG_INFERRED, TIMES, RedEvent, attributes_key, decode_event, event_size
-from coral_ebpf.red.probe import HttpRedProbe
+from coral_ebpf.probes.http_red.decoder import TIMES, RedEvent, attributes_key, decode_event
+from coral_ebpf.probes.http_red.layout import FLAG_INFERRED, event_size
+from coral_ebpf.probes.http_red.loader import HttpRedProbe
 from coral_ebpf.red.records import (
     Attribute,
     DurationAggregator,
@@ -94,7 +95,9 @@ class RedEngine:
         self._consumer = consumer
         self._state_dir = state_dir
         self._hostname = hostname or socket.gethostname()
-        self._probe_factory = probe_factory or (lambda handler: HttpRedProbe(state_dir, settings, handler))
+        self._probe_factory = probe_factory or (
+            lambda handler: HttpRedProbe(state_dir, settings.probe_config(), handler)
+        )
         self._probe: HttpRedProbe | None = None
         self._lock = threading.RLock()
         self._export_lock = threading.Lock()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from coral_ebpf import __version__
 from coral_ebpf.discovery.model import ServiceEntry
+from coral_ebpf.probes.linux import procfs
 
 SDK_NAME = "coral-ebpf"
 _WILDCARDS = ("0.0.0.0", "::")
@@ -56,31 +57,6 @@ def detect_language(exe: str) -> str:
     return "unknown"
 
 
-def _environ(pid: int) -> dict[str, str]:
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return {}
-    result: dict[str, str] = {}
-    for item in raw.split(b"\0"):
-        key, sep, value = item.partition(b"=")
-        if sep:
-            result[key.decode(errors="replace")] = value.decode(errors="replace")
-    return result
-
-
-def service_namespace(pid: int) -> str:
-    """`service.namespace` the process declares (OTEL_SERVICE_NAMESPACE or OTEL_RESOURCE_ATTRIBUTES), else ""."""
-    env = _environ(pid)
-    if env.get("OTEL_SERVICE_NAMESPACE"):
-        return env["OTEL_SERVICE_NAMESPACE"]
-    for pair in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
-        key, sep, value = pair.partition("=")
-        if sep and key.strip() == "service.namespace":
-            return value.strip()
-    return ""
-
-
 def _host_id() -> str:
     for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
         try:
@@ -104,7 +80,8 @@ class ServiceInfo:
 
     @classmethod
     def from_entry(cls, entry: ServiceEntry, hostname: str) -> ServiceInfo:
-        info = cls(entry, hostname, service_namespace(entry.pid), detect_language(entry.exe))
+        namespace = procfs.service_namespace(procfs.read_environ(entry.pid))
+        info = cls(entry, hostname, namespace, detect_language(entry.exe))
         attributes: list[tuple[str, str | int]] = [
             ("service.name", entry.name),
             ("service.instance.id", f"{hostname}:{entry.pid}"),
@@ -134,16 +111,6 @@ def _decode_address(hex_address: str) -> str:
     address = ipaddress.IPv6Address(struct.pack(">4I", *words))
     mapped = address.ipv4_mapped
     return str(mapped) if mapped is not None else str(address)
-
-
-def socket_inode(pid: int, fd: int) -> int | None:
-    try:
-        link = os.readlink(f"/proc/{pid}/fd/{fd}")
-    except OSError:
-        return None
-    if not link.startswith("socket:["):
-        return None
-    return int(link[8:-1])
 
 
 def tcp_socket(pid: int, inode: int) -> SocketInfo | None:
@@ -187,7 +154,7 @@ class SocketResolver:
     def _socket(self, cache: dict[tuple[int, int], SocketInfo | None], pid: int, fd: int) -> SocketInfo | None:
         key = (pid, fd)
         if key not in cache:
-            inode = socket_inode(pid, fd)
+            inode = procfs.socket_inode(pid, fd)
             cache[key] = tcp_socket(pid, inode) if inode is not None else None
             if len(cache) > 65536:
                 cache.clear()

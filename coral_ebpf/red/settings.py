@@ -8,12 +8,15 @@ from typing import Any
 
 from coral_ebpf.config.formats import BOOL, DURATION, SIZE, section
 from coral_ebpf.errors import ConfigError
+from coral_ebpf.probes.channel import CHANNEL_SETTINGS
+from coral_ebpf.probes.http_red.loader import HttpRedConfig
 from coral_ebpf.units import parse_duration, parse_size
 
 ENGINES = ("auto", "beyla", "bcc")
 UNMATCHED_ROUTES = ("heuristic", "path", "wildcard")
 TEMPORALITIES = ("delta", "cumulative")
-EVENT_TRANSPORTS = ("auto", "ringbuf", "perf")
+# Keys an older configuration may hold, and the key that replaced each.
+RENAMED = {"event_transport": "event_channel", "event_buffer_size": "event_channel_size"}
 PATH_MAX_CHOICES = (32, 64, 128, 256)
 PIPELINE_DEPTH_CHOICES = (2, 4, 8, 16)
 
@@ -59,11 +62,16 @@ SCHEMA = section(
             "enum": list(PIPELINE_DEPTH_CHOICES),
             "description": "Requests waiting for their response per connection (keep-alive pipelining)",
         },
-        "event_transport": {
-            "enum": list(EVENT_TRANSPORTS),
-            "description": "Kernel-to-agent channel: auto (ring buffer, else perf buffer), ringbuf or perf",
+        "event_channel": {
+            "enum": list(CHANNEL_SETTINGS),
+            "description": "Kernel-to-agent channel: auto (ring buffer, else perf buffer), ring_buffer "
+            "or perf_buffer",
         },
-        "event_buffer_size": {**SIZE, "description": "Ring buffer size (perf: per CPU); rounded to pages, power of 2"},
+        "event_channel_size": {
+            **SIZE,
+            "description": "Ring buffer size (perf buffers: split over the CPUs); rounded down to a power of two pages",
+        },
+        **{old: {"deprecated": True, "description": f"Renamed: use {new}"} for old, new in RENAMED.items()},
         "track_preexisting_connections": {
             **BOOL,
             "description": "Also follow connections accepted before the probe started, from their next request",
@@ -86,12 +94,19 @@ class RedSettings:
     max_connections: int = 16384
     path_max: int = 128
     pipeline_depth: int = 4
-    event_transport: str = "auto"
-    event_buffer_size: int = 4 * 1024 * 1024
+    event_channel: str = "auto"
+    event_channel_size: int = 4 * 1024 * 1024
     track_preexisting_connections: bool = True
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RedSettings:
+        for old, new in RENAMED.items():
+            if old in data:
+                raise ConfigError(
+                    f"red.{old} was renamed to red.{new}",
+                    "red.event_channel: auto|ring_buffer|perf_buffer (was ringbuf|perf) and "
+                    "red.event_channel_size: bytes",
+                )
         defaults = cls()
         settings = cls(
             engine=data.get("engine", defaults.engine),
@@ -105,8 +120,8 @@ class RedSettings:
             max_connections=int(data.get("max_connections", defaults.max_connections)),
             path_max=int(data.get("path_max", defaults.path_max)),
             pipeline_depth=int(data.get("pipeline_depth", defaults.pipeline_depth)),
-            event_transport=data.get("event_transport", defaults.event_transport),
-            event_buffer_size=parse_size(data.get("event_buffer_size", defaults.event_buffer_size)),
+            event_channel=data.get("event_channel", defaults.event_channel),
+            event_channel_size=parse_size(data.get("event_channel_size", defaults.event_channel_size)),
             track_preexisting_connections=bool(
                 data.get("track_preexisting_connections", defaults.track_preexisting_connections)
             ),
@@ -127,7 +142,19 @@ class RedSettings:
             raise ConfigError(
                 f"red.export_interval: {self.export_interval}s is too short", "use at least 100ms (e.g. 10s)"
             )
-        if self.event_buffer_size < 64 * 1024:
+        if self.event_channel_size < 64 * 1024:
             raise ConfigError(
-                f"red.event_buffer_size: {self.event_buffer_size} bytes is too small", "use at least 64KiB (e.g. 4MiB)"
+                f"red.event_channel_size: {self.event_channel_size} bytes is too small",
+                "use at least 64KiB (e.g. 4MiB)",
             )
+
+    def probe_config(self) -> HttpRedConfig:
+        """What the BPF program is built with."""
+        return HttpRedConfig(
+            max_connections=self.max_connections,
+            path_max=self.path_max,
+            pipeline_depth=self.pipeline_depth,
+            track_preexisting_connections=self.track_preexisting_connections,
+            event_channel=self.event_channel,
+            event_channel_size=self.event_channel_size,
+        )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from coral_ebpf.bcc_runtime import BpfCompileError, load_program
+from coral_ebpf.probes.runtime import BpfCompileError, load_program
 
 # Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
 pytestmark = pytest.mark.kernel

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from coral_ebpf.capabilities import bpf_sys as b
 from coral_ebpf.capabilities import trials_attach as attach
 from coral_ebpf.capabilities import trials_maps
 from coral_ebpf.capabilities.kernel_probe import memlock_raised, probe
-from coral_ebpf.capabilities.mounts import ensure_tracefs
 from coral_ebpf.capabilities.report import ProbeReport
+from coral_ebpf.probes.linux import bpf as b
+from coral_ebpf.probes.linux import bpf_insn as asm
+from coral_ebpf.probes.linux import perf_event as perf
+from coral_ebpf.probes.linux.mount import ensure_tracefs
 from tests.helpers.kernel_truth import KernelConfig, bpftool_features, kernel_config, kernel_numbers
 
 # Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
@@ -180,9 +182,9 @@ def test_tracefs_probe_events_are_removed_even_on_error(control: str) -> None:
         assert tp_id > 0
         assert attach.TRACEFS_GROUP in (tracefs / control).read_text()
         with b.FdScope() as scope:  # the event really takes a BPF program
-            prog = scope.add(b.prog_load(b.PROG_KPROBE, b.RETURN_ZERO))
-            perf = scope.add(b.perf_event_open(b.PerfEventSpec(b.PERF_TYPE_TRACEPOINT, config=tp_id)))
-            b.perf_event_set_bpf(perf, prog)
+            prog = scope.add(b.prog_load(b.PROG_KPROBE, asm.RETURN_ZERO))
+            perf_fd = scope.add(perf.perf_event_open(perf.PerfEventSpec(perf.PERF_TYPE_TRACEPOINT, config=tp_id)))
+            perf.perf_event_set_bpf(perf_fd, prog)
     assert attach.TRACEFS_GROUP not in (tracefs / control).read_text()
     with pytest.raises(RuntimeError), attach.tracefs_probe_event(tracefs, control, definition):
         raise RuntimeError("a failure inside the trial")
@@ -190,7 +192,7 @@ def test_tracefs_probe_events_are_removed_even_on_error(control: str) -> None:
 
 
 def test_a_missing_helper_is_reported_with_the_verifiers_words(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = trials_maps.HelperTrial(100_000, "99.0", lambda _maps: b.call(100_000) + b.RETURN_ZERO)
+    fake = trials_maps.HelperTrial(100_000, "99.0", lambda _maps: asm.call(100_000) + asm.RETURN_ZERO)
     monkeypatch.setitem(trials_maps.HELPERS, "no_such_helper", fake)
     found = trials_maps.try_helpers(("no_such_helper", "ktime_get_ns"))
     assert found["helper_ktime_get_ns"].available

@@ -291,7 +291,7 @@ def test_status_names_the_services(engine: RedEngine, traced: list[ServerProcess
         status = engine.status()
     assert status["state"] == "running"
     assert status["engine"] == "bcc"
-    assert status["transport"] in ("ringbuf", "perf")
+    assert status["transport"] in ("ring_buffer", "perf_buffer")
     assert [s["pid"] for s in status["services"]] == [proc.pid]
     assert status["services"][0]["ports"] == [proc.port]
 
@@ -327,10 +327,10 @@ def test_refused_exports_are_retried_without_loss(tmp_path: Path) -> None:
 def test_perf_buffer_transport(tmp_path: Path) -> None:
     """The fallback for kernels without ring buffers (< 5.8) carries the same records."""
     consumer = Sink()
-    red = RedEngine(dataclasses.replace(SETTINGS, event_transport="perf"), consumer, tmp_path)
+    red = RedEngine(dataclasses.replace(SETTINGS, event_channel="perf_buffer"), consumer, tmp_path)
     red.start()
     try:
-        assert red.status()["transport"] == "perf"
+        assert red.status()["transport"] == "perf_buffer"
         with server("python") as proc:
             red.set_targets([proc.entry()])
             mixed_traffic(proc.port)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coral_ebpf.bcc_runtime import kernel_verdict
+from coral_ebpf.probes.verifier import kernel_verdict
 
 VERIFIER_LOG = """\
 bpf: Failed to load program: Permission denied

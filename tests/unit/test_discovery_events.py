@@ -11,23 +11,10 @@ import pytest
 
 from coral_ebpf.cli import main
 from coral_ebpf.cli.discover import event_to_json, event_to_text
-from coral_ebpf.discovery.events import (
-    EVENT_CLOSE,
-    EVENT_EXEC,
-    EVENT_FORK,
-    EVENT_LISTEN,
-    ListenEventRecord,
-    ProcEventRecord,
-    decode_listen_event,
-    decode_proc_event,
-)
+from coral_ebpf.discovery.events import decode_listen_event, decode_proc_event
 from coral_ebpf.discovery.model import DiscoveryEvent
-
-
-def test_sizes_match_the_c_layout() -> None:
-    # bpf/discovery_events.h: 8+8+4*6 + 16 + 256 and 8*4 + 4*4 + 2+2+4 + 16 + 16.
-    assert ctypes.sizeof(ProcEventRecord) == 312
-    assert ctypes.sizeof(ListenEventRecord) == 88
+from coral_ebpf.probes.listen_events.layout import EVENT_CLOSE, EVENT_LISTEN, ListenEventRecord
+from coral_ebpf.probes.proc_events.layout import EVENT_EXEC, EVENT_FORK, ProcEventRecord
 
 
 def test_decode_listen_ipv6() -> None:
@@ -49,7 +36,7 @@ def test_decode_close_ipv4_and_reject_short_or_unknown() -> None:
     event = decode_listen_event(ctypes.addressof(record), ctypes.sizeof(record))
     assert event is not None and (event.event, event.address) == ("close", "127.0.0.1")
     assert decode_listen_event(ctypes.addressof(record), 10) is None
-    record.kind = EVENT_EXEC  # not a listen_events kind
+    record.kind = EVENT_EXEC  # a proc_events kind, not a listen_events one
     assert decode_listen_event(ctypes.addressof(record), ctypes.sizeof(record)) is None
 
 

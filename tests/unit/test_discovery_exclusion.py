@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coral_ebpf.discovery.exclusion import Exclusion
-from coral_ebpf.discovery.procfs import ProcessInfo
+from coral_ebpf.probes.linux.procfs import ProcessInfo
 
 
 def proc(pid: int = 500, exe: str = "/usr/bin/api", comm: str = "api", name: str = "api") -> ProcessInfo:

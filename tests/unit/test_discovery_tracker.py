@@ -9,10 +9,10 @@ import pytest
 
 from coral_ebpf.discovery.exclusion import Exclusion
 from coral_ebpf.discovery.model import DiscoveryEvent, ServiceEntry
-from coral_ebpf.discovery.procfs import ProcessInfo
 from coral_ebpf.discovery.registry import ServiceRegistry
 from coral_ebpf.discovery.snapshot import ListeningSocket, Snapshot
 from coral_ebpf.discovery.tracker import Tracker
+from coral_ebpf.probes.linux.procfs import ProcessInfo
 
 NETNS = 4026531000
 AGENT_PID = 1

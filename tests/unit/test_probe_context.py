@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from coral_ebpf.capabilities import context as ctx
-from coral_ebpf.capabilities.bpf_sys import kernel_version_code
+from coral_ebpf.probes.linux.bpf import kernel_version_code
 
 # CapEff of this development machine: everything but CAP_SYS_RESOURCE (bit 24).
 HOST_MASK = 0x000001FFFEFFFFFF

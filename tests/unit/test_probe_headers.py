@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coral_ebpf.capabilities.headers import (
+from coral_ebpf.probes.headers import (
     STAMP_NAME,
     HeadersTree,
     NoKernelHeadersError,

@@ -8,22 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from coral_ebpf.capabilities import bpf_sys as b
 from coral_ebpf.capabilities.elf import ElfError, entry_file_offset
+from coral_ebpf.probes import verifier
+from coral_ebpf.probes.linux import bpf as b
+from coral_ebpf.probes.linux import bpf_insn as asm
 
 
 def test_instruction_encoding() -> None:
-    assert b.mov64_imm(b.R0, 0) == bytes([0xB7, 0x00, 0, 0, 0, 0, 0, 0])
-    assert b.exit_insn() == bytes([0x95, 0, 0, 0, 0, 0, 0, 0])
-    assert b.call(130) == bytes([0x85, 0, 0, 0]) + struct.pack("<i", 130)
-    assert b.mov64_reg(b.R1, b.R10) == bytes([0xBF, 0xA1, 0, 0, 0, 0, 0, 0])  # src in the high nibble
-    assert b.store_dw_imm(b.R10, -8, 0) == bytes([0x7A, 0x0A]) + struct.pack("<hi", -8, 0)
-    wide = b.load_map_fd(b.R1, 7)
+    assert asm.mov64_imm(asm.R0, 0) == bytes([0xB7, 0x00, 0, 0, 0, 0, 0, 0])
+    assert asm.exit_insn() == bytes([0x95, 0, 0, 0, 0, 0, 0, 0])
+    assert asm.call(130) == bytes([0x85, 0, 0, 0]) + struct.pack("<i", 130)
+    assert asm.mov64_reg(asm.R1, asm.R10) == bytes([0xBF, 0xA1, 0, 0, 0, 0, 0, 0])  # src in the high nibble
+    assert asm.store_dw_imm(asm.R10, -8, 0) == bytes([0x7A, 0x0A]) + struct.pack("<hi", -8, 0)
+    wide = asm.load_map_fd(asm.R1, 7)
     assert len(wide) == 16 and wide[:2] == bytes([0x18, 0x11]) and struct.unpack_from("<i", wide, 4)[0] == 7
     # A 32-bit move of 0xffffffff keeps the upper half zero (BPF_F_CURRENT_CPU), unlike a 64-bit one.
-    assert (
-        b.mov32_imm(b.R3, 0xFFFFFFFF)[0] == 0xB4 and struct.unpack_from("<i", b.mov32_imm(b.R3, 0xFFFFFFFF), 4)[0] == -1
-    )
+    move = asm.mov32_imm(asm.R3, 0xFFFFFFFF)
+    assert move[0] == 0xB4 and struct.unpack_from("<i", move, 4)[0] == -1
 
 
 def test_errno_wording() -> None:
@@ -32,7 +33,7 @@ def test_errno_wording() -> None:
     error = b.BpfSyscallError(22, "BPF_PROG_LOAD type 5", "0: (85) call unknown#999\ninvalid func unknown#999\n")
     assert error.short == "EINVAL: invalid func unknown#999"
     assert b.BpfSyscallError(1, "x").short == "EPERM (Operation not permitted)"
-    assert b.last_log_line("R0 !read_ok\nprocessed 2 insns (limit 1000000)\n") == "R0 !read_ok"
+    assert verifier.last_log_line("R0 !read_ok\nprocessed 2 insns (limit 1000000)\n") == "R0 !read_ok"
 
 
 def test_entry_offset_of_the_running_python() -> None:

@@ -18,17 +18,9 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from coral_ebpf.discovery.model import Listener, ServiceEntry
+from coral_ebpf.probes.http_red.decoder import RedEvent, attributes_key, decode_event, encode_event
+from coral_ebpf.probes.http_red.layout import FLAG_CLOSED, FLAG_SCAN, FLAG_TRUNCATED, event_size
 from coral_ebpf.red.engine import THREAD_NICE, RedEngine
-from coral_ebpf.red.events import (
-    FLAG_CLOSED,
-    FLAG_SCAN,
-    FLAG_TRUNCATED,
-    RedEvent,
-    attributes_key,
-    decode_event,
-    encode_event,
-    event_size,
-)
 from coral_ebpf.red.records import BUCKETS, DurationAggregator, metrics_request
 from coral_ebpf.red.settings import RedSettings
 from tests.helpers.consumertest import Sink
@@ -39,7 +31,7 @@ PATH_MAX = 64
 
 
 def encode(target: bytes, status: int = 200, flags: int = 0, method: int = 1, path_len: int | None = None) -> bytes:
-    """An event laid out as struct red_event in bpf/http_red.bpf.c, written independently of events.py."""
+    """An event laid out as struct red_event in bpf/http_red/http_red.h, written independently of the decoder."""
     header = struct.pack(
         "<QQQIiH2xIiiHHBBBx16s",
         1_000,  # start_ns

@@ -30,8 +30,8 @@ def test_values_are_converted() -> None:
         "  max_connections: 1024\n"
         "  path_max: 64\n"
         "  pipeline_depth: 8\n"
-        "  event_transport: perf\n"
-        "  event_buffer_size: 1MiB\n"
+        "  event_channel: perf_buffer\n"
+        "  event_channel_size: 1MiB\n"
         "  track_preexisting_connections: false\n"
     ).red
     assert red == RedSettings(
@@ -46,8 +46,8 @@ def test_values_are_converted() -> None:
         max_connections=1024,
         path_max=64,
         pipeline_depth=8,
-        event_transport="perf",
-        event_buffer_size=1024 * 1024,
+        event_channel="perf_buffer",
+        event_channel_size=1024 * 1024,
         track_preexisting_connections=False,
     )
 
@@ -61,7 +61,9 @@ def test_values_are_converted() -> None:
         ("red:\n  path_max: 100\n", "path_max"),
         ("red:\n  pipeline_depth: 3\n", "pipeline_depth"),
         ("red:\n  export_interval: 10ms\n", "red.export_interval"),
-        ("red:\n  event_buffer_size: 1KiB\n", "red.event_buffer_size"),
+        ("red:\n  event_channel_size: 1KiB\n", "red.event_channel_size"),
+        ("red:\n  event_transport: perf\n", "red.event_transport was renamed to red.event_channel"),
+        ("red:\n  event_buffer_size: 4MiB\n", "red.event_buffer_size was renamed to red.event_channel_size"),
         ("red:\n  temporality: both\n", "temporality"),
         ("red:\n  max_conections: 5\n", "max_conections"),
     ],

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from coral_ebpf.capabilities.headers import resolve_headers
 from coral_ebpf.discovery.model import DiscoveryEvent
 from coral_ebpf.discovery.registry import ServiceRegistry
+from coral_ebpf.probes.headers import resolve_headers
 from tests.helpers.netns import named_netns
 
 

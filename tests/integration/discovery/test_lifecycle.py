@@ -14,12 +14,11 @@ from typing import Any
 
 import pytest
 
-from coral_ebpf import bcc_runtime
-from coral_ebpf.bcc_runtime import BpfCompileError
-from coral_ebpf.discovery import program
 from coral_ebpf.discovery.component import Discovery
 from coral_ebpf.discovery.settings import DiscoverySettings
 from coral_ebpf.discovery.snapshot import take_snapshot
+from coral_ebpf.probes import program, runtime
+from coral_ebpf.probes.runtime import BpfCompileError
 from tests.helpers.discovery import ListenerProcess, entries_of, netns_inode_of, ports_of
 from tests.helpers.netns import named_netns, run_in_netns
 from tests.helpers.timing import eventually
@@ -142,7 +141,7 @@ sys.stdin.read()
 @pytest.mark.parametrize("mode", ["ring_buffer", "perf_buffer"])
 def test_kernel_event_loss_triggers_a_resync(state_dir: Path, netns: str, mode: str) -> None:
     """One-page buffers and a paused reader: the kernel really drops events, and discovery recovers."""
-    discovery = Discovery(DiscoverySettings(buffer=mode, buffer_pages=1), state_dir)
+    discovery = Discovery(DiscoverySettings(event_channel=mode, event_channel_size=4096), state_dir)
     discovery.start()
     burst: subprocess.Popen[str] | None = None
     try:
@@ -171,10 +170,10 @@ def test_kernel_event_loss_triggers_a_resync(state_dir: Path, netns: str, mode: 
 
 def _refuse_ring_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
     """This kernel has ring buffers; make their load fail as it does on kernels before 5.8."""
-    real_load = bcc_runtime.load_program  # what discovery imported, before the patch
+    real_load = runtime.load_program  # what discovery calls, before the patch
 
     def load(name: str, state_dir: Path, defines: Mapping[str, int | str] | None = None) -> Any:
-        if defines and defines.get("USE_RINGBUF") == 1:
+        if defines and defines.get("CHANNEL_RINGBUF") == 1:
             raise BpfCompileError(f"BPF program {name!r} failed to load: map type RINGBUF unsupported (simulated)")
         return real_load(name, state_dir, defines=defines)
 
@@ -183,7 +182,7 @@ def _refuse_ring_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_auto_falls_back_to_perf_buffers(state_dir: Path, netns: str, monkeypatch: pytest.MonkeyPatch) -> None:
     _refuse_ring_buffers(monkeypatch)
-    discovery = Discovery(DiscoverySettings(buffer="auto"), state_dir)
+    discovery = Discovery(DiscoverySettings(event_channel="auto"), state_dir)
     discovery.start()
     try:
         status = discovery.status()
@@ -197,7 +196,7 @@ def test_auto_falls_back_to_perf_buffers(state_dir: Path, netns: str, monkeypatc
 
 def test_an_explicit_ring_buffer_does_not_fall_back(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _refuse_ring_buffers(monkeypatch)
-    discovery = Discovery(DiscoverySettings(buffer="ring_buffer"), state_dir)
+    discovery = Discovery(DiscoverySettings(event_channel="ring_buffer"), state_dir)
     with pytest.raises(BpfCompileError, match="RINGBUF"):
         discovery.start()
     assert discovery.state == "failed"

@@ -38,7 +38,7 @@ MODES = [
 @pytest.fixture(scope="module", params=MODES)
 def discovery(request: pytest.FixtureRequest, state_dir: Path) -> Iterator[Discovery]:
     mode, use_btf = request.param
-    running = Discovery(DiscoverySettings(buffer=mode), state_dir, btf_path=VMLINUX_BTF if use_btf else None)
+    running = Discovery(DiscoverySettings(event_channel=mode), state_dir, btf_path=VMLINUX_BTF if use_btf else None)
     running.start()
     try:
         yield running
@@ -54,7 +54,7 @@ def events(discovery: Discovery) -> Iterator[EventLog]:
 def test_runs_in_the_requested_mode(discovery: Discovery) -> None:
     status = discovery.status()
     assert status["state"] == "running"
-    assert status["buffer"] == discovery.settings.buffer
+    assert status["buffer"] == discovery.settings.event_channel
     assert status["processing_errors"] == 0
 
 

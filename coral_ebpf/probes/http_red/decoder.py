@@ -1,4 +1,4 @@
-"""The event layout `bpf/http_red.bpf.c` sends, and its decoding. Keep both sides in step."""
+"""Decoding the events of http_red (and encoding them, for stand-in probes in tests and benches)."""
 
 from __future__ import annotations
 
@@ -7,42 +7,21 @@ import socket
 import struct
 from dataclasses import dataclass
 
-# flags (RED_F_* in the BPF program)
-FLAG_CLOSED = 1
-FLAG_TRUNCATED = 2
-FLAG_INFERRED = 4
-FLAG_SCAN = 8
-
-METHODS = ("", "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE")
-
-# counters (C_* in the BPF program), by index
-COUNTER_NAMES = (
-    "events",
-    "events_lost",
-    "pipeline_full",
-    "unmatched_responses",
-    "non_http_connections",
-    "inferred_connections",
-    "closed_without_response",
-    "accepted_connections",
+from coral_ebpf.probes.http_red.layout import (
+    ATTRIBUTES_START,
+    FLAG_CLOSED,
+    FLAG_INFERRED,
+    FLAG_SCAN,
+    FLAG_TRUNCATED,
+    HEADER_FORMAT,
+    METHODS,
+    PATH_LEN_OFFSET,
+    PATH_START,
 )
 
-# Slot order of the `tails` program array in bpf/http_red.bpf.c (TAIL_PARSE_READ, ...).
-TAIL_PROGRAMS = ("red_parse_read", "red_pipe_read", "red_pipe_write", "red_pipe_next", "red_pipe_write_next")
-
-# struct red_event: start_ns, end_ns, conn_id, pid, fd, peer_port, pad | tgid, listen_fd, inferred_fd,
-# status, path_len, method, flags, peer_family, pad, peer_addr[16] | path[RED_PATH_MAX]
-_HEADER = struct.Struct("<QQQIiH2xIiiHHBBBx16s")
+_HEADER = struct.Struct(HEADER_FORMAT)
 _TARGET_END = (b" ", b"?", b"\r", b"\n", b"\0", b"#")
-# Bytes [ATTRIBUTES_START, PATH_START + path_len) of an event decide its request's attributes.
-ATTRIBUTES_START = 36
-PATH_LEN_OFFSET = 50
-PATH_START = 72
 TIMES = struct.Struct("<QQ")  # start_ns, end_ns at the start of an event
-
-
-def event_size(path_max: int) -> int:
-    return _HEADER.size + path_max
 
 
 def attributes_key(record: bytes) -> bytes:
@@ -107,7 +86,7 @@ def _format_peer(family: int, raw: bytes) -> str:
 
 def decode_event(data: bytes, path_max: int) -> RedEvent | None:
     """Decode one event; None for a record too short to be one (a layout mismatch)."""
-    if len(data) < _HEADER.size + path_max:
+    if len(data) < PATH_START + path_max:
         return None
     (
         start_ns,

@@ -1,4 +1,4 @@
-"""Loader for `bpf/http_red.bpf.c`: compile with the settings, wire tail calls, feed targets, read events."""
+"""Loads bpf/http_red/http_red.bpf.c: compile with the settings, wire tail calls, feed targets, read events."""
 
 from __future__ import annotations
 
@@ -8,33 +8,38 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coral_ebpf.bcc_runtime import BpfCompileError, load_function, load_program
-from coral_ebpf.red.events import COUNTER_NAMES, TAIL_PROGRAMS
-from coral_ebpf.red.settings import RedSettings
+from coral_ebpf.probes import channel
+from coral_ebpf.probes.channel import EventChannel, Transport, load_with_fallback
+from coral_ebpf.probes.http_red import layout
+from coral_ebpf.probes.http_red.layout import COUNTER_NAMES, FILTER_SLOTS, TAIL_PROGRAMS
+from coral_ebpf.probes.runtime import load_function, load_program
 
 log = logging.getLogger(__name__)
 
 PROGRAM = "http_red"
-PAGE_SIZE = 4096
-FILTER_SLOTS = 4096  # RED_FILTER_SLOTS in the BPF program
+PERF_WAKEUP_EVENTS = 64  # perf buffers: wake the reader once per this many events, not per event
 
 
-def _pages(size: int, cpus: int = 1) -> int:
-    """Power-of-two page count for `size` bytes (split over `cpus` per-CPU buffers)."""
-    wanted = max(1, size // PAGE_SIZE // max(cpus, 1))
-    pages = 1
-    while pages * 2 <= wanted:
-        pages *= 2
-    return pages
+@dataclass(frozen=True)
+class HttpRedConfig:
+    """What the program is built with (the RED engine's settings, as the probe needs them)."""
+
+    max_connections: int = 16384
+    path_max: int = 128  # power of two, 32..256
+    pipeline_depth: int = 4  # power of two
+    track_preexisting_connections: bool = True
+    event_channel: str = "auto"  # auto | ring_buffer | perf_buffer
+    event_channel_size: int = 4 * 1024 * 1024
 
 
 class HttpRedProbe:
     """The loaded BPF program. Not thread-safe: one thread polls, `set_targets` takes a lock."""
 
-    def __init__(self, state_dir: Path, settings: RedSettings, on_records: Callable[[list[bytes]], None]) -> None:
+    def __init__(self, state_dir: Path, settings: HttpRedConfig, on_records: Callable[[list[bytes]], None]) -> None:
         self._state_dir = state_dir
         self._settings = settings
         self._on_records = on_records
@@ -43,48 +48,29 @@ class HttpRedProbe:
         self._lock = threading.Lock()
         self._targets: set[int] = set()
         self._filter_slots: set[int] = set()  # non-zero slots of target_filter
+        self._channel: EventChannel | None = None
         self.transport = ""
-        self.perf_lost = 0  # perf-buffer events the kernel could not deliver (ring buffers count in `counters`)
 
-    def defines(self, ringbuf: bool) -> dict[str, int | str]:
+    def defines(self, transport: Transport) -> dict[str, int | str]:
         s = self._settings
-        return {
+        settings: dict[str, int | str] = {
             "RED_MAX_CONNS": s.max_connections,
             "RED_PATH_MAX": s.path_max,
             "RED_DEPTH": s.pipeline_depth,
-            "RED_USE_RINGBUF": 1 if ringbuf else 0,
-            "RED_RINGBUF_PAGES": _pages(s.event_buffer_size),
             "RED_INFER_CONNS": 1 if s.track_preexisting_connections else 0,
         }
+        # No wakeup per event: `poll` runs on the engine's own schedule.
+        return settings | layout.defines() | channel.defines(transport, s.event_channel_size, wakeup=False)
 
     def load(self) -> None:
-        """Compile and attach; with `event_transport: auto`, a kernel without ring buffers gets perf buffers."""
-        transport = self._settings.event_transport
-        ringbuf_error: BpfCompileError | None = None
-        if transport in ("auto", "ringbuf"):
-            try:
-                self._bpf = load_program(PROGRAM, self._state_dir, defines=self.defines(ringbuf=True))
-                self.transport = "ringbuf"
-            except BpfCompileError as exc:
-                if transport == "ringbuf":
-                    raise
-                ringbuf_error = exc
-                log.info(
-                    "the ring-buffer build failed; trying the perf buffer", extra={"fields": {"error": exc.message}}
-                )
-        if self._bpf is None:
-            try:
-                self._bpf = load_program(PROGRAM, self._state_dir, defines=self.defines(ringbuf=False))
-            except BpfCompileError as exc:
-                if ringbuf_error is None:
-                    raise
-                # Both builds failed: the ring-buffer error is the one that matters on any kernel >= 5.8.
-                raise BpfCompileError(
-                    f"{ringbuf_error.message}; with a perf buffer instead: {exc.message}", ringbuf_error.hint
-                ) from exc
-            self.transport = "perf"
+        """Compile and attach; with `event_channel: auto`, a kernel without ring buffers gets perf buffers."""
+        self._bpf, transport, _ringbuf_error = load_with_fallback(
+            self._settings.event_channel,
+            lambda transport: load_program(PROGRAM, self._state_dir, defines=self.defines(transport)),
+        )
+        self.transport = transport.value
         self._wire_tail_calls()
-        self._open_events()
+        self._open_events(transport)
         pending, self._targets = self._targets, set()
         self.set_targets(pending)  # targets given before the program existed
 
@@ -92,11 +78,11 @@ class HttpRedProbe:
         import bcc
 
         tails = self._bpf[b"tails"]
-        for slot, name in enumerate(TAIL_PROGRAMS):
+        for slot, name in TAIL_PROGRAMS.items():
             fn = load_function(self._bpf, PROGRAM, name, bcc.BPF.TRACEPOINT, self._state_dir)
-            tails[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
+            tails[ctypes.c_int(int(slot))] = ctypes.c_int(fn.fd)
 
-    def _open_events(self) -> None:
+    def _open_events(self, transport: Transport) -> None:
         # BCC calls back once per event: the callback only copies the bytes out, and `poll` hands
         # them over together (decoding each event here cost as much as the BPF program itself).
         string_at = ctypes.string_at
@@ -105,32 +91,21 @@ class HttpRedProbe:
             self._records.append(string_at(data, size))
             return 0  # BCC's ring-buffer wrapper calls int() on this: None would raise and be caught, per event
 
-        events = self._bpf[b"events"]
-        if self.transport == "ringbuf":
-            events.open_ring_buffer(handle)
-        else:
-            import os
-
-            cpus = os.cpu_count() or 1
-            events.open_perf_buffer(
-                handle,
-                page_cnt=_pages(self._settings.event_buffer_size, cpus),
-                lost_cb=self._lost,
-                wakeup_events=64,
-            )
-
-    def _lost(self, count: int) -> None:
-        self.perf_lost += count
+        self._channel = EventChannel(
+            PROGRAM,
+            self._bpf,
+            transport,
+            handle,
+            self._settings.event_channel_size,
+            wakeup_events=PERF_WAKEUP_EVENTS,
+        )
 
     def poll(self) -> None:
-        """Hand every event waiting in the buffer to `on_records`, raw, in one list (no wait: events
+        """Hand every event waiting in the channel to `on_records`, raw, in one list (no wait: events
         are sent without wakeups)."""
-        if self._bpf is None:
+        if self._channel is None:
             return
-        if self.transport == "ringbuf":
-            self._bpf.ring_buffer_consume()
-        else:
-            self._bpf.perf_buffer_consume()
+        self._channel.consume()
         if self._records:
             records, self._records = self._records, []
             self._on_records(records)
@@ -174,10 +149,10 @@ class HttpRedProbe:
             return {}
         table = self._bpf[b"counters"]
         result: dict[str, int] = {}
-        for index, name in enumerate(COUNTER_NAMES):
-            values = table[ctypes.c_int(index)]
-            result[name] = int(sum(values))
-        result["events_lost"] += self.perf_lost
+        for counter, name in COUNTER_NAMES.items():
+            result[name] = int(sum(table[ctypes.c_int(int(counter))]))
+        if self._channel is not None:
+            result["events_lost"] = self._channel.kernel_lost() + self._channel.perf_lost_records
         return result
 
     def close(self) -> None:
@@ -185,3 +160,4 @@ class HttpRedProbe:
             if self._bpf is not None:
                 self._bpf.cleanup()
                 self._bpf = None
+                self._channel = None

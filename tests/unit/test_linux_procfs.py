@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from coral_ebpf.discovery import procfs
+from coral_ebpf.probes.linux import procfs
 
 
 @pytest.mark.parametrize(
@@ -26,8 +26,8 @@ from coral_ebpf.discovery import procfs
         (b"garbage-without-equals\0\xff\xfe=\0", None),
     ],
 )
-def test_service_name_from_environ(environ: bytes, expected: str | None) -> None:
-    assert procfs.service_name_from_environ(environ) == expected
+def test_service_name_from_the_environment(environ: bytes, expected: str | None) -> None:
+    assert procfs.service_name(procfs.parse_environ(environ)) == expected
 
 
 def test_cgroup_path_prefers_the_unified_hierarchy() -> None:
@@ -58,7 +58,7 @@ def test_inspect_this_process() -> None:
     assert found.exe == os.path.realpath(sys.executable)
     assert found.cmdline == tuple(psutil.Process().cmdline())
     assert abs(found.start_time - psutil.Process().create_time()) < 0.05
-    expected_name = procfs.service_name_from_environ(Path("/proc/self/environ").read_bytes())
+    expected_name = procfs.service_name(procfs.parse_environ(Path("/proc/self/environ").read_bytes()))
     assert found.service_name == (expected_name or os.path.basename(found.exe))
     assert procfs.start_ticks(os.getpid()) == found.start_ticks
 
@@ -79,3 +79,18 @@ def test_socket_inodes_and_holders_of_this_process() -> None:
 
 def test_task_netns_matches_proc() -> None:
     assert procfs.task_netns(os.getpid()) == os.stat("/proc/self/ns/net").st_ino
+
+
+def test_service_namespace_and_resource_attributes() -> None:
+    environ = procfs.parse_environ(b"OTEL_RESOURCE_ATTRIBUTES=a=1, service.namespace = shop ,x=\0HOME=/root\0")
+    assert procfs.resource_attribute(environ, "a") == "1"
+    assert procfs.service_namespace(environ) == "shop"
+    assert procfs.service_namespace({"OTEL_SERVICE_NAMESPACE": "ops", **environ}) == "ops"
+    assert procfs.service_namespace({}) == ""
+
+
+def test_socket_inode_of_an_fd() -> None:
+    with socket.socket() as sock:
+        assert procfs.socket_inode(os.getpid(), sock.fileno()) == os.fstat(sock.fileno()).st_ino
+    with open("/proc/self/stat", "rb") as handle:
+        assert procfs.socket_inode(os.getpid(), handle.fileno()) is None

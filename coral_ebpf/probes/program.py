@@ -1,4 +1,4 @@
-"""What the two discovery probes share: compiling with the right defines, buffer mode, run statistics."""
+"""A compiled and attached tracepoint program, and the kernel's run statistics of its functions."""
 
 from __future__ import annotations
 
@@ -7,36 +7,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from coral_ebpf.bcc_runtime import load_program
-from coral_ebpf.discovery.bpf_stats import prog_run_stats
-from coral_ebpf.discovery.buffers import BufferMode
-from coral_ebpf.discovery.kernel_layout import KernelLayout
+from coral_ebpf.probes.linux.bpf import prog_run_stats
+from coral_ebpf.probes.runtime import load_program
 
 log = logging.getLogger(__name__)
 
 
-class DiscoveryProgram:
-    """One compiled and attached `bpf/<name>.bpf.c`; its tracepoints attach when BCC loads it."""
+class TracepointProgram:
+    """`bpf/<name>/<name>.bpf.c`, loaded; its TRACEPOINT_PROBEs attach when BCC loads it."""
 
     name = ""
-    # tracepoint ("category:name") -> the BCC function BCC generates for TRACEPOINT_PROBE
+    # tracepoint ("category:name") -> the function BCC generates for its TRACEPOINT_PROBE
     tracepoints: Mapping[str, str] = {}
 
-    def __init__(
-        self,
-        state_dir: Path,
-        layout: KernelLayout,
-        mode: BufferMode,
-        pages: int,
-        extra_defines: Mapping[str, int] | None = None,
-    ) -> None:
-        defines: dict[str, int | str] = dict(layout.defines())
-        defines["USE_RINGBUF"] = 1 if mode == "ring_buffer" else 0
-        # Ring buffer: one buffer of `pages` pages. Perf buffer: the map itself needs no size.
-        defines["BUFFER_PAGES"] = pages
-        defines.update(extra_defines or {})
-        self.mode: BufferMode = mode
-        self.pages = pages
+    def __init__(self, state_dir: Path, defines: Mapping[str, int | str]) -> None:
         self.bpf: Any = load_program(self.name, state_dir, defines=defines)
 
     def run_stats(self) -> dict[str, dict[str, float]]:

@@ -1,11 +1,10 @@
-"""The pseudo file systems BPF tooling needs, and mounting tracefs when it is missing."""
+"""mount(2), the mounted file systems, and tracefs (mounted when it is missing)."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import os
 from pathlib import Path
+
+from coral_ebpf.probes.linux.libc import LIBC, check
 
 TRACEFS_PATHS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 
@@ -32,11 +31,10 @@ def tracefs_root() -> Path | None:
     return None
 
 
-def _mount(source: str, target: str, fstype: str) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if libc.mount(source.encode(), target.encode(), fstype.encode(), 0, None) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount -t {fstype} {source} {target}: {os.strerror(err)}")
+def mount(source: str, target: str, fstype: str) -> None:
+    """mount(2) without flags or data; OSError naming the mount when refused."""
+    result = LIBC.mount(source.encode(), target.encode(), fstype.encode(), 0, None)
+    check(result, f"mount -t {fstype} {source} {target}")
 
 
 def ensure_tracefs() -> tuple[Path, bool]:
@@ -48,5 +46,5 @@ def ensure_tracefs() -> tuple[Path, bool]:
     if root is not None:
         return root, False
     target = TRACEFS_PATHS[0]
-    _mount("tracefs", str(target), "tracefs")
+    mount("tracefs", str(target), "tracefs")
     return target, True

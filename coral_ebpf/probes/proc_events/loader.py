@@ -1,18 +1,17 @@
-"""Loader for bpf/proc_events.bpf.c: exec, exit and fork of the processes discovery watches."""
+"""Loads bpf/proc_events/proc_events.bpf.c and keeps the set of processes it reports on."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+from collections.abc import Mapping
 from pathlib import Path
 
-from coral_ebpf.capabilities.mounts import tracefs_root
-from coral_ebpf.discovery.buffers import BufferMode
-from coral_ebpf.discovery.events import decode_proc_event
-from coral_ebpf.discovery.kernel_layout import KernelLayout
-from coral_ebpf.discovery.program import DiscoveryProgram
-
-decode = decode_proc_event
+from coral_ebpf.probes import channel
+from coral_ebpf.probes.channel import Transport
+from coral_ebpf.probes.linux.mount import tracefs_root
+from coral_ebpf.probes.proc_events import layout
+from coral_ebpf.probes.program import TracepointProgram
 
 
 def exit_has_group_dead() -> bool:
@@ -26,7 +25,7 @@ def exit_has_group_dead() -> bool:
         return False
 
 
-class ProcEventsProgram(DiscoveryProgram):
+class ProcEventsProgram(TracepointProgram):
     name = "proc_events"
     tracepoints = {
         "sched:sched_process_exec": "tracepoint__sched__sched_process_exec",
@@ -34,8 +33,14 @@ class ProcEventsProgram(DiscoveryProgram):
         "task:task_newtask": "tracepoint__task__task_newtask",
     }
 
-    def __init__(self, state_dir: Path, layout: KernelLayout, mode: BufferMode, pages: int) -> None:
-        super().__init__(state_dir, layout, mode, pages, {"HAVE_GROUP_DEAD": int(exit_has_group_dead())})
+    def __init__(
+        self, state_dir: Path, transport: Transport, size: int, kernel_offsets: Mapping[str, int] | None = None
+    ) -> None:
+        """`kernel_offsets`: the BTF offsets of common/kernel_offsets.h (none: netns from /proc)."""
+        defines = layout.defines() | channel.defines(transport, size) | dict(kernel_offsets or {})
+        defines["HAVE_GROUP_DEAD"] = int(exit_has_group_dead())
+        super().__init__(state_dir, defines)
+        self.transport = transport
         self._watched = self.bpf[b"watched"]
 
     def watch(self, pid: int) -> None:

@@ -2,33 +2,21 @@
  *
  * The tracepoint fires in the context of the process calling listen() / close(), so the
  * current pid is the listener. The port comes from the tracepoint; the socket's network
- * namespace and inode are read through BTF offsets (see discovery_events.h).
+ * namespace and inode are read through BTF offsets (see common/kernel_offsets.h).
  *
- * Defines: USE_RINGBUF (1: ring buffer, 0: perf buffer), BUFFER_PAGES, BTF offsets. */
-#include "discovery_events.h"
+ * Defines (coral_ebpf/probes/listen_events/loader.py): the event channel's
+ * (common/event_channel.h), the layout constants (listen_events.h), the BTF offsets. */
+#include "listen_events/listen_events.h"
+#include "common/kernel_offsets.h"
+
+#define CHANNEL_EVENT struct listen_event
+#include "common/event_channel.h"
 
 #define TCP_LISTEN_STATE 10
-#define TCP_CLOSE_STATE 7
-#define IPPROTO_TCP_NUM 6
-#define AF_INET_NUM 2
-#define AF_INET6_NUM 10
-
-BPF_PERCPU_ARRAY(lost, u64, 1);
-
-#if USE_RINGBUF
-BPF_RINGBUF_OUTPUT(events, BUFFER_PAGES);
-#else
-BPF_PERF_OUTPUT(events);
-BPF_PERCPU_ARRAY(scratch, struct listen_event, 1);
-#endif
-
-static __always_inline void count_lost(void)
-{
-    u32 zero = 0;
-    u64 *value = lost.lookup(&zero);
-    if (value)
-        *value += 1;
-}
+#define TCP_CLOSE_STATE  7
+#define IPPROTO_TCP_NUM  6
+#define AF_INET_NUM      2
+#define AF_INET6_NUM     10
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
@@ -42,16 +30,9 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     else
         return 0;
 
-#if USE_RINGBUF
-    struct listen_event *e = events.ringbuf_reserve(sizeof(struct listen_event));
-#else
-    u32 zero = 0;
-    struct listen_event *e = scratch.lookup(&zero);
-#endif
-    if (!e) {
-        count_lost();
+    struct listen_event *e = channel_reserve();
+    if (!e)
         return 0;
-    }
     const void *sk = args->skaddr;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     e->ts_ns = bpf_ktime_get_ns();
@@ -72,11 +53,6 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         __builtin_memcpy(e->addr, args->saddr, 4);
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
 
-#if USE_RINGBUF
-    events.ringbuf_submit(e, 0);
-#else
-    if (events.perf_submit(args, e, sizeof(struct listen_event)) < 0)
-        count_lost();
-#endif
+    channel_submit(args, e);
     return 0;
 }

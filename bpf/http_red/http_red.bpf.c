@@ -23,84 +23,25 @@
  */
 #include <uapi/linux/ptrace.h>
 
-#ifndef RED_MAX_CONNS
-#define RED_MAX_CONNS 16384
-#endif
+#include "http_red/http_red.h"
+#include "http_red/http_parse.h"
+
 #ifndef RED_MAX_TARGETS
 #define RED_MAX_TARGETS 4096
 #endif
-#ifndef RED_PATH_MAX
-#define RED_PATH_MAX 128 /* power of two, 32..256 */
-#endif
-#ifndef RED_DEPTH
-#define RED_DEPTH 4 /* power of two: pending requests per connection */
-#endif
-#ifndef RED_SCRATCH
-#define RED_SCRATCH 1024 /* power of two: bytes of one read/write that are inspected */
-#endif
-#ifndef RED_USE_RINGBUF
-#define RED_USE_RINGBUF 1
-#endif
-#ifndef RED_RINGBUF_PAGES
-#define RED_RINGBUF_PAGES 256
-#endif
-#ifndef RED_INFER_CONNS
-#define RED_INFER_CONNS 1
-#endif
-
-/* Hide a value from the optimiser so branch-free arithmetic is not turned back into branches. */
-#define OPAQUE(v) asm volatile("" : "+r"(v))
-#define FIND_CHUNK 64
 #define RED_INSPECT (RED_SCRATCH - 1) /* bytes of one read/write copied for inspection */
-#define RED_PIPE_MAX (RED_DEPTH < 8 ? RED_DEPTH : 8) /* pipelined requests found in one read/write */
-#define SCRATCH_MASK (RED_SCRATCH - 1)
-#define PATH_MASK (RED_PATH_MAX - 1)
-#define DEPTH_MASK (RED_DEPTH - 1)
-
-/* event flags (mirrored in coral_ebpf/red/events.py) */
-#define RED_F_CLOSED 1     /* connection closed before a response: status 0 */
-#define RED_F_TRUNCATED 2  /* the request target was longer than RED_PATH_MAX */
-#define RED_F_INFERRED 4   /* connection not seen accepted (it predates the probe) */
-#define RED_F_SCAN 8       /* path[] holds path_len raw bytes: the target ends at the first ' ', '?' or CR */
+#define DEPTH_MASK  (RED_DEPTH - 1)
 
 /* connection states */
-#define ST_UNKNOWN 0
-#define ST_HTTP 1
+#define ST_UNKNOWN  0
+#define ST_HTTP     1
 #define ST_NOT_HTTP 2
 
 /* io kinds saved at syscall enter */
-#define IO_PLAIN 0  /* buf, count */
-#define IO_IOV 1    /* struct iovec *, first iovec inspected */
-#define IO_MSG 2    /* struct user_msghdr *, first iovec inspected */
+#define IO_PLAIN  0 /* buf, count */
+#define IO_IOV    1 /* struct iovec *, first iovec inspected */
+#define IO_MSG    2 /* struct user_msghdr *, first iovec inspected */
 #define IO_ACCEPT 3 /* listening fd, struct sockaddr * of the peer */
-
-/* counters (mirrored in coral_ebpf/red/events.py) */
-#define C_EVENTS 0
-#define C_LOST 1
-#define C_FIFO_FULL 2
-#define C_UNMATCHED 3
-#define C_NOT_HTTP 4
-#define C_INFERRED 5
-#define C_NO_RESPONSE 6
-#define C_ACCEPTED 7
-#define C_COUNT 8
-
-enum { M_NONE = 0, M_GET, M_POST, M_PUT, M_DELETE, M_HEAD, M_OPTIONS, M_PATCH, M_CONNECT, M_TRACE };
-enum { P_NO = 0, P_MORE = 1, P_OK = 2 };
-
-struct conn_key {
-    u32 tgid;
-    s32 fd;
-};
-
-struct pending {
-    u64 start_ns;
-    u16 path_len;
-    u8 method;
-    u8 flags;
-    u32 _pad;
-    char path[RED_PATH_MAX];
-};
 
 struct conn {
     u64 id;
@@ -126,53 +67,6 @@ struct io_args {
     u32 kind;
 };
 
-/*
- * From `tgid` to the end of the target (path[path_len]) the event holds exactly what decides a
- * request's attributes, so user space uses those bytes as its cache key without decoding them.
- */
-struct red_event {
-    u64 start_ns;
-    u64 end_ns;
-    u64 conn_id;
-    u32 pid;
-    s32 fd;
-    u16 peer_port;
-    u16 _pad;
-    u32 tgid; /* the attribute bytes start here */
-    s32 listen_fd;
-    s32 inferred_fd; /* fd for a connection not seen accepted (its local address is looked up), else -1 */
-    u16 status;
-    u16 path_len;
-    u8 method;
-    u8 flags;
-    u8 peer_family;
-    u8 _pad2;
-    u8 peer_addr[16];
-    char path[RED_PATH_MAX];
-};
-
-struct scratch_buf {
-    char buf[RED_SCRATCH + RED_PATH_MAX]; /* room for an assembled line before the bytes read */
-    u32 cell[4];
-    u32 pos[RED_PIPE_MAX]; /* positions found by find_all4 */
-    /* handed from a syscall program to the pipelining program it tail-calls */
-    struct conn_key key;
-    u32 from;
-    u32 n;
-    u32 line;
-    u32 method;
-    u32 k;     /* red_pipe_next, red_pipe_write_next: the next entry of pos[] */
-    u32 found; /* entries of pos[] filled by find_all4 */
-    u64 now;
-};
-
-/*
- * Pass a value through map memory: the verifier then sees an unknown (bounded by masks at use)
- * scalar instead of one of many constants, so the states after a loop or a switch converge and
- * are pruned. Without this the parser below exceeds the verifier's 1M-instruction budget.
- */
-#define LAUNDER(s, i, val) ({ ((volatile u32 *)(s)->cell)[i] = (val); ((volatile u32 *)(s)->cell)[i]; })
-
 struct user_iovec {
     u64 base;
     u64 len;
@@ -184,222 +78,45 @@ BPF_HASH(targets, u32, u8, RED_MAX_TARGETS);
  * (user space keeps it). The JIT inlines array lookups, so the syscalls of every other process on
  * the host leave each program after one load instead of a hash lookup.
  */
-#define RED_FILTER_SLOTS 4096
 BPF_ARRAY(target_filter, u32, RED_FILTER_SLOTS);
 BPF_TABLE("lru_hash", struct conn_key, struct conn, conns, RED_MAX_CONNS);
 BPF_TABLE("lru_hash", u64, struct io_args, io_args, 16384);
 BPF_PERCPU_ARRAY(scratch, struct scratch_buf, 1);
-BPF_PERCPU_ARRAY(event_scratch, struct red_event, 1);
 BPF_PERCPU_ARRAY(conn_template, struct conn, 1);
 BPF_PERCPU_ARRAY(counters, u64, C_COUNT);
 /*
  * Pipelining is looked for in separate programs, tail-called: verified on their own, each stays
  * far below the verifier's budget (inline, the combined program exceeded it). User space fills
- * the slots (coral_ebpf/red/probe.py); an empty slot makes the tail call a no-op.
+ * the slots TAIL_* (coral_ebpf/probes/http_red/loader.py); an empty slot makes the tail call a
+ * no-op.
  */
-#define TAIL_PARSE_READ 0
-#define TAIL_PIPE_READ 1
-#define TAIL_PIPE_WRITE 2
-#define TAIL_PIPE_NEXT 3
-#define TAIL_PIPE_WRITE_NEXT 4
-BPF_PROG_ARRAY(tails, 5);
-#if RED_USE_RINGBUF
-BPF_RINGBUF_OUTPUT(events, RED_RINGBUF_PAGES);
-#else
-BPF_PERF_OUTPUT(events);
-#endif
+BPF_PROG_ARRAY(tails, TAIL_COUNT);
 
-static __always_inline void count(int idx) {
+#define CHANNEL_EVENT struct red_event
+#include "common/event_channel.h"
+
+static __always_inline void count(int idx)
+{
     u64 *value = counters.lookup(&idx);
     if (value)
         *value += 1;
 }
 
-static __always_inline int maybe_target(u32 tgid) {
+static __always_inline int maybe_target(u32 tgid)
+{
     u32 slot = tgid & (RED_FILTER_SLOTS - 1);
     u32 *targets_in_slot = target_filter.lookup(&slot);
     return targets_in_slot && *targets_in_slot;
 }
 
-static __always_inline int is_target(u32 tgid) {
+static __always_inline int is_target(u32 tgid)
+{
     return maybe_target(tgid) && targets.lookup(&tgid) != NULL;
 }
 
-static __always_inline int bodyless(u8 method) {
-    return method == M_GET || method == M_HEAD || method == M_DELETE || method == M_OPTIONS || method == M_TRACE;
-}
-
-static __always_inline char at(struct scratch_buf *s, u32 idx) {
-    return s->buf[idx & SCRATCH_MASK];
-}
-
-/* Compare the bytes at `off` with a method token followed by a space. */
-static __always_inline int token(struct scratch_buf *s, u32 off, u32 n, const char *word, u32 len) {
-#pragma unroll
-    for (u32 i = 0; i < 8; i++) {
-        if (i >= len)
-            return P_OK;
-        if (off + i >= n)
-            return P_MORE;
-        if (at(s, off + i) != word[i])
-            return P_NO;
-    }
-    return P_OK;
-}
-
-/* Which method opens the bytes at `off`: returns P_OK/P_MORE/P_NO, the method and its length. */
-static __always_inline int method_at(struct scratch_buf *s, u32 off, u32 n, u8 *method, u32 *mlen) {
-    int r = P_NO;
-    if (off >= n)
-        return P_MORE;
-    switch (at(s, off)) {
-    case 'G': r = token(s, off, n, "GET ", 4); *method = M_GET; *mlen = 4; break;
-    case 'H': r = token(s, off, n, "HEAD ", 5); *method = M_HEAD; *mlen = 5; break;
-    case 'D': r = token(s, off, n, "DELETE ", 7); *method = M_DELETE; *mlen = 7; break;
-    case 'O': r = token(s, off, n, "OPTIONS ", 8); *method = M_OPTIONS; *mlen = 8; break;
-    case 'C': r = token(s, off, n, "CONNECT ", 8); *method = M_CONNECT; *mlen = 8; break;
-    case 'T': r = token(s, off, n, "TRACE ", 6); *method = M_TRACE; *mlen = 6; break;
-    case 'P':
-        if (off + 1 >= n)
-            return P_MORE;
-        if (at(s, off + 1) == 'O') {
-            r = token(s, off, n, "POST ", 5); *method = M_POST; *mlen = 5;
-        } else if (at(s, off + 1) == 'U') {
-            r = token(s, off, n, "PUT ", 4); *method = M_PUT; *mlen = 4;
-        } else {
-            r = token(s, off, n, "PATCH ", 6); *method = M_PATCH; *mlen = 6;
-        }
-        break;
-    default:
-        return P_NO;
-    }
-    return r;
-}
-
-static __always_inline int ends_target(char c) {
-    return c == ' ' || c == '?' || c == '\r' || c == '\n' || c == 0;
-}
-
-/*
- * Parse a request line at `off` into `slot`. P_MORE: the bytes end before the target starts.
- * strict: the target must end inside the bytes (pipelined requests). *end: index after the target.
- */
-static __always_inline int parse_request(struct scratch_buf *s, u32 off, u32 n, int strict,
-                                         struct pending *slot, u32 *end) {
-    u8 method = M_NONE;
-    u32 mlen = 0;
-    int r = method_at(s, off, n, &method, &mlen);
-    if (r != P_OK)
-        return r;
-    u32 start = LAUNDER(s, 0, off + mlen);
-    if (start >= n)
-        return strict ? P_NO : P_MORE;
-    char first = at(s, start);
-    if (first != '/' && first != '*' && first != 'h')
-        return P_NO;
-    slot->method = method;
-    slot->flags = 0;
-    u32 len = 0;
-    for (u32 i = 0; i <= RED_PATH_MAX; i++) {
-        u32 idx = start + i;
-        if (idx >= n) {
-            /* The line goes on in the next read: assemble it unless it already fills line[]. */
-            if (strict)
-                return P_NO;
-            if (n < RED_PATH_MAX)
-                return P_MORE;
-            slot->flags = RED_F_TRUNCATED;
-            break;
-        }
-        char c = at(s, idx);
-        if (ends_target(c))
-            break;
-        if (i == RED_PATH_MAX) {
-            slot->flags = RED_F_TRUNCATED;
-            break;
-        }
-        slot->path[i & PATH_MASK] = c;
-        len = i + 1;
-    }
-    slot->path_len = len;
-    *end = LAUNDER(s, 1, start + len);
-    return P_OK;
-}
-
-/*
- * A request line at `off` without a loop over the target: its first RED_PATH_MAX bytes are copied
- * raw and user space finds where it ends (RED_F_SCAN). Used for pipelined requests, where the
- * verifier could not afford the byte loop of parse_request once per request.
- */
-static __always_inline int parse_raw(struct scratch_buf *s, u32 off, u32 n, struct pending *slot) {
-    u8 method = M_NONE;
-    u32 mlen = 0;
-    if (method_at(s, off, n, &method, &mlen) != P_OK)
-        return P_NO;
-    u32 start = LAUNDER(s, 0, off + mlen) & SCRATCH_MASK;
-    if (start >= n)
-        return P_NO;
-    char first = at(s, start);
-    if (first != '/' && first != '*' && first != 'h')
-        return P_NO;
-    slot->method = method;
-    slot->flags = RED_F_SCAN;
-    bpf_probe_read_kernel(slot->path, RED_PATH_MAX, &s->buf[start]);
-    u32 avail = n - start;
-    slot->path_len = avail < RED_PATH_MAX ? avail : RED_PATH_MAX;
-    return P_OK;
-}
-
-/*
- * Positions just after the first RED_PIPE_MAX occurrences of the 4 bytes `pattern` (big-endian)
- * in [from, n), stored in s->pos[]; returns how many. Branch-free inside a chunk, so the verifier
- * walks it straight through instead of keeping a pending state per byte (its jump-sequence limit
- * is 8192); the one data-dependent branch per chunk stops at the end of the bytes.
- */
-static __always_inline u32 find_all4(struct scratch_buf *s, u32 from, u32 n, u32 pattern) {
-    u64 found = 0;
-    u32 window = 0;
-#pragma unroll
-    for (int k = 0; k < RED_PIPE_MAX; k++)
-        s->pos[k] = 0;
-    for (u32 chunk = 0; chunk < RED_SCRATCH / FIND_CHUNK; chunk++) {
-        u32 base = from + chunk * FIND_CHUNK;
-        if (base >= n)
-            break;
-        for (u32 j = 0; j < FIND_CHUNK; j++) {
-            u32 idx = base + j;
-            window = (window << 8) | (u8)at(s, idx);
-            u64 diff = (u64)(window ^ pattern);
-            OPAQUE(diff);
-            u64 equal = (diff - 1) >> 63; /* 1 when diff == 0 (diff < 2^32) */
-            u64 before_end = (u64)idx - (u64)n;
-            OPAQUE(before_end);
-            before_end >>= 63; /* 1 when idx < n */
-            u64 room = found - RED_PIPE_MAX;
-            OPAQUE(room);
-            room >>= 63; /* 1 while found < RED_PIPE_MAX */
-            u64 hit = equal & before_end & room;
-            OPAQUE(hit);
-            u32 slot = found & (RED_PIPE_MAX - 1);
-            s->pos[slot] |= (u32)((0 - hit) & (u64)(idx + 1));
-            found += hit;
-        }
-    }
-    return LAUNDER(s, 2, (u32)found);
-}
-
-/*
- * s->pos[] index of the k-th pipelined request. The mask is hidden from clang, which would drop it
- * (k < RED_PIPE_MAX already) and walk pos[] with a pointer: verifiers before 6.x lose that
- * pointer's bound across loop iterations and reject the program.
- */
-static __always_inline u32 pipe_index(u32 k) {
-    OPAQUE(k);
-    return k & (RED_PIPE_MAX - 1);
-}
-
-static __always_inline void fill_event(struct red_event *ev, struct conn_key *key, struct conn *c,
-                                       struct pending *p, u16 status, u8 flags, u64 now) {
+static __always_inline void fill_event(struct red_event *ev, struct conn_key *key, struct conn *c, struct pending *p,
+                                       u16 status, u8 flags, u64 now)
+{
     ev->start_ns = p->start_ns;
     ev->end_ns = now;
     ev->conn_id = c->id;
@@ -421,37 +138,26 @@ static __always_inline void fill_event(struct red_event *ev, struct conn_key *ke
 }
 
 /* Complete the oldest pending request of `c` with `status`. */
-static __always_inline void complete(void *ctx, struct conn_key *key, struct conn *c, u16 status, u8 flags, u64 now) {
+static __always_inline void complete(void *ctx, struct conn_key *key, struct conn *c, u16 status, u8 flags, u64 now)
+{
     if (c->count == 0)
         return;
     struct pending *p = &c->q[c->first & DEPTH_MASK];
-#if RED_USE_RINGBUF
-    /* Filled in place: no copy through a scratch event. */
-    struct red_event *ev = events.ringbuf_reserve(sizeof(struct red_event));
+    /* Ring buffer: filled in place, no copy through a scratch event. A full channel counts the
+     * event in channel_lost. */
+    struct red_event *ev = channel_reserve();
     if (ev) {
         fill_event(ev, key, c, p, status, flags, now);
-        events.ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
-        count(C_EVENTS);
-    } else {
-        count(C_LOST);
-    }
-#else
-    int zero = 0;
-    struct red_event *ev = event_scratch.lookup(&zero);
-    if (ev) {
-        fill_event(ev, key, c, p, status, flags, now);
-        if (events.perf_submit(ctx, ev, sizeof(*ev)) == 0)
+        if (channel_submit(ctx, ev) == 0)
             count(C_EVENTS);
-        else
-            count(C_LOST);
     }
-#endif
     c->first = (c->first + 1) & DEPTH_MASK;
     c->count -= 1;
 }
 
 /* The slot for a new request, or NULL when the FIFO is full. */
-static __always_inline struct pending *push_slot(struct conn *c) {
+static __always_inline struct pending *push_slot(struct conn *c)
+{
     if (c->count >= RED_DEPTH) {
         count(C_FIFO_FULL);
         return NULL;
@@ -459,7 +165,8 @@ static __always_inline struct pending *push_slot(struct conn *c) {
     return &c->q[(c->first + c->count) & DEPTH_MASK];
 }
 
-static __always_inline u64 first_iov(u64 vec, u64 *len) {
+static __always_inline u64 first_iov(u64 vec, u64 *len)
+{
     struct user_iovec iov = {};
     if (bpf_probe_read_user(&iov, sizeof(iov), (void *)vec) != 0)
         return 0;
@@ -468,7 +175,8 @@ static __always_inline u64 first_iov(u64 vec, u64 *len) {
 }
 
 /* The user buffer and the number of its bytes the syscall moved, from the saved enter args. */
-static __always_inline u64 io_buffer(struct io_args *io, long ret, u32 *n) {
+static __always_inline u64 io_buffer(struct io_args *io, long ret, u32 *n)
+{
     u64 ptr = io->ptr;
     u64 len = (u64)ret;
     if (io->kind == IO_MSG) {
@@ -487,7 +195,8 @@ static __always_inline u64 io_buffer(struct io_args *io, long ret, u32 *n) {
     return ptr;
 }
 
-static __always_inline struct conn *new_conn(struct conn_key *key, s32 listen_fd, u8 inferred) {
+static __always_inline struct conn *new_conn(struct conn_key *key, s32 listen_fd, u8 inferred)
+{
     int zero = 0;
     struct conn *tpl = conn_template.lookup(&zero);
     if (!tpl)
@@ -507,7 +216,8 @@ static __always_inline struct conn *new_conn(struct conn_key *key, s32 listen_fd
     return conns.lookup(key);
 }
 
-static __always_inline void on_read(void *ctx, struct conn_key *key, struct io_args *io, long ret) {
+static __always_inline void on_read(void *ctx, struct conn_key *key, struct io_args *io, long ret)
+{
     u32 total = 0;
     u64 ptr = io_buffer(io, ret, &total);
     if (!ptr || total == 0)
@@ -557,7 +267,8 @@ static __always_inline void on_read(void *ctx, struct conn_key *key, struct io_a
 }
 
 /* Tail-called with the bytes read in scratch: a new request, a pipelined one, or neither. */
-int red_parse_read(void *ctx) {
+int red_parse_read(void *ctx)
+{
     int zero = 0;
     struct scratch_buf *s = scratch.lookup(&zero);
     if (!s)
@@ -614,26 +325,14 @@ int red_parse_read(void *ctx) {
     return 0;
 }
 
-/* Status code of "HTTP/1.x NNN" at `off`, or 0. */
-static __always_inline u16 status_at(struct scratch_buf *s, u32 off, u32 n) {
-    if (off + 12 > n)
-        return 0;
-    if (at(s, off) != 'H' || at(s, off + 1) != 'T' || at(s, off + 2) != 'T' || at(s, off + 3) != 'P' ||
-        at(s, off + 4) != '/' || at(s, off + 5) != '1' || at(s, off + 6) != '.' || at(s, off + 8) != ' ')
-        return 0;
-    char d0 = at(s, off + 9), d1 = at(s, off + 10), d2 = at(s, off + 11);
-    if (d0 < '1' || d0 > '5' || d1 < '0' || d1 > '9' || d2 < '0' || d2 > '9')
-        return 0;
-    return (d0 - '0') * 100 + (d1 - '0') * 10 + (d2 - '0');
-}
-
 /*
  * At syscall entry: the bytes a write is about to send are already in its buffer, so the response
  * is recognised there, with no per-thread state saved for an exit program (that cost ~60 % of
  * the probe's time per request). `asked` is the size the write asks to send; a write that then
  * fails still completes its request (see docs/red.md).
  */
-static __always_inline void on_write(void *ctx, struct conn_key *key, struct io_args *io, long asked) {
+static __always_inline void on_write(void *ctx, struct conn_key *key, struct io_args *io, long asked)
+{
     struct conn *c = conns.lookup(key);
     if (!c || c->state != ST_HTTP)
         return;
@@ -675,7 +374,8 @@ static __always_inline void on_write(void *ctx, struct conn_key *key, struct io_
     tails.call(ctx, TAIL_PIPE_WRITE);
 }
 
-static __always_inline int save_io(u32 fd, u64 ptr, u64 aux, u32 kind) {
+static __always_inline int save_io(u32 fd, u64 ptr, u64 aux, u32 kind)
+{
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
     if (!is_target(tgid))
@@ -686,7 +386,8 @@ static __always_inline int save_io(u32 fd, u64 ptr, u64 aux, u32 kind) {
 }
 
 /* A write on a traced connection; for iovecs `count` is unbounded and the first iovec's length applies. */
-static __always_inline int enter_write(void *ctx, u32 fd, u64 ptr, u64 count, u32 kind) {
+static __always_inline int enter_write(void *ctx, u32 fd, u64 ptr, u64 count, u32 kind)
+{
     struct conn_key key = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (s32)fd};
     if (!maybe_target(key.tgid))
         return 0;
@@ -696,7 +397,8 @@ static __always_inline int enter_write(void *ctx, u32 fd, u64 ptr, u64 count, u3
     return 0;
 }
 
-static __always_inline int save_read(u32 fd, u64 ptr, u32 kind) {
+static __always_inline int save_read(u32 fd, u64 ptr, u32 kind)
+{
 #if RED_INFER_CONNS
     return save_io(fd, ptr, 0, kind);
 #else
@@ -710,7 +412,8 @@ static __always_inline int save_read(u32 fd, u64 ptr, u32 kind) {
 #endif
 }
 
-static __always_inline int finish_read(void *ctx, long ret) {
+static __always_inline int finish_read(void *ctx, long ret)
+{
     u64 id = bpf_get_current_pid_tgid();
     if (!maybe_target(id >> 32))
         return 0;
@@ -726,7 +429,8 @@ static __always_inline int finish_read(void *ctx, long ret) {
     return 0;
 }
 
-static __always_inline int finish_accept(long ret) {
+static __always_inline int finish_accept(long ret)
+{
     u64 id = bpf_get_current_pid_tgid();
     if (!maybe_target(id >> 32))
         return 0;
@@ -758,26 +462,75 @@ static __always_inline int finish_accept(long ret) {
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_accept) { return save_io(args->fd, (u64)args->upeer_sockaddr, 0, IO_ACCEPT); }
-TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return finish_accept(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { return save_io(args->fd, (u64)args->upeer_sockaddr, 0, IO_ACCEPT); }
-TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return finish_accept(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_accept)
+{
+    return save_io(args->fd, (u64)args->upeer_sockaddr, 0, IO_ACCEPT);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_accept)
+{
+    return finish_accept(args->ret);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_accept4)
+{
+    return save_io(args->fd, (u64)args->upeer_sockaddr, 0, IO_ACCEPT);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4)
+{
+    return finish_accept(args->ret);
+}
 
-TRACEPOINT_PROBE(syscalls, sys_enter_read) { return save_read(args->fd, (u64)args->buf, IO_PLAIN); }
-TRACEPOINT_PROBE(syscalls, sys_exit_read) { return finish_read(args, args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { return save_read(args->fd, (u64)args->ubuf, IO_PLAIN); }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return finish_read(args, args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_enter_readv) { return save_read(args->fd, (u64)args->vec, IO_IOV); }
-TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return finish_read(args, args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { return save_read(args->fd, (u64)args->msg, IO_MSG); }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return finish_read(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_read)
+{
+    return save_read(args->fd, (u64)args->buf, IO_PLAIN);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_read)
+{
+    return finish_read(args, args->ret);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
+{
+    return save_read(args->fd, (u64)args->ubuf, IO_PLAIN);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom)
+{
+    return finish_read(args, args->ret);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_readv)
+{
+    return save_read(args->fd, (u64)args->vec, IO_IOV);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_readv)
+{
+    return finish_read(args, args->ret);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
+{
+    return save_read(args->fd, (u64)args->msg, IO_MSG);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg)
+{
+    return finish_read(args, args->ret);
+}
 
-TRACEPOINT_PROBE(syscalls, sys_enter_write) { return enter_write(args, args->fd, (u64)args->buf, args->count, IO_PLAIN); }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return enter_write(args, args->fd, (u64)args->buff, args->len, IO_PLAIN); }
-TRACEPOINT_PROBE(syscalls, sys_enter_writev) { return enter_write(args, args->fd, (u64)args->vec, ~0ULL, IO_IOV); }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { return enter_write(args, args->fd, (u64)args->msg, ~0ULL, IO_MSG); }
+TRACEPOINT_PROBE(syscalls, sys_enter_write)
+{
+    return enter_write(args, args->fd, (u64)args->buf, args->count, IO_PLAIN);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
+{
+    return enter_write(args, args->fd, (u64)args->buff, args->len, IO_PLAIN);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_writev)
+{
+    return enter_write(args, args->fd, (u64)args->vec, ~0ULL, IO_IOV);
+}
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
+{
+    return enter_write(args, args->fd, (u64)args->msg, ~0ULL, IO_MSG);
+}
 
-TRACEPOINT_PROBE(syscalls, sys_enter_close) {
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
     u64 id = bpf_get_current_pid_tgid();
     if (!maybe_target(id >> 32))
         return 0; /* connections of processes no longer traced are removed from user space */
@@ -803,7 +556,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
 }
 
 /* Tail-called after a request was read: find where requests could follow it in the same read. */
-int red_pipe_read(void *ctx) {
+int red_pipe_read(void *ctx)
+{
     int zero = 0;
     struct scratch_buf *s = scratch.lookup(&zero);
     if (!s)
@@ -820,7 +574,8 @@ int red_pipe_read(void *ctx) {
  * within what older verifiers can walk (a loop over RED_PIPE_MAX requests in one program exceeded
  * their 8192-branch limit on 5.10 and 6.1).
  */
-int red_pipe_next(void *ctx) {
+int red_pipe_next(void *ctx)
+{
     int zero = 0;
     struct scratch_buf *s = scratch.lookup(&zero);
     if (!s)
@@ -850,7 +605,8 @@ int red_pipe_next(void *ctx) {
 }
 
 /* Tail-called after a response completed a request: find further status lines in the same write. */
-int red_pipe_write(void *ctx) {
+int red_pipe_write(void *ctx)
+{
     int zero = 0;
     struct scratch_buf *s = scratch.lookup(&zero);
     if (!s)
@@ -862,7 +618,8 @@ int red_pipe_write(void *ctx) {
 }
 
 /* Tail-called once per "HTTP" found by red_pipe_write: completes a request, then itself again. */
-int red_pipe_write_next(void *ctx) {
+int red_pipe_write_next(void *ctx)
+{
     int zero = 0;
     struct scratch_buf *s = scratch.lookup(&zero);
     if (!s)

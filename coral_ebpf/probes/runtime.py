@@ -1,7 +1,9 @@
 """Compile and load the programs in `bpf/` with BCC: one place for headers, tracefs and flags.
 
-Every probe (discovery, the RED engine, the capability checks) goes through `load_program`,
-so headers resolution and error reporting are the same everywhere.
+Every probe (discovery's, the RED engine's, the capability checks) goes through `load_program`,
+so headers resolution and error reporting are the same everywhere. Program `<name>` lives in
+`bpf/<name>/<name>.bpf.c`; `#include "common/x.h"` and `#include "<name>/x.h"` resolve against
+`bpf/`.
 """
 
 from __future__ import annotations
@@ -16,18 +18,18 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from coral_ebpf.capabilities.headers import HeadersTree, resolve_headers
-from coral_ebpf.capabilities.mounts import ensure_tracefs
 from coral_ebpf.errors import CoralError
+from coral_ebpf.probes.headers import HeadersTree, resolve_headers
+from coral_ebpf.probes.linux.mount import ensure_tracefs
+from coral_ebpf.probes.verifier import kernel_verdict
 from coral_ebpf.resources import bpf_dir
 from coral_ebpf.safe_paths import UnsafePathError, open_private
 
 _ENV_LOCK = threading.Lock()
+_LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 _STDERR_LOCK = threading.Lock()
 _REPLAY_LIMIT = 64 * 1024
 _T = TypeVar("_T")
-# Lines of the verifier's trace (instructions, register states, source lines), not its verdict.
-_VERIFIER_TRACE = re.compile(r"^(\d+: |R\d+_?\w*=|; |from \d+ to \d+|last_idx |regs=|parent )")
 
 
 class BccUnavailableError(CoralError):
@@ -57,12 +59,41 @@ def import_bcc() -> Any:
 
 
 def program_source(name: str) -> str:
-    """Text of `bpf/<name>.bpf.c`."""
-    path = bpf_dir() / f"{name}.bpf.c"
+    """Text of `bpf/<name>/<name>.bpf.c` with its headers from `bpf/` inlined (see `inline_includes`)."""
+    relative = f"{name}/{name}.bpf.c"
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BpfCompileError(f"BPF program {name!r} not found at {path}") from None
+        return inline_includes(relative, bpf_dir())
+    except FileNotFoundError as exc:
+        raise BpfCompileError(f"BPF program {name!r}: {exc.strerror}: {exc.filename}") from None
+
+
+def inline_includes(relative: str, root: Path, seen: set[str] | None = None) -> str:
+    """The file `root/relative` with each `#include "x.h"` of a file under `root` replaced by its text.
+
+    BCC rewrites map calls (`events.ringbuf_reserve(...)`) only in the file it compiles: in an
+    included header they stay indirect calls the verifier refuses. Inlined, a header's helpers
+    can use maps. `#line` directives keep clang's messages pointing at the real file and line;
+    each header is inlined once (like `#pragma once`). System headers (`<...>`) are left to clang.
+    """
+    seen = set() if seen is None else seen
+    seen.add(relative)
+    path = root / relative
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(exc.errno, "not found", str(path)) from None
+    out: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        match = _LOCAL_INCLUDE.match(line)
+        if match is None or not (root / match.group(1)).is_file():
+            out.append(line)
+            continue
+        header = match.group(1)
+        if header not in seen:
+            out.append(f'#line 1 "{header}"')
+            out.append(inline_includes(header, root, seen).rstrip("\n"))
+        out.append(f'#line {number + 1} "{relative}"')
+    return "\n".join(out) + "\n"
 
 
 @contextlib.contextmanager
@@ -120,24 +151,6 @@ def _replay(text: str) -> None:
     sys.stderr.flush()
 
 
-def kernel_verdict(output: str) -> tuple[str, str]:
-    """Who refused the program and why, from BCC's output: ("the verifier", its last words before
-    its "processed N insns" summary), ("clang", its errors), or ("BCC", its last line)."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for index in range(len(lines) - 1, -1, -1):
-        if lines[index].startswith("processed ") and " insns" in lines[index]:
-            reason: list[str] = []
-            for line in reversed(lines[:index]):
-                if _VERIFIER_TRACE.match(line):
-                    break
-                reason.insert(0, line)
-            return "the verifier", " / ".join(reason[-3:] or lines[index - 1 : index])
-    errors = [line for line in lines if " error: " in line or line.startswith("error:")]
-    if errors:
-        return "clang", " / ".join(errors[:3])
-    return ("BCC", lines[-1]) if lines else ("", "")
-
-
 def _with_bcc_output(name: str, what: str, state_dir: Path, hint: str, action: Callable[[], _T]) -> _T:
     """Run a BCC compile or load with its output captured; a failure becomes a BpfCompileError that
     quotes the kernel's verdict and keeps the full output in `state_dir/bpf-<name>.log` (0600)."""
@@ -173,7 +186,7 @@ def load_program(
     defines: Mapping[str, int | str] | None = None,
     text: str | None = None,
 ) -> Any:
-    """Compile `bpf/<name>.bpf.c` (or `text`) with `-D` defines and return the loaded `bcc.BPF`.
+    """Compile `bpf/<name>/<name>.bpf.c` (or `text`) with `-D` defines and return the loaded `bcc.BPF`.
 
     Probes are attached by the caller. Raises BccUnavailableError or BpfCompileError with a hint.
     """
@@ -183,7 +196,7 @@ def load_program(
     source = text if text is not None else program_source(name)
     cflags = [f"-D{key}={value}" for key, value in (defines or {}).items()]
     cflags.append("-Wno-unused-command-line-argument")
-    cflags.append(f"-I{bpf_dir()}")  # lets programs share headers in bpf/ (#include "x.h")
+    cflags.append(f"-I{bpf_dir()}")  # #include "common/event_channel.h", "http_red/http_red.h", ...
     hint = f"headers used: {headers.description}; run 'coral-ebpf probe' for what this kernel allows"
     with _kernel_source(headers):
         return _with_bcc_output(

@@ -1,7 +1,8 @@
-"""What /proc tells about one process: identity, service name, container, and the sockets it holds.
+"""What /proc tells about a process: identity, environment, OpenTelemetry attributes, container,
+the sockets it holds and its network namespace. The one reader of each; nothing else parses /proc.
 
-Read directly rather than through psutil objects: the discovery processor does this on the
-path between a `listen()` and the registry update, so every read counts.
+Read directly rather than through psutil objects: discovery does this on the path between a
+`listen()` and the registry update, so every read counts.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from pathlib import Path
 import psutil
 
 PROC = Path("/proc")
-SERVICE_NAME_VARIABLES = ("OTEL_SERVICE_NAME", "SERVICE_NAME")
 _CONTAINER_ID = re.compile(r"(?:^|[/\-:])([0-9a-f]{64})(?:\.scope)?(?:/|$)")
 
 
@@ -70,22 +70,44 @@ def start_ticks(pid: int) -> int | None:
     return stat[2]
 
 
-def service_name_from_environ(environ: bytes) -> str | None:
-    """OTEL_SERVICE_NAME, then service.name in OTEL_RESOURCE_ATTRIBUTES, then SERVICE_NAME."""
+def parse_environ(raw: bytes) -> dict[str, str]:
+    """`/proc/<pid>/environ` (NUL-separated KEY=value) as a dict."""
     values: dict[str, str] = {}
-    for item in environ.split(b"\0"):
+    for item in raw.split(b"\0"):
         key, sep, value = item.partition(b"=")
         if sep:
             values[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
-    name = values.get("OTEL_SERVICE_NAME", "").strip()
+    return values
+
+
+def read_environ(pid: int) -> dict[str, str]:
+    """The environment a process started with ({} if it is gone or unreadable)."""
+    return parse_environ(_read_bytes(PROC / str(pid) / "environ") or b"")
+
+
+def resource_attribute(environ: dict[str, str], key: str) -> str:
+    """Attribute `key` from OTEL_RESOURCE_ATTRIBUTES (k=v,k=v), stripped; "" when absent."""
+    for pair in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        attribute, equals, value = pair.partition("=")
+        if equals and attribute.strip() == key and value.strip():
+            return value.strip()
+    return ""
+
+
+def service_name(environ: dict[str, str]) -> str | None:
+    """OTEL_SERVICE_NAME, then service.name in OTEL_RESOURCE_ATTRIBUTES, then SERVICE_NAME."""
+    name = environ.get("OTEL_SERVICE_NAME", "").strip()
     if name:
         return name
-    for pair in values.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
-        attribute, equals, attribute_value = pair.partition("=")
-        if equals and attribute.strip() == "service.name" and attribute_value.strip():
-            return attribute_value.strip()
-    name = values.get("SERVICE_NAME", "").strip()
-    return name or None
+    name = resource_attribute(environ, "service.name")
+    if name:
+        return name
+    return environ.get("SERVICE_NAME", "").strip() or None
+
+
+def service_namespace(environ: dict[str, str]) -> str:
+    """OTEL_SERVICE_NAMESPACE, then service.namespace in OTEL_RESOURCE_ATTRIBUTES; "" when neither."""
+    return environ.get("OTEL_SERVICE_NAMESPACE", "") or resource_attribute(environ, "service.namespace")
 
 
 def cgroup_path(text: str) -> str:
@@ -127,10 +149,10 @@ def inspect(pid: int) -> ProcessInfo | None:
         exe = ""
     cmdline_raw = _read_bytes(base / "cmdline") or b""
     cmdline = tuple(part.decode("utf-8", "replace") for part in cmdline_raw.rstrip(b"\0").split(b"\0") if part)
-    environ = _read_bytes(base / "environ") or b""
+    environ = parse_environ(_read_bytes(base / "environ") or b"")
     cgroup_raw = _read_bytes(base / "cgroup")
     cgroup = cgroup_path(cgroup_raw.decode("utf-8", "replace")) if cgroup_raw else ""
-    name = service_name_from_environ(environ) or (os.path.basename(exe) if exe else comm)
+    name = service_name(environ) or (os.path.basename(exe) if exe else comm)
     # The stat read first and this one bracket the other reads: same ticks means same process.
     if start_ticks(pid) != ticks:
         return None
@@ -144,6 +166,17 @@ def inspect(pid: int) -> ProcessInfo | None:
         cgroup=cgroup,
         container_id=container_id_from_cgroup(cgroup),
     )
+
+
+def socket_inode(pid: int, fd: int) -> int | None:
+    """Inode of the socket open at `fd` in process `pid`; None when it is not a socket (or gone)."""
+    try:
+        link = os.readlink(PROC / str(pid) / "fd" / str(fd))
+    except OSError:
+        return None
+    if not link.startswith("socket:["):
+        return None
+    return int(link[8:-1])
 
 
 def socket_inodes(pid: int) -> set[int]:

@@ -4,9 +4,14 @@
  * reported, so a host running thousands of short commands costs one hash lookup per event
  * here and nothing in user space. settings[0] = 1 reports every process (`discover --all`).
  *
- * Defines: USE_RINGBUF (1: ring buffer, 0: perf buffer), BUFFER_PAGES, HAVE_GROUP_DEAD (the
- * exit tracepoint has `group_dead`, kernel >= 6.16), plus the BTF offsets of discovery_events.h. */
-#include "discovery_events.h"
+ * Defines (coral_ebpf/probes/proc_events/loader.py): the event channel's (common/event_channel.h),
+ * the layout constants (proc_events.h), HAVE_GROUP_DEAD (the exit tracepoint has `group_dead`,
+ * kernel >= 6.16), and the BTF offsets of common/kernel_offsets.h. */
+#include "proc_events/proc_events.h"
+#include "common/kernel_offsets.h"
+
+#define CHANNEL_EVENT struct proc_event
+#include "common/event_channel.h"
 
 #ifndef HAVE_GROUP_DEAD
 #define HAVE_GROUP_DEAD 0
@@ -15,14 +20,6 @@
 
 BPF_HASH(watched, u32, u8, 65536);
 BPF_ARRAY(settings, u32, 1);
-BPF_PERCPU_ARRAY(lost, u64, 1);
-
-#if USE_RINGBUF
-BPF_RINGBUF_OUTPUT(events, BUFFER_PAGES);
-#else
-BPF_PERF_OUTPUT(events);
-BPF_PERCPU_ARRAY(scratch, struct proc_event, 1);
-#endif
 
 static __always_inline int wanted(u32 tgid)
 {
@@ -31,27 +28,6 @@ static __always_inline int wanted(u32 tgid)
     if (all && *all)
         return 1;
     return watched.lookup(&tgid) != NULL;
-}
-
-static __always_inline void count_lost(void)
-{
-    u32 zero = 0;
-    u64 *value = lost.lookup(&zero);
-    if (value)
-        *value += 1;
-}
-
-static __always_inline struct proc_event *reserve(void)
-{
-#if USE_RINGBUF
-    struct proc_event *e = events.ringbuf_reserve(sizeof(struct proc_event));
-#else
-    u32 zero = 0;
-    struct proc_event *e = scratch.lookup(&zero);
-#endif
-    if (!e)
-        count_lost();
-    return e;
 }
 
 static __always_inline void fill(struct proc_event *e, u32 kind)
@@ -69,28 +45,18 @@ static __always_inline void fill(struct proc_event *e, u32 kind)
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
 }
 
-static __always_inline void submit(void *ctx, struct proc_event *e)
-{
-#if USE_RINGBUF
-    events.ringbuf_submit(e, 0);
-#else
-    if (events.perf_submit(ctx, e, sizeof(struct proc_event)) < 0)
-        count_lost();
-#endif
-}
-
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     if (!wanted(tgid))
         return 0;
-    struct proc_event *e = reserve();
+    struct proc_event *e = channel_reserve();
     if (!e)
         return 0;
     fill(e, EVENT_EXEC);
     e->other_pid = args->old_pid;
     TP_DATA_LOC_READ_STR(e->filename, filename, sizeof(e->filename));
-    submit(args, e);
+    channel_submit(args, e);
     return 0;
 }
 
@@ -108,11 +74,11 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 #endif
     if (!wanted(tgid))
         return 0;
-    struct proc_event *e = reserve();
+    struct proc_event *e = channel_reserve();
     if (!e)
         return 0;
     fill(e, EVENT_EXIT);
-    submit(args, e);
+    channel_submit(args, e);
     return 0;
 }
 
@@ -124,11 +90,11 @@ TRACEPOINT_PROBE(task, task_newtask)
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     if (!wanted(tgid))
         return 0;
-    struct proc_event *e = reserve();
+    struct proc_event *e = channel_reserve();
     if (!e)
         return 0;
     fill(e, EVENT_FORK);
     e->other_pid = args->pid;
-    submit(args, e);
+    channel_submit(args, e);
     return 0;
 }

@@ -173,7 +173,7 @@ def find_headers(
     release = release or platform.release()
     env = os.environ if environ is None else environ
     override = env.get("BCC_KERNEL_SOURCE")
-    # A tree we merged ourselves shows up here while bcc_runtime compiles on another thread: not a user override.
+    # A tree we merged ourselves shows up here while the runtime compiles on another thread: not a user override.
     if override and (Path(override) / "include").is_dir() and not (Path(override) / STAMP_NAME).exists():
         return HeadersSource("env", release, (Path(override),), exact=False)
     build = lib_modules / release / "build"
