@@ -26,8 +26,11 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("dpkg-deb") is None:
         pytest.skip("dpkg-deb is not installed")
     out = tmp_path_factory.mktemp("deb")
+    # The build downloads the dependencies' wheels from the package registry: it runs in the host's
+    # network namespace (PID 1's), not in the tests' private one, which has only loopback. It is a
+    # client of the registry and starts no server.
     result = subprocess.run(
-        [str(REPO / "packaging" / "deb" / "build.sh"), str(out)],
+        ["nsenter", "--net=/proc/1/ns/net", str(REPO / "packaging" / "deb" / "build.sh"), str(out)],
         check=False,
         capture_output=True,
         text=True,

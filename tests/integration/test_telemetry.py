@@ -180,8 +180,10 @@ def test_prometheus_rate_and_p99_agree_with_query(agent: AgentProcess, tmp_path:
     by_route = {row["route"]: row for row in rows}
     assert set(p99["1m"]) == set(p99["5m"]) == set(by_route) == {"/users/{id}", "/orders"}
     for route, row in by_route.items():
-        # [1m] holds exactly the measured traffic, as the query does: the quantiles are the same.
-        assert p99["1m"][route] * 1000 == pytest.approx(row["p99_ms"], rel=1e-6), (route, p99, rows)
+        # [1m] holds the measured traffic, as the query does: the quantiles agree. Not to the digit:
+        # when scrapes jitter (a loaded machine), `rate` extrapolates each bucket series by its own
+        # sample times, which moves the interpolated quantile by a hair (seen: 422.586 vs 422.5 ms).
+        assert p99["1m"][route] * 1000 == pytest.approx(row["p99_ms"], rel=5e-3), (route, p99, rows)
         # [5m] reaches back before the series existed; Prometheus then extrapolates each bucket series
         # towards zero on its own (by its first value), which moves the quantile by a hair.
         assert p99["5m"][route] * 1000 == pytest.approx(row["p99_ms"], rel=5e-3), (route, p99, rows)
