@@ -18,6 +18,7 @@ from coral_ebpf.units import parse_duration
 DEFAULT_SINCE = 900.0
 DEFAULT_TRACE_LIMIT = 20
 MAX_TRACE_LIMIT = 10_000
+MAX_BUCKETS = 1_440  # a day by the minute
 SIDES = ("server", "client", "producer", "consumer", "all")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
@@ -68,6 +69,7 @@ class RedParams:
     operation: str | None = None  # SQL operation; messaging operation
     table: str | None = None  # SQL table; messaging destination
     side: str | None = None  # None = the protocol's default (see red.py)
+    by: float | None = None  # seconds per time bucket; None = one summary over the window
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RedParams:
@@ -78,8 +80,12 @@ class RedParams:
         since = _duration("since", data.get("since", DEFAULT_SINCE))
         if since <= 0:
             raise QueryError("since: must be greater than 0 (e.g. 15m)")
+        by = None if data.get("by") is None else _duration("by", data["by"])
+        if by is not None and (by <= 0 or since / by > MAX_BUCKETS):
+            raise QueryError(f"by: must be greater than 0 and give at most {MAX_BUCKETS} buckets over since")
         return cls(
             since=since,
+            by=by,
             until=_unix_time("until", data.get("until")),
             service=_text("service", data.get("service")),
             route=_text("route", data.get("route")),
