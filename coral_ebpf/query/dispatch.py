@@ -9,11 +9,12 @@ import duckdb
 
 from coral_ebpf.query.params import QueryError, RedParams, TraceParams
 from coral_ebpf.query.red import PROTOCOLS, red_summary
+from coral_ebpf.query.services import list_services
 from coral_ebpf.query.timeline import red_timeline
 from coral_ebpf.query.traces import find_traces
 from coral_ebpf.query.waterfall import trace_waterfall
 
-QUERY_KINDS = (*PROTOCOLS, "traces", "waterfall")
+QUERY_KINDS = (*PROTOCOLS, "traces", "waterfall", "services")
 
 
 def run_query(connection: duckdb.DuckDBPyConnection, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -22,7 +23,8 @@ def run_query(connection: duckdb.DuckDBPyConnection, kind: str, params: Mapping[
     RED kinds return {"kind", "rows": [...], "overall": {...}, "window", "side"} (plus
     "services_available" when no row matched), or with a `by` bucket size the timeline of
     `red_timeline` ({"kind", "by", "buckets", "series", ...}); "traces" returns {"kind",
-    "traces": [...], "window"}; "waterfall" (needs `trace_id`) returns {"kind", "trace"}.
+    "traces": [...], "window"}; "waterfall" (needs `trace_id`) returns {"kind", "trace"};
+    "services" (since/until/service) returns {"kind", "services": [...], "window"}.
     Raises QueryError for an unknown kind or bad parameters.
     """
     if kind in PROTOCOLS:
@@ -34,6 +36,8 @@ def run_query(connection: duckdb.DuckDBPyConnection, kind: str, params: Mapping[
         return find_traces(connection, TraceParams.from_dict(params))
     if kind == "waterfall":
         return trace_waterfall(connection, params)
+    if kind == "services":
+        return list_services(connection, RedParams.from_dict(params))
     raise QueryError(f"unknown query kind {kind!r}; known: {', '.join(QUERY_KINDS)}")
 
 

@@ -190,3 +190,11 @@ def test_time_bar_and_sparkline() -> None:
     assert time_bar(0.0, 0.25, 10) == "██▌       "
     assert sparkline([0.0, 1.0, None, 2.0]) == "▁▅ █"
     assert len(sparkline([float(v) for v in range(60)], width=20)) == 20
+
+
+def test_services_lists_red_engine_and_instances(state: Path) -> None:
+    (shop,) = query(state, "services", {"since": "4m", "until": UNTIL})["services"]
+    assert (shop["service"], shop["protocol"], shop["requests"], shop["errors"]) == ("shop", "http", 102, 2)
+    assert shop["engine"] == "beyla" and shop["instances"] == 1
+    assert shop["p99_ms"] == query(state, "http", {"since": "4m", "until": UNTIL})["overall"]["p99_ms"]
+    assert query(state, "services", {"since": "4m", "until": UNTIL, "service": "nope"})["services"] == []
