@@ -18,7 +18,7 @@ import duckdb
 
 from coral_ebpf.query.params import RedParams
 from coral_ebpf.query.quantile import Histogram, merge_histograms
-from coral_ebpf.query.red import PROTOCOLS, _filters, _measures
+from coral_ebpf.query.red import PROTOCOLS, _filters, _grouped, _measures
 
 _Group = tuple[Any, ...]
 
@@ -56,7 +56,7 @@ def red_timeline(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPa
     Every bucket of the window appears, empty ones with zero requests and no percentiles.
     """
     assert params.by is not None, "red_timeline needs params.by"
-    protocol = PROTOCOLS[kind]
+    protocol = _grouped(kind, PROTOCOLS[kind], params.group)
     start, end = params.window()
     by = params.by
     count = max(1, math.ceil((end - start) / by - 1e-9))

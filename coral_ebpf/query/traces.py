@@ -84,10 +84,13 @@ def find_traces(connection: duckdb.DuckDBPyConnection, params: TraceParams) -> d
         glob = any(c in params.service for c in "*?[")
         clauses.append("service_name GLOB $service" if glob else "service_name = $service")
         args["service"] = params.service
-    having = ""
+    conditions = []
     if params.min_duration is not None:
-        having = "HAVING (max(epoch_ns(r.end_time)) - min(epoch_ns(r.start_time))) >= $min_duration_ns"
+        conditions.append("(max(epoch_ns(r.end_time)) - min(epoch_ns(r.start_time))) >= $min_duration_ns")
         args["min_duration_ns"] = int(params.min_duration * 1e9)
+    if params.errors_only:
+        conditions.append("count(*) FILTER (WHERE r.status_code = 2) > 0")
+    having = f"HAVING {' AND '.join(conditions)}" if conditions else ""
     sql = _SUMMARY_SQL.format(where=" AND ".join(clauses), having=having)
     traces = [
         {

@@ -198,3 +198,17 @@ def test_services_lists_red_engine_and_instances(state: Path) -> None:
     assert shop["engine"] == "beyla" and shop["instances"] == 1
     assert shop["p99_ms"] == query(state, "http", {"since": "4m", "until": UNTIL})["overall"]["p99_ms"]
     assert query(state, "services", {"since": "4m", "until": UNTIL, "service": "nope"})["services"] == []
+
+
+def test_red_regrouped_by_status_and_method(state: Path) -> None:
+    by_status = query(state, "http", {"since": "4m", "until": UNTIL, "group": "status"})["rows"]
+    assert {r["status_code"]: r["requests"] for r in by_status} == {200: 100, 500: 2}
+    by_method = query(state, "http", {"since": "4m", "until": UNTIL, "group": "method", "by": "2m"})["series"]
+    assert {s["method"]: s["requests"] for s in by_method} == {"GET": 90, "POST": 12}
+    with pytest.raises(QueryError, match="group"):
+        query(state, "sql", {"group": "status"})
+
+
+def test_failed_traces_only(state: Path) -> None:
+    found = query(state, "traces", {"since": "4m", "until": UNTIL, "errors_only": True})["traces"]
+    assert [t["trace_id"] for t in found] == [TRACE.hex()]
