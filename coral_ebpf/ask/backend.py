@@ -1,0 +1,42 @@
+"""Where the answers come from: the running agent's control socket, else the database file read-only.
+
+`Backend` is what the MCP tools (and the web view) need: `query(kind, params)` (the same query
+executor `coral-ebpf query` uses) and `status()` (what `coral-ebpf status --json` prints).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from coral_ebpf.agent.control_client import ControlClient
+from coral_ebpf.config import AgentConfig
+from coral_ebpf.errors import AgentNotRunningError
+
+
+class Backend(Protocol):
+    def query(self, kind: str, params: dict[str, Any]) -> dict[str, Any]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class AgentBackend:
+    """Queries through a running agent when its control socket answers, else on the file read-only."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+
+    def query(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+        from coral_ebpf.cli.query import execute  # the one executor `coral-ebpf query` uses
+
+        return execute(self.config, kind, params)
+
+    def status(self) -> dict[str, Any]:
+        try:
+            document: dict[str, Any] = ControlClient(self.config.control.socket).status()
+        except AgentNotRunningError as exc:
+            return {
+                "agent": {"running": False, "error": exc.message, "hint": exc.hint},
+                "storage": {"path": str(self.config.storage.path)},
+            }
+        document.setdefault("agent", {})["running"] = True
+        return document
