@@ -5,59 +5,16 @@ OTLP/HTTP, and every tool's answer checked against `coral-ebpf query ... --json`
 from __future__ import annotations
 
 import asyncio
-import http.client
-import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from google.protobuf.message import Message
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
-from tests.helpers import beyla_otlp
 from tests.helpers.agent_process import CLI, REPO, AgentProcess, call_failed
+from tests.helpers.known_data import FAILED_TRACE, SLOW_TRACE, feed
 
 SETTINGS = {"storage": {"flush_interval": "200ms"}, "red": {"export_interval": "1s"}}
-SECOND_NS = beyla_otlp.SECOND_NS
-MS = 1_000_000
-NOW = time.time_ns()
-SLOW_TRACE, FAILED_TRACE = os.urandom(16), os.urandom(16)
-
-
-def _post(address: str, path: str, message: Message) -> None:
-    host, port = address.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=20)
-    try:
-        connection.request("POST", path, message.SerializeToString(), {"Content-Type": "application/x-protobuf"})
-        response = connection.getresponse()
-        assert response.status == 200, response.read()
-    finally:
-        connection.close()
-
-
-def _feed(address: str) -> None:
-    """shop: the hour before, 100 fast OK requests on /items; this hour, 100 slower ones, 10 of them 500s."""
-    shop = beyla_otlp.beyla_resource("shop", pid=77)
-    histogram = beyla_otlp.CumulativeHistogram("http.server.request.duration", start_ns=NOW - 7000 * SECOND_NS)
-    ok = beyla_otlp.http_server_attributes(shop, "GET", "/items", 200)
-    failed = beyla_otlp.http_server_attributes(shop, "GET", "/items", 500)
-    histogram.record(ok, 0.004, 100)
-    _post(address, "/v1/metrics", beyla_otlp.metrics_request(shop, [histogram.export(NOW - 5400 * SECOND_NS)]))
-    histogram.record(ok, 0.2, 90)
-    histogram.record(failed, 0.3, 10)
-    _post(address, "/v1/metrics", beyla_otlp.metrics_request(shop, [histogram.export(NOW - 60 * SECOND_NS)]))
-    root = os.urandom(8)
-    spans = [
-        beyla_otlp.http_server_span(SLOW_TRACE, root, start_ns=NOW - 30 * SECOND_NS, duration_ns=900 * MS),
-        beyla_otlp.sql_client_span(
-            SLOW_TRACE, os.urandom(8), root, start_ns=NOW - 30 * SECOND_NS + 5 * MS, duration_ns=700 * MS
-        ),
-        beyla_otlp.http_server_span(
-            FAILED_TRACE, os.urandom(8), start_ns=NOW - 20 * SECOND_NS, duration_ns=40 * MS, status=500
-        ),
-    ]
-    _post(address, "/v1/traces", beyla_otlp.trace_request(shop, spans))
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +22,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     running = AgentProcess(tmp_path_factory.mktemp("agent-mcp"), SETTINGS)
     try:
         running.start()
-        _feed(running.http_address())
+        feed(running.http_address())
         running.query_until("http", "shop", lambda rows: sum(r["requests"] for r in rows) == 100, timeout=60)
         yield running
         running.stop()
@@ -133,7 +90,7 @@ def test_every_tool_answers_as_the_cli_does(agent: AgentProcess) -> None:
 
     cli_rows = agent.cli_json("query", "http", "--service", "shop", "--since", "1h")
     (cli_row,) = cli_rows
-    (shop,) = services["items"]
+    (shop,) = [item for item in services["items"] if item["service"] == "shop"]
     for key in ("requests", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms"):
         assert shop[key] == cli_row[key], key
         assert red["items"][0][key] == cli_row[key], key
