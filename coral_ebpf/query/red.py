@@ -133,11 +133,13 @@ _GROUPINGS: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {
         "route": (("method", "http_method"), ("route", "http_route")),
         "method": (("method", "http_method"),),
         "status": (("status_code", "http_status_code"),),
+        "service": (),
     },
     "grpc": {
         "route": (("method", "grpc_method"),),
         "method": (("method", "grpc_method"),),
         "status": (("status_code", "grpc_status_code"),),
+        "service": (),
     },
 }
 

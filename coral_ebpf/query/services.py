@@ -1,8 +1,9 @@
 """Query kind "services": every service seen in the window, with its server-side RED and who measured it.
 
 A service is listed when it has HTTP or gRPC metric rows in the window, or sent a resource
-(any signal) last seen after the window start. Its RED figures are `red_summary`'s overall line
-for that service, per protocol, server side; the headline figures are those of the protocol
+(any signal) last seen after the window start. Its RED figures are `red_summary`'s row for that
+service grouped by service alone (the same numbers as its overall line with --service), per
+protocol, server side; the headline figures are those of the protocol
 with the most requests. `engine` is the telemetry.sdk.name its resources carry ("beyla" for
 Beyla, the built-in BCC engine's own name, or an application SDK's), `instances` the distinct
 service.instance.id values (or pids) seen in the window.
@@ -45,13 +46,17 @@ def list_services(connection: duckdb.DuckDBPyConnection, params: RedParams) -> d
     names.update(identity)
     if params.service:
         names = {name for name in names if name == params.service}
+    per_service: dict[str, dict[str, dict[str, Any]]] = {}
+    for kind in SERVICE_PROTOCOLS:
+        summary = red_summary(connection, kind, replace(params, side="server", by=None, group="service"))
+        for row in summary["rows"]:
+            if row["requests"]:
+                per_service.setdefault(row["service"], {})[kind] = {
+                    key: value for key, value in row.items() if key not in ("service", "side")
+                }
     services = []
     for name in names:
-        per_protocol = {}
-        for kind in SERVICE_PROTOCOLS:
-            summary = red_summary(connection, kind, replace(params, service=name, side="server", by=None))
-            if summary["overall"]["requests"]:
-                per_protocol[kind] = summary["overall"]
+        per_protocol = per_service.get(name, {})
         headline = max(per_protocol.items(), key=lambda item: item[1]["requests"], default=None)
         sdks, instances = identity.get(name, ([], []))
         measures = headline[1] if headline else _no_requests()

@@ -305,5 +305,9 @@
   pages[PAGE]()
     .then((nodes) => main.replaceChildren(...nodes))
     .catch((error) => main.replaceChildren(el("p", { class: "error", id: "error" }, String(error.message || error))))
-    .finally(() => document.body.setAttribute("data-ready", "1"));
+    .finally(() => {
+      // How long from navigation to a drawn page, for bench/ui.py.
+      document.body.setAttribute("data-ready-ms", performance.now().toFixed(1));
+      document.body.setAttribute("data-ready", "1");
+    });
 })();
