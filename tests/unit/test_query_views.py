@@ -30,7 +30,7 @@ from tests.helpers.datapath import data_path
 NOW = time.time_ns()
 UNTIL = NOW / 1e9
 MS = 1_000_000
-TRACE = os.urandom(16)
+TRACE, OK_TRACE = os.urandom(16), os.urandom(16)
 ROOT, AUTH, QUERY, RENDER = (os.urandom(8) for _ in range(4))
 STATEMENT = "SELECT id, name,\n  email FROM users WHERE id = $1 AND deleted_at IS NULL ORDER BY created_at DESC"
 
@@ -62,6 +62,7 @@ def _feed(processor: Any) -> None:
             TRACE, RENDER, start_ns=begin + 330 * MS, duration_ns=50 * MS, route="/render", parent_span_id=QUERY
         ),
     ]
+    spans.append(http_server_span(OK_TRACE, os.urandom(8), start_ns=begin + SECOND_NS, duration_ns=3 * MS))
     processor.consume_traces(trace_request(shop, spans))
 
 
@@ -194,6 +195,7 @@ def test_time_bar_and_sparkline() -> None:
 
 def test_services_lists_red_engine_and_instances(state: Path) -> None:
     (shop,) = query(state, "services", {"since": "4m", "until": UNTIL})["services"]
+    assert shop == query(state, "services", {"since": "4m", "until": UNTIL, "service": "shop"})["services"][0]
     assert (shop["service"], shop["protocol"], shop["requests"], shop["errors"]) == ("shop", "http", 102, 2)
     assert shop["engine"] == "beyla" and shop["instances"] == 1
     assert shop["p99_ms"] == query(state, "http", {"since": "4m", "until": UNTIL})["overall"]["p99_ms"]
@@ -210,5 +212,7 @@ def test_red_regrouped_by_status_and_method(state: Path) -> None:
 
 
 def test_failed_traces_only(state: Path) -> None:
+    every = query(state, "traces", {"since": "4m", "until": UNTIL})["traces"]
+    assert [t["trace_id"] for t in every] == [OK_TRACE.hex(), TRACE.hex()]
     found = query(state, "traces", {"since": "4m", "until": UNTIL, "errors_only": True})["traces"]
     assert [t["trace_id"] for t in found] == [TRACE.hex()]
