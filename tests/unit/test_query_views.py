@@ -27,6 +27,7 @@ from tests.helpers.beyla_otlp import (
 )
 from tests.helpers.datapath import data_path
 
+# Set when the data is written (not at import: the CLI's windows end at the real now).
 NOW = time.time_ns()
 UNTIL = NOW / 1e9
 MS = 1_000_000
@@ -68,6 +69,9 @@ def _feed(processor: Any) -> None:
 
 @pytest.fixture(scope="module")
 def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    global NOW, UNTIL  # noqa: PLW0603 - the tests' "now" is when the fixture writes the data
+    NOW = time.time_ns()
+    UNTIL = NOW / 1e9
     root = tmp_path_factory.mktemp("views")
     with data_path(root / "state") as (storage, processor):
         _feed(processor)
