@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 BEYLA_SDK_NAME = "beyla"
 FALLBACK_CHECK_INTERVAL = 2.0
-PART_NAMES = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control")
+PART_NAMES = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control", "ui")
 
 
 def _probe(config: AgentConfig) -> ProbeReport:
@@ -115,6 +115,7 @@ class Agent:
             "control",
             ControlServer(config.control.socket, self.status, query_executor(storage.reader)),
         )
+        self._start_ui(query_executor(storage.reader))
         log.info(
             "agent started",
             extra={
@@ -126,6 +127,21 @@ class Agent:
                 }
             },
         )
+
+    def _start_ui(self, execute: Callable[[str, dict[str, Any]], dict[str, Any]]) -> None:
+        slot = self.slots["ui"]
+        if self.config.ui.endpoint is None:
+            slot.set("disabled", "ui.endpoint is not set")
+            return
+        from coral_ebpf.ask.backend import InAgentBackend  # aiohttp app and pages only when the view is on
+        from coral_ebpf.ui.server import UiServer
+
+        try:
+            server = UiServer(self.config.ui.endpoint, InAgentBackend(execute, self.status), self.config.ui.token())
+            self._run("ui", server)
+        except CoralError as exc:  # the web view failing must not stop the data path
+            slot.set("failed", str(exc))
+            log.error("web view failed to start", extra={"fields": {"error": str(exc)}})
 
     def _start_probe(self) -> None:
         slot = self.slots["probe"]

@@ -6,6 +6,7 @@ executor `coral-ebpf query` uses) and `status()` (what `coral-ebpf status --json
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from coral_ebpf.agent.control_client import ControlClient
@@ -17,6 +18,24 @@ class Backend(Protocol):
     def query(self, kind: str, params: dict[str, Any]) -> dict[str, Any]: ...
 
     def status(self) -> dict[str, Any]: ...
+
+
+class InAgentBackend:
+    """Inside the agent: its query executor and its own status (what the control socket serves)."""
+
+    def __init__(
+        self, execute: Callable[[str, dict[str, Any]], dict[str, Any]], status: Callable[[], dict[str, Any]]
+    ) -> None:
+        self._execute = execute
+        self._status = status
+
+    def query(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+        return self._execute(kind, params)
+
+    def status(self) -> dict[str, Any]:
+        document = self._status()
+        document.setdefault("agent", {})["running"] = True
+        return document
 
 
 class AgentBackend:

@@ -13,7 +13,7 @@ from coral_ebpf.config import AgentConfig
 from coral_ebpf.errors import AgentNotRunningError
 
 # Parts in the order they start.
-PARTS = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control")
+PARTS = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control", "ui")
 
 
 def _ago(since: Any) -> str:
@@ -130,6 +130,8 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
         return facts
     if part == "control":
         return [str(body.get("socket", ""))]
+    if part == "ui" and body.get("address"):
+        return [f"http://{body['address']}/" + (" (token required)" if body.get("token_required") else "")]
     return []
 
 

@@ -26,6 +26,8 @@ from coral_ebpf.red.settings import SCHEMA as RED_SCHEMA
 from coral_ebpf.red.settings import RedSettings
 from coral_ebpf.storage.settings import SCHEMA as STORAGE_SCHEMA
 from coral_ebpf.storage.settings import StorageSettings
+from coral_ebpf.ui.settings import SCHEMA as UI_SCHEMA
+from coral_ebpf.ui.settings import UiSettings
 
 DEFAULT_STATE_DIR = Path("/var/lib/coral-ebpf")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -48,6 +50,7 @@ def build_schema() -> dict[str, Any]:
                 "discovery": DISCOVERY_SCHEMA,
                 "beyla": BEYLA_SCHEMA,
                 "red": RED_SCHEMA,
+                "ui": UI_SCHEMA,
             }
         ),
     }
@@ -66,6 +69,7 @@ class AgentConfig:
     discovery: DiscoverySettings
     beyla: BeylaSettings
     red: RedSettings
+    ui: UiSettings
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> AgentConfig:
@@ -83,4 +87,5 @@ class AgentConfig:
             discovery=DiscoverySettings.from_dict(data.get("discovery", {})),
             beyla=BeylaSettings.from_dict(data.get("beyla", {}), state_dir),
             red=RedSettings.from_dict(data.get("red", {})),
+            ui=UiSettings.from_dict(data.get("ui", {})),
         )

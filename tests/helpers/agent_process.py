@@ -35,7 +35,7 @@ _SCRIPT = Path(sys.executable).with_name("coral-ebpf")
 CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "coral_ebpf"]
 # States a part passes through on its way up; anything else is settled (running, failed, ...).
 UNSETTLED = frozenset({"pending", "starting"})
-PARTS = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control")
+PARTS = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control", "ui")
 
 Status = dict[str, Any]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import json
 import re
 import shutil
 import socket
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.agent_process import CLI, REPO, AgentProcess, call_failed
+from tests.helpers.agent_process import CLI, REPO, AgentProcess, call_failed, run_cli, running_agent
 from tests.helpers.known_data import FAILED_TRACE, SLOW_TRACE, feed
 from tests.helpers.timing import eventually
 
@@ -265,3 +266,27 @@ def test_off_loopback_needs_a_token(agent: AgentProcess, tmp_path: Path) -> None
         assert urllib.request.urlopen(request, timeout=5).status == 200
         with urllib.request.urlopen(f"{base}/?token=s3cret-token", timeout=5) as first_visit:
             assert "HttpOnly" in first_visit.headers["Set-Cookie"]
+
+
+def test_the_agent_serves_the_view_on_ui_endpoint(tmp_path: Path) -> None:
+    port = free_port()
+    with running_agent(tmp_path / "agent", {**SETTINGS, "ui": {"endpoint": f"127.0.0.1:{port}"}}) as served:
+        feed(served.http_address())
+        served.query_until("http", "shop", lambda rows: sum(r["requests"] for r in rows) == 100, timeout=60)
+        status = served.status()
+        assert status["ui"]["state"] == "running" and status["ui"]["address"] == f"127.0.0.1:{port}"
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{base}/api/services?window=1h", timeout=10) as response:
+            (shop,) = [s for s in json.load(response)["items"] if s["service"] == "shop"]
+        (cli,) = served.cli_json("query", "http", "--service", "shop", "--since", "1h")
+        assert (shop["requests"], shop["errors"], shop["p99_ms"]) == (cli["requests"], cli["errors"], cli["p99_ms"])
+        with urllib.request.urlopen(f"{base}/api/status", timeout=10) as response:
+            assert json.load(response)["summary"]["parts"]["ui"]["state"] == "running"
+        assert f"http://127.0.0.1:{port}/" in served.cli("status").stdout
+
+
+def test_ui_endpoint_off_loopback_needs_a_token_file(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\nui:\n  endpoint: 0.0.0.0:9465\n")
+    checked = run_cli("config", "check", "--config", str(config))
+    assert checked.returncode == 2 and "ui.token_file" in checked.stderr
