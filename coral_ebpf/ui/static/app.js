@@ -137,7 +137,11 @@
   async function servicesPage() {
     const data = await api(`/api/services?window=${encodeURIComponent(WINDOW)}`);
     const rows = data.items.map((s) => [
-      el("a", { href: `${BASE}/service/${encodeURIComponent(s.service)}?window=${WINDOW}` }, s.service),
+      el(
+        "a",
+        { href: `${BASE}/service/${encodeURIComponent(s.service)}?window=${WINDOW}&protocol=${s.protocol || "http"}` },
+        s.service
+      ),
       s.protocol || "-",
       s.requests,
       rate(s.rate_per_s),
@@ -163,15 +167,16 @@
   async function servicePage() {
     const service = ARG;
     const query = `service=${encodeURIComponent(service)}&window=${encodeURIComponent(WINDOW)}`;
+    const protocol = params.get("protocol") === "grpc" ? "grpc" : "http";
     const [red, slow, failed] = await Promise.all([
-      api(`/api/red?${query}`),
+      api(`/api/red?${query}&protocol=${protocol}`),
       api(`/api/traces?${query}&which=slow`),
       api(`/api/traces?${query}&which=failed`),
     ]);
     const total = red.buckets.reduce((sum, b) => sum + b.requests, 0);
     const errors = red.buckets.reduce((sum, b) => sum + b.errors, 0);
     const parts = [
-      el("header", {}, el("h1", {}, service), windowPicker()),
+      el("header", {}, el("h1", {}, `${service} (${protocol === "grpc" ? "gRPC" : "HTTP"})`), windowPicker()),
       el(
         "p",
         { class: "summary", id: "totals" },
