@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -142,6 +143,7 @@ class Agent:
         self._start_red_engine()
         self._run(Part.CONTROL, ControlServer(config.control.socket, self.status, query_executor(storage.reader)))
         self._start_telemetry()
+        self._start_ui(query_executor(storage.reader))
         self._memory.calibrate()  # the agent's own footprint, every part loaded (BCC programs included)
         log.info(
             "agent started",
@@ -175,6 +177,21 @@ class Agent:
             # The default port taken (another exporter on 9464): the data path still works.
             slot.set(PartState.FAILED, str(exc))
             log.warning("operator listener not started", extra={"fields": {"error": exc.message}})
+
+    def _start_ui(self, execute: Callable[[str, dict[str, Any]], dict[str, Any]]) -> None:
+        slot = self.slots[Part.UI]
+        if self.config.ui.endpoint is None:
+            slot.set(PartState.DISABLED, "ui.endpoint is not set")
+            return
+        from coral_ebpf.ask.backend import InAgentBackend  # aiohttp app and pages only when the view is on
+        from coral_ebpf.ui.server import UiServer
+
+        try:
+            backend = InAgentBackend(execute, lambda: self.status().to_json())
+            self._run(Part.UI, UiServer(self.config.ui.endpoint, backend, self.config.ui.token()))
+        except CoralError as exc:  # the web view failing must not stop the data path
+            slot.set(PartState.FAILED, str(exc))
+            log.error("web view failed to start", extra={"fields": {"error": str(exc)}})
 
     def _start_probe(self) -> None:
         slot = self.slots[Part.PROBE]

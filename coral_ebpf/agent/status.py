@@ -25,6 +25,7 @@ class Part(StrEnum):
     BEYLA = "beyla"
     CONTROL = "control"
     TELEMETRY = "telemetry"
+    UI = "ui"
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,8 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
         if body.get("scrapes"):
             facts.append(f"scrapes {body['scrapes']} (last {body.get('last_scrape_ms')} ms)")
         return facts
+    if part == "ui" and body.get("address"):
+        return [f"http://{body['address']}/" + (" (token required)" if body.get("token_required") else "")]
     return []
 
 
