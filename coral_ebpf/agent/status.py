@@ -25,7 +25,6 @@ class Part(StrEnum):
     BEYLA = "beyla"
     CONTROL = "control"
     TELEMETRY = "telemetry"
-    UI = "ui"
 
 
 @dataclass(frozen=True)

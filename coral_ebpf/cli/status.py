@@ -158,13 +158,13 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
     if part == "telemetry":
         scheme = "https" if body.get("tls") else "http"
         facts = [f"{scheme}://{body['address']}/metrics"] if body.get("address") else []
+        if body.get("address"):
+            facts.extend(f"web view {scheme}://{body['address']}{mount}" for mount in body.get("mounts", []))
         if body.get("token"):
             facts.append("bearer token required")
         if body.get("scrapes"):
             facts.append(f"scrapes {body['scrapes']} (last {body.get('last_scrape_ms')} ms)")
         return facts
-    if part == "ui" and body.get("address"):
-        return [f"http://{body['address']}/" + (" (token required)" if body.get("token_required") else "")]
     return []
 
 

@@ -36,7 +36,7 @@ CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "coral_ebpf
 # States a part passes through on its way up; anything else is settled (running, failed, ...).
 UNSETTLED = frozenset({"pending", "starting"})
 PARTS = (
-    "probe", "storage", "export", "transform", "receiver", "discovery", "red", "beyla", "control", "telemetry", "ui"
+    "probe", "storage", "export", "transform", "receiver", "discovery", "red", "beyla", "control", "telemetry"
 )  # fmt: skip
 
 Status = dict[str, Any]

@@ -1,6 +1,8 @@
-"""The web view in a real browser: headless Chromium loads every page of `coral-ebpf ui`, served against
-a real `coral-ebpf start` fed through OTLP/HTTP, checks the numbers shown against `coral-ebpf query
-... --json`, and keeps screenshots at 1280x800 and 400 px wide (their folder is printed).
+"""The web view in a real browser: headless Chromium loads every page from a real `coral-ebpf start`
+(fed through OTLP/HTTP), where the agent serves the view under /ui/ on its operator listener
+(telemetry.endpoint), checks the numbers shown against `coral-ebpf query ... --json`, and keeps
+screenshots at 1280x800 and 400 px wide (their folder is printed). `coral-ebpf ui`, the view on
+its own endpoint, is checked for its loopback and token rules.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.agent_process import CLI, REPO, AgentProcess, call_failed, run_cli, running_agent
+from tests.helpers.agent_process import CLI, REPO, AgentProcess, call_failed, running_agent
 from tests.helpers.known_data import FAILED_TRACE, SLOW_TRACE, feed
 from tests.helpers.timing import eventually
 
@@ -93,12 +95,11 @@ def ui_server(agent: AgentProcess, *args: str) -> Iterator[subprocess.Popen[str]
 
 
 @pytest.fixture(scope="module")
-def ui(agent: AgentProcess) -> Iterator[str]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with ui_server(agent, "--endpoint", f"127.0.0.1:{port}"):
-        eventually(lambda: answers(f"{base}/"), 30, "the ui to answer", until=lambda code: code == 200)
-        yield base
+def ui(agent: AgentProcess) -> str:
+    """The web view's base URL on the agent's operator listener."""
+    base = f"http://{agent.telemetry_address()}/ui"
+    eventually(lambda: answers(f"{base}/"), 30, "the ui to answer", until=lambda code: code == 200)
+    return base
 
 
 @pytest.fixture(autouse=True)
@@ -198,9 +199,9 @@ def test_service_page(agent: AgentProcess, ui: str, shots: Path, tmp_path: Path)
     assert "GET /items — 100 requests" in dom
     slow = cells(dom, "slow")
     assert [row[2] for row in slow] == [format_ms(900.0), format_ms(40.0)]
-    assert f'href="/trace/{SLOW_TRACE.hex()}"' in dom
+    assert f'href="/ui/trace/{SLOW_TRACE.hex()}"' in dom
     (failed,) = cells(dom, "failed")
-    assert failed[4] == "ERROR" and f'href="/trace/{FAILED_TRACE.hex()}"' in dom
+    assert failed[4] == "ERROR" and f'href="/ui/trace/{FAILED_TRACE.hex()}"' in dom
     screenshots(url, "service", shots, tmp_path)
 
 
@@ -268,25 +269,34 @@ def test_off_loopback_needs_a_token(agent: AgentProcess, tmp_path: Path) -> None
             assert "HttpOnly" in first_visit.headers["Set-Cookie"]
 
 
-def test_the_agent_serves_the_view_on_ui_endpoint(tmp_path: Path) -> None:
-    port = free_port()
-    with running_agent(tmp_path / "agent", {**SETTINGS, "ui": {"endpoint": f"127.0.0.1:{port}"}}) as served:
+def test_the_view_sits_behind_the_listener_token(tmp_path: Path) -> None:
+    token = "a-long-enough-random-token"
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    settings = {**SETTINGS, "telemetry": {"endpoint": "127.0.0.1:0", "token_file": str(token_file)}}
+    with running_agent(tmp_path / "agent", settings) as served:
         feed(served.http_address())
         served.query_until("http", "shop", lambda rows: sum(r["requests"] for r in rows) == 100, timeout=60)
-        status = served.status()
-        assert status["ui"]["state"] == "running" and status["ui"]["address"] == f"127.0.0.1:{port}"
-        base = f"http://127.0.0.1:{port}"
-        with urllib.request.urlopen(f"{base}/api/services?window=1h", timeout=10) as response:
+        base = f"http://{served.telemetry_address()}/ui"
+        assert answers(f"{base}/api/services?window=1h") == 401
+        assert answers(f"{base}/") == 401
+        request = urllib.request.Request(f"{base}/api/services?window=1h", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
             (shop,) = [s for s in json.load(response)["items"] if s["service"] == "shop"]
         (cli,) = served.cli_json("query", "http", "--service", "shop", "--since", "1h")
         assert (shop["requests"], shop["errors"], shop["p99_ms"]) == (cli["requests"], cli["errors"], cli["p99_ms"])
-        with urllib.request.urlopen(f"{base}/api/status", timeout=10) as response:
-            assert json.load(response)["summary"]["parts"]["ui"]["state"] == "running"
-        assert f"http://127.0.0.1:{port}/" in served.cli("status").stdout
+        # A browser brings the token once; the cookie it gets back carries the page's own fetches.
+        dom = page_dom(f"{base}/?window=1h&token={token}", tmp_path)
+        assert any(row[0] == "shop" and row[2] == "100" for row in cells(dom, "services"))
+        status = served.status()
+        assert status["telemetry"]["mounts"] == ["/ui/"] and "ui" not in status
+        assert f"web view http://{served.telemetry_address()}/ui/" in served.cli("status", columns=250).stdout
 
 
-def test_ui_endpoint_off_loopback_needs_a_token_file(tmp_path: Path) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_text(f"state_dir: {tmp_path / 'state'}\nui:\n  endpoint: 0.0.0.0:9465\n")
-    checked = run_cli("config", "check", "--config", str(config))
-    assert checked.returncode == 2 and "ui.token_file" in checked.stderr
+def test_ui_enabled_false_leaves_only_metrics_and_health(tmp_path: Path) -> None:
+    with running_agent(tmp_path / "agent", {**SETTINGS, "ui": {"enabled": False}}) as served:
+        base = f"http://{served.telemetry_address()}"
+        assert answers(f"{base}/ui/") == 404
+        assert answers(f"{base}/-/healthy") == 200
+        assert served.status()["telemetry"]["mounts"] == []

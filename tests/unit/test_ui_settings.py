@@ -1,39 +1,25 @@
-"""The ui: section and the web view's token rules."""
+"""The ui: section, and the loopback rule `coral-ebpf ui` applies to its own endpoint."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from coral_ebpf.agent.config import parse_config_text
 from coral_ebpf.errors import ConfigError
 from coral_ebpf.ui.auth import is_loopback
 from coral_ebpf.ui.settings import UiSettings
 
 
-def test_off_by_default_and_loopback_needs_no_token() -> None:
-    assert UiSettings.from_dict({}).endpoint is None
-    assert UiSettings.from_dict({"endpoint": ""}).endpoint is None
-    settings = UiSettings.from_dict({"endpoint": "127.0.0.1:9465"})
-    assert settings.endpoint == "127.0.0.1:9465" and settings.token() is None
+def test_on_by_default_and_can_be_turned_off() -> None:
+    assert UiSettings.from_dict({}).enabled is True
+    assert UiSettings.from_dict({"enabled": False}).enabled is False
+    assert parse_config_text("ui:\n  enabled: false\n", "test").ui.enabled is False
 
 
-@pytest.mark.parametrize("endpoint", ["0.0.0.0:9465", "10.1.2.3:80", "[::]:9465", "example.org:9465"])
-def test_other_addresses_need_a_token_file(endpoint: str) -> None:
-    with pytest.raises(ConfigError, match=r"ui\.token_file"):
-        UiSettings.from_dict({"endpoint": endpoint})
-
-
-def test_the_token_file_must_hold_a_long_token(tmp_path: Path) -> None:
-    token_file = tmp_path / "token"
-    settings = UiSettings.from_dict({"endpoint": "0.0.0.0:9465", "token_file": str(token_file)})
-    with pytest.raises(ConfigError, match="No such file"):
-        settings.token()
-    token_file.write_text("short\n")
-    with pytest.raises(ConfigError, match="at least 16"):
-        settings.token()
-    token_file.write_text("a-long-enough-random-token\n")
-    assert settings.token() == "a-long-enough-random-token"
+def test_the_own_endpoint_of_earlier_drafts_is_gone() -> None:
+    # The agent serves the view on the operator listener; a separate ui.endpoint is not a setting.
+    with pytest.raises(ConfigError, match="endpoint"):
+        parse_config_text("ui:\n  endpoint: 127.0.0.1:9465\n", "test")
 
 
 @pytest.mark.parametrize(
