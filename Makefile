@@ -10,7 +10,7 @@ KREL      := $(shell uname -r)
 
 # Debian packages the agent and its tests need. python3-bpfcc is BCC (import name `bcc`);
 # the PyPI project called `bcc` is unrelated and never installed.
-DEB_PACKAGES := python3 python3-venv python3-dev python3-bpfcc bpftool iproute2 procps util-linux prometheus clang-format
+DEB_PACKAGES := python3 python3-venv python3-dev python3-bpfcc bpftool iproute2 procps util-linux prometheus clang-format chromium
 
 .PHONY: help install system-deps venv test lint docs typecheck unit integration vm-test vagrant-test bench deb clean
 

@@ -13,8 +13,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
+
+from aiohttp import web
 
 from coral_ebpf import __version__
 from coral_ebpf.agent import sd_notify
@@ -28,6 +31,7 @@ from coral_ebpf.agent.reload import ExcludeTarget, ReloadPlan, ReloadSignal, app
 from coral_ebpf.agent.static_attributes import StaticAttributesConsumer
 from coral_ebpf.agent.status import AgentInfo, Part, PartStatus, StatusDocument
 from coral_ebpf.agent.telemetry_source import AgentTelemetry
+from coral_ebpf.ask.backend import InAgentBackend
 from coral_ebpf.beyla.binary import resolve_binary
 from coral_ebpf.beyla.settings import beyla_only_keys_set
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
@@ -52,6 +56,8 @@ from coral_ebpf.telemetry.red_totals import RedTotals
 from coral_ebpf.telemetry.server import OperatorServer
 from coral_ebpf.telemetry.settings import DEFAULT_TELEMETRY_ENDPOINT
 from coral_ebpf.transform.processor import TransformProcessor
+from coral_ebpf.ui.app import build_ui_app
+from coral_ebpf.ui.settings import UI_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +97,7 @@ class Agent:
         self.red_totals = RedTotals()
         self.last_reload: dict[str, Any] | None = None
         self._ports_taken: tuple[TakenPort, ...] = ()
+        self._query: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None  # once storage runs
         # Built now (it reads the TLS files and the token) so a bad telemetry section fails before any BPF loads.
         self._operator_server = self._operator_listener()
 
@@ -140,7 +147,8 @@ class Agent:
         self._receiver = receiver
         self._start_discovery()
         self._start_red_engine()
-        self._run(Part.CONTROL, ControlServer(config.control.socket, self.status, query_executor(storage.reader)))
+        self._query = query_executor(storage.reader)  # the control socket's, and the web view's
+        self._run(Part.CONTROL, ControlServer(config.control.socket, self.status, self._query))
         self._start_telemetry()
         self._memory.calibrate()  # the agent's own footprint, every part loaded (BCC programs included)
         log.info(
@@ -158,7 +166,19 @@ class Agent:
     def _operator_listener(self) -> OperatorServer | None:
         if self.config.telemetry.endpoint is None:
             return None
-        return OperatorServer(self.config.telemetry, AgentTelemetry(lambda: self.status().to_json(), self.red_totals))
+        mounts: dict[str, web.Application] = {}
+        if self.config.ui.enabled:
+            # The read-only web view, behind the listener's TLS and token; it answers once storage runs.
+            backend = InAgentBackend(self._ui_query, lambda: self.status().to_json())
+            mounts[UI_PREFIX] = build_ui_app(backend)
+        return OperatorServer(
+            self.config.telemetry, AgentTelemetry(lambda: self.status().to_json(), self.red_totals), mounts=mounts
+        )
+
+    def _ui_query(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+        if self._query is None:
+            raise CoralError("the agent is still starting: storage is not open yet", "reload the page in a moment")
+        return self._query(kind, params)
 
     def _start_telemetry(self) -> None:
         settings = self.config.telemetry
@@ -175,6 +195,7 @@ class Agent:
             # The default port taken (another exporter on 9464): the data path still works.
             slot.set(PartState.FAILED, str(exc))
             log.warning("operator listener not started", extra={"fields": {"error": exc.message}})
+
 
     def _start_probe(self) -> None:
         slot = self.slots[Part.PROBE]

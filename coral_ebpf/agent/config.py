@@ -37,6 +37,8 @@ from coral_ebpf.storage.settings import SCHEMA as STORAGE_SCHEMA
 from coral_ebpf.storage.settings import StorageSettings
 from coral_ebpf.telemetry.settings import SCHEMA as TELEMETRY_SCHEMA
 from coral_ebpf.telemetry.settings import TelemetrySettings
+from coral_ebpf.ui.settings import SCHEMA as UI_SCHEMA
+from coral_ebpf.ui.settings import UiSettings
 from coral_ebpf.units import parse_endpoint
 
 DEFAULT_CONFIG_PATH = Path("/etc/coral-ebpf/config.yaml")
@@ -72,6 +74,7 @@ def build_schema() -> dict[str, Any]:
                 "limits": LIMITS_SCHEMA,
                 "telemetry": TELEMETRY_SCHEMA,
                 "export": EXPORT_SCHEMA,
+                "ui": UI_SCHEMA,
             }
         ),
     }
@@ -93,6 +96,7 @@ class AgentConfig:
     limits: LimitSettings
     telemetry: TelemetrySettings
     export: ExportSettings
+    ui: UiSettings
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> AgentConfig:
@@ -113,6 +117,7 @@ class AgentConfig:
             limits=LimitSettings.from_dict(data.get("limits", {})),
             telemetry=TelemetrySettings.from_dict(data.get("telemetry", {})),
             export=ExportSettings.from_dict(data.get("export", {}), state_dir),
+            ui=UiSettings.from_dict(data.get("ui", {})),
         )
 
 

@@ -20,6 +20,7 @@ from coral_ebpf.cli._common import (
     print_json,
 )
 from coral_ebpf.cli.query_output import print_red, print_traces
+from coral_ebpf.cli.query_views import print_timeline, print_waterfall
 from coral_ebpf.query.params import QueryError, RedParams, TraceParams
 from coral_ebpf.units import parse_duration
 
@@ -59,6 +60,12 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name, None)
         if value:
             params[name] = value
+    if getattr(args, "by", None):
+        params["by"] = _duration_text("--by", args.by)
+    if args.kind == "traces" and args.format == "waterfall":
+        if not args.trace_id:
+            raise QueryError("--format waterfall shows one trace: give --trace-id")
+        return {"trace_id": args.trace_id}
     if args.kind == "traces":
         params["limit"] = args.limit
         if args.min_duration:
@@ -77,12 +84,28 @@ def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     try:
         params = _params(args)
-        (TraceParams if args.kind == "traces" else RedParams).from_dict(params)
+        if args.kind != "traces":
+            RedParams.from_dict(params)
+        elif "trace_id" not in params or len(params) > 1:
+            TraceParams.from_dict(params)
     except QueryError as exc:
         print_error(str(exc))
         return EXIT_USAGE
-    result = execute(config, args.kind, params)
     output = _output_format(args)
+    if args.kind == "traces" and args.format == "waterfall":
+        trace = execute(config, "waterfall", params)["trace"]
+        if output == "json":
+            print_json(trace)
+        else:
+            print_waterfall(trace)
+        return EXIT_OK
+    result = execute(config, args.kind, params)
+    if "by" in params:
+        if output == "json":
+            print_json({key: result[key] for key in ("by", "window", "side", "buckets", "series")})
+        else:
+            print_timeline(result, params)
+        return EXIT_OK
     if args.kind == "traces":
         if output == "json":
             print_json(result["traces"])
@@ -105,6 +128,14 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
     parser.add_argument("--since", default="15m", metavar="DURATION", help="how far back to look (default 15m)")
     parser.add_argument("--service", metavar="NAME", help="only this service (glob with *)")
+
+
+def _by_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--by",
+        metavar="DURATION",
+        help="RED per time bucket of this size (e.g. 1m), with sparklines for rate, errors and p99",
+    )
 
 
 def _side_flag(parser: argparse.ArgumentParser, default: str) -> None:
@@ -154,7 +185,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     traces.add_argument("--trace-id", metavar="ID", help="one trace (32 hex digits, or a prefix of at least 8)")
     traces.add_argument("--min-duration", metavar="DURATION", help="only traces at least this long, e.g. 500ms")
     traces.add_argument("--limit", type=int, default=20, metavar="N", help="at most N traces (default 20)")
-    traces.add_argument("--format", choices=("table", "tree", "json"), default="table", help="output format")
+    traces.add_argument(
+        "--format",
+        choices=("table", "tree", "waterfall", "json"),
+        default="table",
+        help="output format (waterfall: one trace's spans on a time bar; needs --trace-id)",
+    )
+    for red_kind in (http, grpc, sql, messaging):
+        _by_flag(red_kind)
 
     for sub in (http, grpc, sql, messaging, traces):
         sub.set_defaults(func=_run)

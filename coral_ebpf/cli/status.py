@@ -158,6 +158,8 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
     if part == "telemetry":
         scheme = "https" if body.get("tls") else "http"
         facts = [f"{scheme}://{body['address']}/metrics"] if body.get("address") else []
+        if body.get("address"):
+            facts.extend(f"web view {scheme}://{body['address']}{mount}" for mount in body.get("mounts", []))
         if body.get("token"):
             facts.append("bearer token required")
         if body.get("scrapes"):

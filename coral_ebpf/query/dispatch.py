@@ -9,22 +9,35 @@ import duckdb
 
 from coral_ebpf.query.params import QueryError, RedParams, TraceParams
 from coral_ebpf.query.red import PROTOCOLS, red_summary
+from coral_ebpf.query.services import list_services
+from coral_ebpf.query.timeline import red_timeline
 from coral_ebpf.query.traces import find_traces
+from coral_ebpf.query.waterfall import trace_waterfall
 
-QUERY_KINDS = (*PROTOCOLS, "traces")
+QUERY_KINDS = (*PROTOCOLS, "traces", "waterfall", "services")
 
 
 def run_query(connection: duckdb.DuckDBPyConnection, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Run query `kind` ("http", "grpc", "sql", "messaging", "traces") with `params`; JSON-ready result.
+    """Run query `kind` ("http", "grpc", "sql", "messaging", "traces", "waterfall") with `params`; JSON-ready.
 
     RED kinds return {"kind", "rows": [...], "overall": {...}, "window", "side"} (plus
-    "services_available" when no row matched); "traces" returns {"kind", "traces": [...], "window"}.
+    "services_available" when no row matched), or with a `by` bucket size the timeline of
+    `red_timeline` ({"kind", "by", "buckets", "series", ...}); "traces" returns {"kind",
+    "traces": [...], "window"}; "waterfall" (needs `trace_id`) returns {"kind", "trace"};
+    "services" (since/until/service) returns {"kind", "services": [...], "window"}.
     Raises QueryError for an unknown kind or bad parameters.
     """
     if kind in PROTOCOLS:
-        return red_summary(connection, kind, RedParams.from_dict(params))
+        red_params = RedParams.from_dict(params)
+        if red_params.by is not None:
+            return red_timeline(connection, kind, red_params)
+        return red_summary(connection, kind, red_params)
     if kind == "traces":
         return find_traces(connection, TraceParams.from_dict(params))
+    if kind == "waterfall":
+        return trace_waterfall(connection, params)
+    if kind == "services":
+        return list_services(connection, RedParams.from_dict(params))
     raise QueryError(f"unknown query kind {kind!r}; known: {', '.join(QUERY_KINDS)}")
 
 

@@ -18,6 +18,8 @@ from coral_ebpf.units import parse_duration
 DEFAULT_SINCE = 900.0
 DEFAULT_TRACE_LIMIT = 20
 MAX_TRACE_LIMIT = 10_000
+MAX_BUCKETS = 1_440  # a day by the minute
+GROUPS = ("route", "method", "status", "service")
 SIDES = ("server", "client", "producer", "consumer", "all")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
@@ -68,6 +70,8 @@ class RedParams:
     operation: str | None = None  # SQL operation; messaging operation
     table: str | None = None  # SQL table; messaging destination
     side: str | None = None  # None = the protocol's default (see red.py)
+    by: float | None = None  # seconds per time bucket; None = one summary over the window
+    group: str | None = None  # None = the protocol's keys; "route", "method", "status" or "service" (red.py)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RedParams:
@@ -78,8 +82,16 @@ class RedParams:
         since = _duration("since", data.get("since", DEFAULT_SINCE))
         if since <= 0:
             raise QueryError("since: must be greater than 0 (e.g. 15m)")
+        by = None if data.get("by") is None else _duration("by", data["by"])
+        if by is not None and (by <= 0 or since / by > MAX_BUCKETS):
+            raise QueryError(f"by: must be greater than 0 and give at most {MAX_BUCKETS} buckets over since")
+        group = _text("group", data.get("group"))
+        if group is not None and group not in GROUPS:
+            raise QueryError(f"group: {group!r} is not one of {', '.join(GROUPS)}")
         return cls(
             since=since,
+            by=by,
+            group=group,
             until=_unix_time("until", data.get("until")),
             service=_text("service", data.get("service")),
             route=_text("route", data.get("route")),
@@ -103,6 +115,7 @@ class TraceParams:
     min_duration: float | None = None  # seconds
     limit: int = DEFAULT_TRACE_LIMIT
     with_spans: bool = False
+    errors_only: bool = False  # only traces with at least one ERROR span
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TraceParams:
@@ -120,6 +133,9 @@ class TraceParams:
         with_spans = data.get("with_spans", False)
         if not isinstance(with_spans, bool):
             raise QueryError(f"with_spans: expected true or false, got {with_spans!r}")
+        errors_only = data.get("errors_only", False)
+        if not isinstance(errors_only, bool):
+            raise QueryError(f"errors_only: expected true or false, got {errors_only!r}")
         min_duration = data.get("min_duration")
         since = _duration("since", data.get("since", DEFAULT_SINCE))
         if since <= 0:
@@ -132,6 +148,7 @@ class TraceParams:
             min_duration=None if min_duration is None else _duration("min_duration", min_duration),
             limit=limit,
             with_spans=with_spans,
+            errors_only=errors_only,
         )
 
     def window(self) -> tuple[float, float]:

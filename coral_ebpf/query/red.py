@@ -11,7 +11,7 @@ start, to the window end.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import duckdb
@@ -127,9 +127,35 @@ def _rate(requests: int, first_start: float | None, start: float, end: float) ->
     return round(requests / max(covered, 1.0), 6)
 
 
+# Other groupings than the protocol's keys (params.group), for the protocols that have them.
+_GROUPINGS: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {
+    "http": {
+        "route": (("method", "http_method"), ("route", "http_route")),
+        "method": (("method", "http_method"),),
+        "status": (("status_code", "http_status_code"),),
+        "service": (),
+    },
+    "grpc": {
+        "route": (("method", "grpc_method"),),
+        "method": (("method", "grpc_method"),),
+        "status": (("status_code", "grpc_status_code"),),
+        "service": (),
+    },
+}
+
+
+def _grouped(kind: str, protocol: Protocol, group: str | None) -> Protocol:
+    if group is None:
+        return protocol
+    groupings = _GROUPINGS.get(kind)
+    if groupings is None:
+        raise QueryError(f"group: {kind} rows cannot be regrouped (only http and grpc)")
+    return replace(protocol, keys=(*_SERVICE_KEYS, *groupings[group]))
+
+
 def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedParams) -> dict[str, Any]:
     """Rows per group plus an overall line, JSON-ready."""
-    protocol = PROTOCOLS[kind]
+    protocol = _grouped(kind, PROTOCOLS[kind], params.group)
     start, end = params.window()
     where, args = _filters(protocol, params, start, end)
     columns = [column for _, column in protocol.keys]

@@ -39,7 +39,10 @@ _SPANS_SQL = """
 SELECT printf('%016x%016x', r.trace_id_hi, r.trace_id_lo) AS trace_id, printf('%016x', r.span_id),
        CASE WHEN r.parent_span_id = 0 THEN '' ELSE printf('%016x', r.parent_span_id) END,
        r.service_name, r.span_name, r.span_kind, epoch_us(r.start_time), r.duration_ns, r.status_code,
-       r.status_message, r.http_status_code, r.rpc_status_code, r.process_pid
+       r.status_message, r.http_status_code, r.rpc_status_code, r.process_pid,
+       r.http_method, r.http_route, r.rpc_method, r.db_system, r.db_operation,
+       coalesce(json_extract_string(r.attributes, '$."db.query.text"'),
+                json_extract_string(r.attributes, '$."db.statement"')) AS db_statement
 FROM otel_spans_raw AS r
 SEMI JOIN (SELECT unnest($his) AS hi, unnest($los) AS lo) AS wanted
     ON r.trace_id_hi = wanted.hi AND r.trace_id_lo = wanted.lo
@@ -81,10 +84,13 @@ def find_traces(connection: duckdb.DuckDBPyConnection, params: TraceParams) -> d
         glob = any(c in params.service for c in "*?[")
         clauses.append("service_name GLOB $service" if glob else "service_name = $service")
         args["service"] = params.service
-    having = ""
+    conditions = []
     if params.min_duration is not None:
-        having = "HAVING (max(epoch_ns(r.end_time)) - min(epoch_ns(r.start_time))) >= $min_duration_ns"
+        conditions.append("(max(epoch_ns(r.end_time)) - min(epoch_ns(r.start_time))) >= $min_duration_ns")
         args["min_duration_ns"] = int(params.min_duration * 1e9)
+    if params.errors_only:
+        conditions.append("count(*) FILTER (WHERE r.status_code = 2) > 0")
+    having = f"HAVING {' AND '.join(conditions)}" if conditions else ""
     sql = _SUMMARY_SQL.format(where=" AND ".join(clauses), having=having)
     traces = [
         {
@@ -117,6 +123,7 @@ def trace_spans(connection: duckdb.DuckDBPyConnection, trace_ids: list[str]) -> 
     rows = connection.execute(_SPANS_SQL, args).fetchall()
     for (
         trace_id, span_id, parent, service, name, kind, start_us, duration_ns, status, message, http, rpc, pid,
+        http_method, http_route, rpc_method, db_system, db_operation, db_statement,
     ) in rows:
         by_trace.setdefault(trace_id, []).append(
             {
@@ -132,6 +139,12 @@ def trace_spans(connection: duckdb.DuckDBPyConnection, trace_ids: list[str]) -> 
                 "http_status_code": http,
                 "rpc_status_code": rpc,
                 "process_pid": pid,
+                "http_method": http_method,
+                "http_route": http_route,
+                "rpc_method": rpc_method,
+                "db_system": db_system,
+                "db_operation": db_operation,
+                "db_statement": db_statement,
             }
         )
     return by_trace

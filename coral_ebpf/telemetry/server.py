@@ -3,11 +3,16 @@
 Routes: `GET /metrics` (OpenMetrics when the `Accept` header asks for it, else the Prometheus
 0.0.4 text format; gzip when accepted), `GET /-/healthy` and `GET /-/ready` (200 or 503 with a
 one-line plain-text reason). Collection and rendering run on a worker thread so a large scrape
-never holds up a health check.
+never holds up a health check. Other aiohttp applications can be mounted under a prefix
+(`mounts`: the agent mounts the read-only web view under `/ui/`); they sit behind the same
+TLS and token.
 
 Secure by default: on a loopback address it serves plain HTTP; anywhere else it refuses to
 start unless TLS (`tls_cert`, `tls_key`) and a bearer token (`token_file`, mode 0600 or
-stricter) are configured. A token or TLS configured on loopback is honoured too.
+stricter) are configured. A token or TLS configured on loopback is honoured too. A mounted
+application is for browsers, which cannot send a bearer header: under its prefix the token may
+also come once as `?token=`, and the answer sets it as a cookie (HttpOnly, SameSite=Strict,
+Secure under TLS, scoped to the prefix) that the pages' own requests then carry.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import stat
 import threading
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,7 @@ from coral_ebpf.units import is_loopback_host, parse_endpoint
 log = logging.getLogger(__name__)
 
 _PLAIN = "text/plain; charset=utf-8"
+TOKEN_COOKIE = "coral_token"
 
 
 def read_token(path: Path) -> str:
@@ -81,13 +87,27 @@ def _tls_context(settings: TelemetrySettings) -> ssl.SSLContext | None:
 
 
 class OperatorServer:
-    """The operator listener (a `Component`). `name` lets the colony register it under its own part name."""
+    """The operator listener (a `Component`). `name` lets the colony register it under its own part name.
 
-    def __init__(self, settings: TelemetrySettings, source: TelemetrySource, name: str = "telemetry") -> None:
+    `mounts` maps a prefix (`/ui`) to an aiohttp application served under it, read-only GETs
+    only, behind this listener's TLS and token (see the module's docstring for browsers).
+    """
+
+    def __init__(
+        self,
+        settings: TelemetrySettings,
+        source: TelemetrySource,
+        name: str = "telemetry",
+        mounts: Mapping[str, web.Application] | None = None,
+    ) -> None:
         if settings.endpoint is None:
             raise ValueError("OperatorServer needs an endpoint (an empty telemetry.endpoint disables it)")
         self.name = name
         self.settings = settings
+        self.mounts = dict(mounts or {})
+        for prefix in self.mounts:
+            if not prefix.startswith("/") or prefix.endswith("/") or prefix in ("/metrics", "/-"):
+                raise ValueError(f"mount prefix {prefix!r}: give it as /name, without a trailing slash")
         self.endpoint = settings.endpoint
         self._source = source
         host, _port = parse_endpoint(self.endpoint)
@@ -171,6 +191,9 @@ class OperatorServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/-/healthy", self._healthy)
         app.router.add_get("/-/ready", self._ready)
+        for prefix, mounted in self.mounts.items():
+            app.router.add_get(prefix, self._to_slash)
+            app.add_subapp(prefix, mounted)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=self._tls, reuse_port=False)
@@ -189,24 +212,61 @@ class OperatorServer:
 
     # -- requests ----------------------------------------------------------------------------
 
+    def _mount_of(self, path: str) -> str | None:
+        """The mount prefix `path` falls under, if any."""
+        for prefix in self.mounts:
+            if path == prefix or path.startswith(prefix + "/"):
+                return prefix
+        return None
+
+    def _presented(self, request: web.Request, mount: str | None) -> tuple[str, bool]:
+        """The token the request carries, and whether it came as `?token=` (to be set as a cookie)."""
+        given = request.headers.get("Authorization", "")
+        scheme, _, credentials = given.partition(" ")
+        if scheme.lower() == "bearer":
+            return credentials.strip(), False
+        if mount is None:  # /metrics and health: the bearer header only
+            return "", False
+        if "token" in request.query:
+            return request.query["token"], True
+        return request.cookies.get(TOKEN_COOKIE, ""), False
+
     @web.middleware
     async def _authorize(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        mount = self._mount_of(request.path)
+        from_query = False
         if self._token is not None:
-            given = request.headers.get("Authorization", "")
-            scheme, _, credentials = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(credentials.strip(), self._token):
+            presented, from_query = self._presented(request, mount)
+            if not hmac.compare_digest(presented.encode(), self._token.encode()):
                 self.unauthorized += 1
+                where = " (in a browser: ?token=<token> once)" if mount is not None else ""
                 return web.Response(
                     status=401,
-                    text="a bearer token is required (Authorization: Bearer <token from telemetry.token_file>)\n",
+                    text=f"a bearer token is required (Authorization: Bearer <token from telemetry.token_file>)"
+                    f"{where}\n",
                     headers={"WWW-Authenticate": 'Bearer realm="coral-ebpf"'},
                 )
         try:
-            return await handler(request)
+            response = await handler(request)
         except web.HTTPNotFound:
-            return web.Response(status=404, text=f"nothing at {request.path}: try /metrics, /-/healthy, /-/ready\n")
+            places = ", ".join(["/metrics", "/-/healthy", "/-/ready", *(f"{p}/" for p in self.mounts)])
+            return web.Response(status=404, text=f"nothing at {request.path}: try {places}\n")
+        if from_query and mount is not None and self._token is not None:
+            response.set_cookie(
+                TOKEN_COOKIE,
+                self._token,
+                path=mount + "/",
+                httponly=True,
+                samesite="Strict",
+                secure=self._tls is not None,
+            )
+        return response
+
+    async def _to_slash(self, request: web.Request) -> web.StreamResponse:
+        location = request.path + "/" + (f"?{request.query_string}" if request.query_string else "")
+        raise web.HTTPFound(location)
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
@@ -261,6 +321,7 @@ class OperatorServer:
             "address": self.address,
             "tls": self._tls is not None,
             "token": self._token is not None,
+            "mounts": [f"{prefix}/" for prefix in self.mounts],
             "scrapes": self.scrapes,
             "scrape_errors": self.scrape_errors,
             "unauthorized": self.unauthorized,
