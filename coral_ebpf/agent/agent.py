@@ -33,6 +33,7 @@ from coral_ebpf.errors import ConfigError, CoralError
 from coral_ebpf.otlp.consumer import Consumer
 from coral_ebpf.otlp.receiver import OtlpReceiver
 from coral_ebpf.otlp.settings import OtlpSettings
+from coral_ebpf.pullapi.server import PullApiServer
 from coral_ebpf.query.dispatch import query_executor
 from coral_ebpf.red.engine import RedEngine
 from coral_ebpf.red.selection import choose_engine
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 BEYLA_SDK_NAME = "beyla"
 FALLBACK_CHECK_INTERVAL = 2.0
-PART_NAMES = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control")
+PART_NAMES = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control", "colony_api")
 
 
 def _probe(config: AgentConfig) -> ProbeReport:
@@ -115,6 +116,10 @@ class Agent:
             "control",
             ControlServer(config.control.socket, self.status, query_executor(storage.reader)),
         )
+        if config.colony_api.enabled:
+            self._run("colony_api", PullApiServer(config.colony_api, storage.reader, config.agent_id))
+        else:
+            self.slots["colony_api"].set("disabled", "colony_api.endpoint is not set")
         log.info(
             "agent started",
             extra={

@@ -13,7 +13,7 @@ from coral_ebpf.config import AgentConfig
 from coral_ebpf.errors import AgentNotRunningError
 
 # Parts in the order they start.
-PARTS = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control")
+PARTS = ("probe", "storage", "transform", "receiver", "discovery", "red", "beyla", "control", "colony_api")
 
 
 def _ago(since: Any) -> str:
@@ -130,6 +130,10 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
         return facts
     if part == "control":
         return [str(body.get("socket", ""))]
+    if part == "colony_api" and body.get("address"):
+        security = "mTLS" if body.get("mtls") else "TLS" if body.get("tls") else "plaintext (loopback)"
+        token = " + token" if body.get("token") else ""
+        return [str(body["address"]), f"{security}{token}", f"calls {body.get('calls', 0)}"]
     return []
 
 

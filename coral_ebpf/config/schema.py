@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ from coral_ebpf.discovery.settings import SCHEMA as DISCOVERY_SCHEMA
 from coral_ebpf.discovery.settings import DiscoverySettings
 from coral_ebpf.otlp.settings import SCHEMA as OTLP_SCHEMA
 from coral_ebpf.otlp.settings import OtlpSettings
+from coral_ebpf.pullapi.settings import SCHEMA as COLONY_API_SCHEMA
+from coral_ebpf.pullapi.settings import ColonyApiSettings
 from coral_ebpf.red.settings import SCHEMA as RED_SCHEMA
 from coral_ebpf.red.settings import RedSettings
 from coral_ebpf.storage.settings import SCHEMA as STORAGE_SCHEMA
@@ -48,6 +50,7 @@ def build_schema() -> dict[str, Any]:
                 "discovery": DISCOVERY_SCHEMA,
                 "beyla": BEYLA_SCHEMA,
                 "red": RED_SCHEMA,
+                "colony_api": COLONY_API_SCHEMA,
             }
         ),
     }
@@ -66,6 +69,7 @@ class AgentConfig:
     discovery: DiscoverySettings
     beyla: BeylaSettings
     red: RedSettings
+    colony_api: ColonyApiSettings = field(default_factory=ColonyApiSettings)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> AgentConfig:
@@ -83,4 +87,5 @@ class AgentConfig:
             discovery=DiscoverySettings.from_dict(data.get("discovery", {})),
             beyla=BeylaSettings.from_dict(data.get("beyla", {}), state_dir),
             red=RedSettings.from_dict(data.get("red", {})),
+            colony_api=ColonyApiSettings.from_dict(data.get("colony_api", {})),
         )
