@@ -150,3 +150,24 @@ def load_config(path: Path | str | None = None) -> AgentConfig:
     except (PermissionError, IsADirectoryError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {config_path}: {exc}") from exc
     return parse_config_text(text, source=str(config_path))
+
+
+def validated_document(text: str, source: str, schema: Mapping[str, Any], hint: str) -> dict[str, Any]:
+    """Parse YAML `text` and check it against `schema`: the mapping, or a ConfigError naming file,
+    line and key (the same rules as the agent's file, for other files such as the colony's)."""
+    index = _LineIndex(source, text)
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: not valid YAML: {problem}", "check indentation and quoting") from exc
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, not {type(document).__name__}")
+    problems = list(_iter_errors(document, schema, index))
+    if problems:
+        raise ConfigError("\n".join(problems), hint)
+    return document
