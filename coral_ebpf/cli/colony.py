@@ -77,16 +77,18 @@ def _status(args: argparse.Namespace) -> int:
     for agent in document["agents"]:
         gaps = agent["gaps"]
         gap_text = ", ".join(f"{state} {count}" for state, count in gaps.items() if count) or "none"
-        rows.append((
-            agent["agent_id"],
-            _ago(agent["last_success"]),
-            "" if agent["lag_rows"] is None else str(agent["lag_rows"]),
-            "" if agent["lag_seconds"] is None else f"{agent['lag_seconds']:.0f}s",
-            str(agent["rows_stored"]),
-            (agent["session_id"] or "")[:8],
-            gap_text,
-            f"{agent['consecutive_failures']}x {agent['last_error']}" if agent["last_error"] else "",
-        ))
+        rows.append(
+            (
+                agent["agent_id"],
+                _ago(agent["last_success"]),
+                "" if agent["lag_rows"] is None else str(agent["lag_rows"]),
+                "" if agent["lag_seconds"] is None else f"{agent['lag_seconds']:.0f}s",
+                str(agent["rows_stored"]),
+                (agent["session_id"] or "")[:8],
+                gap_text,
+                f"{agent['consecutive_failures']}x {agent['last_error']}" if agent["last_error"] else "",
+            )
+        )
     database = document["database"]
     state = "running" if document.get("running") else "not running"
     stamp = datetime.datetime.now().astimezone().strftime("%H:%M:%S")

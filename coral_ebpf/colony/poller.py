@@ -117,10 +117,14 @@ class Poller:
         self.refresh_agents()
 
     def _load_states(self) -> None:
-        rows = self.store.cursor().execute(
-            "SELECT agent_id, address, session_id, last_attempt, last_success, last_error, consecutive_failures, "
-            "rows_stored, lag_rows, newest_row FROM colony_agents"
-        ).fetchall()
+        rows = (
+            self.store.cursor()
+            .execute(
+                "SELECT agent_id, address, session_id, last_attempt, last_success, last_error, consecutive_failures, "
+                "rows_stored, lag_rows, newest_row FROM colony_agents"
+            )
+            .fetchall()
+        )
         for row in rows:
             self._states[row[0]] = AgentState(*row)
 
@@ -283,8 +287,12 @@ class Poller:
 
     def _retry_gap(self, target: AgentTarget, client: AgentClient, gap: Gap) -> int:
         size = gap.to_seq_id - gap.from_seq_id + 1
-        request = pb.QueryEbpfMetricsRequest(max_records=min(size, 50_000), http_start_seq_id=_NO_MORE,
-                                             grpc_start_seq_id=_NO_MORE, sql_start_seq_id=_NO_MORE)
+        request = pb.QueryEbpfMetricsRequest(
+            max_records=min(size, 50_000),
+            http_start_seq_id=_NO_MORE,
+            grpc_start_seq_id=_NO_MORE,
+            sql_start_seq_id=_NO_MORE,
+        )
         if gap.data_type == "traces":
             request.include_traces = True
             request.traces_start_seq_id = gap.from_seq_id - 1
@@ -312,8 +320,16 @@ class Poller:
         if new_state != "open":
             log.info(
                 "gap closed",
-                extra={"fields": {"agent": target.id, "type": gap.data_type, "from": gap.from_seq_id,
-                                  "to": gap.to_seq_id, "state": new_state, "rows": inserted}},
+                extra={
+                    "fields": {
+                        "agent": target.id,
+                        "type": gap.data_type,
+                        "from": gap.from_seq_id,
+                        "to": gap.to_seq_id,
+                        "state": new_state,
+                        "rows": inserted,
+                    }
+                },
             )
         return inserted
 

@@ -48,8 +48,14 @@ class Colony:
         self._thread.start()
         log.info(
             "colony started",
-            extra={"fields": {"version": __version__, "config": self.config.source,
-                              "agents": len(self.poller.targets()), "database": str(self.config.database)}},
+            extra={
+                "fields": {
+                    "version": __version__,
+                    "config": self.config.source,
+                    "agents": len(self.poller.targets()),
+                    "database": str(self.config.database),
+                }
+            },
         )
 
     def _loop(self) -> None:
@@ -62,9 +68,14 @@ class Colony:
             failed = [r.agent_id for r in results if not r.ok]
             log.info(
                 "poll cycle",
-                extra={"fields": {"agents": len(results), "failed": len(failed),
-                                  "rows": sum(r.rows for r in results),
-                                  "seconds": round(self.poller.counters.last_cycle_seconds, 3)}},
+                extra={
+                    "fields": {
+                        "agents": len(results),
+                        "failed": len(failed),
+                        "rows": sum(r.rows for r in results),
+                        "seconds": round(self.poller.counters.last_cycle_seconds, 3),
+                    }
+                },
             )
             if time.monotonic() - self._last_cleanup >= self.config.cleanup_interval:
                 self._deleted = self.store.delete_expired(self.config.retention)

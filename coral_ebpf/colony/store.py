@@ -78,9 +78,12 @@ def ddl_statements() -> list[str]:
     statements = list(_STATE_DDL)
     statements += _create_table(RESOURCES)  # empty: views join it; resources are not pulled
     statements += [_data_table_ddl(spec) for spec in PULL_TABLES.values()]
-    statements += [SPANS_VIEW.replace("SELECT s.seq_id,", "SELECT s.agent_seq_id AS seq_id,").replace(
-        "EXCLUDE (seq_id,", "EXCLUDE (agent_seq_id,"
-    ), BEYLA_TRACES_VIEW]
+    statements += [
+        SPANS_VIEW.replace("SELECT s.seq_id,", "SELECT s.agent_seq_id AS seq_id,").replace(
+            "EXCLUDE (seq_id,", "EXCLUDE (agent_seq_id,"
+        ),
+        BEYLA_TRACES_VIEW,
+    ]
     statements += [
         _bucket_view("http", "http_method, http_route, http_status_code"),
         _bucket_view("grpc", "grpc_method, grpc_status_code"),
@@ -207,11 +210,15 @@ class ColonyStore:
     # ------------------------------------------------------------------ gaps
 
     def open_gaps(self, agent_id: str, session_id: str) -> list[Gap]:
-        rows = self.cursor().execute(
-            "SELECT data_type, session_id, from_seq_id, to_seq_id, retries FROM colony_gaps "
-            "WHERE agent_id = ? AND session_id = ? AND state = 'open' ORDER BY from_seq_id",
-            [agent_id, session_id],
-        ).fetchall()
+        rows = (
+            self.cursor()
+            .execute(
+                "SELECT data_type, session_id, from_seq_id, to_seq_id, retries FROM colony_gaps "
+                "WHERE agent_id = ? AND session_id = ? AND state = 'open' ORDER BY from_seq_id",
+                [agent_id, session_id],
+            )
+            .fetchall()
+        )
         return [Gap(kind, session, int(first), int(last), int(retries)) for kind, session, first, last, retries in rows]
 
     def fill_gap(
@@ -331,6 +338,16 @@ def gaps_list(connection: duckdb.DuckDBPyConnection, agent_id: str | None = None
         f"recovered_rows FROM colony_gaps {where} ORDER BY detected_at",
         [agent_id] if agent_id else [],
     ).fetchall()
-    keys = ("agent_id", "type", "session_id", "from_seq_id", "to_seq_id", "detected_at", "retries", "state",
-            "reason", "recovered_rows")
+    keys = (
+        "agent_id",
+        "type",
+        "session_id",
+        "from_seq_id",
+        "to_seq_id",
+        "detected_at",
+        "retries",
+        "state",
+        "reason",
+        "recovered_rows",
+    )
     return [dict(zip(keys, row, strict=True)) for row in rows]

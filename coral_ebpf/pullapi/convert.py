@@ -267,8 +267,7 @@ def span_row(message: pb.EbpfTraceSpan, agent_id: str) -> dict[str, Any]:
         "rpc_status_code": _optional(detail, "rpc_status_code") if has_detail else None,
         "db_system": detail.db_system or None,
         "db_operation": detail.db_operation or None,
-        "attributes": detail.attributes_json
-        or (json.dumps(dict(message.attributes)) if message.attributes else None),
+        "attributes": detail.attributes_json or (json.dumps(dict(message.attributes)) if message.attributes else None),
         "events": detail.events_json or None,
         "links": detail.links_json or None,
         "dropped_attributes_count": detail.dropped_attributes_count,

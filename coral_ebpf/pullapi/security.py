@@ -96,4 +96,3 @@ class TokenCheck(grpc.ServerInterceptor):  # type: ignore[misc]
 
 def token_metadata(token: str | None) -> list[tuple[str, str]]:
     return [(TOKEN_METADATA_KEY, f"Bearer {token}")] if token else []
-

@@ -47,8 +47,9 @@ def send_http(agent: AgentProcess, service: str, requests: Mapping[tuple[str, st
     """Record `requests` ((method, route, status) -> (count, seconds)) with the SDK, export once over
     OTLP/gRPC as deltas; the number of requests sent."""
     proto = beyla_otlp.beyla_resource(service, pid=4242)
-    resource = Resource({kv.key: getattr(kv.value, kv.value.WhichOneof("value") or "string_value")
-                         for kv in proto.attributes})
+    resource = Resource(
+        {kv.key: getattr(kv.value, kv.value.WhichOneof("value") or "string_value") for kv in proto.attributes}
+    )
     exporter = OTLPMetricExporter(
         endpoint=agent.grpc_address(),
         insecure=True,
@@ -90,3 +91,134 @@ def query(address: str, request: pb.QueryEbpfMetricsRequest, **call: Any) -> pb.
         stub = pb_grpc.AgentServiceStub(channel)
         response: pb.QueryEbpfMetricsResponse = stub.QueryEbpfMetrics(request, timeout=20, **call)
         return response
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now (the agents need fixed ports: the colony's config names them)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+class ColonyProcess:
+    """`coral-ebpf colony start` as a subprocess with its own config, state dir and socket."""
+
+    def __init__(self, root: Path, settings: Mapping[str, Any]) -> None:
+        import yaml
+
+        from tests.helpers.agent_process import merge
+
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.config_path = root / "colony.yaml"
+        self.socket = root / "run" / "colony.sock"
+        self.log_path = root / "colony.log"
+        base = {
+            "state_dir": str(root / "state"),
+            "control_socket": str(self.socket),
+            "poll": {"interval": "500ms", "timeout": "5s"},
+        }
+        self.document = merge(base, settings)
+        self.config_path.write_text(yaml.safe_dump(self.document, sort_keys=False), encoding="utf-8")
+        self.process: Any = None
+
+    def start(self, timeout: float = 60) -> None:
+        import subprocess
+        import time
+
+        from tests.helpers.agent_process import CLI, REPO
+
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*CLI, "colony", "start", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the colony exited ({self.process.returncode})\n{self.log_tail()}")
+            try:
+                self.status()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the colony did not answer\n{self.log_tail()}") from None
+                time.sleep(0.2)
+
+    def status(self) -> dict[str, Any]:
+        from coral_ebpf.agent.control_client import ControlClient
+
+        document: dict[str, Any] = ControlClient(self.socket, timeout=30).status()
+        return document
+
+    def agent(self, agent_id: str) -> dict[str, Any]:
+        return next((a for a in self.status()["agents"] if a["agent_id"] == agent_id), {})
+
+    def wait_for(self, predicate: Any, timeout: float = 60, what: str = "") -> dict[str, Any]:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            document = self.status()
+            if predicate(document):
+                return document
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}: {document}\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def caught_up(self, expected_rows: Mapping[str, int] | None = None) -> dict[str, Any]:
+        """Wait until every configured agent was polled, from now on, with no lag left."""
+        import time
+
+        since = time.time()
+
+        def done(document: dict[str, Any]) -> bool:
+            agents = {a["agent_id"]: a for a in document["agents"]}
+            configured = document["colony"]["agents_configured"]
+            if not all(
+                agents.get(i, {}).get("lag_rows") == 0
+                and not agents[i]["last_error"]
+                and (agents[i]["last_success"] or 0) >= since
+                for i in configured
+            ):
+                return False
+            return expected_rows is None or all(
+                agents.get(i, {}).get("rows_stored") == n for i, n in expected_rows.items()
+            )
+
+        return self.wait_for(done, what="every agent caught up")
+
+    def query(self, *args: str) -> Any:
+        import json
+
+        from tests.helpers.agent_process import run_cli
+
+        result = run_cli("query", *args, "--colony", str(self.config_path), "--json", "--since", "1h")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def kill(self) -> None:
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> int:
+        import signal
+
+        if self.process is None or self.process.poll() is not None:
+            return int(self.process.returncode) if self.process is not None else 0
+        self.process.send_signal(signal.SIGTERM)
+        code = int(self.process.wait(60))
+        assert code == 0, f"the colony exited with {code}\n{self.log_tail()}"
+        return code
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "--- colony log ---\n" + "\n".join(text.splitlines()[-lines:])

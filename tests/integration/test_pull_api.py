@@ -131,8 +131,14 @@ def _go_classes(tmp: Path) -> dict[str, Any]:
     source = Path(__file__).resolve().parents[1] / "data"
     descriptor_set = tmp / "go.pb"
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{source}", f"--descriptor_set_out={descriptor_set}",
-         "go_agent_subset.proto"],
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{source}",
+            f"--descriptor_set_out={descriptor_set}",
+            "go_agent_subset.proto",
+        ],
         check=True,
     )
     files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
