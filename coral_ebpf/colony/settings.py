@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from coral_ebpf.config.formats import DURATION, PATH, section
 from coral_ebpf.config.loader import validated_document
 from coral_ebpf.errors import ConfigError
@@ -52,9 +54,7 @@ AGENT_SCHEMA = section(
 )
 AGENT_SCHEMA["required"] = ["id", "address"]
 
-AGENTS_FILE_SCHEMA: dict[str, Any] = {
-    "oneOf": [AGENT_SCHEMA, section({"agents": {"type": "array", "items": AGENT_SCHEMA}})]
-}
+AGENT_LIST_SCHEMA = section({"agents": {"type": "array", "items": AGENT_SCHEMA}}, "Several agents")
 
 
 def build_schema() -> dict[str, Any]:
@@ -210,7 +210,12 @@ def load_colony_config(path: Path | None) -> ColonyConfig:
 def load_agents_file(path: Path) -> list[AgentTarget]:
     """The agents one file in agents_dir defines (one mapping, or `agents: [...]`)."""
     text = path.read_text(encoding="utf-8")
-    document = validated_document(text, str(path), AGENTS_FILE_SCHEMA, "see docs/colony.md")
+    try:
+        peek = yaml.safe_load(text)
+    except yaml.YAMLError:
+        peek = None  # validated_document reports it with its line
+    schema = AGENT_LIST_SCHEMA if isinstance(peek, dict) and "agents" in peek else AGENT_SCHEMA
+    document = validated_document(text, str(path), schema, "see docs/colony.md")
     items = document.get("agents", [document])
     return [AgentTarget.from_dict(item, str(path)) for item in items]
 
