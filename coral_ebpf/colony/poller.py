@@ -215,6 +215,10 @@ class Poller:
     def _poll(self, target: AgentTarget, state: AgentState) -> int:
         client = self._client(target)
         checkpoints = self.store.checkpoints(target.id)
+        # Gaps found by earlier polls are retried after this one's pages; a gap found now waits a
+        # poll interval first (rows in flight on the agent have then committed).
+        sessions = {cp.session_id for cp in checkpoints.values()}
+        pending = self.store.open_gaps(target.id, sessions.pop()) if len(sessions) == 1 else []
         stored = 0
         pages = 0
         while pages < self.config.poll.max_pages:
@@ -244,7 +248,7 @@ class Poller:
             if not response.more:
                 break
         state.session_id = state.session_id or (next(iter(checkpoints.values())).session_id if checkpoints else None)
-        stored += self._retry_gaps(target, client, state)
+        stored += sum(self._retry_gap(target, client, gap) for gap in pending)
         self._update_lag(client, state, checkpoints)
         return stored
 
@@ -276,14 +280,6 @@ class Poller:
                 "sequence gap",
                 extra={"fields": {"type": kind, "from": first, "to": last, "state": gap_state, "reason": reason}},
             )
-
-    def _retry_gaps(self, target: AgentTarget, client: AgentClient, state: AgentState) -> int:
-        if state.session_id is None:
-            return 0
-        recovered = 0
-        for gap in self.store.open_gaps(target.id, state.session_id):
-            recovered += self._retry_gap(target, client, gap)
-        return recovered
 
     def _retry_gap(self, target: AgentTarget, client: AgentClient, gap: Gap) -> int:
         size = gap.to_seq_id - gap.from_seq_id + 1
