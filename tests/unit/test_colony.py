@@ -178,3 +178,31 @@ def test_colony_config_and_agents_dir(tmp_path: Path) -> None:
         ColonyConfig.from_dict({"agents": [{"id": "x", "address": "10.1.2.3:9001"}]}, "t")
     with pytest.raises(ConfigError, match="listed twice"):
         ColonyConfig.from_dict({"agents": [{"id": "x", "address": "127.0.0.1:1"}] * 2}, "t")
+
+
+def test_agents_dir_is_re_read_when_it_changes(tmp_path: Path) -> None:
+    from coral_ebpf.colony.poller import Poller
+
+    directory = tmp_path / "agents.d"
+    directory.mkdir()
+    config = ColonyConfig.from_dict(
+        {
+            "state_dir": str(tmp_path),
+            "agents": [{"id": "static", "address": "127.0.0.1:1"}],
+            "agents_dir": str(directory),
+        },
+        "t",
+    )
+    poller = Poller(config, ColonyStore(config.database))
+    assert [t.id for t in poller.targets()] == ["static"]
+    assert not poller.refresh_agents()  # nothing changed
+    (directory / "new.yaml").write_text("id: new\naddress: 127.0.0.1:2\n")
+    assert poller.refresh_agents()
+    assert sorted(t.id for t in poller.targets()) == ["new", "static"]
+    (directory / "new.yaml").write_text("id: new\naddress: 127.0.0.1:3\n# moved\n")
+    assert poller.refresh_agents()
+    assert {t.id: t.address for t in poller.targets()}["new"] == "127.0.0.1:3"
+    (directory / "new.yaml").unlink()
+    assert poller.refresh_agents() and [t.id for t in poller.targets()] == ["static"]
+    poller.close()
+    poller.store.close()
