@@ -79,6 +79,9 @@ class Colony:
             )
             if time.monotonic() - self._last_cleanup >= self.config.cleanup_interval:
                 self._deleted = self.store.delete_expired(self.config.retention)
+                if self.config.downsample_resolution is not None:
+                    merged = self.store.downsample(self.config.downsample_after, self.config.downsample_resolution)
+                    log.info("downsampled", extra={"fields": {k: f"{r}->{w}" for k, (r, w) in merged.items()}})
                 self._last_cleanup = time.monotonic()
             next_cycle += interval
             self._stop.wait(max(0.0, next_cycle - time.monotonic()))

@@ -82,6 +82,13 @@ def build_schema() -> dict[str, Any]:
                 "agents_dir": {**PATH, "description": "Directory of *.yaml agent files, re-read when it changes"},
                 "retention": section(dict.fromkeys(KINDS, DURATION)),
                 "cleanup_interval": DURATION,
+                "downsample": section(
+                    {
+                        "resolution": {**DURATION, "description": "Time bucket old metric rows merge into"},
+                        "after": {**DURATION, "description": "Age from which rows are merged (default 1d)"},
+                    },
+                    "Merge old metric rows into coarser time buckets (off unless resolution is set)",
+                ),
             }
         ),
     }
@@ -147,6 +154,8 @@ class ColonyConfig:
     agents_dir: Path | None = None
     retention: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_RETENTION))
     cleanup_interval: float = 3600.0
+    downsample_resolution: float | None = None  # None: rows keep the agents' resolution
+    downsample_after: float = 86400.0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> ColonyConfig:
@@ -182,7 +191,20 @@ class ColonyConfig:
             agents_dir=Path(data["agents_dir"]) if "agents_dir" in data else None,
             retention=retention,
             cleanup_interval=parse_duration(data.get("cleanup_interval", 3600.0)),
+            **_downsample_settings(data.get("downsample", {}), source),
         )
+
+
+def _downsample_settings(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    if not data:
+        return {}
+    if "resolution" not in data:
+        raise ConfigError(f"{source}: downsample needs a resolution (e.g. 5m)")
+    resolution = parse_duration(data["resolution"])
+    after = parse_duration(data.get("after", 86400.0))
+    if resolution < 1 or after < resolution:
+        raise ConfigError(f"{source}: downsample.resolution must be at least 1s and at most downsample.after")
+    return {"downsample_resolution": resolution, "downsample_after": after}
 
 
 def _check_unique(agents: tuple[AgentTarget, ...], source: str) -> None:

@@ -260,6 +260,24 @@ class ColonyStore:
                 [address, *fields.values(), agent_id],
             )
 
+    def downsample(self, after: float, resolution: float, now: float | None = None) -> dict[str, tuple[int, int]]:
+        """Merge metric rows older than `after` into `resolution` buckets; per type (rows merged, rows written)."""
+        from coral_ebpf.colony.downsample import METRIC_KINDS, downsample_table
+
+        cutoff = (time.time() if now is None else now) - after
+        done = {}
+        with self._lock:
+            cursor = self.cursor()
+            for kind in METRIC_KINDS:
+                cursor.execute("BEGIN")
+                try:
+                    done[kind] = downsample_table(cursor, kind, cutoff, resolution)
+                    cursor.execute("COMMIT")
+                except BaseException:
+                    cursor.execute("ROLLBACK")
+                    raise
+        return done
+
     def delete_expired(self, retention: Mapping[str, float], now: float | None = None) -> dict[str, int]:
         """Delete rows older than each type's retention; rows deleted per type."""
         now = time.time() if now is None else now

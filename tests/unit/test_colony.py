@@ -206,3 +206,34 @@ def test_agents_dir_is_re_read_when_it_changes(tmp_path: Path) -> None:
     assert poller.refresh_agents() and [t.id for t in poller.targets()] == ["static"]
     poller.close()
     poller.store.close()
+
+
+def test_downsampling_merges_histograms_exactly(tmp_path: Path) -> None:
+    from coral_ebpf.query.dispatch import run_query
+
+    store = _store(tmp_path)
+    store.reset_session("a", "s1")
+    base = (time.time() - 2 * 86400) // 600 * 600  # two days ago, on a 10-minute boundary
+    rows = []
+    for minute in range(10):  # one series, one row a minute, plus a second route every other minute
+        rows.append(
+            http_row(len(rows) + 1, [minute, 1, 0, 2, 0, 0, 0, 0, minute % 3], agent_id="a", at=base + 60 * minute + 30)
+        )
+        if minute % 2:
+            rows.append(
+                http_row(
+                    len(rows) + 1, [0, 0, 5, 0, 0, 0, 0, 1, 0], route="/other", agent_id="a", at=base + 60 * minute + 30
+                )
+            )
+    recent = http_row(len(rows) + 1, [1, 0, 0, 0, 0, 0, 0, 0, 0], agent_id="a")
+    store.store("a", "s1", {"http": [*rows, recent]}, {"http": len(rows) + 1})
+    params = {"since": 3 * 86400}
+    before = run_query(store.cursor(), "http", params)
+    result = store.downsample(after=86400, resolution=300)
+    assert result["http"] == (15, 4)  # 10 + 5 rows into 2 buckets per route
+    after = run_query(store.cursor(), "http", params)
+    assert after["rows"] == before["rows"] and after["overall"] == before["overall"]
+    row = store.cursor().execute("SELECT count(*) FROM beyla_http_metrics").fetchone()
+    assert row is not None and row[0] == 5  # the recent row stays as it was
+    assert store.downsample(after=86400, resolution=300)["http"] == (0, 0)  # nothing new to merge
+    store.close()
