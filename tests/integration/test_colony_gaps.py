@@ -71,12 +71,23 @@ def test_gaps_are_retried_recovered_or_reported(
     insert_agent_rows(connection, "http", [http_row(seq, ONE, route=f"/{seq}") for seq in (6, 7)])
     # 3 appears, 4 never does.
     insert_agent_rows(connection, "http", [http_row(3, ONE, route="/3")])
+    # Span 7 arrives before span 6.
+    insert_agent_rows(connection, "traces", [span_row(7, span_id=7)])
     assert poller.poll_agent(target).ok
     gaps = {(g["type"], g["from_seq_id"]): g for g in gaps_list(poller.store.cursor())}
     assert gaps[("http", 6)]["state"] == "recovered" and gaps[("http", 6)]["recovered_rows"] == 2
     assert gaps[("http", 3)]["state"] == "open" and gaps[("http", 3)]["recovered_rows"] == 1
+    assert gaps[("traces", 6)]["state"] == "open"
+    insert_agent_rows(connection, "traces", [span_row(6, span_id=6)])
     assert poller.poll_agent(target).ok
+    assert {(g["type"], g["from_seq_id"]): g for g in gaps_list(poller.store.cursor())}[("traces", 6)][
+        "state"
+    ] == "recovered"
     gap = {(g["type"], g["from_seq_id"]): g for g in gaps_list(poller.store.cursor())}[("http", 3)]
+    spans = (
+        poller.store.cursor().execute("SELECT list(agent_seq_id ORDER BY agent_seq_id) FROM otel_spans_raw").fetchone()
+    )
+    assert spans is not None and spans[0] == [4, 5, 6, 7]
     assert gap["state"] == "permanent" and gap["retries"] == 2 and "1 seq ids never appeared" in gap["reason"]
     assert _requests(poller) == 7  # 1, 2, 3, 5, 6, 7, 8: each once
     # More polls change nothing.
