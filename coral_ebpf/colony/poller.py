@@ -173,7 +173,9 @@ class Poller:
         state.last_attempt = time.time()
         try:
             rows = self._poll(target, state)
-        except (grpc.RpcError, CoralError, ValueError) as exc:
+        except Exception as exc:  # one agent's failure (network, bad data, a store error) must not stop the cycle
+            if not isinstance(exc, grpc.RpcError | CoralError):
+                log.exception("poll failed unexpectedly", extra={"fields": {"agent": target.id}})
             error = _describe(exc)
             state.last_error = error
             state.consecutive_failures += 1

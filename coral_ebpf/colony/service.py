@@ -59,33 +59,39 @@ class Colony:
         )
 
     def _loop(self) -> None:
-        assert self.poller is not None and self.store is not None
         interval = self.config.poll.interval
         next_cycle = time.monotonic()
         while not self._stop.is_set():
-            self.poller.refresh_agents()
-            results = self.poller.cycle()
-            failed = [r.agent_id for r in results if not r.ok]
-            log.info(
-                "poll cycle",
-                extra={
-                    "fields": {
-                        "agents": len(results),
-                        "failed": len(failed),
-                        "rows": sum(r.rows for r in results),
-                        "seconds": round(self.poller.counters.last_cycle_seconds, 3),
-                    }
-                },
-            )
-            if time.monotonic() - self._last_cleanup >= self.config.cleanup_interval:
-                self._deleted = self.store.delete_expired(self.config.retention)
-                if self.config.downsample_resolution is not None:
-                    merged = self.store.downsample(self.config.downsample_after, self.config.downsample_resolution)
-                    log.info("downsampled", extra={"fields": {k: f"{r}->{w}" for k, (r, w) in merged.items()}})
-                self._last_cleanup = time.monotonic()
+            try:
+                self._cycle()
+            except Exception:  # the colony keeps polling; the next cycle may succeed
+                log.exception("poll cycle failed")
             next_cycle += interval
             self._stop.wait(max(0.0, next_cycle - time.monotonic()))
             next_cycle = max(next_cycle, time.monotonic() - interval)  # never try to catch up a backlog of cycles
+
+    def _cycle(self) -> None:
+        assert self.poller is not None and self.store is not None
+        self.poller.refresh_agents()
+        results = self.poller.cycle()
+        failed = [r.agent_id for r in results if not r.ok]
+        log.info(
+            "poll cycle",
+            extra={
+                "fields": {
+                    "agents": len(results),
+                    "failed": len(failed),
+                    "rows": sum(r.rows for r in results),
+                    "seconds": round(self.poller.counters.last_cycle_seconds, 3),
+                }
+            },
+        )
+        if time.monotonic() - self._last_cleanup >= self.config.cleanup_interval:
+            self._deleted = self.store.delete_expired(self.config.retention)
+            if self.config.downsample_resolution is not None:
+                merged = self.store.downsample(self.config.downsample_after, self.config.downsample_resolution)
+                log.info("downsampled", extra={"fields": {k: f"{r}->{w}" for k, (r, w) in merged.items()}})
+            self._last_cleanup = time.monotonic()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
