@@ -78,6 +78,7 @@ def ddl_statements() -> list[str]:
     statements = list(_STATE_DDL)
     statements += _create_table(RESOURCES)  # empty: views join it; resources are not pulled
     statements += [_data_table_ddl(spec) for spec in PULL_TABLES.values()]
+    # The agent's views, with the colony's agent_seq_id standing in for the agent table's seq_id.
     statements += [
         SPANS_VIEW.replace("SELECT s.seq_id,", "SELECT s.agent_seq_id AS seq_id,").replace(
             "EXCLUDE (seq_id,", "EXCLUDE (agent_seq_id,"
