@@ -13,13 +13,19 @@ from typing import Any
 import duckdb
 
 from coral_ebpf.query.dispatch import run_query
-from coral_ebpf.query.params import RedParams
+from coral_ebpf.query.params import QueryError, RedParams
 from coral_ebpf.query.red import PROTOCOLS, red_summary
 from coral_ebpf.storage.retention import utc_naive
+
+FLEET_KINDS = ("http", "grpc", "sql", "traces")  # what the pull API carries
 
 
 def fleet_query(connection: duckdb.DuckDBPyConnection, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """`run_query` over every agent's rows; RED kinds add `by_agent` (each agent's overall line)."""
+    if kind not in FLEET_KINDS:
+        raise QueryError(
+            f"a colony holds {', '.join(FLEET_KINDS)}; {kind!r} is not pulled from the agents (query it on an agent)"
+        )
     result = run_query(connection, kind, params)
     result["fleet"] = True
     if kind not in PROTOCOLS:

@@ -237,3 +237,23 @@ def test_downsampling_merges_histograms_exactly(tmp_path: Path) -> None:
     assert row is not None and row[0] == 5  # the recent row stays as it was
     assert store.downsample(after=86400, resolution=300)["http"] == (0, 0)  # nothing new to merge
     store.close()
+
+
+def test_fleet_queries_refuse_what_the_colony_does_not_pull(tmp_path: Path) -> None:
+    from coral_ebpf.colony.queries import fleet_query
+    from coral_ebpf.query.params import QueryError
+
+    store = _store(tmp_path)
+    with pytest.raises(QueryError, match="'messaging' is not pulled"):
+        fleet_query(store.cursor(), "messaging", {})
+    store.reset_session("a", "s1")
+    store.reset_session("b", "s1")
+    store.store("a", "s1", {"http": [http_row(1, [4, 0, 0, 0, 0, 0, 0, 0, 0], agent_id="a")]}, {"http": 1})
+    store.store("b", "s1", {"http": [http_row(1, [0, 0, 0, 0, 0, 0, 0, 0, 4], agent_id="b")]}, {"http": 1})
+    result = fleet_query(store.cursor(), "http", {"since": "1h"})
+    assert result["overall"]["requests"] == 8
+    assert result["overall"]["p50_ms"] == 5.0  # the merged histogram's median, not the mean of 2.5 and 1000
+    assert [(e["agent"], e["requests"]) for e in result["by_agent"]] == [("a", 4), ("b", 4)]
+    only_b = fleet_query(store.cursor(), "http", {"since": "1h", "agent": "b*"})
+    assert only_b["overall"]["requests"] == 4 and [e["agent"] for e in only_b["by_agent"]] == ["b"]
+    store.close()
