@@ -3,6 +3,10 @@
 Runs on every `pip install` (editable or not), so the generated modules are never committed
 and never edited by hand. They land next to the package code (coral_ebpf/pullapi/_generated/,
 git-ignored) and are shipped in the wheel as build artifacts.
+
+The generated modules check at import that the installed protobuf and grpcio are at least the
+versions grpcio-tools generated for; `pip install` resolves the newest of all three, so a fresh
+`make install` always matches. After upgrading grpcio-tools alone, reinstall (`make venv`).
 """
 
 from __future__ import annotations
