@@ -68,6 +68,7 @@ class RedParams:
     operation: str | None = None  # SQL operation; messaging operation
     table: str | None = None  # SQL table; messaging destination
     side: str | None = None  # None = the protocol's default (see red.py)
+    agent: str | None = None  # only rows stored by this agent_id (a colony holds many; glob with *)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RedParams:
@@ -87,6 +88,7 @@ class RedParams:
             operation=_text("operation", data.get("operation")),
             table=_text("table", data.get("table")),
             side=side,
+            agent=_text("agent", data.get("agent")),
         )
 
     def window(self) -> tuple[float, float]:
@@ -103,6 +105,7 @@ class TraceParams:
     min_duration: float | None = None  # seconds
     limit: int = DEFAULT_TRACE_LIMIT
     with_spans: bool = False
+    agent: str | None = None  # only spans stored by this agent_id (glob with *)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TraceParams:
@@ -132,6 +135,7 @@ class TraceParams:
             min_duration=None if min_duration is None else _duration("min_duration", min_duration),
             limit=limit,
             with_spans=with_spans,
+            agent=_text("agent", data.get("agent")),
         )
 
     def window(self) -> tuple[float, float]:
