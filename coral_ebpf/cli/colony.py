@@ -94,6 +94,12 @@ def _status(args: argparse.Namespace) -> int:
     stamp = datetime.datetime.now().astimezone().strftime("%H:%M:%S")
     title = f"coral-ebpf colony ({state}, {stamp})  database {database['path']} {_size(database['size_bytes'])}"
     print_table(("Agent", "Last poll", "Lag rows", "Lag", "Rows", "Session", "Gaps", "Error"), rows, title=title)
+    telemetry = document.get("telemetry") or {}
+    if telemetry.get("address"):
+        scheme = "https" if telemetry.get("tls") else "http"
+        print(f"metrics: {scheme}://{telemetry['address']}/metrics")
+    elif telemetry.get("reason"):
+        print(f"metrics: {telemetry.get('state')} ({telemetry['reason']})")
     return EXIT_OK
 
 

@@ -3,13 +3,15 @@
 `colony status` and `query --colony` reach it over its control socket (the same server as the
 agent's), because the colony holds its DuckDB file open for writing.
 
-Operator telemetry (`/metrics`, health) is served by the shared telemetry listener once it is
-merged: `Colony.metrics()` is the snapshot it exports.
+Operator telemetry (`/metrics`, `/-/healthy`, `/-/ready`) is served by the agent's listener
+(`telemetry.server.OperatorServer`) over `ColonyTelemetry`, which reads `status()` (and so
+`metrics()`); `telemetry.endpoint` (default 127.0.0.1:9465, empty disables it) sets where.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -20,9 +22,13 @@ from coral_ebpf.agent.control import ControlServer
 from coral_ebpf.agent.lifecycle import StopSignal, prepare_state_dir
 from coral_ebpf.colony.poller import Poller
 from coral_ebpf.colony.queries import fleet_executor
-from coral_ebpf.colony.settings import ColonyConfig
+from coral_ebpf.colony.settings import DEFAULT_COLONY_TELEMETRY_ENDPOINT, ColonyConfig
 from coral_ebpf.colony.store import ColonyStore, status_document
+from coral_ebpf.colony.telemetry_source import ColonyTelemetry
+from coral_ebpf.errors import CoralError
+from coral_ebpf.state import PartState
 from coral_ebpf.storage.umask import PrivateUmask
+from coral_ebpf.telemetry.server import OperatorServer
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,8 @@ class Colony:
         self.store: ColonyStore | None = None
         self.poller: Poller | None = None
         self._control: ControlServer | None = None
+        self._telemetry: OperatorServer | None = None
+        self._telemetry_state: dict[str, Any] = {"state": PartState.DISABLED, "reason": "telemetry.endpoint is empty"}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_cleanup = 0.0
@@ -59,6 +67,7 @@ class Colony:
         self._control.start()
         self._thread = threading.Thread(target=self._loop, name="colony-poller", daemon=True)
         self._thread.start()
+        self._start_telemetry()
         log.info(
             "colony started",
             extra={
@@ -70,6 +79,22 @@ class Colony:
                 }
             },
         )
+
+    def _start_telemetry(self) -> None:
+        settings = self.config.telemetry
+        if settings.endpoint is None:
+            return
+        server = OperatorServer(settings, ColonyTelemetry(self.status), name="colony-telemetry")
+        try:
+            server.start()
+        except CoralError as exc:
+            if settings.endpoint != DEFAULT_COLONY_TELEMETRY_ENDPOINT:
+                raise  # an endpoint the operator chose and we cannot serve is a start error
+            # The default port taken: the colony still polls and stores; status says why there is no /metrics.
+            self._telemetry_state = {"state": PartState.FAILED, "reason": exc.message}
+            log.warning("operator listener not started", extra={"fields": {"error": exc.message}})
+            return
+        self._telemetry = server
 
     def _loop(self) -> None:
         interval = self.config.poll.interval
@@ -107,6 +132,9 @@ class Colony:
             self._last_cleanup = time.monotonic()
 
     def stop(self, timeout: float = 30.0) -> None:
+        if self._telemetry is not None:
+            self._telemetry.stop(5.0)
+            self._telemetry = None
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -142,6 +170,8 @@ class Colony:
             cursor.close()
         document["colony"] = {
             "version": __version__,
+            "pid": os.getpid(),
+            "polling": self._thread is not None and self._thread.is_alive() and not self._stop.is_set(),
             "started": self.started,
             "config": self.config.source,
             "poll_interval_s": self.config.poll.interval,
@@ -151,6 +181,7 @@ class Colony:
             "deleted_by_retention": self._deleted,
         }
         document["metrics"] = self.metrics()
+        document["telemetry"] = self._telemetry.status() if self._telemetry is not None else dict(self._telemetry_state)
         return document
 
     def metrics(self) -> dict[str, Any]:

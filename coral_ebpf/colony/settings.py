@@ -9,6 +9,7 @@
         token_file: /etc/coral/web-1.token
     agents_dir: /etc/coral-ebpf/colony.d      # *.yaml, one agent each (or `agents: [...]`)
     retention: {http: 30d, grpc: 30d, sql: 14d, traces: 7d}
+    telemetry: {endpoint: 127.0.0.1:9465}     # /metrics and health (the agent's listener, its own port)
 
 Validated like the agent's file: unknown keys, bad values and missing TLS off loopback are
 errors naming the file, line and key.
@@ -27,11 +28,16 @@ from coral_ebpf.config.formats import DURATION, PATH, section
 from coral_ebpf.config.loader import parse_document, schema_problems
 from coral_ebpf.errors import ConfigError
 from coral_ebpf.pullapi.security import ClientTls
+from coral_ebpf.telemetry.settings import SCHEMA as TELEMETRY_SCHEMA
+from coral_ebpf.telemetry.settings import TelemetrySettings
 from coral_ebpf.units import is_loopback_host, parse_duration, parse_endpoint
 
 DEFAULT_CONFIG_PATH = Path("/etc/coral-ebpf/colony.yaml")
 DEFAULT_STATE_DIR = Path("/var/lib/coral-colony")
 DEFAULT_SOCKET = Path("/run/coral-ebpf/colony.sock")
+# The agent's operator listener is on 9464; the colony's is on by default too, one port up, so
+# both can run on one host.
+DEFAULT_COLONY_TELEMETRY_ENDPOINT = "127.0.0.1:9465"
 KINDS = ("http", "grpc", "sql", "traces")
 # The Go colony's defaults (internal/colony/beyla_poller.go).
 DEFAULT_RETENTION = {"http": 30 * 86400.0, "grpc": 30 * 86400.0, "sql": 14 * 86400.0, "traces": 7 * 86400.0}
@@ -89,6 +95,7 @@ def build_schema() -> dict[str, Any]:
                     },
                     "Merge old metric rows into coarser time buckets (off unless resolution is set)",
                 ),
+                "telemetry": TELEMETRY_SCHEMA,
             }
         ),
     }
@@ -156,6 +163,9 @@ class ColonyConfig:
     cleanup_interval: float = 3600.0
     downsample_resolution: float | None = None  # None: rows keep the agents' resolution
     downsample_after: float = 86400.0
+    telemetry: TelemetrySettings = field(
+        default_factory=lambda: TelemetrySettings(endpoint=DEFAULT_COLONY_TELEMETRY_ENDPOINT)
+    )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> ColonyConfig:
@@ -192,7 +202,23 @@ class ColonyConfig:
             retention=retention,
             cleanup_interval=parse_duration(data.get("cleanup_interval", 3600.0)),
             **_downsample_settings(data.get("downsample", {}), source),
+            telemetry=_telemetry_settings(data.get("telemetry", {}), source),
         )
+
+
+def _telemetry_settings(data: Mapping[str, Any], source: str) -> TelemetrySettings:
+    """The agent's `telemetry:` section with the colony's default endpoint (empty or null turns it off)."""
+    settings = TelemetrySettings.from_dict({"endpoint": DEFAULT_COLONY_TELEMETRY_ENDPOINT, **data})
+    if settings.endpoint is not None:
+        host, _port = parse_endpoint(settings.endpoint)
+        secured = settings.tls_cert is not None and settings.tls_key is not None and settings.token_file is not None
+        if not is_loopback_host(host) and not secured:
+            raise ConfigError(
+                f"{source}: telemetry.endpoint {settings.endpoint} is not loopback: serving metrics off-host "
+                "needs telemetry.tls_cert, telemetry.tls_key and telemetry.token_file",
+                "set all three, or listen on 127.0.0.1",
+            )
+    return settings
 
 
 def _downsample_settings(data: Mapping[str, Any], source: str) -> dict[str, Any]:

@@ -119,6 +119,7 @@ class ColonyProcess:
             "state_dir": str(root / "state"),
             "control_socket": str(self.socket),
             "poll": {"interval": "500ms", "timeout": "5s"},
+            "telemetry": {"endpoint": "127.0.0.1:0"},  # never the default port: tests run side by side
         }
         self.document = merge(base, settings)
         self.config_path.write_text(yaml.safe_dump(self.document, sort_keys=False), encoding="utf-8")

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import shutil
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from coral_ebpf.query.quantile import histogram_quantile
 from tests.helpers.agent_process import AgentProcess, call_failed
@@ -141,6 +144,44 @@ def test_fleet_counts_equal_the_sum_sent(fleet: Fleet) -> None:
     for agent in status["agents"]:
         assert agent["session_id"] and agent["checkpoints"]["http"]["last_seq_id"] >= 1
         assert agent["gaps"]["open"] == 0 and agent["consecutive_failures"] == 0
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=20) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_colony_serves_metrics_and_health_like_the_agent(fleet: Fleet) -> None:
+    fleet.colony.caught_up()
+    status = fleet.colony.status()
+    assert status["telemetry"]["state"] == "running", status["telemetry"]
+    base = f"http://{status['telemetry']['address']}"
+    assert _get(base + "/-/healthy")[0] == 200
+    code, reason = _get(base + "/-/ready")
+    assert code == 200 and reason.startswith("ready: 3 agents polled"), reason
+    code, text = _get(base + "/metrics")
+    assert code == 200
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in parse_text(text)
+        for sample in family.samples
+    }
+    after = fleet.colony.status()
+    for name in AGENTS:
+        assert samples[("coral_ebpf_colony_agent_up", (("agent_id", name),))] == 1
+    # The counters are the ones `colony status --json` shows, and every row received was stored.
+    assert samples[("coral_ebpf_colony_rows_stored_total", ())] == after["metrics"]["rows_stored_total"] > 0
+    received = after["metrics"]["rows_received_total"]
+    assert sum(received.values()) >= after["metrics"]["rows_stored_total"]  # a re-polled row is received twice
+    for kind, count in received.items():
+        assert samples[("coral_ebpf_colony_rows_received_total", (("type", kind),))] == count
+    for kind, count in after["database"]["rows"].items():
+        assert samples[("coral_ebpf_colony_database_rows", (("type", kind),))] == count
+    assert samples[("coral_ebpf_colony_poll_cycles_total", ())] >= 1
+    assert after["telemetry"]["scrapes"] >= 1
 
 
 def test_agent_restarted_with_a_fresh_database(fleet: Fleet) -> None:
