@@ -46,6 +46,7 @@ from coral_ebpf.memory.budget import MemoryBudget, tame_allocators
 from coral_ebpf.memory.consumer import BudgetedConsumer
 from coral_ebpf.otlp.receiver import OtlpReceiver
 from coral_ebpf.otlp.settings import OtlpSettings
+from coral_ebpf.pullapi.server import PullApiServer
 from coral_ebpf.query.dispatch import query_executor
 from coral_ebpf.red.arbiter import RedArbiter
 from coral_ebpf.red.engine import RedEngine
@@ -149,6 +150,10 @@ class Agent:
         self._start_red_engine()
         self._query = query_executor(storage.reader)  # the control socket's, and the web view's
         self._run(Part.CONTROL, ControlServer(config.control.socket, self.status, self._query))
+        if config.colony_api.enabled:
+            self._run(Part.COLONY_API, PullApiServer(config.colony_api, storage.reader, config.agent_id))
+        else:
+            self.slots[Part.COLONY_API].set(PartState.DISABLED, "colony_api.endpoint is not set")
         self._start_telemetry()
         self._memory.calibrate()  # the agent's own footprint, every part loaded (BCC programs included)
         log.info(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from coral_ebpf.memory.settings import SCHEMA as LIMITS_SCHEMA
 from coral_ebpf.memory.settings import LimitSettings
 from coral_ebpf.otlp.settings import SCHEMA as OTLP_SCHEMA
 from coral_ebpf.otlp.settings import OtlpSettings
+from coral_ebpf.pullapi.settings import SCHEMA as COLONY_API_SCHEMA
+from coral_ebpf.pullapi.settings import ColonyApiSettings
 from coral_ebpf.red.settings import SCHEMA as RED_SCHEMA
 from coral_ebpf.red.settings import RedSettings
 from coral_ebpf.storage.settings import SCHEMA as STORAGE_SCHEMA
@@ -75,6 +77,7 @@ def build_schema() -> dict[str, Any]:
                 "telemetry": TELEMETRY_SCHEMA,
                 "export": EXPORT_SCHEMA,
                 "ui": UI_SCHEMA,
+                "colony_api": COLONY_API_SCHEMA,
             }
         ),
     }
@@ -97,6 +100,7 @@ class AgentConfig:
     telemetry: TelemetrySettings
     export: ExportSettings
     ui: UiSettings
+    colony_api: ColonyApiSettings = field(default_factory=ColonyApiSettings)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> AgentConfig:
@@ -118,6 +122,7 @@ class AgentConfig:
             telemetry=TelemetrySettings.from_dict(data.get("telemetry", {})),
             export=ExportSettings.from_dict(data.get("export", {}), state_dir),
             ui=UiSettings.from_dict(data.get("ui", {})),
+            colony_api=ColonyApiSettings.from_dict(data.get("colony_api", {})),
         )
 
 

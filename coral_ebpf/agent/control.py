@@ -23,18 +23,25 @@ import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from coral_ebpf.agent.control_client import socket_is_live
-from coral_ebpf.agent.status import StatusDocument
 from coral_ebpf.errors import CoralError
 from coral_ebpf.safe_paths import prepare_private_dir
 
 log = logging.getLogger(__name__)
 
-StatusProvider = Callable[[], StatusDocument]
+
+
+class JsonDocument(Protocol):
+    """What the status provider returns: the agent's `StatusDocument`, or the colony's document."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+StatusProvider = Callable[[], JsonDocument]
 QueryExecutor = Callable[[str, dict[str, Any]], Any]
 
 

@@ -24,6 +24,7 @@ class Part(StrEnum):
     RED = "red"
     BEYLA = "beyla"
     CONTROL = "control"
+    COLONY_API = "colony_api"
     TELEMETRY = "telemetry"
 
 

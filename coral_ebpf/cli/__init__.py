@@ -16,7 +16,18 @@ from coral_ebpf.cli._common import EXIT_FAILURE, EXIT_USAGE, print_error
 from coral_ebpf.errors import ConfigError, CoralError
 
 # Each module defines register(subparsers) and sets a `func(args) -> int` default.
-COMMAND_MODULES = ("start", "status", "probe", "discover", "query", "beyla", "config_cmd", "mcp_cmd", "ui_cmd")
+COMMAND_MODULES = (
+    "start",
+    "status",
+    "probe",
+    "discover",
+    "query",
+    "beyla",
+    "config_cmd",
+    "colony",
+    "mcp_cmd",
+    "ui_cmd",
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -19,7 +19,7 @@ from coral_ebpf.cli._common import (
     print_error,
     print_json,
 )
-from coral_ebpf.cli.query_output import print_red, print_traces
+from coral_ebpf.cli.query_output import print_agent_breakdown, print_red, print_traces
 from coral_ebpf.cli.query_views import print_timeline, print_waterfall
 from coral_ebpf.query.params import QueryError, RedParams, TraceParams
 from coral_ebpf.units import parse_duration
@@ -46,6 +46,25 @@ def execute(config: AgentConfig, kind: str, params: dict[str, Any]) -> dict[str,
         connection.close()
 
 
+def execute_on_colony(path: str | None, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A fleet query: through the running colony, else on its database file read-only."""
+    from coral_ebpf.cli.colony import colony_config
+
+    config = colony_config(path)
+    client = ControlClient(config.control_socket)
+    if client.available():
+        result: dict[str, Any] = client.query(kind, params)
+        return result
+    from coral_ebpf.colony.queries import fleet_query
+    from coral_ebpf.storage.database import open_read_only
+
+    connection = open_read_only(config.database)
+    try:
+        return fleet_query(connection, kind, params)
+    finally:
+        connection.close()
+
+
 def _duration_text(flag: str, value: str) -> str:
     try:
         parse_duration(value)
@@ -56,7 +75,7 @@ def _duration_text(flag: str, value: str) -> str:
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {"since": _duration_text("--since", args.since)}
-    for name in ("service", "route", "method", "operation", "table", "side", "trace_id"):
+    for name in ("service", "route", "method", "operation", "table", "side", "trace_id", "agent"):
         value = getattr(args, name, None)
         if value:
             params[name] = value
@@ -81,7 +100,10 @@ def _output_format(args: argparse.Namespace) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    on_colony = getattr(args, "colony", None) is not None
+    if getattr(args, "agent", None) and not on_colony:
+        print_error("--agent selects one agent of a colony: use it with --colony")
+        return EXIT_USAGE
     try:
         params = _params(args)
         if args.kind != "traces":
@@ -91,15 +113,21 @@ def _run(args: argparse.Namespace) -> int:
     except QueryError as exc:
         print_error(str(exc))
         return EXIT_USAGE
+
+    def run(kind: str) -> dict[str, Any]:
+        if on_colony:
+            return execute_on_colony(args.colony or None, kind, params)
+        return execute(config_from_args(args), kind, params)
+
     output = _output_format(args)
     if args.kind == "traces" and args.format == "waterfall":
-        trace = execute(config, "waterfall", params)["trace"]
+        trace = run("waterfall")["trace"]
         if output == "json":
             print_json(trace)
         else:
             print_waterfall(trace)
         return EXIT_OK
-    result = execute(config, args.kind, params)
+    result = run(args.kind)
     if "by" in params:
         if output == "json":
             print_json({key: result[key] for key in ("by", "window", "side", "buckets", "series")})
@@ -112,9 +140,13 @@ def _run(args: argparse.Namespace) -> int:
         else:
             print_traces(result, params, tree=output == "tree")
     elif output == "json":
-        print_json(result["rows"])
+        # On a colony the per-agent breakdown comes with the rows.
+        print_json({"rows": result["rows"], "overall": result["overall"], "by_agent": result["by_agent"]}
+                   if on_colony else result["rows"])
     else:
         print_red(result, params)
+        if on_colony:
+            print_agent_breakdown(result)
     return EXIT_OK
 
 
@@ -128,6 +160,14 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
     parser.add_argument("--since", default="15m", metavar="DURATION", help="how far back to look (default 15m)")
     parser.add_argument("--service", metavar="NAME", help="only this service (glob with *)")
+    parser.add_argument(
+        "--colony",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="query the colony's fleet database (its config FILE, default /etc/coral-ebpf/colony.yaml)",
+    )
+    parser.add_argument("--agent", metavar="ID", help="with --colony: only this agent (glob with *)")
 
 
 def _by_flag(parser: argparse.ArgumentParser) -> None:

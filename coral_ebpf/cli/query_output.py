@@ -116,13 +116,15 @@ def print_traces(result: Mapping[str, Any], params: Mapping[str, Any], *, tree: 
             "agent is running ('coral-ebpf status'), the service name, and try a longer --since."
         )
         return
+    fleet = bool(result.get("fleet"))
     if tree:
         for trace in traces:
-            _print_tree(trace)
+            _print_tree(trace, fleet)
         return
     rows = [
         [
             trace["trace_id"],
+            *([", ".join(trace.get("agents", []))] if fleet else []),
             trace["root_service"],
             format_ms(trace["duration_ms"]),
             trace["span_count"],
@@ -132,13 +134,13 @@ def print_traces(result: Mapping[str, Any], params: Mapping[str, Any], *, tree: 
         for trace in traces
     ]
     print_table(
-        ["Trace ID", "Service", "Duration", "Spans", "Status", "Root Operation"],
+        ["Trace ID", *(["Agents"] if fleet else []), "Service", "Duration", "Spans", "Status", "Root Operation"],
         rows,
         title=f"Traces — {_window_text(params)} (newest first)",
     )
 
 
-def _print_tree(trace: Mapping[str, Any]) -> None:
+def _print_tree(trace: Mapping[str, Any], fleet: bool = False) -> None:
     spans = trace.get("spans", [])
     print(
         f"Trace {trace['trace_id']}  duration {format_ms(trace['duration_ms'])}  "
@@ -159,8 +161,9 @@ def _print_tree(trace: Mapping[str, Any]) -> None:
         status = "" if span["status"] != "ERROR" else "  ERROR"
         code = span.get("http_status_code") or span.get("rpc_status_code")
         code_text = f" [{code}]" if code is not None else ""
+        where = f"@{span.get('agent')}" if fleet else ""
         print(
-            f"{prefix}{marker}{span['service']} ({format_ms(span['duration_ms'])}, {span['name']}){code_text}"
+            f"{prefix}{marker}{span['service']}{where} ({format_ms(span['duration_ms'])}, {span['name']}){code_text}"
             f" {span['kind'].lower()}{status}"
         )
         kids = sorted(children.get(span["span_id"], []), key=_start_order)
@@ -171,3 +174,25 @@ def _print_tree(trace: Mapping[str, Any]) -> None:
     for index, root in enumerate(roots):
         walk(root, "", index == len(roots) - 1)
     print()
+
+
+def print_agent_breakdown(result: Mapping[str, Any]) -> None:
+    """A colony's RED result, one overall line per agent (each from its own merged histogram)."""
+    breakdown = result.get("by_agent") or []
+    if not breakdown:
+        return
+    rows = [
+        [
+            entry["agent"],
+            entry["requests"],
+            f"{entry['rate_per_s']:.2f}",
+            entry["errors"],
+            _percent(entry["error_rate"]),
+            format_ms(entry["p50_ms"]),
+            format_ms(entry["p95_ms"]),
+            format_ms(entry["p99_ms"]),
+        ]
+        for entry in breakdown
+    ]
+    print()
+    print_table(["Agent", "Requests", "Rate/s", "Errors", "Error %", "P50", "P95", "P99"], rows, title="Per agent")

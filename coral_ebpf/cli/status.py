@@ -165,6 +165,10 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
         if body.get("scrapes"):
             facts.append(f"scrapes {body['scrapes']} (last {body.get('last_scrape_ms')} ms)")
         return facts
+    if part == "colony_api" and body.get("address"):
+        security = "mTLS" if body.get("mtls") else "TLS" if body.get("tls") else "plaintext (loopback)"
+        token = " + token" if body.get("token") else ""
+        return [str(body["address"]), f"{security}{token}", f"calls {body.get('calls', 0)}"]
     return []
 
 

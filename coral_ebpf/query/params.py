@@ -72,6 +72,7 @@ class RedParams:
     side: str | None = None  # None = the protocol's default (see red.py)
     by: float | None = None  # seconds per time bucket; None = one summary over the window
     group: str | None = None  # None = the protocol's keys; "route", "method", "status" or "service" (red.py)
+    agent: str | None = None  # only rows stored by this agent_id (a colony holds many; glob with *)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RedParams:
@@ -99,6 +100,7 @@ class RedParams:
             operation=_text("operation", data.get("operation")),
             table=_text("table", data.get("table")),
             side=side,
+            agent=_text("agent", data.get("agent")),
         )
 
     def window(self) -> tuple[float, float]:
@@ -116,6 +118,7 @@ class TraceParams:
     limit: int = DEFAULT_TRACE_LIMIT
     with_spans: bool = False
     errors_only: bool = False  # only traces with at least one ERROR span
+    agent: str | None = None  # only spans stored by this agent_id (glob with *)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TraceParams:
@@ -149,6 +152,7 @@ class TraceParams:
             limit=limit,
             with_spans=with_spans,
             errors_only=errors_only,
+            agent=_text("agent", data.get("agent")),
         )
 
     def window(self) -> tuple[float, float]:

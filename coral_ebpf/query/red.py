@@ -99,6 +99,8 @@ def _filters(protocol: Protocol, params: RedParams, start: float, end: float) ->
         args["side"] = side
     if params.service:
         clauses.append(_match("service_name", params.service, args, "service"))
+    if params.agent:
+        clauses.append(_match("agent_id", params.agent, args, "agent"))
     filters = (
         (protocol.route_column, params.route, "route"),
         (protocol.method_column, params.method, "method"),

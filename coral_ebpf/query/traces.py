@@ -26,7 +26,8 @@ SELECT printf('%016x%016x', r.trace_id_hi, r.trace_id_lo) AS trace_id,
        count(*) FILTER (WHERE r.status_code = 2) AS error_spans,
        arg_min(r.service_name, {{'is_child': r.parent_span_id <> 0, 'start': r.start_time}}) AS root_service,
        arg_min(r.span_name, {{'is_child': r.parent_span_id <> 0, 'start': r.start_time}}) AS root_operation,
-       list(DISTINCT r.service_name ORDER BY r.service_name) AS services
+       list(DISTINCT r.service_name ORDER BY r.service_name) AS services,
+       list(DISTINCT r.agent_id ORDER BY r.agent_id) AS agents
 FROM otel_spans_raw AS r
 SEMI JOIN matched AS m ON r.trace_id_hi = m.trace_id_hi AND r.trace_id_lo = m.trace_id_lo
 GROUP BY r.trace_id_hi, r.trace_id_lo
@@ -39,7 +40,7 @@ _SPANS_SQL = """
 SELECT printf('%016x%016x', r.trace_id_hi, r.trace_id_lo) AS trace_id, printf('%016x', r.span_id),
        CASE WHEN r.parent_span_id = 0 THEN '' ELSE printf('%016x', r.parent_span_id) END,
        r.service_name, r.span_name, r.span_kind, epoch_us(r.start_time), r.duration_ns, r.status_code,
-       r.status_message, r.http_status_code, r.rpc_status_code, r.process_pid,
+       r.status_message, r.http_status_code, r.rpc_status_code, r.process_pid, r.agent_id,
        r.http_method, r.http_route, r.rpc_method, r.db_system, r.db_operation,
        coalesce(json_extract_string(r.attributes, '$."db.query.text"'),
                 json_extract_string(r.attributes, '$."db.statement"')) AS db_statement
@@ -84,6 +85,10 @@ def find_traces(connection: duckdb.DuckDBPyConnection, params: TraceParams) -> d
         glob = any(c in params.service for c in "*?[")
         clauses.append("service_name GLOB $service" if glob else "service_name = $service")
         args["service"] = params.service
+    if params.agent:
+        glob = any(c in params.agent for c in "*?[")
+        clauses.append("agent_id GLOB $agent" if glob else "agent_id = $agent")
+        args["agent"] = params.agent
     conditions = []
     if params.min_duration is not None:
         conditions.append("(max(epoch_ns(r.end_time)) - min(epoch_ns(r.start_time))) >= $min_duration_ns")
@@ -103,8 +108,9 @@ def find_traces(connection: duckdb.DuckDBPyConnection, params: TraceParams) -> d
             "root_service": root_service,
             "root_operation": root_operation,
             "services": services,
+            "agents": agents,
         }
-        for trace_id, started_us, duration_ns, spans, error_spans, root_service, root_operation, services in (
+        for trace_id, started_us, duration_ns, spans, error_spans, root_service, root_operation, services, agents in (
             connection.execute(sql, args).fetchall()
         )
     ]
@@ -122,7 +128,7 @@ def trace_spans(connection: duckdb.DuckDBPyConnection, trace_ids: list[str]) -> 
     args = {"his": [hi for hi, _ in words], "los": [lo for _, lo in words]}
     rows = connection.execute(_SPANS_SQL, args).fetchall()
     for (
-        trace_id, span_id, parent, service, name, kind, start_us, duration_ns, status, message, http, rpc, pid,
+        trace_id, span_id, parent, service, name, kind, start_us, duration_ns, status, message, http, rpc, pid, agent,
         http_method, http_route, rpc_method, db_system, db_operation, db_statement,
     ) in rows:
         by_trace.setdefault(trace_id, []).append(
@@ -139,6 +145,7 @@ def trace_spans(connection: duckdb.DuckDBPyConnection, trace_ids: list[str]) -> 
                 "http_status_code": http,
                 "rpc_status_code": rpc,
                 "process_pid": pid,
+                "agent": agent,
                 "http_method": http_method,
                 "http_route": http_route,
                 "rpc_method": rpc_method,

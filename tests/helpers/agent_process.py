@@ -36,7 +36,8 @@ CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "coral_ebpf
 # States a part passes through on its way up; anything else is settled (running, failed, ...).
 UNSETTLED = frozenset({"pending", "starting"})
 PARTS = (
-    "probe", "storage", "export", "transform", "receiver", "discovery", "red", "beyla", "control", "telemetry"
+    "probe", "storage", "export", "transform", "receiver", "discovery", "red", "beyla", "control", "colony_api",
+    "telemetry",
 )  # fmt: skip
 
 Status = dict[str, Any]
