@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from coral_ebpf.beyla import health, memory, pidfile, process, status_view
+from coral_ebpf.beyla import health, kill_cause, memory, pidfile, process, status_view
 from coral_ebpf.beyla.binary import resolve_binary
 from coral_ebpf.beyla.diagnosis import Diagnosis, diagnose_exit
 from coral_ebpf.beyla.dialect import BeylaVersion, UnsupportedVersionError, dialect_for
@@ -317,11 +318,12 @@ class BeylaSupervisor:
         self._record.exited(status)
         with self._cond:
             exit_line = instance.exit_line()
+        kill = kill_cause.gather(instance.child.pid, guard.oom_kills()) if status == -signal.SIGKILL else None
         diagnosis = diagnose_exit(
             status,
             exit_line,
-            oom_kills=guard.oom_kills(),
             memory_limit=guard.limit if guard.method != "none" else None,
+            kill=kill,
         )
         guard.release()
         log.error(
