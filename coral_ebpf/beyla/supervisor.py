@@ -31,7 +31,7 @@ from coral_ebpf.beyla.render import RenderedConfig, RenderTarget, SelfExclusion,
 from coral_ebpf.beyla.restart_policy import RestartPolicy
 from coral_ebpf.beyla.settings import BeylaSettings
 from coral_ebpf.beyla.status_view import SupervisorRecord
-from coral_ebpf.beyla.version import VersionDetectionError, detect_version
+from coral_ebpf.beyla.version import VersionDetectionError, binary_identity, detect_version
 from coral_ebpf.capabilities.report import ProbeReport, Verdict
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import CoralError
@@ -80,6 +80,7 @@ class BeylaSupervisor:
         self._rejected_document: dict[str, Any] | None = None
         self._policy = RestartPolicy(settings.restart)
         self._restart_at: float | None = None
+        self._undetected: tuple[str, int, int, int] | None = None  # identity of a binary whose version is unknown
 
     # ---------------------------------------------------------------- Component interface
 
@@ -190,11 +191,24 @@ class BeylaSupervisor:
 
     def _detect_version(self, first: bool) -> None:
         """The first detection decides; later ones (a binary replaced while the agent runs, e.g. by
-        `coral-ebpf beyla install`) are cached probes that only update the version when they succeed."""
+        `coral-ebpf beyla install`) are cached probes that only update the version when they succeed.
+        A binary that is not Beyla fails at any detection; one whose detection failed otherwise is not
+        probed again (a 20 s probe on every restart) until the file changes."""
         assert self._record.binary is not None
+        path = self._record.binary.real_path
         try:
-            version: BeylaVersion | None = detect_version(self._record.binary.real_path, self.work_dir).version
+            identity = binary_identity(path)
+        except OSError:
+            identity = None
+        if not first and identity is not None and identity == self._undetected:
+            return
+        try:
+            version: BeylaVersion | None = detect_version(path, self.work_dir).version
         except VersionDetectionError as exc:
+            if exc.diagnosis is not None and exc.diagnosis.kind == "not_beyla":
+                self._fail(exc.diagnosis)
+                return
+            self._undetected = identity
             if not first:
                 return
             if exc.diagnosis is not None and not exc.diagnosis.retryable:
@@ -229,6 +243,8 @@ class BeylaSupervisor:
             self._fail(Diagnosis("binary", exc.message, exc.hint, False))
             return
         self._detect_version(first=False)
+        if self._record.state == "failed":
+            return
         assert self._record.dialect is not None
         health_port = health.free_loopback_port() if self._record.dialect.health_check else None
         try:
