@@ -187,6 +187,9 @@ class BeylaSupervisor:
         if self._record.state == "backoff" and self._restart_at is not None and now >= self._restart_at:
             self._restart_at = None
             self._record.restarts += 1
+            # Out of `backoff` before the launch's work (a version probe can take seconds), so status
+            # never shows `backoff` without a `next_restart_in`.
+            self._set_state("starting", reason=f"restart {self._record.restarts} after back-off")
             self._launch(self._services)
 
     def _detect_version(self, first: bool) -> None:

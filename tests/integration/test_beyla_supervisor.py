@@ -322,3 +322,13 @@ def test_the_real_capability_probe_decides_whether_beyla_starts(make: Any, tmp_p
     status = supervisor.status()
     assert status["state"] == "unsupported" and status["diagnosis"]["message"] == verdict.reason
     assert runs(bindir) == []
+
+
+def test_backoff_says_when_the_next_restart_is(make: Any) -> None:
+    supervisor, _ = make({"crash": {"times": 2}}, restart={"backoff_initial": "2s", "backoff_max": "2s"})
+    supervisor.start()
+    status = wait_for(supervisor, lambda s: s["state"] == "backoff")
+    assert status["next_restart_in"] is not None and 0.0 < status["next_restart_in"] <= 2.0
+    status = wait_for(supervisor, lambda s: s["state"] == "running")
+    assert status["next_restart_in"] is None and status["restarts"] == 1
+    assert "restart 1 after back-off" in [entry.get("reason") for entry in supervisor.history()]
