@@ -25,7 +25,7 @@ from coral_ebpf.beyla import health, kill_cause, memory, pidfile, process, statu
 from coral_ebpf.beyla.binary import resolve_binary
 from coral_ebpf.beyla.diagnosis import Diagnosis, diagnose_exit
 from coral_ebpf.beyla.dialect import BeylaVersion, UnsupportedVersionError, dialect_for
-from coral_ebpf.beyla.health_policy import assess
+from coral_ebpf.beyla.health_policy import WAITING_FOR_TRACER, assess
 from coral_ebpf.beyla.instance import BeylaInstance
 from coral_ebpf.beyla.render import RenderedConfig, RenderTarget, SelfExclusion, render, write_config
 from coral_ebpf.beyla.restart_policy import RestartPolicy
@@ -122,6 +122,7 @@ class BeylaSupervisor:
         os.chmod(self.work_dir, 0o700)
         pidfile.stop_stale(self.work_dir / PID_FILE, self.settings.shutdown_timeout + STOP_MARGIN)
         self._stop_requested = False
+        self._record.waiting_for = "detecting Beyla's version"
         self._set_state("starting", reason="supervisor started")
         self._thread = threading.Thread(target=self._run, name="beyla-supervisor", daemon=True)
         self._thread.start()
@@ -294,6 +295,8 @@ class BeylaSupervisor:
             extra={"fields": {"source": "beyla", "pid": child.pid, "config": str(self.config_path),
                               "services": len(rendered.selectors), "memory_guard": guard.method}},
         )
+        with self._cond:
+            self._record.waiting_for = "waiting for /healthz" if health_port else WAITING_FOR_TRACER
         self._set_state("starting", pid=child.pid, services=len(rendered.selectors))
 
     def _judge_health(self, instance: BeylaInstance, now: float) -> None:
@@ -313,6 +316,9 @@ class BeylaSupervisor:
         if assessment.healthy:
             self._policy.healthy(now)
         record = self._record
+        if assessment.verdict == "starting" and record.state == "starting":
+            with self._cond:
+                record.waiting_for = assessment.reason
         if assessment.verdict == "running" and record.state != "running":
             record.diagnosis = None
             self._set_state("running", reason=assessment.reason)
