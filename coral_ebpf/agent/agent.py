@@ -1,7 +1,9 @@
 """The agent: wires the parts together and owns start and stop.
 
-Start order follows the data: probe → storage → transform → OTLP receiver → discovery →
-RED engine (Beyla supervisor or the built-in BCC probe) → control socket. Stop runs in reverse,
+The control socket starts first, so `status` answers from the first second (`agent.state`
+`starting`, each part `pending`, `starting` or settled; queries wait for the database). The
+rest follows the data: probe → storage → transform → OTLP receiver → discovery → RED engine
+(Beyla supervisor or the built-in BCC probe). Stop runs in reverse (the control socket first),
 so every part that feeds another stops before the part it feeds, and data already accepted is
 written before the database closes.
 """
@@ -74,6 +76,7 @@ class Agent:
         self._services_lock = threading.Lock()
         self._stopping = threading.Event()
         self._fallback_thread: threading.Thread | None = None
+        self._started = False  # every part has been started (each may still be settling)
         self._check_config()
 
     def _check_config(self) -> None:
@@ -88,8 +91,19 @@ class Agent:
     def _run(self, name: str, component: Component) -> None:
         slot = self.slots[name]
         slot.component = component
+        slot.set("starting")
         component.start()
         slot.set("running")
+
+    def _query(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Queries through the control socket, which answers from the first second of start."""
+        storage = self._storage
+        if storage is None:
+            raise CoralError(
+                "the agent is still starting: its database is not open yet",
+                "try again in a moment; 'coral-ebpf status' shows each part's progress",
+            )
+        return query_executor(storage.reader)(kind, params)
 
     def start(self) -> None:
         """Start every part that can work here. Raises CoralError when the data path cannot start."""
@@ -97,6 +111,9 @@ class Agent:
         prepare_state_dir(config.state_dir)
         # Before any BPF is loaded or Beyla started: another agent on this socket means we cannot serve.
         check_control_socket_free(config.control.socket)
+        # The control socket answers first, so `coral-ebpf status` shows each part's progress while the
+        # probe (tens of seconds under TCG) and the rest start.
+        self._run("control", ControlServer(config.control.socket, self.status, self._query))
         self._start_probe()
         storage = Storage(config.storage)
         self._run("storage", storage)
@@ -111,10 +128,7 @@ class Agent:
         self._receiver = receiver
         self._start_discovery()
         self._start_red_engine()
-        self._run(
-            "control",
-            ControlServer(config.control.socket, self.status, query_executor(storage.reader)),
-        )
+        self._started = True
         log.info(
             "agent started",
             extra={
@@ -129,6 +143,7 @@ class Agent:
 
     def _start_probe(self) -> None:
         slot = self.slots["probe"]
+        slot.set("starting", "probing what this kernel allows")
         try:
             self.report = _probe(self.config)
         except Exception as exc:  # the probe failing must not stop the data path
@@ -340,6 +355,7 @@ class Agent:
             "agent": {
                 "version": __version__,
                 "pid": os.getpid(),
+                "state": "stopping" if self._stopping.is_set() else "running" if self._started else "starting",
                 "agent_id": self.config.agent_id,
                 "started": self.started,
                 "uptime_s": round(time.time() - self.started, 1),
