@@ -172,6 +172,8 @@ def _run(args: argparse.Namespace) -> int:
         f"coral-ebpf {agent.get('version', '?')}  pid {agent.get('pid', '?')}  "
         f"up {_ago(agent.get('started')).removesuffix(' ago')}  config {agent.get('config', '?')}"
     )
+    if agent.get("state") in ("starting", "stopping"):
+        title += f"  ({agent['state']})"
     print_table(("Part", "State", "Since", "Details"), rows, title=title)
     return EXIT_OK
 

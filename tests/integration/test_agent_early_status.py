@@ -7,6 +7,8 @@ read the early status, so "early" does not depend on how fast this machine probe
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +35,9 @@ def config(tmp_path: Path) -> AgentConfig:
         "red": {"engine": "bcc"},
         "discovery": {"enabled": False},
     }
-    return parse_config_text(yaml.safe_dump(document), "early-status.yaml")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return parse_config_text(path.read_text(encoding="utf-8"), str(path))
 
 
 @pytest.fixture
@@ -62,6 +66,14 @@ def test_status_answers_while_the_probe_runs(config: AgentConfig, held_probe: th
         assert early["agent"]["state"] == "starting"
         assert (early["probe"]["state"], early["probe"]["reason"]) == ("starting", "probing what this kernel allows")
         assert early["storage"]["state"] == "pending" and early["control"]["state"] == "running"
+        shown = subprocess.run(
+            [str(Path(sys.executable).with_name("coral-ebpf")), "status", "--config", str(config.source)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert shown.returncode == 0 and "(starting)" in shown.stdout, shown.stderr
         with pytest.raises(CoralError, match="the agent is still starting: its database is not open yet"):
             client.query("http", {"since": "5m"})
         held_probe.set()
