@@ -1,9 +1,12 @@
 """The agent: wires the parts together and owns start and stop.
 
-Start order follows the data (the order of `Part`): probe → storage → transform → OTLP receiver →
+The control socket starts first, so `status` answers from the first second (`agent.state`
+`starting`, each part `pending`, `starting` or settled; queries say the database is not open yet).
+The rest follows the data (the order of `Part`): probe → storage → transform → OTLP receiver →
 discovery → RED engine (Beyla supervisor or the built-in BCC probe, chosen by the RED arbiter) →
-control socket. Stop runs in reverse, so every part that feeds another stops before the part it
-feeds, and data already accepted is written before the database closes.
+operator listener. Stop runs in reverse order of `Part` (the control socket among the first), so
+every part that feeds another stops before the part it feeds, and data already accepted is written
+before the database closes.
 """
 
 from __future__ import annotations
@@ -46,7 +49,6 @@ from coral_ebpf.memory.budget import MemoryBudget, tame_allocators
 from coral_ebpf.memory.consumer import BudgetedConsumer
 from coral_ebpf.otlp.receiver import OtlpReceiver
 from coral_ebpf.otlp.settings import OtlpSettings
-from coral_ebpf.pullapi.server import PullApiServer
 from coral_ebpf.query.dispatch import query_executor
 from coral_ebpf.red.arbiter import RedArbiter
 from coral_ebpf.red.engine import RedEngine
@@ -98,17 +100,31 @@ class Agent:
         self.red_totals = RedTotals()
         self.last_reload: dict[str, Any] | None = None
         self._ports_taken: tuple[TakenPort, ...] = ()
-        self._query: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None  # once storage runs
         # Built now (it reads the TLS files and the token) so a bad telemetry section fails before any BPF loads.
         self._operator_server = self._operator_listener()
+        # The query executor over the open database (the control socket's and the web view's); None until then.
+        self._executor: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
+        self._stopping = threading.Event()
+        self._started = False  # every part has been started (each may still be settling)
 
     # ------------------------------------------------------------------ start
 
     def _run(self, part: Part, component: Component) -> None:
         slot = self.slots[part]
         slot.component = component
+        slot.set(PartState.STARTING)
         component.start()
         slot.set(PartState.RUNNING)
+
+    def _query(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Queries through the control socket, which answers from the first second of start."""
+        executor = self._executor
+        if executor is None:
+            raise CoralError(
+                "the agent is still starting: its database is not open yet",
+                "try again in a moment; 'coral-ebpf status' shows each part's progress",
+            )
+        return executor(kind, params)
 
     def start(self) -> None:
         """Start every part that can work here. Raises CoralError when the data path cannot start."""
@@ -117,10 +133,14 @@ class Agent:
         tame_allocators()  # before the threads that allocate start
         # Before any BPF is loaded or Beyla started: another agent on this socket means we cannot serve.
         check_control_socket_free(config.control.socket)
+        # The control socket answers first, so `coral-ebpf status` shows each part's progress while the
+        # probe (tens of seconds under TCG) and the rest start.
+        self._run(Part.CONTROL, ControlServer(config.control.socket, self.status, self._query))
         self._start_probe()
         storage = Storage(config.storage)
         storage.on_commit(self.red_totals.observe)
         self._run(Part.STORAGE, storage)
+        self._executor = query_executor(storage.reader)
         processor = TransformProcessor(
             storage,
             agent_id=config.agent_id,
@@ -148,14 +168,15 @@ class Agent:
         self._receiver = receiver
         self._start_discovery()
         self._start_red_engine()
-        self._query = query_executor(storage.reader)  # the control socket's, and the web view's
-        self._run(Part.CONTROL, ControlServer(config.control.socket, self.status, self._query))
         if config.colony_api.enabled:
+            from coral_ebpf.pullapi.server import PullApiServer  # its generated gRPC code loads only when used
+
             self._run(Part.COLONY_API, PullApiServer(config.colony_api, storage.reader, config.agent_id))
         else:
             self.slots[Part.COLONY_API].set(PartState.DISABLED, "colony_api.endpoint is not set")
         self._start_telemetry()
         self._memory.calibrate()  # the agent's own footprint, every part loaded (BCC programs included)
+        self._started = True
         log.info(
             "agent started",
             extra={
@@ -174,16 +195,11 @@ class Agent:
         mounts: dict[str, web.Application] = {}
         if self.config.ui.enabled:
             # The read-only web view, behind the listener's TLS and token; it answers once storage runs.
-            backend = InAgentBackend(self._ui_query, lambda: self.status().to_json())
+            backend = InAgentBackend(self._query, lambda: self.status().to_json())
             mounts[UI_PREFIX] = build_ui_app(backend)
         return OperatorServer(
             self.config.telemetry, AgentTelemetry(lambda: self.status().to_json(), self.red_totals), mounts=mounts
         )
-
-    def _ui_query(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
-        if self._query is None:
-            raise CoralError("the agent is still starting: storage is not open yet", "reload the page in a moment")
-        return self._query(kind, params)
 
     def _start_telemetry(self) -> None:
         settings = self.config.telemetry
@@ -201,9 +217,9 @@ class Agent:
             slot.set(PartState.FAILED, str(exc))
             log.warning("operator listener not started", extra={"fields": {"error": exc.message}})
 
-
     def _start_probe(self) -> None:
         slot = self.slots[Part.PROBE]
+        slot.set(PartState.STARTING, "probing what this kernel allows")
         try:
             self.report = _probe(self.config)
         except Exception as exc:  # the probe failing must not stop the data path
@@ -351,6 +367,7 @@ class Agent:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop every running part in reverse start order within about `timeout` seconds."""
         deadline = time.monotonic() + timeout
+        self._stopping.set()
         self.arbiter.stop(max(1.0, timeout / 2))
         for part in reversed(Part):
             slot = self.slots[part]
@@ -420,8 +437,9 @@ class Agent:
                 }
             },
         )
-        sd_notify.ready("serving; restart to apply: " + ", ".join(plan.needs_restart) if plan.needs_restart
-                        else "serving")
+        sd_notify.ready(
+            "serving; restart to apply: " + ", ".join(plan.needs_restart) if plan.needs_restart else "serving"
+        )
         return plan
 
     # ------------------------------------------------------------------ status
@@ -431,6 +449,7 @@ class Agent:
         agent = AgentInfo(
             version=__version__,
             pid=os.getpid(),
+            state=self._agent_state(),
             agent_id=self.config.agent_id,
             started=self.started,
             config=self.config.source,
@@ -475,6 +494,12 @@ class Agent:
             beyla_details["history"] = self._beyla_history()
         parts[Part.BEYLA] = replace(beyla, details=beyla_details)
         return StatusDocument(agent, parts)
+
+    def _agent_state(self) -> PartState:
+        """`starting` until every part has been started (each may still be settling), `stopping` once stop began."""
+        if self._stopping.is_set():
+            return PartState.STOPPING
+        return PartState.RUNNING if self._started else PartState.STARTING
 
     def _beyla_history(self, last: int = 30) -> list[dict[str, Any]]:
         """Beyla's recent state transitions (wall-clock `at`, state, and why: back-off delay, attempt, ...)."""

@@ -54,6 +54,7 @@ class PartStatus:
 class AgentInfo:
     version: str
     pid: int
+    state: PartState  # the agent's own: starting (parts still being started), running, stopping
     agent_id: str
     started: float
     config: str

@@ -18,6 +18,7 @@ import signal
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from coral_ebpf.beyla.kill_cause import KillEvidence
 from coral_ebpf.beyla.logparse import LogLine
 
 WATCHER_FAILURE = "Unable to load eBPF watcher for process events"
@@ -51,6 +52,10 @@ CAPS_FIX = (
 CONFIG_FIX = (
     "Beyla rejected the configuration the agent generated; see it with 'coral-ebpf beyla config' and check the "
     "beyla.* keys of the agent config (an older Beyla may not know a key: 'coral-ebpf beyla version')"
+)
+MEMORY_LIMIT_FIX = (
+    "raise beyla.limits.memory_max (with RLIMIT_AS, allow at least twice the expected RSS), or lower the load "
+    "(fewer services, beyla.protocols)"
 )
 MEMLOCK_FIX = (
     "raise the locked-memory limit for the agent (systemd: LimitMEMLOCK=infinity; shell: ulimit -l unlimited); "
@@ -115,27 +120,29 @@ def diagnose_line(line: LogLine) -> Diagnosis | None:
 
 
 def diagnose_exit(
-    status: int | None, first_error: LogLine | None, *, oom_kills: int | None = None, memory_limit: int | None = None
+    status: int | None,
+    first_error: LogLine | None,
+    *,
+    oom_kills: int | None = None,
+    memory_limit: int | None = None,
+    kill: KillEvidence | None = None,
 ) -> Diagnosis:
-    """Why Beyla ended: its status (negative: killed by that signal) and the first ERROR line it printed."""
+    """Why Beyla ended: its status (negative: killed by that signal) and the first ERROR line it printed.
+
+    For a SIGKILL, `kill` holds what the cgroup and the kernel log recorded (kill_cause.gather), which
+    tells the OOM killer from a SIGKILL sent by someone else."""
     from_line = diagnose_line(first_error) if first_error is not None else None
     if status is not None and status < 0:
+        if status == -signal.SIGKILL:
+            return _diagnose_sigkill(kill or KillEvidence(oom_kills, False, None), memory_limit)
         name = signal.Signals(-status).name if -status in signal.Signals._value2member_map_ else str(-status)
-        if status == -signal.SIGKILL and (oom_kills or memory_limit):
-            limit = f" ({memory_limit} bytes)" if memory_limit else ""
-            return Diagnosis(
-                "memory_limit",
-                f"Beyla was killed by SIGKILL, most likely for reaching beyla.limits.memory_max{limit}",
-                "raise beyla.limits.memory_max, or lower the load (fewer services, beyla.protocols)",
-                True,
-            )
-        return Diagnosis("killed", f"Beyla was killed by {name}", "see the system log (dmesg) for the OOM killer", True)
+        return Diagnosis("killed", f"Beyla was killed by {name} from outside the agent", KILLED_FIX, True)
     out_of_memory = from_line is not None and from_line.kind == "crash" and _has(from_line.message, "out of memory")
     if from_line is not None and out_of_memory and memory_limit:
         return Diagnosis(
             "memory_limit",
             f"Beyla ran out of memory under beyla.limits.memory_max ({memory_limit} bytes): {from_line.message}",
-            "raise beyla.limits.memory_max (with RLIMIT_AS, allow at least twice the expected RSS)",
+            MEMORY_LIMIT_FIX,
             True,
             from_line.line,
         )
@@ -149,3 +156,49 @@ def diagnose_exit(
     if status in (126, 127):
         return Diagnosis("start_failed", f"the exec wrapper failed with status {status}", "", False)
     return Diagnosis("crash", f"Beyla exited with status {status}", "the agent restarts it with back-off", True)
+
+
+KILLED_FIX = "something outside the agent (an operator, a service manager, a script) killed it; the agent restarts it"
+
+
+def _diagnose_sigkill(evidence: KillEvidence, memory_limit: int | None) -> Diagnosis:
+    """The OOM killer (at the agent's memory limit, or the machine's), or a SIGKILL from outside."""
+    limit = f" ({memory_limit} bytes)" if memory_limit else ""
+    if evidence.oom and memory_limit:
+        return Diagnosis(
+            "memory_limit",
+            f"Beyla was killed by SIGKILL from the OOM killer at beyla.limits.memory_max{limit} "
+            f"({evidence.describe()})",
+            MEMORY_LIMIT_FIX,
+            True,
+            evidence.kernel_oom_line or "",
+        )
+    if evidence.oom:
+        return Diagnosis(
+            "oom_killed",
+            f"Beyla was killed by SIGKILL from the kernel's OOM killer ({evidence.describe()})",
+            "the machine ran out of memory; free memory, or bound Beyla with beyla.limits.memory_max",
+            True,
+            evidence.kernel_oom_line or "",
+        )
+    if memory_limit and not evidence.conclusive:
+        return Diagnosis(
+            "memory_limit",
+            f"Beyla was killed by SIGKILL, most likely for reaching beyla.limits.memory_max{limit} "
+            f"({evidence.describe()})",
+            MEMORY_LIMIT_FIX,
+            True,
+        )
+    if evidence.conclusive:
+        return Diagnosis(
+            "killed",
+            f"Beyla was killed by SIGKILL from outside the agent, not by the OOM killer ({evidence.describe()})",
+            KILLED_FIX,
+            True,
+        )
+    return Diagnosis(
+        "killed",
+        f"Beyla was killed by SIGKILL; no OOM record could be read ({evidence.describe()})",
+        "if it was the OOM killer, 'dmesg' as root shows it; the agent restarts Beyla",
+        True,
+    )

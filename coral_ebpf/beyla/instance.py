@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from coral_ebpf.beyla import health, process
 from coral_ebpf.beyla.diagnosis import WATCHER_FAILURE, diagnose_line
+from coral_ebpf.beyla.instrumented import instrumented_pids
 from coral_ebpf.beyla.logparse import LogLine, parse_line
 from coral_ebpf.beyla.render import RenderedConfig
 from coral_ebpf.discovery.model import ServiceEntry
@@ -22,6 +23,7 @@ from coral_ebpf.discovery.model import ServiceEntry
 child_log = logging.getLogger("coral_ebpf.beyla.child")
 
 INSTRUMENTING = "instrumenting process"
+TRACER_LAUNCHED = "Launching p.Tracer"  # INFO: from this line on Beyla's tracer sees requests
 CAPABILITY_WARNING = "Required system capabilities not present, Beyla may malfunction"
 _RESERVED_FIELDS = {"ts", "level", "logger", "msg", "source", "error", "beyla_pid", "stream"}
 
@@ -34,7 +36,9 @@ class Observations:
     last_error: LogLine | None = None
     watcher_failure: LogLine | None = None
     warnings: list[str] = field(default_factory=list)
-    instrumented: int = 0
+    instrumented_executables: set[str] = field(default_factory=set)  # `cmd` of `instrumenting process`
+    instrumented_logged_pids: set[int] = field(default_factory=set)  # `pid` of those lines
+    tracer_live: bool = False
     health_ok_ever: bool = False
     health_ok_at: float | None = None
     health_failures: int = 0  # consecutive
@@ -88,6 +92,14 @@ class BeylaInstance:
         """The line that best explains an exit: the first one naming a cause, else the last ERROR line."""
         return self.seen.first_error or self.seen.last_error
 
+    def instrumented_pids(self) -> set[int]:
+        """Instrumented processes by pid (call under the supervisor's lock)."""
+        seen = self.seen
+        excluded = {skipped.pid for skipped in self.rendered.skipped}
+        return instrumented_pids(
+            seen.instrumented_executables, seen.instrumented_logged_pids, self.services, excluded
+        )
+
     @property
     def pid(self) -> int:
         return self.child.pid
@@ -128,7 +140,9 @@ class BeylaInstance:
             if seen.first_error is None and diagnose_line(line) is not None:
                 seen.first_error = line
         if line.message.startswith(INSTRUMENTING):
-            seen.instrumented += 1
+            _note_instrumented(seen, line)
+        elif line.message.startswith(TRACER_LAUNCHED):
+            seen.tracer_live = True
         if line.message == CAPABILITY_WARNING:
             seen.warnings.append(f"{line.message}: {line.error}")
 
@@ -190,3 +204,11 @@ class BeylaInstance:
             return False
         seen_at = last_data_seen()
         return seen_at is not None and seen_at >= self.child.started_wall
+
+
+def _note_instrumented(seen: Observations, line: LogLine) -> None:
+    executable = line.fields.get("cmd")
+    if executable:
+        seen.instrumented_executables.add(str(executable))
+    with contextlib.suppress(TypeError, ValueError):
+        seen.instrumented_logged_pids.add(int(str(line.fields.get("pid"))))

@@ -35,6 +35,7 @@ class SupervisorRecord:
     last_exit_at: float | None = None
     last_stop: dict[str, Any] | None = None
     last_guard: memory.MemoryGuard | None = None
+    waiting_for: str | None = None  # while `starting`: what it waits for
 
     def transition(self, state: PartState, detail: dict[str, Any]) -> None:
         self.state = state
@@ -63,9 +64,11 @@ def build(
     seen = instance.seen if instance else None
     last = seen.last_health if seen else None
     guard = record.last_guard or memory.MemoryGuard.none()
+    instrumented = instance.instrumented_pids() if instance else set()
     return {
         "state": record.state,
         "since": record.since,
+        "waiting_for": record.waiting_for if record.state == "starting" else None,
         "restarts": record.restarts,
         "starts": record.starts,
         "consecutive_failures": consecutive_failures,
@@ -85,7 +88,9 @@ def build(
             "ok": None if last is None else last.ok,
             "detail": None if last is None else last.detail,
             "consecutive_failures": seen.health_failures if seen else 0,
-            "instrumented_processes": seen.instrumented if seen else 0,
+            "instrumented_processes": len(instrumented),
+            "instrumented_pids": sorted(instrumented),
+            "tracer_live": seen.tracer_live if seen else False,
         },
         "probe_warning": record.probe_warning,
         "warnings": list(seen.warnings) if seen else [],

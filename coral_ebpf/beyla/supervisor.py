@@ -14,23 +14,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from coral_ebpf.beyla import health, memory, pidfile, process, status_view
+from coral_ebpf.beyla import health, kill_cause, memory, pidfile, process, status_view
 from coral_ebpf.beyla.binary import resolve_binary
 from coral_ebpf.beyla.diagnosis import Diagnosis, diagnose_exit
 from coral_ebpf.beyla.dialect import BeylaVersion, UnsupportedVersionError, dialect_for
-from coral_ebpf.beyla.health_policy import assess
+from coral_ebpf.beyla.health_policy import WAITING_FOR_TRACER, assess
 from coral_ebpf.beyla.instance import BeylaInstance
 from coral_ebpf.beyla.render import RenderedConfig, RenderTarget, SelfExclusion, render, write_config
 from coral_ebpf.beyla.restart_policy import RestartPolicy
 from coral_ebpf.beyla.settings import BeylaSettings
 from coral_ebpf.beyla.status_view import SupervisorRecord
-from coral_ebpf.beyla.version import VersionDetectionError, detect_version
+from coral_ebpf.beyla.version import VersionDetectionError, binary_identity, detect_version
 from coral_ebpf.capabilities.report import ProbeComponent, ProbeReport, Verdict
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import CoralError
@@ -82,6 +83,7 @@ class BeylaSupervisor:
         self._policy = RestartPolicy(settings.restart)
         self._restart_at: float | None = None
         self._listeners: list[StateListener] = []
+        self._undetected: tuple[str, int, int, int] | None = None  # identity of a binary whose version is unknown
 
     # ---------------------------------------------------------------- Component interface
 
@@ -126,6 +128,7 @@ class BeylaSupervisor:
             return
         pidfile.stop_stale(self.work_dir / PID_FILE, self.settings.shutdown_timeout + STOP_MARGIN)
         self._stop_requested = False
+        self._record.waiting_for = "detecting Beyla's version"
         self._set_state(PartState.STARTING, reason="supervisor started")
         self._thread = threading.Thread(target=self._run, name="beyla-supervisor", daemon=True)
         self._thread.start()
@@ -203,15 +206,31 @@ class BeylaSupervisor:
         if self._record.state == PartState.BACKOFF and self._restart_at is not None and now >= self._restart_at:
             self._restart_at = None
             self._record.restarts += 1
+            # Out of `backoff` before the launch's work (a version probe can take seconds), so status
+            # never shows `backoff` without a `next_restart_in`.
+            self._set_state(PartState.STARTING, reason=f"restart {self._record.restarts} after back-off")
             self._launch(self._services)
 
     def _detect_version(self, first: bool) -> None:
         """The first detection decides; later ones (a binary replaced while the agent runs, e.g. by
-        `coral-ebpf beyla install`) are cached probes that only update the version when they succeed."""
+        `coral-ebpf beyla install`) are cached probes that only update the version when they succeed.
+        A binary that is not Beyla fails at any detection; one whose detection failed otherwise is not
+        probed again (a 20 s probe on every restart) until the file changes."""
         assert self._record.binary is not None
+        path = self._record.binary.real_path
         try:
-            version: BeylaVersion | None = detect_version(self._record.binary.real_path, self.work_dir).version
+            identity = binary_identity(path)
+        except OSError:
+            identity = None
+        if not first and identity is not None and identity == self._undetected:
+            return
+        try:
+            version: BeylaVersion | None = detect_version(path, self.work_dir).version
         except VersionDetectionError as exc:
+            if exc.diagnosis is not None and exc.diagnosis.kind == "not_beyla":
+                self._fail(exc.diagnosis)
+                return
+            self._undetected = identity
             if not first:
                 return
             if exc.diagnosis is not None and not exc.diagnosis.retryable:
@@ -246,6 +265,8 @@ class BeylaSupervisor:
             self._fail(Diagnosis("binary", exc.message, exc.hint, False))
             return
         self._detect_version(first=False)
+        if self._record.state == PartState.FAILED:
+            return
         assert self._record.dialect is not None
         health_port = health.free_loopback_port() if self._record.dialect.health_check else None
         try:
@@ -292,6 +313,8 @@ class BeylaSupervisor:
             extra={"fields": {"source": "beyla", "pid": child.pid, "config": str(self.config_path),
                               "services": len(rendered.selectors), "memory_guard": guard.method}},
         )
+        with self._cond:
+            self._record.waiting_for = "waiting for /healthz" if health_port else WAITING_FOR_TRACER
         self._set_state(PartState.STARTING, pid=child.pid, services=len(rendered.selectors))
 
     def _judge_health(self, instance: BeylaInstance, now: float) -> None:
@@ -311,6 +334,9 @@ class BeylaSupervisor:
         if assessment.healthy:
             self._policy.healthy(now)
         record = self._record
+        if assessment.verdict == "starting" and record.state == PartState.STARTING:
+            with self._cond:
+                record.waiting_for = assessment.reason
         if assessment.verdict == "running" and record.state != PartState.RUNNING:
             record.diagnosis = None
             self._set_state(PartState.RUNNING, reason=assessment.reason)
@@ -335,11 +361,12 @@ class BeylaSupervisor:
         self._record.exited(status)
         with self._cond:
             exit_line = instance.exit_line()
+        kill = kill_cause.gather(instance.child.pid, guard.oom_kills()) if status == -signal.SIGKILL else None
         diagnosis = diagnose_exit(
             status,
             exit_line,
-            oom_kills=guard.oom_kills(),
             memory_limit=guard.limit if guard.method != "none" else None,
+            kill=kill,
         )
         guard.release()
         log.error(

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import queue
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -74,7 +75,8 @@ _memory_cache: dict[tuple[str, int, int, int], VersionInfo] = {}
 _cache_lock = threading.Lock()
 
 
-def _cache_key(path: Path) -> tuple[str, int, int, int]:
+def binary_identity(path: Path) -> tuple[str, int, int, int]:
+    """(path, inode, mtime, size): a replaced or rewritten binary has another identity."""
     st = os.stat(path)
     return (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
 
@@ -131,7 +133,7 @@ def _cached(key: tuple[str, int, int, int], work_dir: Path | None) -> VersionInf
 
 def detect_version(binary: Path, work_dir: Path | None = None, timeout: float = 20.0) -> VersionInfo:
     """The release of the (already safety-checked) Beyla at `binary`; VersionDetectionError if it will not say."""
-    key = _cache_key(binary)
+    key = binary_identity(binary)
     cached = _cached(key, work_dir)
     if cached is not None:
         return cached
@@ -173,6 +175,7 @@ def _run_probe(binary: Path, work_dir: Path | None, timeout: float) -> VersionIn
             reader.start()
         deadline = time.monotonic() + timeout
         first_error: LogLine | None = None
+        first_lines: list[str] = []
         closed = 0
         found: VersionInfo | None = None
         try:
@@ -188,8 +191,15 @@ def _run_probe(binary: Path, work_dir: Path | None, timeout: float) -> VersionIn
                     closed += 1
                     continue
                 found = version_from_line(line)
+                if len(first_lines) < 3 and line.raw.strip():
+                    first_lines.append(line.raw.strip())
                 if first_error is None and line.level == "ERROR":
                     first_error = line
+            still_running = closed < len(readers)  # when no version line came: ran out of time, or exited
+            if not still_running and found is None:
+                # Its output ended: it is exiting. Let it, so its own exit status is reported, not our SIGTERM's.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.popen.wait(timeout=1.0)
         finally:
             process.terminate(child, 1.0)
             for reader in readers:
@@ -200,13 +210,24 @@ def _run_probe(binary: Path, work_dir: Path | None, timeout: float) -> VersionIn
     if found is not None:
         return found
     diagnosis = diagnose_line(first_error) if first_error is not None else None
-    if first_error is not None:
+    if diagnosis is not None:
+        assert first_error is not None
         raise VersionDetectionError(
-            f"{binary} did not print its version; it stopped with: {first_error.raw}",
-            diagnosis.fix if diagnosis else "",
-            diagnosis,
+            f"{binary} did not print its version; it stopped with: {first_error.raw}", diagnosis.fix, diagnosis
         )
-    raise VersionDetectionError(
-        f"{binary} printed no 'Grafana Beyla' version line within {timeout:.0f}s; is it Beyla?",
-        "check the binary, or reinstall it with 'coral-ebpf beyla install'",
-    )
+    raise not_beyla(binary, timeout, None if still_running else child.popen.returncode, first_lines)
+
+
+NOT_BEYLA_FIX = (
+    "point beyla.binary (or $CORAL_EBPF_BEYLA_BIN) at a Grafana Beyla executable, or install the pinned "
+    "release with 'coral-ebpf beyla install'"
+)
+
+
+def not_beyla(binary: Path, timeout: float, status: int | None, first_lines: list[str]) -> VersionDetectionError:
+    """Every Beyla release logs its `Grafana Beyla` line first thing; a binary that does not is not Beyla."""
+    ended = f"it exited with status {status}" if status is not None else f"it printed none within {timeout:.0f}s"
+    said = "; its output began: " + " | ".join(first_lines) if first_lines else "; it printed nothing"
+    message = f"not a Beyla binary: {binary} printed no '{VERSION_MESSAGE}' version line ({ended}{said})"
+    line = first_lines[0] if first_lines else ""
+    return VersionDetectionError(message, NOT_BEYLA_FIX, Diagnosis("not_beyla", message, NOT_BEYLA_FIX, False, line))

@@ -86,6 +86,11 @@ def print_red(result: Mapping[str, Any], params: Mapping[str, Any]) -> None:
         f"{overall['errors']} errors ({_percent(overall['error_rate'])}), "
         f"P50={format_ms(overall['p50_ms'])} P95={format_ms(overall['p95_ms'])} P99={format_ms(overall['p99_ms'])}"
     )
+    if result.get("source") == "spans":
+        footer += (
+            f"\nSource: stored spans (no {title} metrics in this window; the sender exported only spans, "
+            "so these figures are counted from them and the percentiles are exact)"
+        )
     side_text = "" if show_side else f", {side} side"
     print_table(headers, table_rows, title=f"{title} — {_window_text(params)}{side_text}", footer=footer)
 

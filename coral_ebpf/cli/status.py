@@ -229,6 +229,8 @@ def _run(args: argparse.Namespace) -> int:
             f"{_bytes(memory.get('limit_bytes'))} (rss {_bytes(memory.get('rss_bytes'))}, "
             f"idle {_bytes(memory.get('idle_rss_bytes'))}, peak {_bytes(memory.get('peak_rss_bytes'))})"
         )
+    if agent.get("state") in ("starting", "stopping"):
+        title += f"  ({agent['state']})"
     failed_now = failed_parts(document)
     footer = f"failed: {', '.join(failed_now)}" + (" (exit code 1)" if failed else "") if failed_now else None
     print_table(("Part", "State", "Since", "Details"), rows, title=title, footer=footer)

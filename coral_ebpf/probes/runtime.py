@@ -9,6 +9,7 @@ so headers resolution and error reporting are the same everywhere. Program `<nam
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -25,6 +26,7 @@ from coral_ebpf.probes.verifier import kernel_verdict
 from coral_ebpf.resources import bpf_dir
 from coral_ebpf.safe_paths import UnsafePathError, open_private
 
+_log = logging.getLogger(__name__)
 _ENV_LOCK = threading.Lock()
 _LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 _STDERR_LOCK = threading.Lock()
@@ -151,6 +153,53 @@ def _replay(text: str) -> None:
     sys.stderr.flush()
 
 
+def split_bcc_output(text: str) -> tuple[str, str]:
+    """(the agent's own log lines other threads wrote meanwhile, what BCC and clang printed).
+
+    The agent's lines start with `ts=` (logfmt) or `{"ts":` (json); everything else is compiler output
+    (clang's multi-line warnings with their source excerpts, `N warnings generated.`)."""
+    agent: list[str] = []
+    compiler: list[str] = []
+    for line in text.splitlines(keepends=True):
+        (agent if line.startswith(("ts=", '{"ts":')) else compiler).append(line)
+    return "".join(agent), "".join(compiler)
+
+
+def compiler_warnings(output: str) -> list[str]:
+    """clang's warning messages in BCC's output (without the source excerpts), in order."""
+    return [line.split(" warning: ", 1)[1].strip() for line in output.splitlines() if " warning: " in line]
+
+
+def _write_bpf_log(state_dir: Path, name: str, text: str) -> Path | None:
+    """Write `text` to `state_dir/bpf-<name>.log` (0600); None when it cannot be written.
+
+    The state dir is prepared (and checked) by the agent; the log never follows a planted symlink."""
+    log_path = state_dir / f"bpf-{name}.log"
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = open_private(log_path, os.O_WRONLY | os.O_CREAT, 0o600, "BPF log")
+        os.ftruncate(fd, 0)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+    except (OSError, UnsafePathError):
+        return None
+    return log_path
+
+
+def _log_compiled(name: str, what: str, state_dir: Path, compiler_output: str) -> None:
+    """One line in the agent's log per program; clang's output goes to `state_dir/bpf-<name>.log`."""
+    fields: dict[str, Any] = {"program": name}
+    if compiler_output.strip():
+        warnings = compiler_warnings(compiler_output)
+        fields["warnings"] = len(warnings)
+        if warnings:
+            fields["first_warning"] = warnings[0]
+        log_path = _write_bpf_log(state_dir, name, compiler_output)
+        fields["bpf_log"] = str(log_path) if log_path else "not written"
+    _log.info("BPF program %s", "compiled" if what.startswith("failed to compile") else "loaded",
+              extra={"fields": fields})
+
+
 def _with_bcc_output(name: str, what: str, state_dir: Path, hint: str, action: Callable[[], _T]) -> _T:
     """Run a BCC compile or load with its output captured; a failure becomes a BpfCompileError that
     quotes the kernel's verdict and keeps the full output in `state_dir/bpf-<name>.log` (0600)."""
@@ -162,20 +211,16 @@ def _with_bcc_output(name: str, what: str, state_dir: Path, hint: str, action: C
         except Exception as exc:  # BCC raises bare Exception on compile/load failures
             failure = exc
     if failure is None:
-        _replay(captured.text)
+        agent_lines, compiler_output = split_bcc_output(captured.text)
+        _replay(agent_lines)
+        _log_compiled(name, what, state_dir, compiler_output)
         return result  # type: ignore[return-value]
     who, verdict = kernel_verdict(captured.text)
     message = f"BPF program {name!r} {what}: {failure}"
     if verdict:
         message += f"; {who} said: {verdict}"
-    log_path = state_dir / f"bpf-{name}.log"
-    # The state dir is prepared (and checked) by the agent; the log never follows a planted symlink.
-    with contextlib.suppress(OSError, UnsafePathError):
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = open_private(log_path, os.O_WRONLY | os.O_CREAT, 0o600, "BPF log")
-        os.ftruncate(fd, 0)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(captured.text)
+    log_path = _write_bpf_log(state_dir, name, captured.text)
+    if log_path is not None:
         hint = f"{hint}; BCC's full output: {log_path}"
     raise BpfCompileError(message, hint) from failure
 

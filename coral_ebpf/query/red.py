@@ -6,6 +6,10 @@ the protocol's definition; percentiles = `histogram_quantile` over the bucket co
 per bound (PromQL: `histogram_quantile(q, sum by (le, ...) (increase(..._bucket[w])))`).
 Rate = requests / seconds from the later of the window start and the group's first interval
 start, to the window end.
+
+When a protocol has no metric rows in the window, its RED comes from the stored spans instead
+(span_red.py: Beyla sends SQL only as spans); `source` says which: "metrics" or "spans".
+Metrics win whenever they exist.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import duckdb
 
 from coral_ebpf.query.params import QueryError, RedParams
 from coral_ebpf.query.quantile import Histogram, histogram_quantile, merge_histograms
+from coral_ebpf.query.span_red import SPAN_SOURCES, all_durations, span_groups
 from coral_ebpf.storage.retention import utc_naive
 
 QUANTILES = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
@@ -173,6 +178,10 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
         f"FROM {protocol.table} WHERE {where}) GROUP BY ALL",
         args,
     ).fetchall()
+    if not totals and kind in SPAN_SOURCES:
+        from_spans = _span_summary(connection, kind, params, window=(start, end), where=where, args=args)
+        if from_spans is not None:
+            return from_spans
     width = len(columns)
     layouts: dict[tuple[Any, ...], dict[tuple[float, ...], list[float]]] = {}
     for row in buckets:
@@ -192,6 +201,7 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
             first_starts.append(first_start)
         record: dict[str, Any] = {key: value for (key, _), value in zip(protocol.keys, group, strict=True)}
         record.update(_measures(requests, errors, merge_histograms(histograms), first_start, (start, end)))
+        record["source"] = "metrics"
         rows.append(record)
     rows.sort(key=lambda r: (r["service"], -r["requests"], *(str(r[k] or "") for k, _ in protocol.keys[2:])))
     requests = sum(r["requests"] for r in rows)
@@ -205,10 +215,70 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
         "overall": overall,
         "window": {"start": start, "end": end, "seconds": end - start},
         "side": params.side or protocol.default_side,
+        "source": "metrics",
     }
     if not rows:
         result["services_available"] = services_available(connection, protocol.table)
     return result
+
+
+def _span_summary(
+    connection: duckdb.DuckDBPyConnection,
+    kind: str,
+    params: RedParams,
+    *,
+    window: tuple[float, float],
+    where: str,
+    args: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The summary from stored spans (span_red.py), or None when there are none either."""
+    protocol = PROTOCOLS[kind]
+    columns = [column for _, column in protocol.keys]
+    groups = span_groups(connection, kind, columns=columns, where=where, error_sql=protocol.error_sql, args=args)
+    if not groups:
+        return None
+    width = len(columns)
+    rows = []
+    for row in groups:
+        requests, errors = int(row[width]), int(row[width + 1])
+        first_start_us, quantiles = row[width + 2], row[width + 3]
+        first_start = None if first_start_us is None else first_start_us / 1e6
+        record: dict[str, Any] = {key: value for (key, _), value in zip(protocol.keys, row[:width], strict=True)}
+        record.update(_exact_measures(requests, errors, quantiles, first_start, window))
+        record["source"] = "spans"
+        rows.append(record)
+    rows.sort(key=lambda r: (r["service"], -r["requests"], *(str(r[k] or "") for k, _ in protocol.keys[2:])))
+    first = [row[width + 2] / 1e6 for row in groups if row[width + 2] is not None]
+    overall = _exact_measures(
+        sum(r["requests"] for r in rows),
+        sum(r["errors"] for r in rows),
+        all_durations(connection, kind, where, args),
+        min(first, default=None),
+        window,
+    )
+    start, end = window
+    return {
+        "kind": kind,
+        "rows": rows,
+        "overall": overall,
+        "window": {"start": start, "end": end, "seconds": end - start},
+        "side": params.side or protocol.default_side,
+        "source": "spans",
+    }
+
+
+def _exact_measures(
+    requests: int, errors: int, quantiles: list[float] | None, first_start: float | None, window: tuple[float, float]
+) -> dict[str, Any]:
+    start, end = window
+    values: list[float | None] = list(quantiles) if quantiles else [None, None, None]
+    return {
+        "requests": requests,
+        "rate_per_s": _rate(requests, first_start, start, end),
+        "errors": errors,
+        "error_rate": round(errors / requests, 6) if requests else 0.0,
+        **{key: None if v is None else round(float(v) * 1000.0, 6) for key, v in zip(QUANTILES, values, strict=True)},
+    }
 
 
 def _measures(

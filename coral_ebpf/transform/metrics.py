@@ -24,6 +24,7 @@ from coral_ebpf.transform.door import DEFAULT_MAX_AHEAD, TimeWindow, float_reaso
 from coral_ebpf.transform.histograms import DeltaTracker, HistogramPoint, Staging, read_point
 from coral_ebpf.transform.resource import UNKNOWN_SERVICE, ResourceInfo, resource_info
 from coral_ebpf.transform.semconv import COLUMN_MAPPERS, DURATION_METRICS, DURATION_UNITS, MetricRoute, as_text
+from coral_ebpf.transform.senders import sender_name
 
 _CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 _DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
@@ -88,7 +89,7 @@ class MetricsFlattener:
         kind = metric.WhichOneof("data") or ""
         count = _points_in(metric, kind)
         result.points += count
-        result.per_sdk[scope.info.sdk_name or ""] += count
+        result.per_sdk[sender_name(scope.info.sdk_name, scope.scope_name)] += count
         route = DURATION_METRICS.get(metric.name)
         if kind == "histogram":
             self._histogram(scope, metric, route)

@@ -40,6 +40,14 @@ def _pid(value: Any) -> int:
     return 0
 
 
+def pid_from_instance_id(value: Any) -> int:
+    """The pid in Beyla's `service.instance.id`, `<host>:<pid>` (its resource has no `process.pid`); else 0."""
+    if not isinstance(value, str):
+        return 0
+    host, separator, pid = value.rpartition(":")
+    return _pid(pid) if separator and host else 0
+
+
 def resource_id(serialized: bytes) -> int:
     """A stable 64-bit id for a resource, from its serialized protobuf."""
     return int.from_bytes(hashlib.blake2b(serialized, digest_size=8).digest(), "big")
@@ -52,7 +60,7 @@ def resource_info(resource: Resource, serialized: bytes | None = None) -> Resour
         service_name=as_text(attributes.get("service.name")) or UNKNOWN_SERVICE,
         service_namespace=as_text(attributes.get("service.namespace")),
         service_instance_id=as_text(attributes.get("service.instance.id")),
-        process_pid=_pid(attributes.get("process.pid")),
+        process_pid=_pid(attributes.get("process.pid")) or pid_from_instance_id(attributes.get("service.instance.id")),
         sdk_name=as_text(attributes.get("telemetry.sdk.name")),
         attributes=attributes,
         attributes_json=json_or_none(attributes),

@@ -26,6 +26,7 @@ from coral_ebpf.transform.anyvalue import KeyValueCache, attributes_dict, to_jso
 from coral_ebpf.transform.door import DEFAULT_MAX_AHEAD, TimeWindow
 from coral_ebpf.transform.resource import ResourceInfo, resource_info
 from coral_ebpf.transform.semconv import SPAN_KINDS, SPAN_PROMOTED
+from coral_ebpf.transform.senders import sender_name
 
 _SCHEMA = arrow_schema(SPANS.name)
 _TRACE_ID = struct.Struct(">QQ").unpack
@@ -288,7 +289,7 @@ class SpanFlattener:
                     )
                     blocks.append((block, count))
                     resources[info.resource_id] = info
-                per_sdk[info.sdk_name or ""] += count
+                per_sdk[sender_name(info.sdk_name, scope_name)] += count
         table = _to_table(rows, blocks, rare)
         return SpanRows(table, list(resources.values()), sum(reasons.values()), reasons, per_sdk)
 

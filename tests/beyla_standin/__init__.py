@@ -21,6 +21,7 @@ gives Beyla a clean environment, so environment variables cannot steer it). Keys
     ports              {"50051": "grpc", "5432": "sql"}   protocol per port (default http)
     request_interval   0.2         seconds between fake requests per port
     export             true        export OTLP at all
+    tracer_after       0.0         seconds from `instrumenting process` to `Launching p.Tracer`
 """
 
 from __future__ import annotations

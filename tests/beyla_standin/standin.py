@@ -4,7 +4,8 @@
 - Start-up order and log lines as in Beyla's cmd/beyla/main.go: a text (slog) bootstrap logger,
   OS checks, config load and validation, then the configured log format (BEYLA_LOG_FORMAT or
   `log_format`), the `Grafana Beyla` version line, the capability check (`enforce_sys_caps`),
-  `/healthz` on `health_check.port`, `instrumenting process` per discovered target.
+  `/healthz` on `health_check.port`, `instrumenting process` per discovered executable (not per
+  process, as Beyla does), then `Launching p.Tracer`.
 - It validates the YAML against Beyla's JSON Schema (with coral-ebpf's IntEnum erratum) and is
   stricter than Beyla: an unknown key is a `wrong configuration` error, so renderer typos show.
 - It exports OTLP metrics and traces with the OpenTelemetry SDK, to the configured endpoint,
@@ -427,7 +428,11 @@ def run(schema_path: str) -> int:
         )
     else:
         targets = find_targets(config)
+        logged: set[str] = set()
         for target in targets:
+            if target["exe"] in logged:
+                continue  # like Beyla: one line per executable, though it traces every process of it
+            logged.add(target["exe"])
             log.info(
                 "instrumenting process",
                 component="discover.traceAttacher",
@@ -448,6 +453,11 @@ def run(schema_path: str) -> int:
             )
             sys.stderr.flush()
         return int(crash.get("exit_code", 2))
+
+    if targets:  # Beyla's tracer goes live some seconds after it instruments (15-20 s under TCG)
+        tracer = threading.Timer(float(control.get("tracer_after", 0.0)), log.info, ("Launching p.Tracer",))
+        tracer.daemon = True
+        tracer.start()
 
     telemetry = None
     if targets and control.get("export", True):

@@ -110,13 +110,13 @@ def test_starts_healthy_with_a_clean_environment_and_full_status(
     assert "instrumenting process" in [r.getMessage() for r in relayed]
 
 
-def test_a_release_without_healthz_is_running_once_it_instruments(make: Any) -> None:
+def test_a_release_without_healthz_is_running_once_its_tracer_is_live(make: Any) -> None:
     supervisor, _ = make({"version": "v3.10.0"})
     supervisor.start()
     status = wait_for(supervisor, lambda s: s["state"] == "running")
     assert status["dialect"] == "v3" and status["health"]["source"] == "logs and data"
     assert "health_check" not in yaml.safe_load(Path(status["config_path"]).read_text())
-    assert supervisor.history()[-1]["reason"] == "instrumenting"
+    assert supervisor.history()[-1]["reason"] == "tracer live" and status["health"]["tracer_live"]
 
 
 def test_a_legacy_release_refuses_what_it_cannot_carry(make: Any) -> None:
@@ -218,7 +218,8 @@ def test_backoff_starts_over_after_a_healthy_period(make: Any) -> None:
     last_backoff = [e for e in supervisor.history() if e["state"] == "backoff"][-1]
     assert last_backoff["delay"] == 0.05  # back to the initial delay
     assert supervisor.status()["diagnosis"] is None
-    assert last_backoff["kind"] == "killed" and "killed by SIGKILL" in last_backoff["reason"]
+    assert last_backoff["kind"] == "killed"
+    assert last_backoff["reason"].startswith("Beyla was killed by SIGKILL from outside the agent, not by the OOM")
 
 
 def test_dead_discovery_is_degraded_with_its_diagnosis(make: Any) -> None:
@@ -321,3 +322,44 @@ def test_the_real_capability_probe_decides_whether_beyla_starts(make: Any, tmp_p
     status = supervisor.status()
     assert status["state"] == "unsupported" and status["diagnosis"]["message"] == verdict.reason
     assert runs(bindir) == []
+
+
+def test_backoff_says_when_the_next_restart_is(make: Any) -> None:
+    supervisor, _ = make({"crash": {"times": 2}}, restart={"backoff_initial": "2s", "backoff_max": "2s"})
+    supervisor.start()
+    status = wait_for(supervisor, lambda s: s["state"] == "backoff")
+    assert status["next_restart_in"] is not None and 0.0 < status["next_restart_in"] <= 2.0
+    status = wait_for(supervisor, lambda s: s["state"] == "running")
+    assert status["next_restart_in"] is None and status["restarts"] == 1
+    assert "restart 1 after back-off" in [entry.get("reason") for entry in supervisor.history()]
+
+
+def test_running_waits_for_the_tracer_and_starting_says_so(make: Any) -> None:
+    supervisor, _ = make({"tracer_after": 3.0})
+    supervisor.start()
+    status = wait_for(supervisor, lambda s: s["health"]["ok"] is True)  # /healthz answers long before
+    assert status["state"] == "starting" and status["health"]["instrumented_processes"] == 1
+    assert status["waiting_for"] == (
+        "waiting for Beyla's tracer (its 'Launching p.Tracer' line) or the first data from an instrumented "
+        "process (/healthz ok)"
+    )
+    status = wait_for(supervisor, lambda s: s["state"] == "running")
+    assert status["waiting_for"] is None and status["health"]["tracer_live"] is True
+    assert supervisor.history()[-1]["reason"] == "/healthz ok, tracer live"
+
+
+def test_two_processes_of_one_executable_count_as_two(
+    tmp_path: Path, supervisors: list[BeylaSupervisor], service: ServiceEntry
+) -> None:
+    with http_service() as second:
+        assert second.exe == service.exe
+        binary = install_standin(tmp_path / "bin", {})
+        supervisor = BeylaSupervisor(
+            settings_for(tmp_path / "state", binary), otlp_endpoint="http://127.0.0.1:9", services=[service, second]
+        )
+        supervisors.append(supervisor)
+        supervisor.start()
+        status = wait_for(supervisor, lambda s: s["state"] == "running")
+        # The stand-in, like Beyla, logs `instrumenting process` once for the executable.
+        assert sum("instrumenting process" in line for line in status["recent_lines"]) <= 1
+        assert status["health"]["instrumented_processes"] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from coral_ebpf.probes.runtime import compiler_warnings, split_bcc_output
 from coral_ebpf.probes.verifier import kernel_verdict
 
 VERIFIER_LOG = """\
@@ -49,3 +50,25 @@ def test_clang_errors() -> None:
 
 def test_nothing_to_say() -> None:
     assert kernel_verdict("") == ("", "")
+
+
+NOCF_WARNING = (
+    "In file included from /virtual/main.c:2:\n"
+    "include/linux/compiler_types.h:123:35: warning: 'nocf_check' attribute ignored; use -fcf-protection to "
+    "enable the attribute [-Wignored-attributes]\n"
+    "  123 | #define __nocfi_ptr __attribute__((nocf_check))\n"
+    "      |                                   ^\n"
+    "1 warning generated.\n"
+)
+
+
+def test_the_agents_lines_are_told_from_compiler_output() -> None:
+    agent_line = 'ts=2026-12-07T18:00:00.000Z level=info logger=x msg="other thread"\n'
+    json_line = '{"ts": "2026-12-07T18:00:00.000Z", "level": "info"}\n'
+    agent, compiler = split_bcc_output(NOCF_WARNING + agent_line + json_line)
+    assert agent == agent_line + json_line
+    assert compiler == NOCF_WARNING
+    assert compiler_warnings(compiler) == [
+        "'nocf_check' attribute ignored; use -fcf-protection to enable the attribute [-Wignored-attributes]"
+    ]
+    assert split_bcc_output("") == ("", "")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from coral_ebpf.beyla.diagnosis import Diagnosis
 from coral_ebpf.beyla.health import HealthResult
-from coral_ebpf.beyla.health_policy import assess
+from coral_ebpf.beyla.health_policy import WAITING_FOR_TRACER, assess
 from coral_ebpf.beyla.instance import Observations
+from coral_ebpf.beyla.instrumented import instrumented_pids
 from coral_ebpf.beyla.logparse import parse_line
 from coral_ebpf.beyla.restart_policy import RestartPolicy
 from coral_ebpf.beyla.settings import HealthSettings, RestartSettings
 from coral_ebpf.capabilities.report import Verdict
+from coral_ebpf.discovery.model import ServiceEntry
 
 CRASH = Diagnosis("crash", "panic", "", True)
 HEALTH = HealthSettings(grace=20, interval=10, timeout=5, failures=5)
@@ -47,11 +49,20 @@ def test_a_healthy_period_resets_the_count_and_a_short_one_does_not() -> None:
     assert policy.failed(CRASH).delay == 1
 
 
-def test_healthz_decides_when_beyla_has_it() -> None:
+def test_healthz_and_the_tracer_decide_when_beyla_has_healthz() -> None:
     seen = Observations()
     assert assess(seen, age=1, has_healthz=True, health=HEALTH, data_arrived=True).verdict == "starting"
     seen.health_ok_ever, seen.last_health = True, HealthResult(True, "ok")
-    assert assess(seen, age=1, has_healthz=True, health=HEALTH, data_arrived=False).verdict == "running"
+    waiting = assess(seen, age=1, has_healthz=True, health=HEALTH, data_arrived=False)
+    assert (waiting.verdict, waiting.healthy) == ("starting", True)
+    assert waiting.reason == f"{WAITING_FOR_TRACER} (/healthz ok)"
+    with_data = assess(seen, age=1, has_healthz=True, health=HEALTH, data_arrived=True)
+    assert with_data.reason == "/healthz ok, data arriving"
+    # Past the grace time still `starting`: without the tracer Beyla sees no request.
+    assert assess(seen, age=300, has_healthz=True, health=HEALTH, data_arrived=False).verdict == "starting"
+    seen.tracer_live = True
+    running = assess(seen, age=1, has_healthz=True, health=HEALTH, data_arrived=False)
+    assert (running.verdict, running.reason) == ("running", "/healthz ok, tracer live")
     seen.health_failures, seen.last_health = 2, HealthResult(False, "answered 503")
     degraded = assess(seen, age=30, has_healthz=True, health=HEALTH, data_arrived=False)
     assert (degraded.verdict, degraded.reason, degraded.healthy) == ("degraded", "answered 503", False)
@@ -60,15 +71,31 @@ def test_healthz_decides_when_beyla_has_it() -> None:
     assert assess(seen, age=10, has_healthz=True, health=HEALTH, data_arrived=False).verdict != "restart"
 
 
-def test_without_healthz_logs_data_or_time_decide() -> None:
+def test_without_healthz_the_tracer_data_or_time_decide() -> None:
     seen = Observations()
-    assert assess(seen, age=1, has_healthz=False, health=HEALTH, data_arrived=False).verdict == "starting"
+    starting = assess(seen, age=1, has_healthz=False, health=HEALTH, data_arrived=False)
+    assert (starting.verdict, starting.reason) == ("starting", WAITING_FOR_TRACER)
     assert assess(seen, age=1, has_healthz=False, health=HEALTH, data_arrived=True).reason == "data arriving"
     assert assess(seen, age=21, has_healthz=False, health=HEALTH, data_arrived=False).reason == (
         "alive past the grace time"
     )
-    seen.instrumented = 1
-    assert assess(seen, age=1, has_healthz=False, health=HEALTH, data_arrived=False).reason == "instrumenting"
+    seen.instrumented_executables.add("/usr/bin/python3")  # instrumenting is not yet seeing
+    assert assess(seen, age=1, has_healthz=False, health=HEALTH, data_arrived=False).verdict == "starting"
+    seen.tracer_live = True
+    assert assess(seen, age=1, has_healthz=False, health=HEALTH, data_arrived=False).reason == "tracer live"
+
+
+def test_instrumented_processes_are_counted_by_pid() -> None:
+    def entry(pid: int, exe: str) -> ServiceEntry:
+        return ServiceEntry(pid=pid, netns=0, name="s", exe=exe, cmdline=(), listeners=())
+
+    services = [entry(10, "/usr/bin/python3.11"), entry(11, "/usr/bin/python3.11"), entry(12, "/usr/bin/node")]
+    # One line for the executable (pid 10), yet both python processes are traced.
+    assert instrumented_pids({"/usr/bin/python3.11"}, {10}, services) == {10, 11}
+    assert instrumented_pids(set(), {99}, services) == {99}  # a pid discovery does not know still counts
+    assert instrumented_pids(set(), set(), [entry(13, "")]) == set()
+    # The agent and Beyla run Python too (the stand-in does), but they are not in Beyla's config.
+    assert instrumented_pids({"/usr/bin/python3.11"}, {10}, services, excluded={11}) == {10}
 
 
 def test_dead_discovery_wins_over_a_healthy_healthz() -> None:

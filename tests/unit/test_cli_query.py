@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from coral_ebpf.cli import main
+from coral_ebpf.state import PartState
 from tests.helpers.beyla_otlp import (
     SECOND_NS,
     CumulativeHistogram,
@@ -174,7 +175,7 @@ def test_queries_go_through_a_running_agent(tmp_path: Path, capsys: pytest.Captu
         histogram.record(http_server_attributes(resource, "GET", "/live", 200), 0.02, 3)
         processor.consume_metrics(metrics_request(resource, [histogram.export(now)]))
         storage.flush()
-        status = StatusDocument(AgentInfo("0", 1, "h", 0.0, "c", "s", "", ""), {})
+        status = StatusDocument(AgentInfo("0", 1, PartState.RUNNING, "h", 0.0, "c", "s", "", ""), {})
         server = ControlServer(socket_path, status=lambda: status, query=query_executor(storage.reader))
         server.start()
         try:

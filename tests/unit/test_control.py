@@ -17,7 +17,9 @@ from coral_ebpf.state import PartState
 
 
 def _status() -> StatusDocument:
-    agent = AgentInfo("0", os.getpid(), "host", time.time(), "(defaults)", "/tmp/state", "bcc", "red.engine is bcc")
+    agent = AgentInfo(
+        "0", os.getpid(), PartState.RUNNING, "host", time.time(), "(defaults)", "/tmp/state", "bcc", "red.engine is bcc"
+    )
     return StatusDocument(agent, {Part.BEYLA: PartStatus(PartState.DISABLED, time.time(), "beyla.enabled is false")})
 
 
