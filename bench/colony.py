@@ -31,11 +31,10 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from coral_ebpf.pullapi._generated import agent_pb2 as pb  # noqa: E402
-
 from coral_ebpf.colony.poller import Poller  # noqa: E402
 from coral_ebpf.colony.settings import AgentTarget, ColonyConfig, PollSettings  # noqa: E402
 from coral_ebpf.colony.store import ColonyStore  # noqa: E402
+from coral_ebpf.pullapi._generated import agent_pb2 as pb  # noqa: E402
 from coral_ebpf.pullapi.convert import ENCODERS  # noqa: E402
 from tests.helpers.pull_rows import http_row, span_row  # noqa: E402
 

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from coral_ebpf.pullapi._generated import agent_pb2 as pb
-from coral_ebpf.pullapi._generated import agent_pb2_grpc as pb_grpc
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
@@ -19,6 +17,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
+from coral_ebpf.pullapi._generated import agent_pb2 as pb
+from coral_ebpf.pullapi._generated import agent_pb2_grpc as pb_grpc
 from tests.helpers import beyla_otlp
 from tests.helpers.agent_process import AgentProcess
 

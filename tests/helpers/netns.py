@@ -36,11 +36,30 @@ def bring_up_loopback() -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
 
+# The network namespace the test session started in, kept open before it moves into a private one:
+# the few steps that must reach the package registry (building the .deb) run there.
+_starting_netns: list[int] = []  # its descriptor, once
+
+
 def enter_private_netns() -> int:
     """Move this thread into a new network namespace with lo up; return its inode."""
+    if not _starting_netns:
+        _starting_netns.append(os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
     _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
     bring_up_loopback()
     return os.stat(f"/proc/self/task/{threading.get_native_id()}/ns/net").st_ino
+
+
+def in_starting_netns(command: list[str]) -> tuple[list[str], tuple[int, ...]]:
+    """`command` made to run in the namespace the session started in, and the fds to pass it.
+
+    For a client of the package registry only (the tests' own namespace has nothing but loopback);
+    unchanged when the session never left its namespace (not root).
+    """
+    if not _starting_netns:
+        return command, ()
+    fd = _starting_netns[0]
+    return ["nsenter", f"--net=/proc/self/fd/{fd}", *command], (fd,)
 
 
 @contextlib.contextmanager

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from coral_ebpf.pullapi._generated import agent_pb2 as pb
-from coral_ebpf.pullapi._generated import agent_pb2_grpc as pb_grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from coral_ebpf.pullapi._generated import agent_pb2 as pb
+from coral_ebpf.pullapi._generated import agent_pb2_grpc as pb_grpc
 from tests.helpers.agent_process import AgentProcess, run_cli
 from tests.helpers.fleet import ColonyProcess, free_port, pull_agent, send_http
 

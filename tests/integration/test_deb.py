@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.agent_process import REPO
+from tests.helpers.netns import in_starting_netns
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +27,13 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("dpkg-deb") is None:
         pytest.skip("dpkg-deb is not installed")
     out = tmp_path_factory.mktemp("deb")
-    # The build downloads the dependencies' wheels from the package registry: it runs in the host's
-    # network namespace (PID 1's), not in the tests' private one, which has only loopback. It is a
-    # client of the registry and starts no server.
+    # The build downloads the dependencies' wheels from the package registry: it runs in the
+    # namespace the session started in, not in the tests' private one, which has only loopback. It is
+    # a client of the registry and starts no server.
+    command, fds = in_starting_netns([str(REPO / "packaging" / "deb" / "build.sh"), str(out)])
     result = subprocess.run(
-        ["nsenter", "--net=/proc/1/ns/net", str(REPO / "packaging" / "deb" / "build.sh"), str(out)],
+        command,
+        pass_fds=fds,
         check=False,
         capture_output=True,
         text=True,

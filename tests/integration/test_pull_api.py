@@ -13,10 +13,10 @@ from typing import Any
 
 import grpc
 import pytest
-from coral_ebpf.pullapi._generated import agent_pb2 as pb
-from coral_ebpf.pullapi._generated import agent_pb2_grpc as pb_grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from coral_ebpf.pullapi._generated import agent_pb2 as pb
+from coral_ebpf.pullapi._generated import agent_pb2_grpc as pb_grpc
 from tests.helpers.agent_process import AgentProcess
 from tests.helpers.fleet import BOUNDS, pull_address, pull_agent, query, send_http, send_spans
 

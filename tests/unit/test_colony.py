@@ -10,12 +10,12 @@ from typing import Any
 
 import duckdb
 import pytest
-from coral_ebpf.pullapi._generated import agent_pb2 as pb
 
 from coral_ebpf.colony.poller import find_gaps
 from coral_ebpf.colony.settings import ColonyConfig, all_agents, load_colony_config
 from coral_ebpf.colony.store import ColonyStore, status_document
 from coral_ebpf.errors import ConfigError
+from coral_ebpf.pullapi._generated import agent_pb2 as pb
 from coral_ebpf.pullapi.convert import DECODERS, ENCODERS
 from coral_ebpf.pullapi.security import read_token
 from coral_ebpf.pullapi.server import DEFAULT_MAX_RECORDS, MAX_RECORDS_CAP, RequestError, answer_query, record_limit
