@@ -20,8 +20,14 @@ ROUNDS = 200
 
 def main() -> None:
     services = [
-        ServiceEntry(pid=1000 + i, netns=1, name=f"svc{i}", exe=f"/srv/svc{i}/bin/server", cmdline=(f"svc{i}",),
-                     listeners=(Listener(8000 + i), Listener(9000 + i)))
+        ServiceEntry(
+            pid=1000 + i,
+            netns=1,
+            name=f"svc{i}",
+            exe=f"/srv/svc{i}/bin/server",
+            cmdline=(f"svc{i}",),
+            listeners=(Listener(8000 + i), Listener(9000 + i)),
+        )
         for i in range(SERVICES)
     ]
     target = RenderTarget("http://127.0.0.1:4318", 40000, SelfExclusion.for_this_process((4317, 4318)))
@@ -33,8 +39,10 @@ def main() -> None:
         render(settings, services, target)
         timings.append((time.perf_counter() - started) * 1000)
     timings.sort()
-    print(f"services={SERVICES} rounds={ROUNDS} p50={statistics.median(timings):.2f}ms "
-          f"p95={timings[int(0.95 * len(timings))]:.2f}ms (2 shared cores; indicative)")
+    print(
+        f"services={SERVICES} rounds={ROUNDS} p50={statistics.median(timings):.2f}ms "
+        f"p95={timings[int(0.95 * len(timings))]:.2f}ms (2 shared cores; indicative)"
+    )
     print(f"beyla render+validate, {SERVICES} services: {statistics.median(timings):.2f} ms median")
 
 

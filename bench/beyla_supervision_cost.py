@@ -35,7 +35,8 @@ def main() -> None:
         directory = Path(scratch)
         binary = install_standin(directory / "bin", {"export": False})
         settings = settings_for(
-            directory / "state", binary,
+            directory / "state",
+            binary,
             health={"grace": "20s", "interval": "10s", "timeout": "5s", "failures": 5},  # the defaults
         )
         supervisor = BeylaSupervisor(settings, otlp_endpoint="http://127.0.0.1:9", services=[service])

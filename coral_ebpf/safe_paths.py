@@ -120,9 +120,7 @@ def open_dir(path: Path, what: str = "directory") -> Iterator[int]:
         os.close(fd)
 
 
-def open_private(
-    path: Path, flags: int, mode: int = 0o600, what: str = "file", *, dir_fd: int | None = None
-) -> int:
+def open_private(path: Path, flags: int, mode: int = 0o600, what: str = "file", *, dir_fd: int | None = None) -> int:
     """`os.open` with O_NOFOLLOW|O_CLOEXEC; the file must be regular and owned by root or the agent's user.
 
     With `dir_fd` (from `open_dir`), `path.name` is opened in that directory, whatever its path now leads to.

@@ -34,7 +34,6 @@ from coral_ebpf.safe_paths import prepare_private_dir
 log = logging.getLogger(__name__)
 
 
-
 class JsonDocument(Protocol):
     """What the status provider returns: the agent's `StatusDocument`, or the colony's document."""
 

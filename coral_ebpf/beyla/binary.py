@@ -81,8 +81,7 @@ def _refuse(path: Path, checked: Path, problem: str) -> UnsafeBinaryError:
     return UnsafeBinaryError(
         f"refusing to run {path} as root: {what} {problem}; a non-root user could replace what the agent "
         "executes as root",
-        f"make it root-owned and not group/other-writable, e.g. 'chown root:root {checked} && "
-        f"chmod go-w {checked}'",
+        f"make it root-owned and not group/other-writable, e.g. 'chown root:root {checked} && chmod go-w {checked}'",
     )
 
 
@@ -96,8 +95,10 @@ def _check_entry(original: Path, entry: Path, st: os.stat_result, is_directory: 
     # and the entry below it is checked in turn.
     if is_directory and st.st_mode & stat.S_ISVTX:
         return
-    who = "group and others" if writable == (stat.S_IWGRP | stat.S_IWOTH) else (
-        "group" if writable & stat.S_IWGRP else "others"
+    who = (
+        "group and others"
+        if writable == (stat.S_IWGRP | stat.S_IWOTH)
+        else ("group" if writable & stat.S_IWGRP else "others")
     )
     raise _refuse(original, entry, f"is writable by {who} ({_describe_mode(st.st_mode)}, owner uid {st.st_uid})")
 

@@ -42,8 +42,7 @@ KERNEL_FIX = (
     "or set red.engine: bcc to use the built-in BCC engine"
 )
 BTF_FIX = (
-    "boot a kernel built with CONFIG_DEBUG_INFO_BTF=y (/sys/kernel/btf/vmlinux must exist), "
-    "or set red.engine: bcc"
+    "boot a kernel built with CONFIG_DEBUG_INFO_BTF=y (/sys/kernel/btf/vmlinux must exist), or set red.engine: bcc"
 )
 CAPS_FIX = (
     "run the agent as root with full capabilities (CAP_SYS_ADMIN, or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE + "

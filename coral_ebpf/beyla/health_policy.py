@@ -54,8 +54,11 @@ def assess(
         diagnosis = diagnose_line(line) or Diagnosis("discovery_dead", line.message, WATCHER_FIX, True)
         if probe is not None and not probe.ok:
             diagnosis = Diagnosis(
-                diagnosis.kind, diagnosis.message, f"{diagnosis.fix} (the probe said: {probe.reason})",
-                diagnosis.retryable, diagnosis.line,
+                diagnosis.kind,
+                diagnosis.message,
+                f"{diagnosis.fix} (the probe said: {probe.reason})",
+                diagnosis.retryable,
+                diagnosis.line,
             )
         return Assessment("degraded", diagnosis.message, diagnosis, healthy=True)
     live = "tracer live" if seen.tracer_live else "data arriving" if data_arrived else None

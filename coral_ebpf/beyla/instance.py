@@ -96,9 +96,7 @@ class BeylaInstance:
         """Instrumented processes by pid (call under the supervisor's lock)."""
         seen = self.seen
         excluded = {skipped.pid for skipped in self.rendered.skipped}
-        return instrumented_pids(
-            seen.instrumented_executables, seen.instrumented_logged_pids, self.services, excluded
-        )
+        return instrumented_pids(seen.instrumented_executables, seen.instrumented_logged_pids, self.services, excluded)
 
     @property
     def pid(self) -> int:

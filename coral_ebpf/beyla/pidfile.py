@@ -42,8 +42,9 @@ def stop_stale(path: Path, timeout: float) -> int | None:
             return None
     except (OSError, ValueError, KeyError, TypeError, psutil.Error, UnsafePathError):
         return None
-    log.warning("stopping a Beyla left running by a previous agent", extra={"fields": {"source": "beyla",
-                                                                                       "pid": stale.pid}})
+    log.warning(
+        "stopping a Beyla left running by a previous agent", extra={"fields": {"source": "beyla", "pid": stale.pid}}
+    )
     with contextlib.suppress(OSError, psutil.Error):
         process.signal_group(stale.pid, signal.SIGTERM)
         stale.wait(timeout=timeout)

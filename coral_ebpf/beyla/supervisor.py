@@ -242,8 +242,9 @@ class BeylaSupervisor:
             dialect = dialect_for(version)
         except UnsupportedVersionError as exc:
             if first:
-                self._fail(Diagnosis("version", str(exc), "install the pinned release: 'coral-ebpf beyla install'",
-                                     False))
+                self._fail(
+                    Diagnosis("version", str(exc), "install the pinned release: 'coral-ebpf beyla install'", False)
+                )
             return
         if not first and version != self._record.version:
             log.info("Beyla's version changed", extra={"fields": {"source": "beyla", "version": str(version)}})
@@ -310,8 +311,15 @@ class BeylaSupervisor:
         pidfile.write(self.work_dir / PID_FILE, child.pid)
         log.info(
             "Beyla started",
-            extra={"fields": {"source": "beyla", "pid": child.pid, "config": str(self.config_path),
-                              "services": len(rendered.selectors), "memory_guard": guard.method}},
+            extra={
+                "fields": {
+                    "source": "beyla",
+                    "pid": child.pid,
+                    "config": str(self.config_path),
+                    "services": len(rendered.selectors),
+                    "memory_guard": guard.method,
+                }
+            },
         )
         with self._cond:
             self._record.waiting_for = "waiting for /healthz" if health_port else WAITING_FOR_TRACER
@@ -340,8 +348,10 @@ class BeylaSupervisor:
         if assessment.verdict == "running" and record.state != PartState.RUNNING:
             record.diagnosis = None
             self._set_state(PartState.RUNNING, reason=assessment.reason)
-        elif assessment.verdict == "degraded" and (record.state, record.diagnosis) != (PartState.DEGRADED,
-                                                                                      assessment.diagnosis):
+        elif assessment.verdict == "degraded" and (record.state, record.diagnosis) != (
+            PartState.DEGRADED,
+            assessment.diagnosis,
+        ):
             record.diagnosis = assessment.diagnosis
             self._set_state(PartState.DEGRADED, reason=assessment.reason)
 
@@ -371,8 +381,15 @@ class BeylaSupervisor:
         guard.release()
         log.error(
             "Beyla exited",
-            extra={"fields": {"source": "beyla", "status": status, "diagnosis": diagnosis.kind,
-                              "detail": diagnosis.message, "fix": diagnosis.fix}},
+            extra={
+                "fields": {
+                    "source": "beyla",
+                    "status": status,
+                    "diagnosis": diagnosis.kind,
+                    "detail": diagnosis.message,
+                    "fix": diagnosis.fix,
+                }
+            },
         )
         within_trial = instance.trial_until is not None and time.monotonic() <= instance.trial_until
         if within_trial and instance.rollback is not None and diagnosis.kind in ROLLBACK_KINDS:
@@ -417,8 +434,11 @@ class BeylaSupervisor:
         try:
             candidate = self._render(services, instance.health_port if instance else None)
         except CoralError as exc:
-            self._record.config_rejected = {"at": time.time(), "by": "agent", "diagnosis": {"message": exc.message,
-                                                                                      "fix": exc.hint}}
+            self._record.config_rejected = {
+                "at": time.time(),
+                "by": "agent",
+                "diagnosis": {"message": exc.message, "fix": exc.hint},
+            }
             log.error(
                 "new Beyla configuration rejected; Beyla keeps running with the previous one",
                 extra={"fields": {"source": "beyla", "detail": exc.message}},
@@ -470,7 +490,8 @@ class BeylaSupervisor:
         self._restart_at = None
         self._set_state(PartState.FAILED, reason=diagnosis.message)
         log.error(
-            "Beyla supervision failed: %s", diagnosis.message,
+            "Beyla supervision failed: %s",
+            diagnosis.message,
             extra={"fields": {"source": "beyla", "diagnosis": diagnosis.kind, "fix": diagnosis.fix}},
         )
 

@@ -121,7 +121,9 @@ def _cached(key: tuple[str, int, int, int], work_dir: Path | None) -> VersionInf
         return None
     try:
         info = VersionInfo(
-            BeylaVersion.parse(str(entry["version"])), str(entry["version"]), str(entry.get("revision", "")),
+            BeylaVersion.parse(str(entry["version"])),
+            str(entry["version"]),
+            str(entry.get("revision", "")),
             str(entry.get("line", "")),
         )
     except (KeyError, ValueError):

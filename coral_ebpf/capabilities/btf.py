@@ -104,8 +104,7 @@ class Btf:
         strings_end = strings_start + str_len
         if hdr_len < _HEADER.size or self._types_end > len(blob) or strings_end > len(blob):
             raise BtfError(
-                f"sections exceed the blob: types end at {self._types_end}, strings at {strings_end}, "
-                f"size {len(blob)}"
+                f"sections exceed the blob: types end at {self._types_end}, strings at {strings_end}, size {len(blob)}"
             )
         if str_len == 0 or blob[strings_end - 1] != 0:
             raise BtfError("the string section is empty or not NUL-terminated")

@@ -141,8 +141,11 @@ def _run(args: argparse.Namespace) -> int:
             print_traces(result, params, tree=output == "tree")
     elif output == "json":
         # On a colony the per-agent breakdown comes with the rows.
-        print_json({"rows": result["rows"], "overall": result["overall"], "by_agent": result["by_agent"]}
-                   if on_colony else result["rows"])
+        print_json(
+            {"rows": result["rows"], "overall": result["overall"], "by_agent": result["by_agent"]}
+            if on_colony
+            else result["rows"]
+        )
     else:
         print_red(result, params)
         if on_colony:

@@ -99,8 +99,7 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
             ", ".join(addresses) or "no listener",
             f"spans {_signal_totals(body, 'traces', 'items_accepted')}",
             f"metric points {_signal_totals(body, 'metrics', 'items_accepted')}",
-            "rejected "
-            + str(sum(_signal_totals(body, s, "items_rejected") for s in ("traces", "metrics", "logs"))),
+            "rejected " + str(sum(_signal_totals(body, s, "items_rejected") for s in ("traces", "metrics", "logs"))),
             "refused, to retry (429/503) "
             + str(sum(_signal_totals(body, s, "items_refused") for s in ("traces", "metrics", "logs"))),
             *(str(note) for note in body.get("notes", [])),
@@ -213,9 +212,7 @@ def _run(args: argparse.Namespace) -> int:
         body = document[part]
         facts = _details(part, body)
         reason = body.get("reason")
-        if reason and body.get("state") not in HEALTHY_STATES and not any(
-            str(reason) in fact for fact in facts
-        ):
+        if reason and body.get("state") not in HEALTHY_STATES and not any(str(reason) in fact for fact in facts):
             facts.append(f"reason: {_short(reason)}")
         rows.append((part, body.get("state", "?"), _ago(body.get("since")), " · ".join(facts)))
     title = (

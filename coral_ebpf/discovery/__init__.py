@@ -2,4 +2,3 @@
 
 Public surface: `Discovery` (component.py), `ServiceRegistry` (registry.py), the model types.
 """
-

@@ -280,9 +280,7 @@ class Tracker:
                 if tracked is not None and not tracked.holders:
                     self._verify_orphan(tracked)
         if len(self._recent_exits) > 10_000:
-            self._recent_exits = {
-                pid: ts for pid, ts in self._recent_exits.items() if now - ts < RECENT_EXIT_KEEP_NS
-            }
+            self._recent_exits = {pid: ts for pid, ts in self._recent_exits.items() if now - ts < RECENT_EXIT_KEEP_NS}
 
     def _remember_exit(self, pid: int, ts_ns: int) -> None:
         self._recent_exits[pid] = max(ts_ns, self._recent_exits.get(pid, 0))
@@ -387,9 +385,7 @@ class Tracker:
             if not taken.holders.get(item.inode):
                 self.outcomes["unattributed"] += 1
             if holders:
-                sockets.append(
-                    TrackedSocket(item.netns, item.family, item.address, item.port, item.inode, 0, holders)
-                )
+                sockets.append(TrackedSocket(item.netns, item.family, item.address, item.port, item.inode, 0, holders))
         kept = {pid: info for pid, info in infos.items() if info is not None}
         previous = self.registry.pids()
         for pid in kept:

@@ -272,9 +272,7 @@ class HttpTransport:
                         raise BodyTooLargeError(f"body is over the limit of {limit} bytes (otlp.max_body_bytes)")
                 return bytes(body)
         except TimeoutError:
-            raise BodyTimeoutError(
-                f"the request body did not arrive within {timeout:g}s (otlp.body_timeout)"
-            ) from None
+            raise BodyTimeoutError(f"the request body did not arrive within {timeout:g}s (otlp.body_timeout)") from None
         except (asyncio.IncompleteReadError, aiohttp.ClientPayloadError, ConnectionError) as exc:
             raise MalformedRequestError(f"body ended before it was complete: {exc}") from None
 

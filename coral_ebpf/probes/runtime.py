@@ -196,8 +196,9 @@ def _log_compiled(name: str, what: str, state_dir: Path, compiler_output: str) -
             fields["first_warning"] = warnings[0]
         log_path = _write_bpf_log(state_dir, name, compiler_output)
         fields["bpf_log"] = str(log_path) if log_path else "not written"
-    _log.info("BPF program %s", "compiled" if what.startswith("failed to compile") else "loaded",
-              extra={"fields": fields})
+    _log.info(
+        "BPF program %s", "compiled" if what.startswith("failed to compile") else "loaded", extra={"fields": fields}
+    )
 
 
 def _with_bcc_output(name: str, what: str, state_dir: Path, hint: str, action: Callable[[], _T]) -> _T:

@@ -127,9 +127,7 @@ class TraceParams:
         if trace_id is not None:
             trace_id = trace_id.strip().lower()
             if not _HEX.match(trace_id) or not 8 <= len(trace_id) <= 32:
-                raise QueryError(
-                    f"trace_id: {trace_id!r} is not a trace id (32 hex digits, or a prefix of at least 8)"
-                )
+                raise QueryError(f"trace_id: {trace_id!r} is not a trace id (32 hex digits, or a prefix of at least 8)")
         limit = data.get("limit", DEFAULT_TRACE_LIMIT)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_TRACE_LIMIT:
             raise QueryError(f"limit: expected a whole number from 1 to {MAX_TRACE_LIMIT}, got {limit!r}")

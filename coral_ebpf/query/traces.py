@@ -128,8 +128,26 @@ def trace_spans(connection: duckdb.DuckDBPyConnection, trace_ids: list[str]) -> 
     args = {"his": [hi for hi, _ in words], "los": [lo for _, lo in words]}
     rows = connection.execute(_SPANS_SQL, args).fetchall()
     for (
-        trace_id, span_id, parent, service, name, kind, start_us, duration_ns, status, message, http, rpc, pid, agent,
-        http_method, http_route, rpc_method, db_system, db_operation, db_statement,
+        trace_id,
+        span_id,
+        parent,
+        service,
+        name,
+        kind,
+        start_us,
+        duration_ns,
+        status,
+        message,
+        http,
+        rpc,
+        pid,
+        agent,
+        http_method,
+        http_route,
+        rpc_method,
+        db_system,
+        db_operation,
+        db_statement,
     ) in rows:
         by_trace.setdefault(trace_id, []).append(
             {

@@ -64,8 +64,7 @@ SCHEMA = section(
         },
         "event_channel": {
             "enum": list(CHANNEL_SETTINGS),
-            "description": "Kernel-to-agent channel: auto (ring buffer, else perf buffer), ring_buffer "
-            "or perf_buffer",
+            "description": "Kernel-to-agent channel: auto (ring buffer, else perf buffer), ring_buffer or perf_buffer",
         },
         "event_channel_size": {
             **SIZE,

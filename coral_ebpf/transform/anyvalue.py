@@ -96,5 +96,3 @@ class KeyValueCache:
             self._entries.clear()
         self._entries[raw] = entry
         return entry
-
-

@@ -32,8 +32,12 @@ FAST: dict[str, Any] = {
     "restart": {"backoff_initial": "50ms", "backoff_max": "400ms", "healthy_reset": "1s", "max_restarts": 4},
     # Generous health limits (and stretched under TCG): a slow answer on a loaded machine must not
     # turn into a restart.
-    "health": {"grace": scaled_duration("10s"), "interval": scaled_duration("200ms"),
-               "timeout": scaled_duration("2s"), "failures": 5},
+    "health": {
+        "grace": scaled_duration("10s"),
+        "interval": scaled_duration("200ms"),
+        "timeout": scaled_duration("2s"),
+        "failures": 5,
+    },
 }
 
 

@@ -94,9 +94,7 @@ def healthy_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def healthy(
-    tmp_path_factory: pytest.TempPathFactory, healthy_bin: Path, shop: ServerProcess
-) -> Iterator[AgentProcess]:
+def healthy(tmp_path_factory: pytest.TempPathFactory, healthy_bin: Path, shop: ServerProcess) -> Iterator[AgentProcess]:
     """One agent for the healthy-run tests; the last of them stops it."""
     # Inherited OTLP variables must not reach Beyla (they would rename services or redirect data).
     env = {"OTEL_SERVICE_NAME": "leaked", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
@@ -218,9 +216,11 @@ def test_a_new_listener_restarts_beyla_with_its_port(
     old = runs(healthy_bin)[-1]
     with server("uvicorn", service_name="e2e-beyla-new") as new:
         document = healthy.wait_for(
-            lambda s: s["beyla"]["state"] == "running"
-            and s["beyla"]["starts"] > before["starts"]
-            and new.port in selector_ports(config_path),
+            lambda s: (
+                s["beyla"]["state"] == "running"
+                and s["beyla"]["starts"] > before["starts"]
+                and new.port in selector_ports(config_path)
+            ),
             timeout=90,
             what="Beyla restarted for the new listener",
         )

@@ -77,8 +77,9 @@ def _agent_log_on_failure(request: pytest.FixtureRequest, agent: AgentProcess) -
 
 
 def _sdk_resource(proto: ResourceProto) -> Resource:
-    return Resource({kv.key: getattr(kv.value, kv.value.WhichOneof("value") or "string_value") for kv in
-                     proto.attributes})
+    return Resource(
+        {kv.key: getattr(kv.value, kv.value.WhichOneof("value") or "string_value") for kv in proto.attributes}
+    )
 
 
 def emit_metrics(exporter: MetricExporter, service: str, pid: int) -> None:

@@ -214,7 +214,11 @@ def test_cli_install_then_version(
 
 
 def test_cli_install_goes_where_the_config_says(
-    release: dict[str, Any], server: str, *, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    release: dict[str, Any],
+    server: str,
+    *,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv(installer.BASE_URL_ENV, server)

@@ -45,8 +45,6 @@ def over_the_wire(request: Any) -> Any:
     return type(request).FromString(request.SerializeToString())
 
 
-
-
 def write_config(tmp_path: Path) -> Path:
     config = tmp_path / "config.yaml"
     config.write_text(f"state_dir: {tmp_path / 'state'}\nagent_id: it-agent\n")

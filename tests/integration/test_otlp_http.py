@@ -221,9 +221,7 @@ def test_malformed_protobuf_is_400(served: tuple[OtlpReceiver, Sink]) -> None:
         (b"\xff\xfe{}", "not valid JSON"),
     ],
 )
-def test_malformed_json_is_400(
-    served: tuple[OtlpReceiver, Sink], body: bytes, expected: str | None
-) -> None:
+def test_malformed_json_is_400(served: tuple[OtlpReceiver, Sink], body: bytes, expected: str | None) -> None:
     receiver, consumer = served
     reply = post(receiver, "/v1/traces", body, JSON)
     if expected is None:

@@ -34,9 +34,7 @@ def taken_port() -> Iterator[int]:
 
 
 def test_grpc_port_taken_names_the_endpoint(taken_port: int) -> None:
-    receiver = OtlpReceiver(
-        OtlpSettings(grpc_endpoint=f"127.0.0.1:{taken_port}", http_endpoint=None), Sink()
-    )
+    receiver = OtlpReceiver(OtlpSettings(grpc_endpoint=f"127.0.0.1:{taken_port}", http_endpoint=None), Sink())
     with pytest.raises(CoralError, match=rf"OTLP/gRPC on 127.0.0.1:{taken_port}") as caught:
         receiver.start()
     assert "otlp.grpc_endpoint" in caught.value.hint
@@ -180,9 +178,10 @@ def test_http_requests_beyond_the_cap_wait_for_a_decode_slot() -> None:
         release.wait(10)
         return None
 
-    with running_receiver(
-        Sink(slow), grpc_endpoint=None, limits=ConnectionLimits(max_concurrent_calls=1)
-    ) as (receiver, consumer):
+    with running_receiver(Sink(slow), grpc_endpoint=None, limits=ConnectionLimits(max_concurrent_calls=1)) as (
+        receiver,
+        consumer,
+    ):
         assert receiver.http_address is not None
         host, _, port = receiver.http_address.rpartition(":")
         statuses: list[int] = []

@@ -176,9 +176,7 @@ def test_keepalive_and_pipelining(engine: RedEngine, consumer: Sink, traced: lis
     }
 
 
-def test_request_line_split_across_reads(
-    engine: RedEngine, consumer: Sink, traced: list[ServerProcess]
-) -> None:
+def test_request_line_split_across_reads(engine: RedEngine, consumer: Sink, traced: list[ServerProcess]) -> None:
     with server("python") as proc:
         start(engine, traced, proc)
         with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as sock:
@@ -192,9 +190,7 @@ def test_request_line_split_across_reads(
     assert point.total >= 0.1  # timed from the first bytes of the request line
 
 
-def test_large_body_is_not_taken_for_requests(
-    engine: RedEngine, consumer: Sink, traced: list[ServerProcess]
-) -> None:
+def test_large_body_is_not_taken_for_requests(engine: RedEngine, consumer: Sink, traced: list[ServerProcess]) -> None:
     fake = b"GET /evil HTTP/1.1\r\nHost: x\r\n\r\n"
     body = (fake * (1024 * 1024 // len(fake) + 1))[: 1024 * 1024]
     with server("python") as proc:
@@ -233,9 +229,7 @@ def test_connection_closed_without_response_is_an_error(
     assert engine.status()["no_response"] >= 1
 
 
-def test_non_http_protocol_makes_no_records(
-    engine: RedEngine, consumer: Sink, traced: list[ServerProcess]
-) -> None:
+def test_non_http_protocol_makes_no_records(engine: RedEngine, consumer: Sink, traced: list[ServerProcess]) -> None:
     before = engine.status()["kernel"]["non_http_connections"]
     with server("echo") as proc:
         start(engine, traced, proc)
@@ -250,9 +244,7 @@ def test_non_http_protocol_makes_no_records(
     assert engine.status()["kernel"]["non_http_connections"] >= before + 4
 
 
-def test_only_target_processes_are_traced(
-    engine: RedEngine, consumer: Sink, traced: list[ServerProcess]
-) -> None:
+def test_only_target_processes_are_traced(engine: RedEngine, consumer: Sink, traced: list[ServerProcess]) -> None:
     with server("python") as traced_proc, server("python") as other:
         start(engine, traced, traced_proc)
         for port in (traced_proc.port, other.port):
@@ -265,9 +257,7 @@ def test_only_target_processes_are_traced(
     assert engine.status()["unknown_process"] == 0
 
 
-def test_tracing_follows_the_target_set(
-    engine: RedEngine, consumer: Sink, traced: list[ServerProcess]
-) -> None:
+def test_tracing_follows_the_target_set(engine: RedEngine, consumer: Sink, traced: list[ServerProcess]) -> None:
     """The kernel's pre-filter and target map follow set_targets in both directions."""
     with server("python") as first, server("python") as second:
         start(engine, traced, first)
