@@ -10,7 +10,10 @@ KREL      := $(shell uname -r)
 
 # Debian packages the agent and its tests need. python3-bpfcc is BCC (import name `bcc`);
 # the PyPI project called `bcc` is unrelated and never installed.
-DEB_PACKAGES := python3 python3-venv python3-dev python3-bpfcc bpftool iproute2 procps util-linux prometheus clang-format chromium
+DEB_PACKAGES := python3 python3-venv python3-dev python3-bpfcc bpftool iproute2 procps util-linux
+# Tools only the host's tests and lint use: a real Prometheus (scrape + PromQL), a headless browser (the
+# web view), the BPF C formatter. The VM images take DEB_PACKAGES only (their suites are the kernel tests).
+HOST_TEST_PACKAGES := prometheus chromium clang-format
 
 .PHONY: help install system-deps venv test lint docs typecheck unit integration vm-test vagrant-test bench deb clean
 
@@ -33,7 +36,7 @@ system-deps:
 	  else headers=linux-headers-$(ARCH); fi; \
 	fi; \
 	missing=""; \
-	for p in $(DEB_PACKAGES) $$headers; do \
+	for p in $(DEB_PACKAGES) $(HOST_TEST_PACKAGES) $$headers; do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
