@@ -199,6 +199,22 @@ def wait_for_grpc(address: str, process: subprocess.Popen[bytes], timeout: float
     return False
 
 
+def wait_until_running(executable: Path, config: Path, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait for `status --json` to say the agent finished starting (`agent.state: running`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        answer = subprocess.run(
+            [str(executable), "status", "--json", "--config", str(config)], capture_output=True, text=True, check=False
+        )
+        try:
+            if json.loads(answer.stdout).get("agent", {}).get("state") == "running":
+                return
+        except json.JSONDecodeError:
+            pass
+        time.sleep(0.5)
+    print(f"agent did not report running within {timeout:.0f} s; measuring anyway")
+
+
 def run_agent(seconds: float, senders: int, workdir: Path, *, spool: bool = True) -> dict[str, object] | None:
     """Start `coral-ebpf start`; None when it does not come up (not built yet, or failing).
 
@@ -230,6 +246,10 @@ def run_agent(seconds: float, senders: int, workdir: Path, *, spool: bool = True
             tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
             print(f"agent did not serve OTLP/gRPC on 127.0.0.1:{port}: {' | '.join(tail) or 'no output'}")
             return None
+        # The receiver answers before the BPF programs of discovery and the built-in engine are
+        # compiled (clang takes a core for ~10 s on this machine): sending then would measure the
+        # compiler, not ingest. The figure is the ingest rate of a started agent.
+        wait_until_running(executable, config, agent, STARTUP_TIMEOUT)
         sent = send_for(f"127.0.0.1:{port}", seconds, senders)
         peak = peak_rss_mib(agent.pid)
         cpu = cpu_seconds(agent.pid)  # before the final flush: a slight undercount
