@@ -156,7 +156,9 @@ class RouteResolver:
             path = normalize_target(target)
             matched = self._match(path)
             if matched is None:
-                return WILDCARD_ROUTE  # learnt nowhere: neither the route table nor the segment cap
+                # Learnt nowhere (not the segment cap); /** is one route, the one overflow goes to anyway.
+                self._routes.add(WILDCARD_ROUTE)
+                return WILDCARD_ROUTE
             return self._admit(matched)
         key = (target, truncated)
         cached = self._cache.get(key)

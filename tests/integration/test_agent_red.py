@@ -13,12 +13,14 @@ One agent serves the module (BCC compiles take seconds each).
 from __future__ import annotations
 
 import http.client
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.beyla_standin import install_standin, runs
 from tests.helpers.agent_process import AgentProcess, Status, call_failed
@@ -74,6 +76,18 @@ def _agent_log_on_failure(request: pytest.FixtureRequest, agent: AgentProcess) -
         print(agent.log_tail(150))
 
 
+def scrape(agent: AgentProcess) -> str:
+    with urllib.request.urlopen(f"http://{agent.telemetry_address()}/metrics", timeout=20) as response:
+        return str(response.read().decode())
+
+
+def metric_value(text: str, family: str) -> float:
+    """The one sample of a counter or gauge family in a Prometheus text exposition."""
+    (found,) = [found for found in text_string_to_metric_families(text) if found.name == family]
+    (sample,) = found.samples
+    return float(sample.value)
+
+
 def served_by_bcc(document: Status, pid: int) -> bool:
     return any(service["pid"] == pid for service in document["red"].get("services", []))
 
@@ -95,7 +109,10 @@ def drive(app: ServerProcess) -> Counter[tuple[str, str]]:
         connection.request("GET", "/missing")
         response = connection.getresponse()
         assert (response.status, response.read()) == (404, b"no")
-        sent[("GET", "/missing")] += 1
+        sent[("GET", "/**")] += 1  # red.fold_not_found: every unmatched 404 is the one route /**
+    for _ in range(3):
+        connection.request("GET", "/healthz")  # red.ignored_routes by default: not measured
+        assert connection.getresponse().read() == b"ok"
     for _ in range(2):
         connection.request("POST", "/upload", body=b"x" * 5000, headers={"Content-Type": "text/plain"})
         response = connection.getresponse()
@@ -199,6 +216,12 @@ def test_a_server_started_after_the_agent_is_traced_and_queryable(agent: AgentPr
         assert served["routes"] == len(sent)
         assert after["red"]["requests"] >= sum(sent.values()) and after["red"]["errors"] >= 3
         assert after["red"]["kernel"]["events_lost"] == 0
+        assert after["red"]["ignored_requests"] >= 3 and after["red"]["not_found_folded"] >= 2
+        assert after["red"]["sampled_away_spans"] == 0  # red.sampling.ratio 1 by default
+        metrics = scrape(agent)
+        assert metric_value(metrics, "coral_ebpf_red_engine_ignored_requests") >= 3
+        assert metric_value(metrics, "coral_ebpf_red_engine_not_found_folded") >= 2
+        assert metric_value(metrics, "coral_ebpf_red_engine_sampled_away_spans") == 0
         assert after["beyla"]["state"] == ("disabled" if beyla_can_run_here() else "unsupported")
         assert after["beyla"]["services"] == 0
     # The server is gone: discovery says so, and the engine stops tracing it.
