@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 0.1
 SPANS_PER_REQUEST = 2000
 KIND_CACHE_SIZE = 65536
+# Figures kept per traced process as well as engine-wide.
+SERVICE_COUNTS = ("ignored_requests", "not_found_folded", "sampled_away_spans")
 # The engine's threads need ~1.3 us of CPU per request; at nice 10 they still get ~10 % of a CPU
 # shared with a busy nice-0 process, far more than they use, but no longer take turns with it.
 THREAD_NICE = 10
@@ -61,7 +63,19 @@ class _Kind:
     """One kind of request (process, method, route, status, addresses): its attributes and span template,
     and the durations of this poll's requests of that kind."""
 
-    __slots__ = ("attributes", "durations", "error", "folded", "last_end", "no_response", "template", "tgid")
+    __slots__ = (
+        "attributes",
+        "durations",
+        "error",
+        "filtered",
+        "folded",
+        "ignored",
+        "last_end",
+        "no_response",
+        "sampled_away",
+        "template",
+        "tgid",
+    )
 
     def __init__(
         self,
@@ -72,6 +86,7 @@ class _Kind:
         template: bytes | None,
         *,
         folded: bool = False,
+        filtered: bool = False,
     ) -> None:
         self.tgid = tgid
         self.attributes = attributes
@@ -79,13 +94,15 @@ class _Kind:
         self.no_response = no_response
         self.template = template
         self.folded = folded  # a 404 reported under the one route /**
+        self.filtered = filtered  # a request to one of red.ignored_routes: counted, nothing more
+        self.ignored = 0  # this poll's requests of a filtered kind
+        self.sampled_away = 0  # this poll's spans red.sampling did not keep
         self.durations: list[int] = []
         self.last_end = 0
 
 
 _UNKNOWN = _Kind(0, (), False, False, None)  # not a traced process (any more)
 _IGNORED = _Kind(0, (), False, False, None)  # not a request after all
-_FILTERED = _Kind(0, (), False, False, None)  # a request to one of red.ignored_routes: counted, nothing more
 
 
 class RedEngine:
@@ -118,6 +135,8 @@ class RedEngine:
         self._departed: dict[int, ServiceInfo] = {}  # exited, their data not yet exported
         self._routes: dict[int, RouteResolver] = {}
         self._ignored = IgnoredRoutes(settings.ignored_routes)
+        # Per traced process: requests ignored, 404s folded, spans sampled away (status "services").
+        self._service_counts: dict[int, dict[str, int]] = {}
         self._sampler = SpanSampler(settings.sampling)
         self._kinds: dict[bytes, _Kind] = {}
         self._event_size = event_size(settings.path_max)
@@ -194,6 +213,7 @@ class RedEngine:
                     "name": info.entry.name,
                     "ports": list(info.entry.ports),
                     "routes": self._routes[pid].route_count if pid in self._routes else 0,
+                    **self._service_counts.get(pid, dict.fromkeys(SERVICE_COUNTS, 0)),
                 }
                 for pid, info in sorted(self._services.items())
             ]
@@ -258,6 +278,7 @@ class RedEngine:
                 if entry is None or entry.start_time != current.start_time:
                     self._departed[pid] = self._services.pop(pid)
                     self._routes.pop(pid, None)
+                    self._service_counts.pop(pid, None)
                     self._sockets.forget(pid)
             for pid, entry in wanted.items():
                 known = self._services.get(pid)
@@ -280,7 +301,8 @@ class RedEngine:
         times = TIMES.unpack_from
         size = self._event_size
         touched: list[_Kind] = []
-        unknown = undecodable = ignored = sampled_away = 0
+        unknown = undecodable = 0
+        filtered: list[_Kind] = []
         with self._lock:
             kinds = self._kinds
             spans = self._spans
@@ -304,8 +326,10 @@ class RedEngine:
                     continue
                 if kind is _IGNORED:
                     continue
-                if kind is _FILTERED:
-                    ignored += 1
+                if kind.filtered:
+                    if not kind.ignored:
+                        filtered.append(kind)
+                    kind.ignored += 1
                     continue
                 start, end = times(record)
                 durations = kind.durations
@@ -320,7 +344,7 @@ class RedEngine:
                     elif (trace_id := draw()) is not None:
                         spans.append((kind.tgid, start + offset, end + offset, kind.template, trace_id))
                     else:
-                        sampled_away += 1
+                        kind.sampled_away += 1
             stats = self._stats
             for kind in touched:
                 count = len(kind.durations)
@@ -332,9 +356,13 @@ class RedEngine:
                     if kind.no_response:
                         stats["no_response"] += count
                 if kind.folded:
-                    stats["not_found_folded"] += count
-            stats["ignored_requests"] += ignored
-            stats["sampled_away_spans"] += sampled_away
+                    self._count(kind.tgid, "not_found_folded", count)
+                if kind.sampled_away:
+                    self._count(kind.tgid, "sampled_away_spans", kind.sampled_away)
+                    kind.sampled_away = 0
+            for kind in filtered:
+                self._count(kind.tgid, "ignored_requests", kind.ignored)
+                kind.ignored = 0
             stats["unknown_process"] += unknown
             stats["undecodable_events"] += undecodable
             overflow = len(spans) - self._settings.max_pending_spans
@@ -342,6 +370,13 @@ class RedEngine:
                 spans.popleft()
             if overflow > 0:
                 stats["dropped_spans"] += overflow
+
+    def _count(self, tgid: int, key: str, count: int) -> None:
+        """Add to an engine-wide figure and to the process's own (the caller holds the lock)."""
+        self._stats[key] += count
+        if tgid in self._services:  # not one that left during this poll: its entry is gone
+            counts = self._service_counts.setdefault(tgid, dict.fromkeys(SERVICE_COUNTS, 0))
+            counts[key] += count
 
     def _classify(self, record: bytes, key: bytes) -> _Kind:
         """Attributes, error flag and span template of a kind of request; cached, as most requests repeat one."""
@@ -361,7 +396,7 @@ class RedEngine:
         if event.closed_without_response and event.flags & FLAG_INFERRED:
             return _IGNORED  # an fd we never saw accepted may not be a socket: its close proves nothing
         if self._ignored and self._ignored.matches(normalize_target(event.target)):
-            return _FILTERED
+            return _Kind(event.tgid, (), False, False, None, filtered=True)
         status = event.status
         route = routes.route(event.target, event.truncated, status)
         address, port = self._sockets.server(info.entry, event.listen_fd, event.inferred_fd, event.peer_address)

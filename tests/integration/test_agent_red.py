@@ -13,6 +13,8 @@ One agent serves the module (BCC compiles take seconds each).
 from __future__ import annotations
 
 import http.client
+import os
+import signal
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.beyla_standin import install_standin, runs
@@ -216,8 +219,8 @@ def test_a_server_started_after_the_agent_is_traced_and_queryable(agent: AgentPr
         assert served["routes"] == len(sent)
         assert after["red"]["requests"] >= sum(sent.values()) and after["red"]["errors"] >= 3
         assert after["red"]["kernel"]["events_lost"] == 0
-        assert after["red"]["ignored_requests"] >= 3 and after["red"]["not_found_folded"] >= 2
-        assert after["red"]["sampled_away_spans"] == 0  # red.sampling.ratio 1 by default
+        assert served["ignored_requests"] == 3 and served["not_found_folded"] == 2, served
+        assert served["sampled_away_spans"] == 0  # red.sampling.ratio 1 by default
         metrics = scrape(agent)
         assert metric_value(metrics, "coral_ebpf_red_engine_ignored_requests") >= 3
         assert metric_value(metrics, "coral_ebpf_red_engine_not_found_folded") >= 2
@@ -262,3 +265,48 @@ def test_status_table_names_the_engine_and_its_services(agent: AgentProcess) -> 
             assert "│ disabled " in lines["beyla"] and "beyla.enabled is false" in lines["beyla"], result.stdout
         else:
             assert "│ unsupported " in lines["beyla"] and "kprobes are not available" in lines["beyla"]
+
+
+def reload_with(agent: AgentProcess, red: dict[str, Any]) -> dict[str, Any]:
+    """Write the module's config with these `red` keys, send SIGHUP, and return the reload's record."""
+    previous = agent.status()["agent"].get("last_reload") or {}
+    document = dict(agent.document)
+    document["red"] = {**agent.document["red"], **red}
+    agent.config_path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    os.kill(agent.pid, signal.SIGHUP)
+    reloaded = agent.wait_for(
+        lambda s: (s["agent"].get("last_reload") or {}).get("at") != previous.get("at"),
+        timeout=30,
+        what="the reload applied",
+    )
+    record: dict[str, Any] = reloaded["agent"]["last_reload"]
+    return record
+
+
+def test_sighup_applies_the_ignore_list_and_sampling_live(agent: AgentProcess) -> None:
+    name = "e2e-red-reload"
+    record = reload_with(agent, {"ignored_routes": [], "sampling": {"ratio": 0.0}})
+    try:
+        assert record["error"] is None and set(record["applied"]) == {"red.ignored_routes", "red.sampling"}, record
+        with server("python", service_name=name) as app:
+            agent.wait_for(lambda s: served_by_bcc(s, app.pid), timeout=60, what=f"{name} traced by bcc")
+            connection = http.client.HTTPConnection("127.0.0.1", app.port, timeout=30)
+            for path in ["/healthz"] * 2 + [f"/users/{user}" for user in range(20)] + ["/fail"] * 2:
+                connection.request("GET", path)
+                connection.getresponse().read()
+            connection.close()
+            rows = agent.query_until("http", name, lambda found: sum(row["requests"] for row in found) >= 24)
+            assert {(row["route"], row["requests"]) for row in rows} == {
+                ("/healthz", 2),  # ignored_routes: [] measures health checks
+                ("/users/{id}", 20),
+                ("/fail", 2),
+            }
+            # ratio 0: only the errors keep their spans; the 22 others are counted as sampled away.
+            (served,) = [s for s in agent.status()["red"]["services"] if s["pid"] == app.pid]
+            assert served["sampled_away_spans"] == 22 and served["ignored_requests"] == 0, served
+            traces = agent.cli_json("query", "traces", "--service", name, "--since", "1h", "--limit", "100")
+            assert sum(trace["span_count"] for trace in traces) == 2
+            assert all(trace["status"] == "ERROR" for trace in traces)
+    finally:
+        restored = reload_with(agent, {})
+        assert restored["error"] is None, restored

@@ -116,6 +116,7 @@ def test_random_404_paths_make_one_route(engine: RedEngine, consumer: Sink, app:
     assert counters(engine)["not_found_folded"] - before["not_found_folded"] == 500
     (served,) = [s for s in engine.status()["services"] if s["pid"] == app.pid]
     assert served["routes"] == 3  # /**, /orders/{id}, /fine: the scanner took one place of 200
+    assert served["not_found_folded"] == 500
 
 
 def test_sampling_keeps_errors_and_slow_spans_and_a_tenth_of_the_rest(
@@ -135,6 +136,8 @@ def test_sampling_keeps_errors_and_slow_spans_and_a_tenth_of_the_rest(
     fast = [span for route, _, span in kept if route == "/fast"]
     sampled_away = counters(engine)["sampled_away_spans"] - before["sampled_away_spans"]
     assert len(fast) + sampled_away == 850  # every span kept or counted, none lost
+    (served,) = [s for s in engine.status()["services"] if s["pid"] == app.pid]
+    assert served["sampled_away_spans"] == sampled_away
     # Binomial(850, 0.1): mean 85, sd 8.7; a fast request slower than 50 ms is kept as slow, which
     # only raises the count. The bounds are > 5 sd away.
     assert 40 <= len(fast) <= 170, len(fast)

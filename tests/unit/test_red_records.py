@@ -283,6 +283,12 @@ def test_engine_ignores_folds_and_samples_and_counts_each(tmp_path: Path) -> Non
         ("GET", "/ok", 200): 400,
     }
     status = engine.status()
+    (served,) = status["services"]
+    assert {key: served[key] for key in ("ignored_requests", "not_found_folded")} == {
+        "ignored_requests": 7,
+        "not_found_folded": 50,
+    }
+    assert served["sampled_away_spans"] == status["sampled_away_spans"]
     assert status["ignored_requests"] == 7
     assert status["not_found_folded"] == 50
     assert status["requests"] == 470
