@@ -119,6 +119,19 @@ def test_random_404_paths_make_one_route(engine: RedEngine, consumer: Sink, app:
     assert served["not_found_folded"] == 500
 
 
+def test_low_cardinality_keeps_ten_words_per_position(engine: RedEngine, consumer: Sink, app: ServerProcess) -> None:
+    words = [f"shoe-{colour}" for colour in ("red", "blue", "green", "black", "white", "grey", "pink", "gold")]
+    words += [f"hat-{colour}" for colour in ("red", "blue", "green", "black", "white", "grey", "pink", "gold")]
+    assert send(app.port, [f"/p/{word}" for word in words] + ["/p/shoe-red"]) == [200] * 17
+    got = wait_for(engine.flush, consumer, app.pid, 17)
+    expected = {("GET", f"/p/{word}", 200): 1 for word in words[:10]}
+    expected[("GET", "/p/shoe-red", 200)] = 2  # learnt before the cap: keeps its name
+    expected[("GET", "/p/*", 200)] = 6  # the 11th word on at that position
+    assert dict(got) == expected
+    (served,) = [s for s in engine.status()["services"] if s["pid"] == app.pid]
+    assert served["routes"] == 11
+
+
 def test_sampling_keeps_errors_and_slow_spans_and_a_tenth_of_the_rest(
     engine: RedEngine, consumer: Sink, app: ServerProcess
 ) -> None:
