@@ -30,23 +30,30 @@ class SegmentCap:
         self._root = _Node()
         self.capped = 0  # segments replaced by * because their position was full
 
-    def admit(self, route: str) -> str:
-        """`route` with every segment past its position's cap replaced by `*` (learning the rest)."""
+    def admit(self, route: str, learn: bool = True) -> str:
+        """`route` with every segment past its position's cap replaced by `*`, learning the rest.
+
+        With `learn` false (the service's route table is full, so the route will not be kept) nothing
+        new is remembered, which bounds the trie by the routes kept: an unknown word is `*`.
+        """
         if not route.startswith("/"):
             return route  # "*" (OPTIONS *) and the like have no segments
-        node = self._root
+        node: _Node | None = self._root
         out: list[str] = []
         for word in route.split("/")[1:]:
             segment = word
-            child = node.children.get(segment)
-            if child is None:
+            child = node.children.get(segment) if node is not None else None
+            if child is None and node is not None:
                 literal = sum(1 for name in node.children if name != WILDCARD_SEGMENT)
-                if segment != WILDCARD_SEGMENT and literal >= self._max:
-                    self.capped += 1
+                if segment != WILDCARD_SEGMENT and (literal >= self._max or not learn):
+                    if literal >= self._max:
+                        self.capped += 1
                     segment = WILDCARD_SEGMENT
                     child = node.children.get(segment)
-                if child is None:
+                if child is None and learn:
                     child = node.children[segment] = _Node()
+            elif node is None:
+                segment = WILDCARD_SEGMENT
             out.append(segment)
             node = child
         return "/" + "/".join(out)

@@ -187,7 +187,9 @@ class RouteResolver:
         if self._unmatched == "path":
             return path + ("*" if truncated else "")
         route = heuristic_route(path, truncated)
-        return self._segments.admit(route) if self._segments is not None else route
+        if self._segments is None:
+            return route
+        return self._segments.admit(route, learn=len(self._routes) < self._max_routes)
 
     def _admit(self, route: str) -> str:
         if route in self._routes:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from coral_ebpf.red.cardinality import SegmentCap
 from coral_ebpf.red.routes import (
     WILDCARD_ROUTE,
     IgnoredRoutes,
@@ -118,3 +119,19 @@ def test_ignored_routes_match_whole_paths() -> None:
     assert not ignored.matches("/health/deep")
     assert not ignored.matches("/healthz")
     assert not IgnoredRoutes(())
+
+
+def test_low_cardinality_learns_nothing_once_the_route_table_is_full() -> None:
+    cap = SegmentCap(10)
+    assert cap.admit("/a/b") == "/a/b"
+    assert cap.admit("/c/d", learn=False) == "/*/*"  # unknown words are *, and are not remembered
+    assert cap.admit("/a/x", learn=False) == "/a/*"
+    assert cap.admit("/a/b", learn=False) == "/a/b"
+    assert cap.admit("/c/d") == "/c/d"  # learnt now, not before
+    resolver = RouteResolver((), "low-cardinality", 2)
+    assert [resolver.route(path) for path in ("/one", "/two", "/three", "/one")] == [
+        "/one",
+        "/two",
+        WILDCARD_ROUTE,
+        "/one",
+    ]
