@@ -44,7 +44,7 @@ MIX = {
     ("/api/slow", 200): (0.08, (150, 400), "/api/slow"),
     ("/users/*", 200): (0.12, (5, 60), "/users/{n}"),
     ("/fail", 500): (0.06, (1, 30), "/fail"),
-    ("/missing/item", 404): (0.04, (1, 10), "/missing/item"),
+    ("/**", 404): (0.04, (1, 10), "/missing/item"),  # red.fold_not_found
 }
 
 

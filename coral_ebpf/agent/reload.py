@@ -4,8 +4,9 @@ can be applied while the agent runs.
 Applied live:
 - `log_level`, `log_format`: the log handler is set up again;
 - `discovery.exclude`: the new patterns, then a resync so running services are judged again;
-- `red.routes`, `red.unmatched_routes`, `red.max_routes_per_service`: the built-in engine's route
-  tables are rebuilt (each service's routes are learnt again);
+- `red.routes`, `red.unmatched_routes`, `red.max_routes_per_service`, `red.max_path_segment_cardinality`,
+  `red.fold_not_found`, `red.ignored_routes`, `red.sampling`: the built-in engine's route tables are
+  rebuilt (each service's routes are learnt again) and the new ignore list and sampling apply;
 - every `beyla.*` key except `enabled`, `binary` and `attributes`: Beyla's config is rendered again
   and Beyla restarted with it when the rendered file differs.
 
@@ -31,7 +32,15 @@ from coral_ebpf.red.settings import RedSettings
 # Keys under a section that are applied live (a section listed as a whole: every key but the exceptions).
 LIVE_TOP = ("log_level", "log_format")
 LIVE_DISCOVERY = ("exclude",)
-LIVE_RED = ("routes", "unmatched_routes", "max_routes_per_service")
+LIVE_RED = (
+    "routes",
+    "unmatched_routes",
+    "max_routes_per_service",
+    "max_path_segment_cardinality",
+    "fold_not_found",
+    "ignored_routes",
+    "sampling",
+)
 BEYLA_NEEDS_RESTART = ("enabled", "binary", "attributes", "state_dir")
 
 

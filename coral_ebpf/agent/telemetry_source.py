@@ -215,6 +215,24 @@ def _red(families: _Families, red: Mapping[str, Any]) -> None:
         MetricType.COUNTER,
         red.get("errors") if engine == "bcc" else None,
     )
+    families.one(
+        "coral_ebpf_red_engine_ignored_requests",
+        "Requests to red.ignored_routes the built-in RED engine left out of metrics and traces.",
+        MetricType.COUNTER,
+        red.get("ignored_requests") if engine == "bcc" else None,
+    )
+    families.one(
+        "coral_ebpf_red_engine_not_found_folded",
+        "404 requests the built-in RED engine reported under the one route /** (red.fold_not_found).",
+        MetricType.COUNTER,
+        red.get("not_found_folded") if engine == "bcc" else None,
+    )
+    families.one(
+        "coral_ebpf_red_engine_sampled_away_spans",
+        "Spans the built-in RED engine did not keep (red.sampling); their requests are in the metrics.",
+        MetricType.COUNTER,
+        red.get("sampled_away_spans") if engine == "bcc" else None,
+    )
     kernel = red.get("kernel") or {}
     families.one(
         "coral_ebpf_red_engine_lost_events",

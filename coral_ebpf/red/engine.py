@@ -34,7 +34,8 @@ from coral_ebpf.red.records import (
     span_template,
     traces_request,
 )
-from coral_ebpf.red.routes import RouteResolver, normalize_target
+from coral_ebpf.red.routes import NOT_FOUND, WILDCARD_ROUTE, IgnoredRoutes, RouteResolver, normalize_target
+from coral_ebpf.red.sampling import SpanSampler
 from coral_ebpf.red.services import ServiceInfo, SocketResolver
 from coral_ebpf.red.settings import RedSettings
 
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 0.1
 SPANS_PER_REQUEST = 2000
 KIND_CACHE_SIZE = 65536
+# Figures kept per traced process as well as engine-wide.
+SERVICE_COUNTS = ("ignored_requests", "not_found_folded", "sampled_away_spans")
 # The engine's threads need ~1.3 us of CPU per request; at nice 10 they still get ~10 % of a CPU
 # shared with a busy nice-0 process, far more than they use, but no longer take turns with it.
 THREAD_NICE = 10
@@ -60,16 +63,40 @@ class _Kind:
     """One kind of request (process, method, route, status, addresses): its attributes and span template,
     and the durations of this poll's requests of that kind."""
 
-    __slots__ = ("attributes", "durations", "error", "last_end", "no_response", "template", "tgid")
+    __slots__ = (
+        "attributes",
+        "durations",
+        "error",
+        "filtered",
+        "folded",
+        "ignored",
+        "last_end",
+        "no_response",
+        "sampled_away",
+        "template",
+        "tgid",
+    )
 
     def __init__(
-        self, tgid: int, attributes: tuple[Attribute, ...], error: bool, no_response: bool, template: bytes | None
+        self,
+        tgid: int,
+        attributes: tuple[Attribute, ...],
+        error: bool,
+        no_response: bool,
+        template: bytes | None,
+        *,
+        folded: bool = False,
+        filtered: bool = False,
     ) -> None:
         self.tgid = tgid
         self.attributes = attributes
         self.error = error
         self.no_response = no_response
         self.template = template
+        self.folded = folded  # a 404 reported under the one route /**
+        self.filtered = filtered  # a request to one of red.ignored_routes: counted, nothing more
+        self.ignored = 0  # this poll's requests of a filtered kind
+        self.sampled_away = 0  # this poll's spans red.sampling did not keep
         self.durations: list[int] = []
         self.last_end = 0
 
@@ -107,6 +134,10 @@ class RedEngine:
         self._services: dict[int, ServiceInfo] = {}
         self._departed: dict[int, ServiceInfo] = {}  # exited, their data not yet exported
         self._routes: dict[int, RouteResolver] = {}
+        self._ignored = IgnoredRoutes(settings.ignored_routes)
+        # Per traced process: requests ignored, 404s folded, spans sampled away (status "services").
+        self._service_counts: dict[int, dict[str, int]] = {}
+        self._sampler = SpanSampler(settings.sampling)
         self._kinds: dict[bytes, _Kind] = {}
         self._event_size = event_size(settings.path_max)
         self._sockets = SocketResolver(self._hostname)
@@ -121,6 +152,9 @@ class RedEngine:
             "requests": 0,
             "errors": 0,
             "no_response": 0,
+            "ignored_requests": 0,
+            "not_found_folded": 0,
+            "sampled_away_spans": 0,
             "unknown_process": 0,
             "undecodable_events": 0,
             "dropped_spans": 0,
@@ -179,6 +213,7 @@ class RedEngine:
                     "name": info.entry.name,
                     "ports": list(info.entry.ports),
                     "routes": self._routes[pid].route_count if pid in self._routes else 0,
+                    **self._service_counts.get(pid, dict.fromkeys(SERVICE_COUNTS, 0)),
                 }
                 for pid, info in sorted(self._services.items())
             ]
@@ -195,6 +230,7 @@ class RedEngine:
                 **self._stats,
             }
             status["routes_overflowed"] = sum(r.overflowed for r in self._routes.values())
+            status["segments_capped"] = sum(r.segments_capped for r in self._routes.values())
         if self._error:
             status["error"] = self._error
         if self._probe is not None:
@@ -203,19 +239,34 @@ class RedEngine:
 
     # -- targets ---------------------------------------------------------------------------
     def set_route_settings(self, settings: RedSettings) -> None:
-        """Take `routes`, `unmatched_routes` and `max_routes_per_service` from `settings` (a config
-        reload): every service's route table starts again with the new patterns."""
+        """Take the live keys (`reload.LIVE_RED`: routes, ignored routes, 404 folding, caps, sampling)
+        from `settings` (a config reload): every service's route table starts again with them."""
         with self._lock:
             self._settings = replace(
                 self._settings,
                 routes=settings.routes,
                 unmatched_routes=settings.unmatched_routes,
                 max_routes_per_service=settings.max_routes_per_service,
+                max_path_segment_cardinality=settings.max_path_segment_cardinality,
+                fold_not_found=settings.fold_not_found,
+                ignored_routes=settings.ignored_routes,
+                sampling=settings.sampling,
             )
+            self._ignored = IgnoredRoutes(self._settings.ignored_routes)
+            self._sampler = SpanSampler(self._settings.sampling)
             for pid in self._routes:
-                self._routes[pid] = RouteResolver(
-                    self._settings.routes, self._settings.unmatched_routes, self._settings.max_routes_per_service
-                )
+                self._routes[pid] = self._new_resolver()
+            self._kinds.clear()  # cached kinds carry routes of the old tables
+
+    def _new_resolver(self) -> RouteResolver:
+        settings = self._settings
+        return RouteResolver(
+            settings.routes,
+            settings.unmatched_routes,
+            settings.max_routes_per_service,
+            fold_not_found=settings.fold_not_found,
+            max_segment_cardinality=settings.max_path_segment_cardinality,
+        )
 
     def set_targets(self, entries: Iterable[ServiceEntry]) -> None:
         """Trace exactly these processes (discovery's current services)."""
@@ -227,14 +278,13 @@ class RedEngine:
                 if entry is None or entry.start_time != current.start_time:
                     self._departed[pid] = self._services.pop(pid)
                     self._routes.pop(pid, None)
+                    self._service_counts.pop(pid, None)
                     self._sockets.forget(pid)
             for pid, entry in wanted.items():
                 known = self._services.get(pid)
                 if known is None:
                     self._services[pid] = ServiceInfo.from_entry(entry, self._hostname)
-                    self._routes[pid] = RouteResolver(
-                        self._settings.routes, self._settings.unmatched_routes, self._settings.max_routes_per_service
-                    )
+                    self._routes[pid] = self._new_resolver()
                 elif known.entry != entry:
                     known.entry = entry  # new listeners: keep the resource, refresh the ports
                     self._sockets.forget(pid)
@@ -252,9 +302,17 @@ class RedEngine:
         size = self._event_size
         touched: list[_Kind] = []
         unknown = undecodable = 0
+        filtered: list[_Kind] = []
         with self._lock:
             kinds = self._kinds
             spans = self._spans
+            sampler = self._sampler
+            keeps_all, keep_errors, slow_ns, draw = (
+                sampler.keeps_all,
+                sampler.keep_errors,
+                sampler.slow_ns,
+                sampler.draw,
+            )
             for record in records:
                 if len(record) < size:
                     undecodable += 1
@@ -268,14 +326,25 @@ class RedEngine:
                     continue
                 if kind is _IGNORED:
                     continue
+                if kind.filtered:
+                    if not kind.ignored:
+                        filtered.append(kind)
+                    kind.ignored += 1
+                    continue
                 start, end = times(record)
                 durations = kind.durations
                 if not durations:
                     touched.append(kind)
-                durations.append(end - start if end > start else 0)
+                duration = end - start if end > start else 0
+                durations.append(duration)
                 kind.last_end = end
                 if kind.template is not None:
-                    spans.append((kind.tgid, start + offset, end + offset, kind.template))
+                    if keeps_all or (keep_errors and kind.error) or duration >= slow_ns:
+                        spans.append((kind.tgid, start + offset, end + offset, kind.template, b""))
+                    elif (trace_id := draw()) is not None:
+                        spans.append((kind.tgid, start + offset, end + offset, kind.template, trace_id))
+                    else:
+                        kind.sampled_away += 1
             stats = self._stats
             for kind in touched:
                 count = len(kind.durations)
@@ -286,6 +355,14 @@ class RedEngine:
                     stats["errors"] += count
                     if kind.no_response:
                         stats["no_response"] += count
+                if kind.folded:
+                    self._count(kind.tgid, "not_found_folded", count)
+                if kind.sampled_away:
+                    self._count(kind.tgid, "sampled_away_spans", kind.sampled_away)
+                    kind.sampled_away = 0
+            for kind in filtered:
+                self._count(kind.tgid, "ignored_requests", kind.ignored)
+                kind.ignored = 0
             stats["unknown_process"] += unknown
             stats["undecodable_events"] += undecodable
             overflow = len(spans) - self._settings.max_pending_spans
@@ -293,6 +370,13 @@ class RedEngine:
                 spans.popleft()
             if overflow > 0:
                 stats["dropped_spans"] += overflow
+
+    def _count(self, tgid: int, key: str, count: int) -> None:
+        """Add to an engine-wide figure and to the process's own (the caller holds the lock)."""
+        self._stats[key] += count
+        if tgid in self._services:  # not one that left during this poll: its entry is gone
+            counts = self._service_counts.setdefault(tgid, dict.fromkeys(SERVICE_COUNTS, 0))
+            counts[key] += count
 
     def _classify(self, record: bytes, key: bytes) -> _Kind:
         """Attributes, error flag and span template of a kind of request; cached, as most requests repeat one."""
@@ -311,9 +395,11 @@ class RedEngine:
             return _UNKNOWN
         if event.closed_without_response and event.flags & FLAG_INFERRED:
             return _IGNORED  # an fd we never saw accepted may not be a socket: its close proves nothing
-        route = routes.route(event.target, event.truncated)
-        address, port = self._sockets.server(info.entry, event.listen_fd, event.inferred_fd, event.peer_address)
+        if self._ignored and self._ignored.matches(normalize_target(event.target)):
+            return _Kind(event.tgid, (), False, False, None, filtered=True)
         status = event.status
+        route = routes.route(event.target, event.truncated, status)
+        address, port = self._sockets.server(info.entry, event.listen_fd, event.inferred_fd, event.peer_address)
         attributes: tuple[Attribute, ...] = (
             ("http.request.method", event.method),
             ("http.response.status_code", status),
@@ -342,7 +428,8 @@ class RedEngine:
                     ("server.port", port),
                 ),
             )
-        return _Kind(event.tgid, attributes, error, status == 0, template)
+        folded = status == NOT_FOUND and route == WILDCARD_ROUTE
+        return _Kind(event.tgid, attributes, error, status == 0, template, folded=folded)
 
     # -- loops -----------------------------------------------------------------------------
     def _drain(self) -> None:

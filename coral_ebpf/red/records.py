@@ -189,8 +189,9 @@ def span_template(name: str, error: bool, attributes: Iterable[Attribute]) -> by
     return span.SerializeToString()
 
 
-# (tgid, start, end in unix nanoseconds, span_template bytes): a plain tuple, as one is made per request.
-SpanRecord = tuple[int, int, int, bytes]
+# (tgid, start, end in unix nanoseconds, span_template bytes, trace id): a plain tuple, as one is made
+# per request. The trace id is b"" unless sampling already drew it (then the span keeps that one).
+SpanRecord = tuple[int, int, int, bytes, bytes]
 
 
 def traces_request(
@@ -200,7 +201,8 @@ def traces_request(
 
 
 def encoded_traces_request(spans: Sequence[SpanRecord], resources: Mapping[int, Sequence[Attribute]]) -> bytes:
-    """A serialized ExportTraceServiceRequest of `spans`, each with a fresh random trace and span id.
+    """A serialized ExportTraceServiceRequest of `spans`, each with a random span id and its own or a
+    fresh random trace id.
 
     Each span is its own ids and times (`wire.span_head`) followed by its template: spans of one
     template have the same length, so their `ScopeSpans.spans` prefix is computed once.
@@ -209,12 +211,12 @@ def encoded_traces_request(spans: Sequence[SpanRecord], resources: Mapping[int, 
     ids = random.randbytes(24 * len(spans))
     head = wire.span_head
     prefixes: dict[bytes, bytes] = {}
-    for index, (tgid, start_ns, end_ns, template) in enumerate(spans):
+    for index, (tgid, start_ns, end_ns, template, trace_id) in enumerate(spans):
         prefix = prefixes.get(template)
         if prefix is None:
             prefix = prefixes[template] = wire.spans_entry_prefix(wire.SPAN_HEAD_SIZE + len(template))
         at = index * 24
-        span = head(ids[at : at + 16], ids[at + 16 : at + 24], start_ns, end_ns)
+        span = head(trace_id or ids[at : at + 16], ids[at + 16 : at + 24], start_ns, end_ns)
         by_tgid.setdefault(tgid, []).append(prefix + span + template)
     scope = InstrumentationScope(name=SCOPE_NAME, version=__version__).SerializeToString()
     return wire.encode_traces_request(

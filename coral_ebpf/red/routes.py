@@ -9,8 +9,13 @@ Unmatched paths (`red.unmatched_routes`):
   hex strings of 8+ characters with a digit, long tokens mixing letters and digits, e-mail-like,
   and base64-padded values;
 - `path`: the path itself; `wildcard`: `/**` for every path.
+- `low-cardinality`: the heuristic, then at most `max_path_segment_cardinality` distinct words
+  per position of the path (per service, like Beyla's mode of that name): further ones become `*`.
+A 404 answer whose path no pattern matches becomes `/**` (`fold_not_found`): a scanner probing
+random URLs makes one route, not one per URL, and does not take the place of real routes.
 Either way a service keeps at most `max_routes_per_service` distinct routes; further ones become
 `/**`, so a scanner walking random URLs cannot blow up the number of series.
+`red.ignored_routes` (same pattern syntax) are paths not measured at all (health checks).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from coral_ebpf.red.cardinality import SegmentCap
+
 WILDCARD_ROUTE = "/**"
 _PLACEHOLDER = re.compile(r"^(\{[^/{}]+\}|:[A-Za-z_][A-Za-z0-9_]*)$")
 _NUMBER = re.compile(r"^[+-]?\d+([.,]\d+)?$")
@@ -26,6 +33,7 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F
 _HEX = re.compile(r"^(0x)?[0-9a-fA-F]{8,}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-.~]{16,}$")
 _CACHE_SIZE = 4096
+NOT_FOUND = 404
 
 
 def normalize_target(target: str) -> str:
@@ -98,13 +106,37 @@ class RoutePattern:
         return len(segments) == len(self.segments)
 
 
+class IgnoredRoutes:
+    """`red.ignored_routes`: paths whose requests are neither measured nor traced."""
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self._patterns = [RoutePattern.parse(text) for text in patterns]
+
+    def __bool__(self) -> bool:
+        return bool(self._patterns)
+
+    def matches(self, path: str) -> bool:
+        segments = path.split("/")[1:]
+        return any(pattern.matches(segments) for pattern in self._patterns)
+
+
 class RouteResolver:
     """Route for each path of one service, with the per-service cap on distinct routes."""
 
-    def __init__(self, patterns: tuple[str, ...], unmatched: str, max_routes: int) -> None:
+    def __init__(
+        self,
+        patterns: tuple[str, ...],
+        unmatched: str,
+        max_routes: int,
+        *,
+        fold_not_found: bool = True,
+        max_segment_cardinality: int = 10,
+    ) -> None:
         self._patterns = [RoutePattern.parse(text) for text in patterns]
         self._unmatched = unmatched
         self._max_routes = max_routes
+        self._fold_not_found = fold_not_found
+        self._segments = SegmentCap(max_segment_cardinality) if unmatched == "low-cardinality" else None
         self._routes: set[str] = set()
         self._cache: OrderedDict[tuple[str, bool], str] = OrderedDict()
         self.overflowed = 0
@@ -113,7 +145,21 @@ class RouteResolver:
     def route_count(self) -> int:
         return len(self._routes)
 
-    def route(self, target: str, truncated: bool = False) -> str:
+    @property
+    def segments_capped(self) -> int:
+        """Path segments `low-cardinality` turned into `*` because their position was full."""
+        return self._segments.capped if self._segments is not None else 0
+
+    def route(self, target: str, truncated: bool = False, status: int = 0) -> str:
+        """The route of a request; `status` is its response's (0: none), which folds unmatched 404s."""
+        if status == NOT_FOUND and self._fold_not_found:
+            path = normalize_target(target)
+            matched = self._match(path)
+            if matched is None:
+                # Learnt nowhere (not the segment cap); /** is one route, the one overflow goes to anyway.
+                self._routes.add(WILDCARD_ROUTE)
+                return WILDCARD_ROUTE
+            return self._admit(matched)
         key = (target, truncated)
         cached = self._cache.get(key)
         if cached is not None:
@@ -125,16 +171,25 @@ class RouteResolver:
             self._cache.popitem(last=False)
         return route
 
-    def _resolve(self, path: str, truncated: bool) -> str:
+    def _match(self, path: str) -> str | None:
         segments = path.split("/")[1:]
         for pattern in self._patterns:
             if pattern.matches(segments):
                 return pattern.text
+        return None
+
+    def _resolve(self, path: str, truncated: bool) -> str:
+        matched = self._match(path)
+        if matched is not None:
+            return matched
         if self._unmatched == "wildcard":
             return WILDCARD_ROUTE
         if self._unmatched == "path":
             return path + ("*" if truncated else "")
-        return heuristic_route(path, truncated)
+        route = heuristic_route(path, truncated)
+        if self._segments is None:
+            return route
+        return self._segments.admit(route, learn=len(self._routes) < self._max_routes)
 
     def _admit(self, route: str) -> str:
         if route in self._routes:

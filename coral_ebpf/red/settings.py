@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from coral_ebpf.config.formats import BOOL, DURATION, SIZE, section
 from coral_ebpf.errors import ConfigError
 from coral_ebpf.probes.channel import CHANNEL_SETTINGS
 from coral_ebpf.probes.http_red.loader import HttpRedConfig
+from coral_ebpf.red.sampling import SCHEMA as SAMPLING_SCHEMA
+from coral_ebpf.red.sampling import SamplingSettings
 from coral_ebpf.units import parse_duration, parse_size
 
 ENGINES = ("auto", "beyla", "bcc")
-UNMATCHED_ROUTES = ("heuristic", "path", "wildcard")
+UNMATCHED_ROUTES = ("low-cardinality", "heuristic", "path", "wildcard")
 TEMPORALITIES = ("delta", "cumulative")
 # Keys an older configuration may hold, and the key that replaced each.
 RENAMED = {"event_transport": "event_channel", "event_buffer_size": "event_channel_size"}
 PATH_MAX_CHOICES = (32, 64, 128, 256)
 PIPELINE_DEPTH_CHOICES = (2, 4, 8, 16)
+# Health checks, probes and scrapes: frequent, uniform, and not what anyone asks RED data about.
+DEFAULT_IGNORED_ROUTES = ("/health", "/healthz", "/ready", "/readyz", "/livez", "/metrics", "/favicon.ico")
 
 _ROUTE_PATTERN = {"type": "string", "pattern": "^/", "minLength": 1}
 
@@ -35,7 +39,24 @@ SCHEMA = section(
         },
         "unmatched_routes": {
             "enum": list(UNMATCHED_ROUTES),
-            "description": "Route of a path no pattern matches: heuristic (ids become *), path, or wildcard (/**)",
+            "description": "Route of a path no pattern matches: low-cardinality (heuristic, then at most "
+            "max_path_segment_cardinality words per position), heuristic (ids become *), path, or wildcard (/**)",
+        },
+        "max_path_segment_cardinality": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 10000,
+            "description": "low-cardinality: distinct words kept at one position of a service's paths; more become *",
+        },
+        "fold_not_found": {
+            **BOOL,
+            "description": "404 answers whose path matches no red.routes pattern get the one route /**",
+        },
+        "ignored_routes": {
+            "type": "array",
+            "items": _ROUTE_PATTERN,
+            "description": "Paths not measured nor traced (patterns as in routes; only counted as ignored); "
+            "[] measures everything",
         },
         "max_routes_per_service": {
             "type": "integer",
@@ -46,6 +67,7 @@ SCHEMA = section(
         "export_interval": {**DURATION, "description": "How often RED metrics and spans are handed on"},
         "temporality": {"enum": list(TEMPORALITIES), "description": "Histogram temporality of exported metrics"},
         "traces": {**BOOL, "description": "Emit a SERVER span per request"},
+        "sampling": SAMPLING_SCHEMA,
         "max_pending_spans": {
             "type": "integer",
             "minimum": 1,
@@ -84,11 +106,15 @@ SCHEMA = section(
 class RedSettings:
     engine: str = "auto"
     routes: tuple[str, ...] = ()
-    unmatched_routes: str = "heuristic"
+    unmatched_routes: str = "low-cardinality"
     max_routes_per_service: int = 200
+    max_path_segment_cardinality: int = 10
+    fold_not_found: bool = True
+    ignored_routes: tuple[str, ...] = DEFAULT_IGNORED_ROUTES
     export_interval: float = 10.0
     temporality: str = "delta"
     traces: bool = True
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
     max_pending_spans: int = 50000
     max_connections: int = 16384
     path_max: int = 128
@@ -112,9 +138,15 @@ class RedSettings:
             routes=tuple(data.get("routes", defaults.routes)),
             unmatched_routes=data.get("unmatched_routes", defaults.unmatched_routes),
             max_routes_per_service=int(data.get("max_routes_per_service", defaults.max_routes_per_service)),
+            max_path_segment_cardinality=int(
+                data.get("max_path_segment_cardinality", defaults.max_path_segment_cardinality)
+            ),
+            fold_not_found=bool(data.get("fold_not_found", defaults.fold_not_found)),
+            ignored_routes=tuple(data.get("ignored_routes", defaults.ignored_routes)),
             export_interval=parse_duration(data.get("export_interval", defaults.export_interval)),
             temporality=data.get("temporality", defaults.temporality),
             traces=bool(data.get("traces", defaults.traces)),
+            sampling=SamplingSettings.from_dict(data.get("sampling", {})),
             max_pending_spans=int(data.get("max_pending_spans", defaults.max_pending_spans)),
             max_connections=int(data.get("max_connections", defaults.max_connections)),
             path_max=int(data.get("path_max", defaults.path_max)),
@@ -132,11 +164,12 @@ class RedSettings:
         """Checks the schema cannot express; raises ConfigError naming the key."""
         from coral_ebpf.red.routes import RoutePattern
 
-        for pattern in self.routes:
-            try:
-                RoutePattern.parse(pattern)
-            except ValueError as exc:
-                raise ConfigError(f"red.routes: {exc}", "write patterns like /users/{id} or /api/*") from None
+        for key, patterns in (("routes", self.routes), ("ignored_routes", self.ignored_routes)):
+            for pattern in patterns:
+                try:
+                    RoutePattern.parse(pattern)
+                except ValueError as exc:
+                    raise ConfigError(f"red.{key}: {exc}", "write patterns like /users/{id} or /api/*") from None
         if self.export_interval < 0.1:
             raise ConfigError(
                 f"red.export_interval: {self.export_interval}s is too short", "use at least 100ms (e.g. 10s)"

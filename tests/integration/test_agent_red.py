@@ -13,12 +13,17 @@ One agent serves the module (BCC compiles take seconds each).
 from __future__ import annotations
 
 import http.client
+import os
+import signal
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.beyla_standin import install_standin, runs
 from tests.helpers.agent_process import AgentProcess, Status, call_failed
@@ -74,6 +79,18 @@ def _agent_log_on_failure(request: pytest.FixtureRequest, agent: AgentProcess) -
         print(agent.log_tail(150))
 
 
+def scrape(agent: AgentProcess) -> str:
+    with urllib.request.urlopen(f"http://{agent.telemetry_address()}/metrics", timeout=20) as response:
+        return str(response.read().decode())
+
+
+def metric_value(text: str, family: str) -> float:
+    """The one sample of a counter or gauge family in a Prometheus text exposition."""
+    (found,) = [found for found in text_string_to_metric_families(text) if found.name == family]
+    (sample,) = found.samples
+    return float(sample.value)
+
+
 def served_by_bcc(document: Status, pid: int) -> bool:
     return any(service["pid"] == pid for service in document["red"].get("services", []))
 
@@ -95,7 +112,10 @@ def drive(app: ServerProcess) -> Counter[tuple[str, str]]:
         connection.request("GET", "/missing")
         response = connection.getresponse()
         assert (response.status, response.read()) == (404, b"no")
-        sent[("GET", "/missing")] += 1
+        sent[("GET", "/**")] += 1  # red.fold_not_found: every unmatched 404 is the one route /**
+    for _ in range(3):
+        connection.request("GET", "/healthz")  # red.ignored_routes by default: not measured
+        assert connection.getresponse().read() == b"ok"
     for _ in range(2):
         connection.request("POST", "/upload", body=b"x" * 5000, headers={"Content-Type": "text/plain"})
         response = connection.getresponse()
@@ -199,6 +219,12 @@ def test_a_server_started_after_the_agent_is_traced_and_queryable(agent: AgentPr
         assert served["routes"] == len(sent)
         assert after["red"]["requests"] >= sum(sent.values()) and after["red"]["errors"] >= 3
         assert after["red"]["kernel"]["events_lost"] == 0
+        assert served["ignored_requests"] == 3 and served["not_found_folded"] == 2, served
+        assert served["sampled_away_spans"] == 0  # red.sampling.ratio 1 by default
+        metrics = scrape(agent)
+        assert metric_value(metrics, "coral_ebpf_red_engine_ignored_requests") >= 3
+        assert metric_value(metrics, "coral_ebpf_red_engine_not_found_folded") >= 2
+        assert metric_value(metrics, "coral_ebpf_red_engine_sampled_away_spans") == 0
         assert after["beyla"]["state"] == ("disabled" if beyla_can_run_here() else "unsupported")
         assert after["beyla"]["services"] == 0
     # The server is gone: discovery says so, and the engine stops tracing it.
@@ -239,3 +265,48 @@ def test_status_table_names_the_engine_and_its_services(agent: AgentProcess) -> 
             assert "│ disabled " in lines["beyla"] and "beyla.enabled is false" in lines["beyla"], result.stdout
         else:
             assert "│ unsupported " in lines["beyla"] and "kprobes are not available" in lines["beyla"]
+
+
+def reload_with(agent: AgentProcess, red: dict[str, Any]) -> dict[str, Any]:
+    """Write the module's config with these `red` keys, send SIGHUP, and return the reload's record."""
+    previous = agent.status()["agent"].get("last_reload") or {}
+    document = dict(agent.document)
+    document["red"] = {**agent.document["red"], **red}
+    agent.config_path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    os.kill(agent.pid, signal.SIGHUP)
+    reloaded = agent.wait_for(
+        lambda s: (s["agent"].get("last_reload") or {}).get("at") != previous.get("at"),
+        timeout=30,
+        what="the reload applied",
+    )
+    record: dict[str, Any] = reloaded["agent"]["last_reload"]
+    return record
+
+
+def test_sighup_applies_the_ignore_list_and_sampling_live(agent: AgentProcess) -> None:
+    name = "e2e-red-reload"
+    record = reload_with(agent, {"ignored_routes": [], "sampling": {"ratio": 0.0}})
+    try:
+        assert record["error"] is None and set(record["applied"]) == {"red.ignored_routes", "red.sampling"}, record
+        with server("python", service_name=name) as app:
+            agent.wait_for(lambda s: served_by_bcc(s, app.pid), timeout=60, what=f"{name} traced by bcc")
+            connection = http.client.HTTPConnection("127.0.0.1", app.port, timeout=30)
+            for path in ["/healthz"] * 2 + [f"/users/{user}" for user in range(20)] + ["/fail"] * 2:
+                connection.request("GET", path)
+                connection.getresponse().read()
+            connection.close()
+            rows = agent.query_until("http", name, lambda found: sum(row["requests"] for row in found) >= 24)
+            assert {(row["route"], row["requests"]) for row in rows} == {
+                ("/healthz", 2),  # ignored_routes: [] measures health checks
+                ("/users/{id}", 20),
+                ("/fail", 2),
+            }
+            # ratio 0: only the errors keep their spans; the 22 others are counted as sampled away.
+            (served,) = [s for s in agent.status()["red"]["services"] if s["pid"] == app.pid]
+            assert served["sampled_away_spans"] == 22 and served["ignored_requests"] == 0, served
+            traces = agent.cli_json("query", "traces", "--service", name, "--since", "1h", "--limit", "100")
+            assert sum(trace["span_count"] for trace in traces) == 2
+            assert all(trace["status"] == "ERROR" for trace in traces)
+    finally:
+        restored = reload_with(agent, {})
+        assert restored["error"] is None, restored

@@ -22,6 +22,7 @@ from coral_ebpf.probes.http_red.decoder import RedEvent, attributes_key, decode_
 from coral_ebpf.probes.http_red.layout import FLAG_CLOSED, FLAG_SCAN, FLAG_TRUNCATED, event_size
 from coral_ebpf.red.engine import THREAD_NICE, RedEngine
 from coral_ebpf.red.records import BUCKETS, DurationAggregator, metrics_request
+from coral_ebpf.red.sampling import SamplingSettings, ratio_bound, sampled
 from coral_ebpf.red.settings import RedSettings
 from tests.helpers.consumertest import Sink
 from tests.helpers.red_support import counts, points, spans
@@ -260,3 +261,41 @@ def _nice(tid: int) -> int:
     # /proc/<pid>/task/<tid>/stat: field 19 is the nice value (fields after the command name)
     fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[16])
+
+
+def test_engine_ignores_folds_and_samples_and_counts_each(tmp_path: Path) -> None:
+    pid = os.getpid()
+    consumer = Sink()
+    settings = RedSettings(export_interval=3600, sampling=SamplingSettings(ratio=0.1))
+    engine, probe = make_engine(settings, consumer, tmp_path)
+    try:
+        engine.set_targets([entry(pid)])
+        probe.queue += [make_event(pid, "/healthz", 200) for _ in range(7)]
+        probe.queue += [make_event(pid, f"/wp-{index}.php", 404) for index in range(50)]
+        probe.queue += [make_event(pid, "/fail", 500) for _ in range(20)]
+        probe.queue += [make_event(pid, "/ok", 200) for _ in range(400)]
+        engine.flush()
+    finally:
+        engine.stop(5)
+    assert dict(counts(consumer, pid)) == {
+        ("GET", "/**", 404): 50,
+        ("GET", "/fail", 500): 20,
+        ("GET", "/ok", 200): 400,
+    }
+    status = engine.status()
+    (served,) = status["services"]
+    assert {key: served[key] for key in ("ignored_requests", "not_found_folded")} == {
+        "ignored_requests": 7,
+        "not_found_folded": 50,
+    }
+    assert served["sampled_away_spans"] == status["sampled_away_spans"]
+    assert status["ignored_requests"] == 7
+    assert status["not_found_folded"] == 50
+    assert status["requests"] == 470
+    kept = [span for _, span in spans(consumer, pid)]
+    errors = [span for span in kept if span.status.code == Status.StatusCode.STATUS_CODE_ERROR]
+    assert len(errors) == 20  # every error kept
+    assert len(kept) - len(errors) + status["sampled_away_spans"] == 450  # every other span kept or counted
+    assert 10 <= len(kept) - len(errors) <= 90  # about a tenth of 450
+    sampled_ids = [span.trace_id for span in kept if span.status.code != Status.StatusCode.STATUS_CODE_ERROR]
+    assert all(sampled(trace_id, ratio_bound(0.1)) for trace_id in sampled_ids)  # the id the decision was on

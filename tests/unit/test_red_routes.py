@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from coral_ebpf.red.routes import WILDCARD_ROUTE, RoutePattern, RouteResolver, heuristic_route, normalize_target
+from coral_ebpf.red.cardinality import SegmentCap
+from coral_ebpf.red.routes import (
+    WILDCARD_ROUTE,
+    IgnoredRoutes,
+    RoutePattern,
+    RouteResolver,
+    heuristic_route,
+    normalize_target,
+)
 
 
 @pytest.mark.parametrize(
@@ -72,3 +80,58 @@ def test_cap_on_distinct_routes() -> None:
 def test_bad_patterns_are_rejected(bad: str) -> None:
     with pytest.raises(ValueError):
         RoutePattern.parse(bad)
+
+
+def test_unmatched_404s_fold_into_one_route_and_learn_nothing() -> None:
+    resolver = RouteResolver(("/users/{id}",), "path", 3)
+    routes = {resolver.route(f"/scan/{index}.php", status=404) for index in range(500)}
+    assert routes == {WILDCARD_ROUTE}
+    assert resolver.route_count == 1 and resolver.overflowed == 0  # /** only: the cap is left for real routes
+    assert resolver.route("/users/999", status=404) == "/users/{id}"  # a pattern's 404 is that route's answer
+    assert resolver.route("/scan/1.php", status=200) == "/scan/1.php"  # the same path answered 200 is a route
+
+
+def test_fold_not_found_off_keeps_404_paths() -> None:
+    resolver = RouteResolver((), "path", 10, fold_not_found=False)
+    assert resolver.route("/nope", status=404) == "/nope"
+
+
+def test_low_cardinality_caps_words_per_position() -> None:
+    resolver = RouteResolver((), "low-cardinality", 1000, max_segment_cardinality=3)
+    assert [resolver.route(f"/p/item-{name}") for name in ("a", "b", "c", "d", "e")] == [
+        "/p/item-a",
+        "/p/item-b",
+        "/p/item-c",
+        "/p/*",
+        "/p/*",
+    ]
+    assert resolver.route("/p/item-a") == "/p/item-a"  # words learnt before the cap keep their route
+    assert resolver.route("/p/42") == "/p/*"  # the heuristic's * does not use up a place
+    assert resolver.route("/q/item-z") == "/q/item-z"  # each parent has its own places
+    assert resolver.segments_capped == 2
+    assert resolver.route_count == 5
+
+
+def test_ignored_routes_match_whole_paths() -> None:
+    ignored = IgnoredRoutes(("/health", "/internal/*"))
+    assert ignored.matches("/health")
+    assert ignored.matches("/internal/a/b")
+    assert not ignored.matches("/health/deep")
+    assert not ignored.matches("/healthz")
+    assert not IgnoredRoutes(())
+
+
+def test_low_cardinality_learns_nothing_once_the_route_table_is_full() -> None:
+    cap = SegmentCap(10)
+    assert cap.admit("/a/b") == "/a/b"
+    assert cap.admit("/c/d", learn=False) == "/*/*"  # unknown words are *, and are not remembered
+    assert cap.admit("/a/x", learn=False) == "/a/*"
+    assert cap.admit("/a/b", learn=False) == "/a/b"
+    assert cap.admit("/c/d") == "/c/d"  # learnt now, not before
+    resolver = RouteResolver((), "low-cardinality", 2)
+    assert [resolver.route(path) for path in ("/one", "/two", "/three", "/one")] == [
+        "/one",
+        "/two",
+        WILDCARD_ROUTE,
+        "/one",
+    ]

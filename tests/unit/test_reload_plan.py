@@ -42,3 +42,18 @@ def test_live_keys_apply_and_the_rest_waits() -> None:
     assert running.storage.retention == old.storage.retention and running.otlp == old.otlp
     assert dict(running.beyla.attributes) == {"env": "prod"}
     assert plan.beyla_changed and plan.red_routes_changed and plan.exclude_changed and plan.logging_changed
+
+
+def test_ignore_list_folding_and_sampling_apply_live() -> None:
+    old = parse_config_text(BASE)
+    new = parse_config_text(
+        BASE.replace(
+            'red: {routes: ["/a"]}',
+            'red: {routes: ["/a"], ignored_routes: ["/ping"], fold_not_found: false, sampling: {ratio: 0.2}}',
+        )
+    )
+    plan = plan_reload(old, new)
+    assert set(plan.applied) == {"red.ignored_routes", "red.fold_not_found", "red.sampling"}
+    assert plan.needs_restart == ()
+    red = plan.config.red
+    assert red.ignored_routes == ("/ping",) and not red.fold_not_found and red.sampling.ratio == 0.2
