@@ -24,6 +24,13 @@ from coral_ebpf.cli.query_views import print_timeline, print_waterfall
 from coral_ebpf.query.params import QueryError, RedParams, TraceParams
 from coral_ebpf.units import parse_duration
 
+RATE_HELP = (
+    "Rate/s = requests / the seconds of the --since window covered by data: from the later of the window\n"
+    "start and the earliest stored data of that protocol (any service) to now. Every row of one answer\n"
+    "shares that denominator, like PromQL's rate(), so rows compare; --by buckets divide by the part of\n"
+    "each bucket that is covered."
+)
+
 
 def execute(config: AgentConfig, kind: str, params: dict[str, Any]) -> dict[str, Any]:
     """Run one query and return its JSON-ready result.
@@ -194,6 +201,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "query",
         help="RED metrics and traces for the services on this host",
         description="Query the agent's database: per-route RED metrics (http, grpc, sql, messaging) and traces.",
+        epilog=RATE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="agent configuration")
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
@@ -236,6 +245,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     for red_kind in (http, grpc, sql, messaging):
         _by_flag(red_kind)
+        red_kind.epilog = RATE_HELP
+        red_kind.formatter_class = argparse.RawDescriptionHelpFormatter
 
     for sub in (http, grpc, sql, messaging, traces):
         sub.set_defaults(func=_run)
