@@ -13,6 +13,7 @@ from typing import Any
 from coral_ebpf.agent.config import AgentConfig
 from coral_ebpf.agent.control_client import ControlClient
 from coral_ebpf.cli._common import (
+    EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
     config_from_args,
@@ -21,7 +22,8 @@ from coral_ebpf.cli._common import (
 )
 from coral_ebpf.cli.query_output import print_agent_breakdown, print_red, print_traces
 from coral_ebpf.cli.query_views import print_timeline, print_waterfall
-from coral_ebpf.query.params import QueryError, RedParams, TraceParams
+from coral_ebpf.cli.table import output_width
+from coral_ebpf.query.params import TRACE_SORTS, QueryError, RedParams, TraceParams
 from coral_ebpf.units import parse_duration
 
 RATE_HELP = (
@@ -82,7 +84,7 @@ def _duration_text(flag: str, value: str) -> str:
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {"since": _duration_text("--since", args.since)}
-    for name in ("service", "route", "method", "operation", "table", "side", "trace_id", "agent"):
+    for name in ("service", "route", "method", "operation", "table", "side", "trace_id", "agent", "status"):
         value = getattr(args, name, None)
         if value:
             params[name] = value
@@ -97,6 +99,8 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         if args.min_duration:
             params["min_duration"] = _duration_text("--min-duration", args.min_duration)
         params["with_spans"] = _output_format(args) in ("tree", "json")
+        if args.sort != "start":
+            params["sort"] = args.sort
     return params
 
 
@@ -127,6 +131,7 @@ def _run(args: argparse.Namespace) -> int:
         return execute(config_from_args(args), kind, params)
 
     output = _output_format(args)
+    width = output_width(wide=args.wide)
     if args.kind == "traces" and args.format == "waterfall":
         trace = run("waterfall")["trace"]
         if output == "json":
@@ -138,14 +143,20 @@ def _run(args: argparse.Namespace) -> int:
     if "by" in params:
         if output == "json":
             print_json({key: result[key] for key in ("by", "window", "side", "buckets", "series")})
+        elif output == "tsv":
+            print_error("--by draws sparklines: use --json for its numbers")
+            return EXIT_USAGE
         else:
-            print_timeline(result, params)
+            print_timeline(result, params, width=width)
         return EXIT_OK
     if args.kind == "traces":
         if output == "json":
             print_json(result["traces"])
         else:
-            print_traces(result, params, tree=output == "tree")
+            print_traces(result, params, tree=output == "tree", width=width, tsv=output == "tsv")
+        if params.get("trace_id") and not result["traces"]:
+            print_error(f"no stored trace has the id {params['trace_id']!r} (retention may have removed it)")
+            return EXIT_FAILURE
     elif output == "json":
         # On a colony the per-agent breakdown comes with the rows.
         print_json(
@@ -154,9 +165,9 @@ def _run(args: argparse.Namespace) -> int:
             else result["rows"]
         )
     else:
-        print_red(result, params)
-        if on_colony:
-            print_agent_breakdown(result)
+        print_red(result, params, width=width, tsv=output == "tsv")
+        if on_colony and output != "tsv":
+            print_agent_breakdown(result, width=width)
     return EXIT_OK
 
 
@@ -178,6 +189,12 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
         help="query the colony's fleet database (its config FILE, default /etc/coral-ebpf/colony.yaml)",
     )
     parser.add_argument("--agent", metavar="ID", help="with --colony: only this agent (glob with *)")
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column in full (default: fit the terminal; long names shortened in the middle; "
+        "piped output is never shortened unless COLUMNS is set)",
+    )
 
 
 def _by_flag(parser: argparse.ArgumentParser) -> None:
@@ -213,6 +230,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _common_flags(http)
     http.add_argument("--route", help="only this route (glob with *), e.g. '/api/users/*'")
     http.add_argument("--method", help="only this HTTP method")
+    http.add_argument(
+        "--status",
+        metavar="CLASS",
+        help="only responses of this status class (2xx, 3xx, 4xx, 5xx) or code (e.g. 404); "
+        "errors count 5xx (and no response), 4xx have their own column",
+    )
     _side_flag(http, "server")
 
     grpc = kinds.add_parser("grpc", help="gRPC calls per service and method")
@@ -239,12 +262,24 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     traces.add_argument("--limit", type=int, default=20, metavar="N", help="at most N traces (default 20)")
     traces.add_argument(
         "--format",
-        choices=("table", "tree", "waterfall", "json"),
+        choices=("table", "tree", "waterfall", "tsv", "json"),
         default="table",
-        help="output format (waterfall: one trace's spans on a time bar; needs --trace-id)",
+        help="output format (waterfall: one trace's spans on a time bar; needs --trace-id; tsv: for scripts)",
+    )
+    traces.add_argument(
+        "--sort",
+        choices=TRACE_SORTS,
+        default="start",
+        help="start: newest first (default); duration: longest first",
     )
     for red_kind in (http, grpc, sql, messaging):
         _by_flag(red_kind)
+        red_kind.add_argument(
+            "--format",
+            choices=("table", "tsv", "json"),
+            default="table",
+            help="table (default), tsv (tab-separated JSON fields, for scripts) or json (same as --json)",
+        )
         red_kind.epilog = RATE_HELP
         red_kind.formatter_class = argparse.RawDescriptionHelpFormatter
 

@@ -43,13 +43,15 @@ class Protocol:
     method_column: str | None = None
     operation_column: str | None = None
     table_column: str | None = None
+    status_column: str | None = None  # HTTP's status code: the --status filter and the 4xx count
 
 
 _SERVICE_KEYS = (("service", "service_name"), ("side", "side"))
 
 PROTOCOLS: dict[str, Protocol] = {
     # HTTP: a server fails on 5xx; a client also on 4xx (OTel semconv span status rules).
-    # Status 0 means no response was seen, which Beyla reports as an error too.
+    # Status 0 means no response was seen, which Beyla reports as an error too. 4xx answers are
+    # counted apart (`status_4xx`): the client's mistake, not the server's failure.
     "http": Protocol(
         table="beyla_http_metrics",
         keys=(*_SERVICE_KEYS, ("method", "http_method"), ("route", "http_route")),
@@ -60,6 +62,7 @@ PROTOCOLS: dict[str, Protocol] = {
         default_side="server",
         route_column="http_route",
         method_column="http_method",
+        status_column="http_status_code",
     ),
     # gRPC: any status other than OK (0).
     "grpc": Protocol(
@@ -122,7 +125,25 @@ def _filters(protocol: Protocol, params: RedParams, start: float, end: float) ->
             if column is None:
                 raise QueryError(f"the {name!r} filter does not apply to {protocol.table}")
             clauses.append(_match(column, value, args, name))
+    if params.status:
+        if protocol.status_column is None:
+            raise QueryError(f"the 'status' filter does not apply to {protocol.table} (HTTP only)")
+        clauses.append(_status_clause(protocol.status_column, params.status, args))
     return " AND ".join(clauses), args
+
+
+def _status_clause(column: str, status: str, args: dict[str, Any]) -> str:
+    """`2xx` is 200 to 299; a code such as `404` is that code (RedParams checked the form)."""
+    if status.endswith("xx"):
+        args["status_low"] = int(status[0]) * 100
+        return f"{column} >= $status_low AND {column} < $status_low + 100"
+    args["status_code"] = int(status)
+    return f"{column} = $status_code"
+
+
+def _four_xx_sql(protocol: Protocol) -> str:
+    column = protocol.status_column
+    return "false" if column is None else f"coalesce({column} >= 400 AND {column} < 500, false)"
 
 
 def _quantiles(histogram: tuple[list[float], list[float]]) -> dict[str, float | None]:
@@ -194,7 +215,8 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
     columns = [column for _, column in protocol.keys]
     group_sql = ", ".join(columns)
     totals = connection.execute(
-        f"SELECT {group_sql}, sum(count)::HUGEINT, (sum(count) FILTER (WHERE {protocol.error_sql}))::HUGEINT "
+        f"SELECT {group_sql}, sum(count)::HUGEINT, (sum(count) FILTER (WHERE {protocol.error_sql}))::HUGEINT, "
+        f"(sum(count) FILTER (WHERE {_four_xx_sql(protocol)}))::HUGEINT "
         f"FROM {protocol.table} WHERE {where} GROUP BY ALL",
         args,
     ).fetchall()
@@ -224,12 +246,16 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
         all_histograms.extend(histograms)
         record: dict[str, Any] = {key: value for (key, _), value in zip(protocol.keys, group, strict=True)}
         record.update(_measures(requests, errors, merge_histograms(histograms), seconds))
+        if protocol.status_column:
+            record["status_4xx"] = int(row[width + 2] or 0)
         record["source"] = "metrics"
         rows.append(record)
     rows.sort(key=lambda r: (r["service"], -r["requests"], *(str(r[k] or "") for k, _ in protocol.keys[2:])))
     requests = sum(r["requests"] for r in rows)
     errors = sum(r["errors"] for r in rows)
     overall = _measures(requests, errors, merge_histograms(all_histograms), seconds)
+    if protocol.status_column:
+        overall["status_4xx"] = sum(r["status_4xx"] for r in rows)
     result: dict[str, Any] = {
         "kind": kind,
         "rows": rows,
@@ -255,7 +281,15 @@ def _span_summary(
     """The summary from stored spans (span_red.py), or None when there are none either."""
     protocol = PROTOCOLS[kind]
     columns = [column for _, column in protocol.keys]
-    groups = span_groups(connection, kind, columns=columns, where=where, error_sql=protocol.error_sql, args=args)
+    groups = span_groups(
+        connection,
+        kind,
+        columns=columns,
+        where=where,
+        error_sql=protocol.error_sql,
+        four_xx_sql=_four_xx_sql(protocol),
+        args=args,
+    )
     if not groups:
         return None
     start, end = window
@@ -263,9 +297,11 @@ def _span_summary(
     width = len(columns)
     rows = []
     for row in groups:
-        requests, errors, quantiles = int(row[width]), int(row[width + 1]), row[width + 2]
+        requests, errors, four_xx, quantiles = int(row[width]), int(row[width + 1]), int(row[width + 2]), row[width + 3]
         record: dict[str, Any] = {key: value for (key, _), value in zip(protocol.keys, row[:width], strict=True)}
         record.update(_exact_measures(requests, errors, quantiles, seconds))
+        if protocol.status_column:
+            record["status_4xx"] = four_xx
         record["source"] = "spans"
         rows.append(record)
     rows.sort(key=lambda r: (r["service"], -r["requests"], *(str(r[k] or "") for k, _ in protocol.keys[2:])))
@@ -275,6 +311,8 @@ def _span_summary(
         all_durations(connection, kind, where, args),
         seconds,
     )
+    if protocol.status_column:
+        overall["status_4xx"] = sum(r["status_4xx"] for r in rows)
     return {
         "kind": kind,
         "rows": rows,

@@ -54,13 +54,14 @@ def span_groups(
     columns: list[str],
     where: str,
     error_sql: str,
+    four_xx_sql: str,
     args: dict[str, Any],
 ) -> list[tuple[Any, ...]]:
-    """Per group of `columns`: (*group, requests, errors, [p50, p95, p99] in seconds)."""
+    """Per group of `columns`: (*group, requests, errors, 4xx answers, [p50, p95, p99] in seconds)."""
     group_sql = ", ".join(columns)
     return connection.execute(
         f"SELECT {group_sql}, count(*)::UBIGINT, (count(*) FILTER (WHERE {error_sql}))::UBIGINT, "
-        "quantile_cont(duration_ns / 1e9, [0.5, 0.95, 0.99]) "
+        f"(count(*) FILTER (WHERE {four_xx_sql}))::UBIGINT, quantile_cont(duration_ns / 1e9, [0.5, 0.95, 0.99]) "
         f"FROM ({SPAN_SOURCES[kind]}) AS spans WHERE {where} GROUP BY ALL",
         args,
     ).fetchall()
