@@ -20,9 +20,11 @@ from coral_ebpf.cli._common import (
     print_error,
     print_json,
 )
+from coral_ebpf.cli.query_advice import Situation, engine_advice
 from coral_ebpf.cli.query_output import print_agent_breakdown, print_red, print_traces
 from coral_ebpf.cli.query_views import print_timeline, print_waterfall
 from coral_ebpf.cli.table import output_width
+from coral_ebpf.errors import CoralError
 from coral_ebpf.query.params import TRACE_SORTS, QueryError, RedParams, TraceParams
 from coral_ebpf.units import parse_duration
 
@@ -53,6 +55,16 @@ def execute(config: AgentConfig, kind: str, params: dict[str, Any]) -> dict[str,
         return run_query(connection, kind, params)
     finally:
         connection.close()
+
+
+def situation(config: AgentConfig) -> Situation:
+    """What serves which protocol here: the running agent's status when it answers, else only the config."""
+    client = ControlClient(config.control.socket)
+    try:
+        status = client.status() if client.available() else None
+    except CoralError:
+        status = None
+    return Situation.gather(config, status)
 
 
 def execute_on_colony(path: str | None, kind: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +152,12 @@ def _run(args: argparse.Namespace) -> int:
             print_waterfall(trace)
         return EXIT_OK
     result = run(args.kind)
+
+    def advice() -> list[str]:
+        if on_colony:
+            return ["The colony holds what its agents' pull API served; check 'coral-ebpf colony status'."]
+        return engine_advice(args.kind, situation(config_from_args(args)))
+
     if "by" in params:
         if output == "json":
             print_json({key: result[key] for key in ("by", "window", "side", "buckets", "series")})
@@ -153,7 +171,7 @@ def _run(args: argparse.Namespace) -> int:
         if output == "json":
             print_json(result["traces"])
         else:
-            print_traces(result, params, tree=output == "tree", width=width, tsv=output == "tsv")
+            print_traces(result, params, tree=output == "tree", width=width, tsv=output == "tsv", advice=advice)
         if params.get("trace_id") and not result["traces"]:
             print_error(f"no stored trace has the id {params['trace_id']!r} (retention may have removed it)")
             return EXIT_FAILURE
@@ -165,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
             else result["rows"]
         )
     else:
-        print_red(result, params, width=width, tsv=output == "tsv")
+        print_red(result, params, width=width, tsv=output == "tsv", advice=advice)
         if on_colony and output != "tsv":
             print_agent_breakdown(result, width=width)
     return EXIT_OK

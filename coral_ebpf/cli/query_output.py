@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -82,9 +82,17 @@ _TSV_MEASURES = ("requests", "rate_per_s", "errors", "status_4xx", "error_rate",
 
 
 def print_red(
-    result: Mapping[str, Any], params: Mapping[str, Any], *, width: int | None = None, tsv: bool = False
+    result: Mapping[str, Any],
+    params: Mapping[str, Any],
+    *,
+    width: int | None = None,
+    tsv: bool = False,
+    advice: Callable[[], Sequence[str]] = lambda: (),
 ) -> None:
-    """The RED table (or TSV of the JSON fields); `width` as table.output_width() gives it."""
+    """The RED table (or TSV of the JSON fields); `width` as table.output_width() gives it.
+
+    `advice` is asked only for an empty result: lines on which engine serves the protocol here.
+    """
     kind = result["kind"]
     title = _TITLES[kind]
     side = result.get("side", "all")
@@ -100,7 +108,7 @@ def print_red(
         print_tsv([*keys, *measures], [[row.get(k) for k in (*keys, *measures)] for row in rows])
         return
     if not rows:
-        _print_no_red(result, params, title, side)
+        _print_no_red(result, params, title, side, advice())
         return
     columns = [
         *([text("Service", shrink=Shrink.MIDDLE, min_width=10)] if show_service else []),
@@ -159,20 +167,23 @@ def print_red(
     )
 
 
-def _print_no_red(result: Mapping[str, Any], params: Mapping[str, Any], title: str, side: str) -> None:
+def _print_no_red(
+    result: Mapping[str, Any], params: Mapping[str, Any], title: str, side: str, advice: Sequence[str]
+) -> None:
     side_text = "" if side == "all" else f"{side}-side "
     print(f"No {title} {side_text}requests in {_window_text(params)}{_filters_text(params)}.")
     available = result.get("services_available") or []
     if not available:
-        print(
-            f"The database holds no {title} metrics at all. Is the agent running and receiving OTLP data "
-            "(check 'coral-ebpf status')? Beyla exports metrics every interval (60s unless configured shorter)."
-        )
+        print(f"The database holds no {title} metrics at all.")
+        for line in advice:
+            print(line)
         return
     print(f"Services with {title} metrics (any age still retained):")
     for entry in available:
         print(f"  {entry['service']} ({entry['side']} side, last data {_ago(entry['last_seen'])})")
     print("Try another --service or --side, or a longer --since.")
+    for line in advice:
+        print(line)
 
 
 def _clock(unix: float | None) -> str:
@@ -198,6 +209,7 @@ def print_traces(
     tree: bool,
     width: int | None = None,
     tsv: bool = False,
+    advice: Callable[[], Sequence[str]] = lambda: (),
 ) -> None:
     traces = result["traces"]
     if tsv:
@@ -207,10 +219,10 @@ def print_traces(
     if not traces:
         what = f"trace {params['trace_id']!r}" if params.get("trace_id") else f"traces in {_window_text(params)}"
         print(f"No {what}{_filters_text(params)}.")
-        print(
-            "Spans arrive in batches (Beyla flushes traces every 15s unless configured shorter). Check that the "
-            "agent is running ('coral-ebpf status'), the service name, and try a longer --since."
-        )
+        for line in advice():
+            print(line)
+        if not params.get("trace_id"):
+            print("Check the service name, or try a longer --since.")
         return
     fleet = bool(result.get("fleet"))
     show_service = width is None or len({trace["root_service"] for trace in traces}) > 1
