@@ -18,6 +18,7 @@ from coral_ebpf.cli._common import (
     add_config_flag,
     add_json_flag,
     config_from_args,
+    permission_error,
     print_json,
 )
 from coral_ebpf.cli.table import Shrink, output_width, render, text
@@ -188,6 +189,8 @@ def _details(part: str, body: dict[str, Any], *, verbose: bool = True) -> list[s
 def _ask(config: AgentConfig) -> dict[str, Any]:
     try:
         return ControlClient(config.control.socket).status()
+    except PermissionError as exc:
+        raise permission_error(exc) from None
     except AgentNotRunningError:
         # The socket opens once every part has started (the probe and BCC compiles take seconds):
         # an agent that holds the state dir but does not answer yet is starting, not absent.
