@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from coral_ebpf.cli.table import Shrink, number, print_grid, print_tsv, text
+from coral_ebpf.cli.table import Shrink, number, print_grid, print_tsv, text, wrap_text
 from coral_ebpf.units import format_duration
 
 _TITLES = {"http": "HTTP", "grpc": "gRPC", "sql": "SQL", "messaging": "Messaging"}
@@ -108,7 +108,7 @@ def print_red(
         print_tsv([*keys, *measures], [[row.get(k) for k in (*keys, *measures)] for row in rows])
         return
     if not rows:
-        _print_no_red(result, params, title, side, advice())
+        _print_no_red(result, params, title, side, advice=advice(), width=width)
         return
     columns = [
         *([text("Service", shrink=Shrink.MIDDLE, min_width=10)] if show_service else []),
@@ -167,8 +167,18 @@ def print_red(
     )
 
 
+def _print_wrapped(line: str, width: int | None) -> None:
+    print("\n".join(wrap_text(line, width)))
+
+
 def _print_no_red(
-    result: Mapping[str, Any], params: Mapping[str, Any], title: str, side: str, advice: Sequence[str]
+    result: Mapping[str, Any],
+    params: Mapping[str, Any],
+    title: str,
+    side: str,
+    *,
+    advice: Sequence[str],
+    width: int | None,
 ) -> None:
     side_text = "" if side == "all" else f"{side}-side "
     print(f"No {title} {side_text}requests in {_window_text(params)}{_filters_text(params)}.")
@@ -176,14 +186,14 @@ def _print_no_red(
     if not available:
         print(f"The database holds no {title} metrics at all.")
         for line in advice:
-            print(line)
+            _print_wrapped(line, width)
         return
     print(f"Services with {title} metrics (any age still retained):")
     for entry in available:
         print(f"  {entry['service']} ({entry['side']} side, last data {_ago(entry['last_seen'])})")
     print("Try another --service or --side, or a longer --since.")
     for line in advice:
-        print(line)
+        _print_wrapped(line, width)
 
 
 def _clock(unix: float | None) -> str:
@@ -220,7 +230,7 @@ def print_traces(
         what = f"trace {params['trace_id']!r}" if params.get("trace_id") else f"traces in {_window_text(params)}"
         print(f"No {what}{_filters_text(params)}.")
         for line in advice():
-            print(line)
+            _print_wrapped(line, width)
         if not params.get("trace_id"):
             print("Check the service name, or try a longer --since.")
         return

@@ -56,16 +56,19 @@ def _signal_totals(receiver: dict[str, Any], signal: str, key: str) -> int:
     return total
 
 
-def _short(text: Any, limit: int = 160) -> str:
-    value = str(text)
-    return value if len(value) <= limit else value[: limit - 1] + "…"
+def _whole(text: Any) -> str:
+    return " ".join(str(text).split())
 
 
 def _first_sentence(text: Any) -> str:
-    """The summary of a long text for the one-line view: up to its first full stop (`--verbose` has all)."""
-    value = " ".join(str(text).split())
-    end = value.find(". ")
-    return value if end < 0 else value[: end + 1]
+    """The summary of a long text for the one-line view: its first clause (`--verbose` has all).
+
+    Diagnoses read "what happened (evidence): why; what else", so the text before the first
+    full stop, colon, semicolon or parenthesis is what happened.
+    """
+    value = _whole(text)
+    cuts = [index for index in (value.find(mark) for mark in (". ", ": ", "; ", " (")) if index > 0]
+    return value[: min(cuts)] if cuts else value
 
 
 def _service_names(services: list[Any], limit: int = 8) -> str:
@@ -89,7 +92,7 @@ def _details(part: str, body: dict[str, Any], *, verbose: bool = True) -> list[s
     Without `verbose` the long texts (Beyla's diagnosis and fix, warnings, errors, notes) are
     cut to their first sentence, for the one-line-per-part view.
     """
-    summary = _short if verbose else _first_sentence
+    summary = _whole if verbose else _first_sentence
     if part == "probe":
         summary = body.get("summary", {})
         ok = [name for name, verdict in summary.items() if verdict == "ok"]
@@ -153,7 +156,7 @@ def _details(part: str, body: dict[str, Any], *, verbose: bool = True) -> list[s
         if isinstance(diagnosis, dict) and diagnosis.get("message"):
             facts.append(f"diagnosis: {summary(diagnosis['message'])}")
             if diagnosis.get("fix") and verbose:
-                facts.append(f"fix: {_short(diagnosis['fix'])}")
+                facts.append(f"fix: {_whole(diagnosis['fix'])}")
         if body.get("probe_warning"):
             facts.append(f"warning: {summary(body['probe_warning'])}")
         return facts
@@ -231,10 +234,15 @@ def _title(agent: dict[str, Any], *, verbose: bool) -> str:
 
 
 def _part_facts(part: str, body: dict[str, Any], *, verbose: bool) -> list[str]:
-    facts = _details(part, body, verbose=verbose)
     reason = body.get("reason")
+    if not verbose and body.get("state") == "disabled":
+        return [f"reason: {_first_sentence(reason)}"] if reason else []
+    facts = _details(part, body, verbose=verbose)
+    if not verbose:
+        # What is wrong comes first, so the width cuts the counters rather than the diagnosis.
+        facts.sort(key=lambda fact: not fact.startswith(("diagnosis:", "warning:", "last error:")))
     if reason and body.get("state") not in HEALTHY_STATES and not any(str(reason) in fact for fact in facts):
-        facts.append(f"reason: {_short(reason) if verbose else _first_sentence(reason)}")
+        facts.append(f"reason: {_whole(reason) if verbose else _first_sentence(reason)}")
     return facts
 
 

@@ -145,7 +145,7 @@ def render(
         cells = [row[:index] + row[index + 1 :] for row in cells]
     lines: list[str] = []
     if title:
-        lines += _wrap(title, width)
+        lines += wrap_text(title, width)
 
     def line(values: Sequence[str]) -> str:
         parts = []
@@ -160,14 +160,15 @@ def render(
     lines.append(GAP.join("─" * size for size in widths))
     lines += [line(row) for row in cells]
     if hidden:
-        lines += _wrap(f"({', '.join(hidden)} hidden at this width; --wide shows every column)", width)
+        lines += wrap_text(f"({', '.join(hidden)} hidden at this width; --wide shows every column)", width)
     if footer:
         for paragraph in footer.split("\n"):
-            lines += _wrap(paragraph, width)
+            lines += wrap_text(paragraph, width)
     return lines
 
 
-def _wrap(value: str, width: int | None) -> list[str]:
+def wrap_text(value: str, width: int | None) -> list[str]:
+    """`value` as lines of at most `width` (None: one line), broken at spaces only."""
     if width is None or len(value) <= width:
         return [value]
     return textwrap.wrap(value, width, break_long_words=False, break_on_hyphens=False) or [""]
