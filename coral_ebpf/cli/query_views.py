@@ -142,7 +142,8 @@ def print_timeline(result: Mapping[str, Any], params: Mapping[str, Any], *, widt
     window = result["window"]
     title = (
         f"{kind.upper() if kind != 'grpc' else 'gRPC'} over time — {_clock(window['start'])} to "
-        f"{_clock(window['end'])}, {len(buckets)} buckets of {format_ms(result['by'] * 1000)} ({result['side']} side)"
+        f"{_clock(window['end'])}, {plural(len(buckets), 'bucket')} of {format_ms(result['by'] * 1000)} "
+        f"({result['side']} side)"
     )
     if not result["series"]:
         print(f"{title}\nNo requests in this window; try a longer --since or another --service.")

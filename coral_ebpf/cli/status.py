@@ -21,6 +21,7 @@ from coral_ebpf.cli._common import (
     permission_error,
     print_json,
 )
+from coral_ebpf.cli.query_output import plural
 from coral_ebpf.cli.table import Shrink, output_width, render, text
 from coral_ebpf.errors import AgentNotRunningError, CoralError
 from coral_ebpf.state import HEALTHY_STATES
@@ -165,7 +166,8 @@ def _details(part: str, body: dict[str, Any], *, verbose: bool = True) -> list[s
     if part == "export":
         items = body.get("exported_items", {})
         facts = [str(body.get("endpoint", "")), f"exported {sum(items.values()) if isinstance(items, dict) else items}"]
-        facts.append(f"queue {body.get('queue_requests', 0)} requests, {_bytes(body.get('queue_bytes'))}")
+        queued = plural(int(body.get("queue_requests", 0) or 0), "request")
+        facts.append(f"queue {queued}, {_bytes(body.get('queue_bytes'))}")
         for key in ("retries", "dropped_requests", "failed_requests"):
             if body.get(key):
                 facts.append(f"{key.replace('_', ' ')} {body[key]}")
