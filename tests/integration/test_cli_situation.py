@@ -99,6 +99,9 @@ def test_non_root_query_and_status_get_a_friendly_error(agent: AgentProcess) -> 
         assert "Traceback" not in result.stderr and "permission denied" in result.stderr, (args, result.stderr)
         assert "sudo" in result.stderr, result.stderr
     assert '"error"' in as_nobody("status", "--json", "--config", config).stdout
+    discover = as_nobody("discover", "--duration", "1", "--config", config)
+    assert discover.returncode == 1 and "Traceback" not in discover.stderr, discover.stderr
+    assert "needs root" in discover.stderr and "sudo" in discover.stderr, discover.stderr
 
 
 @pytest.mark.parametrize("state_mode", [0o700, 0o755])
