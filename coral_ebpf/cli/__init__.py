@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from coral_ebpf import __version__
-from coral_ebpf.cli._common import EXIT_FAILURE, EXIT_USAGE, print_error
+from coral_ebpf.cli._common import EXIT_FAILURE, EXIT_USAGE, permission_error, print_error
 from coral_ebpf.errors import ConfigError, CoralError
 
 # Each module defines register(subparsers) and sets a `func(args) -> int` default.
@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except CoralError as exc:
         print_error(str(exc))
+        return EXIT_FAILURE
+    except PermissionError as exc:  # a file or socket of root's, opened by another user: no traceback
+        print_error(str(permission_error(exc)))
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from coral_ebpf.agent.config import AgentConfig, load_config
+from coral_ebpf.errors import NotRootError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -59,6 +60,16 @@ def print_table(
     console.print(table)
     if footer:
         console.print(footer)
+
+
+def permission_error(exc: PermissionError) -> NotRootError:
+    """A refused file or socket, said as what to do (the state dir is 0700 and root's by design)."""
+    what = f" {exc.filename}" if exc.filename else ""
+    command = " ".join(["coral-ebpf", *sys.argv[1:]]) if sys.argv[1:] else "coral-ebpf …"
+    return NotRootError(
+        f"permission denied on{what}: the agent's state (database, control socket) is readable by root only",
+        f"run it as root: sudo {command}",
+    )
 
 
 def print_error(message: str) -> None:

@@ -13,16 +13,27 @@ from typing import Any
 from coral_ebpf.agent.config import AgentConfig
 from coral_ebpf.agent.control_client import ControlClient
 from coral_ebpf.cli._common import (
+    EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
     config_from_args,
     print_error,
     print_json,
 )
+from coral_ebpf.cli.query_advice import Situation, engine_advice
 from coral_ebpf.cli.query_output import print_agent_breakdown, print_red, print_traces
 from coral_ebpf.cli.query_views import print_timeline, print_waterfall
-from coral_ebpf.query.params import QueryError, RedParams, TraceParams
+from coral_ebpf.cli.table import output_width
+from coral_ebpf.errors import CoralError
+from coral_ebpf.query.params import TRACE_SORTS, QueryError, RedParams, TraceParams
 from coral_ebpf.units import parse_duration
+
+RATE_HELP = (
+    "Rate/s = requests / the seconds of the --since window covered by data: from the later of the window\n"
+    "start and the earliest stored data of that protocol (any service) to now. Every row of one answer\n"
+    "shares that denominator, like PromQL's rate(), so rows compare; --by buckets divide by the part of\n"
+    "each bucket that is covered."
+)
 
 
 def execute(config: AgentConfig, kind: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -44,6 +55,16 @@ def execute(config: AgentConfig, kind: str, params: dict[str, Any]) -> dict[str,
         return run_query(connection, kind, params)
     finally:
         connection.close()
+
+
+def situation(config: AgentConfig) -> Situation:
+    """What serves which protocol here: the running agent's status when it answers, else only the config."""
+    client = ControlClient(config.control.socket)
+    try:
+        status = client.status() if client.available() else None
+    except CoralError:
+        status = None
+    return Situation.gather(config, status)
 
 
 def execute_on_colony(path: str | None, kind: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +96,7 @@ def _duration_text(flag: str, value: str) -> str:
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {"since": _duration_text("--since", args.since)}
-    for name in ("service", "route", "method", "operation", "table", "side", "trace_id", "agent"):
+    for name in ("service", "route", "method", "operation", "table", "side", "trace_id", "agent", "status"):
         value = getattr(args, name, None)
         if value:
             params[name] = value
@@ -90,6 +111,8 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         if args.min_duration:
             params["min_duration"] = _duration_text("--min-duration", args.min_duration)
         params["with_spans"] = _output_format(args) in ("tree", "json")
+        if args.sort != "start":
+            params["sort"] = args.sort
     return params
 
 
@@ -120,6 +143,7 @@ def _run(args: argparse.Namespace) -> int:
         return execute(config_from_args(args), kind, params)
 
     output = _output_format(args)
+    width = output_width(wide=args.wide)
     if args.kind == "traces" and args.format == "waterfall":
         trace = run("waterfall")["trace"]
         if output == "json":
@@ -128,17 +152,29 @@ def _run(args: argparse.Namespace) -> int:
             print_waterfall(trace)
         return EXIT_OK
     result = run(args.kind)
+
+    def advice() -> list[str]:
+        if on_colony:
+            return ["The colony holds what its agents' pull API served; check 'coral-ebpf colony status'."]
+        return engine_advice(args.kind, situation(config_from_args(args)))
+
     if "by" in params:
         if output == "json":
             print_json({key: result[key] for key in ("by", "window", "side", "buckets", "series")})
+        elif output == "tsv":
+            print_error("--by draws sparklines: use --json for its numbers")
+            return EXIT_USAGE
         else:
-            print_timeline(result, params)
+            print_timeline(result, params, width=width)
         return EXIT_OK
     if args.kind == "traces":
         if output == "json":
             print_json(result["traces"])
         else:
-            print_traces(result, params, tree=output == "tree")
+            print_traces(result, params, tree=output == "tree", width=width, tsv=output == "tsv", advice=advice)
+        if params.get("trace_id") and not result["traces"]:
+            print_error(f"no stored trace has the id {params['trace_id']!r} (retention may have removed it)")
+            return EXIT_FAILURE
     elif output == "json":
         # On a colony the per-agent breakdown comes with the rows.
         print_json(
@@ -147,9 +183,9 @@ def _run(args: argparse.Namespace) -> int:
             else result["rows"]
         )
     else:
-        print_red(result, params)
-        if on_colony:
-            print_agent_breakdown(result)
+        print_red(result, params, width=width, tsv=output == "tsv", advice=advice)
+        if on_colony and output != "tsv":
+            print_agent_breakdown(result, width=width)
     return EXIT_OK
 
 
@@ -171,6 +207,12 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
         help="query the colony's fleet database (its config FILE, default /etc/coral-ebpf/colony.yaml)",
     )
     parser.add_argument("--agent", metavar="ID", help="with --colony: only this agent (glob with *)")
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column in full (default: fit the terminal; long names shortened in the middle; "
+        "piped output is never shortened unless COLUMNS is set)",
+    )
 
 
 def _by_flag(parser: argparse.ArgumentParser) -> None:
@@ -194,6 +236,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "query",
         help="RED metrics and traces for the services on this host",
         description="Query the agent's database: per-route RED metrics (http, grpc, sql, messaging) and traces.",
+        epilog=RATE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="agent configuration")
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
@@ -204,6 +248,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _common_flags(http)
     http.add_argument("--route", help="only this route (glob with *), e.g. '/api/users/*'")
     http.add_argument("--method", help="only this HTTP method")
+    http.add_argument(
+        "--status",
+        metavar="CLASS",
+        help="only responses of this status class (2xx, 3xx, 4xx, 5xx) or code (e.g. 404); "
+        "errors count 5xx (and no response), 4xx have their own column",
+    )
     _side_flag(http, "server")
 
     grpc = kinds.add_parser("grpc", help="gRPC calls per service and method")
@@ -230,12 +280,26 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     traces.add_argument("--limit", type=int, default=20, metavar="N", help="at most N traces (default 20)")
     traces.add_argument(
         "--format",
-        choices=("table", "tree", "waterfall", "json"),
+        choices=("table", "tree", "waterfall", "tsv", "json"),
         default="table",
-        help="output format (waterfall: one trace's spans on a time bar; needs --trace-id)",
+        help="output format (waterfall: one trace's spans on a time bar; needs --trace-id; tsv: for scripts)",
+    )
+    traces.add_argument(
+        "--sort",
+        choices=TRACE_SORTS,
+        default="start",
+        help="start: newest first (default); duration: longest first",
     )
     for red_kind in (http, grpc, sql, messaging):
         _by_flag(red_kind)
+        red_kind.add_argument(
+            "--format",
+            choices=("table", "tsv", "json"),
+            default="table",
+            help="table (default), tsv (tab-separated JSON fields, for scripts) or json (same as --json)",
+        )
+        red_kind.epilog = RATE_HELP
+        red_kind.formatter_class = argparse.RawDescriptionHelpFormatter
 
     for sub in (http, grpc, sql, messaging, traces):
         sub.set_defaults(func=_run)

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from coral_ebpf.cli._common import print_table
-from coral_ebpf.cli.query_output import format_ms
+from coral_ebpf.cli.query_output import format_ms, format_rate, plural
+from coral_ebpf.cli.table import Shrink, number, print_grid, text
 from coral_ebpf.query.waterfall import bar_fraction
 
 BAR_WIDTH = 20
@@ -64,7 +64,7 @@ def print_waterfall(trace: Mapping[str, Any]) -> None:
     services = ", ".join(trace["services"])
     print(
         _fit(
-            f"Trace {trace['trace_id']}  {format_ms(duration)}  {trace['span_count']} spans  "
+            f"Trace {trace['trace_id']}  {format_ms(duration)}  {plural(trace['span_count'], 'span')}  "
             f"{trace['status']}  ({services})",
             width,
         )
@@ -121,7 +121,7 @@ def _spark_cells(buckets: Sequence[Mapping[str, Any]]) -> list[str]:
     peak_rate = max((r for r in rates if r is not None), default=0.0)
     peak_p99 = max((p for p in p99 if p is not None), default=None)
     return [
-        f"{sparkline(rates)} {peak_rate:.2f}",
+        f"{sparkline(rates)} {format_rate(peak_rate)}",
         f"{sparkline(errors)} {int(sum(b['errors'] for b in buckets))}",
         f"{sparkline(p99)} {format_ms(peak_p99)}",
     ]
@@ -135,20 +135,28 @@ _GROUP_COLUMNS = {
 }
 
 
-def print_timeline(result: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+def print_timeline(result: Mapping[str, Any], params: Mapping[str, Any], *, width: int | None = None) -> None:
     """A row per group with sparklines of rate (peak shown), errors (total) and p99 (peak), and the total."""
     kind = result["kind"]
     buckets = result["buckets"]
     window = result["window"]
     title = (
         f"{kind.upper() if kind != 'grpc' else 'gRPC'} over time — {_clock(window['start'])} to "
-        f"{_clock(window['end'])}, {len(buckets)} buckets of {format_ms(result['by'] * 1000)} ({result['side']} side)"
+        f"{_clock(window['end'])}, {plural(len(buckets), 'bucket')} of {format_ms(result['by'] * 1000)} "
+        f"({result['side']} side)"
     )
     if not result["series"]:
         print(f"{title}\nNo requests in this window; try a longer --since or another --service.")
         return
     group_columns = _GROUP_COLUMNS[kind]
-    headers = ["Service", *(h for h, _ in group_columns), "Requests", "Rate/s (peak)", "Errors (total)", "P99 (peak)"]
+    columns = [
+        text("Service", shrink=Shrink.MIDDLE, min_width=10),
+        *(text(h, shrink=Shrink.MIDDLE) for h, _ in group_columns),
+        number("Requests"),
+        text("Rate/s (peak)", shrink=Shrink.NEVER),
+        text("Errors (total)", shrink=Shrink.NEVER, drop_order=1),
+        text("P99 (peak)", shrink=Shrink.NEVER),
+    ]
     rows = [
         [
             series["service"],
@@ -160,4 +168,6 @@ def print_timeline(result: Mapping[str, Any], params: Mapping[str, Any]) -> None
     ]
     total_requests = sum(b["requests"] for b in buckets)
     rows.append(["All", *("" for _ in group_columns), total_requests, *_spark_cells(buckets)])
-    print_table(headers, rows, title=title, footer=f"Since {params.get('since', '15m')}, by {params.get('by')}")
+    print_grid(
+        columns, rows, width=width, title=title, footer=f"Since {params.get('since', '15m')}, by {params.get('by')}"
+    )

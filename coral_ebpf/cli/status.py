@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import textwrap
 import time
 from typing import Any
 
@@ -16,9 +18,11 @@ from coral_ebpf.cli._common import (
     add_config_flag,
     add_json_flag,
     config_from_args,
+    permission_error,
     print_json,
-    print_table,
 )
+from coral_ebpf.cli.query_output import plural
+from coral_ebpf.cli.table import Shrink, output_width, render, text
 from coral_ebpf.errors import AgentNotRunningError, CoralError
 from coral_ebpf.state import HEALTHY_STATES
 
@@ -53,9 +57,19 @@ def _signal_totals(receiver: dict[str, Any], signal: str, key: str) -> int:
     return total
 
 
-def _short(text: Any, limit: int = 160) -> str:
-    value = str(text)
-    return value if len(value) <= limit else value[: limit - 1] + "…"
+def _whole(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def _first_sentence(text: Any) -> str:
+    """The summary of a long text for the one-line view: its first clause (`--verbose` has all).
+
+    Diagnoses read "what happened (evidence): why; what else", so the text before the first
+    full stop, colon, semicolon or parenthesis is what happened.
+    """
+    value = _whole(text)
+    cuts = [index for index in (value.find(mark) for mark in (". ", ": ", "; ", " (")) if index > 0]
+    return value[: min(cuts)] if cuts else value
 
 
 def _service_names(services: list[Any], limit: int = 8) -> str:
@@ -73,8 +87,13 @@ def _spool_fact(spool: Any) -> str:
     return f"spool {_bytes(spool.get('bytes'))}/{_bytes(spool.get('max_bytes'))}"
 
 
-def _details(part: str, body: dict[str, Any]) -> list[str]:
-    """The few facts a person looks at first, per part; `--json` has everything."""
+def _details(part: str, body: dict[str, Any], *, verbose: bool = True) -> list[str]:
+    """The few facts a person looks at first, per part; `--json` has everything.
+
+    Without `verbose` the long texts (Beyla's diagnosis and fix, warnings, errors, notes) are
+    cut to their first sentence, for the one-line-per-part view.
+    """
+    summary = _whole if verbose else _first_sentence
     if part == "probe":
         summary = body.get("summary", {})
         ok = [name for name, verdict in summary.items() if verdict == "ok"]
@@ -102,7 +121,7 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
             "rejected " + str(sum(_signal_totals(body, s, "items_rejected") for s in ("traces", "metrics", "logs"))),
             "refused, to retry (429/503) "
             + str(sum(_signal_totals(body, s, "items_refused") for s in ("traces", "metrics", "logs"))),
-            *(str(note) for note in body.get("notes", [])),
+            *(str(note) for note in body.get("notes", []) if verbose),
         ]
     if part == "discovery":
         events = body.get("events", {})
@@ -136,23 +155,24 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
         if body.get("rss_bytes"):
             facts.append(f"rss {_bytes(body['rss_bytes'])}")
         if isinstance(diagnosis, dict) and diagnosis.get("message"):
-            facts.append(f"diagnosis: {_short(diagnosis['message'])}")
-            if diagnosis.get("fix"):
-                facts.append(f"fix: {_short(diagnosis['fix'])}")
+            facts.append(f"diagnosis: {summary(diagnosis['message'])}")
+            if diagnosis.get("fix") and verbose:
+                facts.append(f"fix: {_whole(diagnosis['fix'])}")
         if body.get("probe_warning"):
-            facts.append(f"warning: {_short(body['probe_warning'])}")
+            facts.append(f"warning: {summary(body['probe_warning'])}")
         return facts
     if part == "control":
         return [str(body.get("socket", ""))]
     if part == "export":
         items = body.get("exported_items", {})
         facts = [str(body.get("endpoint", "")), f"exported {sum(items.values()) if isinstance(items, dict) else items}"]
-        facts.append(f"queue {body.get('queue_requests', 0)} requests, {_bytes(body.get('queue_bytes'))}")
+        queued = plural(int(body.get("queue_requests", 0) or 0), "request")
+        facts.append(f"queue {queued}, {_bytes(body.get('queue_bytes'))}")
         for key in ("retries", "dropped_requests", "failed_requests"):
             if body.get(key):
                 facts.append(f"{key.replace('_', ' ')} {body[key]}")
         if body.get("last_error"):
-            facts.append(f"last error: {_short(body['last_error'])}")
+            facts.append(f"last error: {summary(body['last_error'])}")
         return facts
     if part == "telemetry":
         scheme = "https" if body.get("tls") else "http"
@@ -174,6 +194,8 @@ def _details(part: str, body: dict[str, Any]) -> list[str]:
 def _ask(config: AgentConfig) -> dict[str, Any]:
     try:
         return ControlClient(config.control.socket).status()
+    except PermissionError as exc:
+        raise permission_error(exc) from None
     except AgentNotRunningError:
         # The socket opens once every part has started (the probe and BCC compiles take seconds):
         # an agent that holds the state dir but does not answer yet is starting, not absent.
@@ -192,6 +214,79 @@ def failed_parts(document: dict[str, Any]) -> list[str]:
     return [part for part in Part if isinstance(document.get(part), dict) and document[part].get("state") == "failed"]
 
 
+def _title(agent: dict[str, Any], *, verbose: bool) -> str:
+    title = (
+        f"coral-ebpf {agent.get('version', '?')}  pid {agent.get('pid', '?')}  "
+        f"up {_ago(agent.get('started')).removesuffix(' ago')}  config {agent.get('config', '?')}"
+    )
+    memory = agent.get("memory")
+    if isinstance(memory, dict):
+        title += (
+            f"  memory {_bytes(memory.get('anon_rss_bytes'))} private of limits.memory "
+            f"{_bytes(memory.get('limit_bytes'))}"
+        )
+        if verbose:
+            title += (
+                f" (rss {_bytes(memory.get('rss_bytes'))}, idle {_bytes(memory.get('idle_rss_bytes'))}, "
+                f"peak {_bytes(memory.get('peak_rss_bytes'))})"
+            )
+    if agent.get("state") in ("starting", "stopping"):
+        title += f"  ({agent['state']})"
+    return title
+
+
+def _part_facts(part: str, body: dict[str, Any], *, verbose: bool) -> list[str]:
+    reason = body.get("reason")
+    if not verbose and body.get("state") == "disabled":
+        return [f"reason: {_first_sentence(reason)}"] if reason else []
+    facts = _details(part, body, verbose=verbose)
+    if not verbose:
+        # What is wrong comes first, so the width cuts the counters rather than the diagnosis.
+        facts.sort(key=lambda fact: not fact.startswith(("diagnosis:", "warning:", "last error:")))
+    if reason and body.get("state") not in HEALTHY_STATES and not any(str(reason) in fact for fact in facts):
+        facts.append(f"reason: {_whole(reason) if verbose else _first_sentence(reason)}")
+    return facts
+
+
+def status_lines(document: dict[str, Any], *, width: int | None, verbose: bool, check: bool = False) -> list[str]:
+    """The human status: one line per part fitted to `width`, or with `verbose` every fact in full."""
+    failed_now = failed_parts(document)
+    footer_parts = []
+    if failed_now:
+        footer_parts.append(f"failed: {', '.join(failed_now)}" + (" (exit code 1)" if check else ""))
+    parts = [(part, document[part]) for part in Part if isinstance(document.get(part), dict)]
+    title = _title(document.get("agent", {}), verbose=verbose)
+    if not verbose:
+        rows = [
+            (part, body.get("state", "?"), _ago(body.get("since")), " · ".join(_part_facts(part, body, verbose=False)))
+            for part, body in parts
+        ]
+        footer_parts.append("--verbose shows every detail in full; --json everything")
+        columns = [
+            text("Part", shrink=Shrink.NEVER),
+            text("State", shrink=Shrink.NEVER),
+            text("Since", shrink=Shrink.NEVER),
+            text("Details", min_width=20),
+        ]
+        return render(columns, rows, width=width, title=title, footer="\n".join(footer_parts))
+    lines = textwrap.wrap(title, width, break_long_words=False, break_on_hyphens=False) if width else [title]
+    for part, body in parts:
+        lines.append(f"{part:<11} {body.get('state', '?'):<11} {_ago(body.get('since'))}".rstrip())
+        for fact in _part_facts(part, body, verbose=True):
+            if width:
+                lines += textwrap.wrap(
+                    fact,
+                    width,
+                    initial_indent="    ",
+                    subsequent_indent="      ",
+                    break_long_words=False,
+                    break_on_hyphens=False,
+                )
+            else:
+                lines.append(f"    {fact}")
+    return lines + footer_parts[:1]
+
+
 def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     try:
@@ -204,33 +299,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(document)
         return EXIT_FAILURE if failed else EXIT_OK
-    agent = document.get("agent", {})
-    rows = []
-    for part in Part:
-        if part not in document:
-            continue
-        body = document[part]
-        facts = _details(part, body)
-        reason = body.get("reason")
-        if reason and body.get("state") not in HEALTHY_STATES and not any(str(reason) in fact for fact in facts):
-            facts.append(f"reason: {_short(reason)}")
-        rows.append((part, body.get("state", "?"), _ago(body.get("since")), " · ".join(facts)))
-    title = (
-        f"coral-ebpf {agent.get('version', '?')}  pid {agent.get('pid', '?')}  "
-        f"up {_ago(agent.get('started')).removesuffix(' ago')}  config {agent.get('config', '?')}"
-    )
-    memory = agent.get("memory")
-    if isinstance(memory, dict):
-        title += (
-            f"  memory {_bytes(memory.get('anon_rss_bytes'))} private of limits.memory "
-            f"{_bytes(memory.get('limit_bytes'))} (rss {_bytes(memory.get('rss_bytes'))}, "
-            f"idle {_bytes(memory.get('idle_rss_bytes'))}, peak {_bytes(memory.get('peak_rss_bytes'))})"
-        )
-    if agent.get("state") in ("starting", "stopping"):
-        title += f"  ({agent['state']})"
-    failed_now = failed_parts(document)
-    footer = f"failed: {', '.join(failed_now)}" + (" (exit code 1)" if failed else "") if failed_now else None
-    print_table(("Part", "State", "Since", "Details"), rows, title=title, footer=footer)
+    lines = status_lines(document, width=output_width(wide=False), verbose=args.verbose, check=args.check)
+    sys.stdout.write("\n".join(lines) + "\n")
     return EXIT_FAILURE if failed else EXIT_OK
 
 
@@ -250,5 +320,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--check",
         action="store_true",
         help="exit 1 when a part is failed (for scripts and health checks); without it, 0 means the agent answered",
+    )
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="every fact in full, one per line (the default fits one line per part: long texts cut to "
+        "their first sentence, then to the terminal's width)",
     )
     parser.set_defaults(func=_run)

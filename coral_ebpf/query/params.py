@@ -20,8 +20,10 @@ DEFAULT_TRACE_LIMIT = 20
 MAX_TRACE_LIMIT = 10_000
 MAX_BUCKETS = 1_440  # a day by the minute
 GROUPS = ("route", "method", "status", "service")
+TRACE_SORTS = ("start", "duration")
 SIDES = ("server", "client", "producer", "consumer", "all")
 _HEX = re.compile(r"^[0-9a-f]+$")
+_STATUS = re.compile(r"^[1-5](xx|[0-9][0-9])$")
 
 
 class QueryError(CoralError):
@@ -73,6 +75,7 @@ class RedParams:
     by: float | None = None  # seconds per time bucket; None = one summary over the window
     group: str | None = None  # None = the protocol's keys; "route", "method", "status" or "service" (red.py)
     agent: str | None = None  # only rows stored by this agent_id (a colony holds many; glob with *)
+    status: str | None = None  # HTTP status class "2xx".."5xx" or one code such as "404"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RedParams:
@@ -101,11 +104,23 @@ class RedParams:
             table=_text("table", data.get("table")),
             side=side,
             agent=_text("agent", data.get("agent")),
+            status=_status(data.get("status")),
         )
 
     def window(self) -> tuple[float, float]:
         until = time.time() if self.until is None else self.until
         return until - self.since, until
+
+
+def _status(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    status = _text("status", value)
+    if status is not None:
+        status = status.lower()
+        if not _STATUS.match(status):
+            raise QueryError(f"status: {value!r} is not a status class (2xx, 4xx, 5xx, …) or a code such as 404")
+    return status
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,7 @@ class TraceParams:
     with_spans: bool = False
     errors_only: bool = False  # only traces with at least one ERROR span
     agent: str | None = None  # only spans stored by this agent_id (glob with *)
+    sort: str = "start"  # "start": newest first; "duration": longest first
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TraceParams:
@@ -138,6 +154,9 @@ class TraceParams:
         if not isinstance(errors_only, bool):
             raise QueryError(f"errors_only: expected true or false, got {errors_only!r}")
         min_duration = data.get("min_duration")
+        sort = data.get("sort", "start")
+        if sort not in TRACE_SORTS:
+            raise QueryError(f"sort: {sort!r} is not one of {', '.join(TRACE_SORTS)}")
         since = _duration("since", data.get("since", DEFAULT_SINCE))
         if since <= 0:
             raise QueryError("since: must be greater than 0 (e.g. 15m)")
@@ -151,6 +170,7 @@ class TraceParams:
             with_spans=with_spans,
             errors_only=errors_only,
             agent=_text("agent", data.get("agent")),
+            sort=sort,
         )
 
     def window(self) -> tuple[float, float]:

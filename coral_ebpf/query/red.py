@@ -4,8 +4,13 @@ Per group (service, side and the protocol's keys): requests = sum of `count` ove
 whose interval ends inside the window; errors = the same sum over rows that are errors by
 the protocol's definition; percentiles = `histogram_quantile` over the bucket counts summed
 per bound (PromQL: `histogram_quantile(q, sum by (le, ...) (increase(..._bucket[w])))`).
-Rate = requests / seconds from the later of the window start and the group's first interval
-start, to the window end.
+Rate = requests / the seconds of the window covered by data, one denominator for every row of an
+answer (as PromQL's `rate` divides every series by the same range): from the later of the window
+start and the earliest interval start stored for the protocol in the window (any service, route
+or side, so a filter never changes a row's rate; only a colony's `agent` filter narrows it, since
+it picks the data source), to the window end. An agent that started 2 minutes ago therefore
+divides by about 120 s, not by the 15 minutes asked for; a route that only saw traffic in the last
+10 s is still divided by the whole covered span, so rows of one table compare.
 
 When a protocol has no metric rows in the window, its RED comes from the stored spans instead
 (span_red.py: Beyla sends SQL only as spans); `source` says which: "metrics" or "spans".
@@ -38,13 +43,15 @@ class Protocol:
     method_column: str | None = None
     operation_column: str | None = None
     table_column: str | None = None
+    status_column: str | None = None  # HTTP's status code: the --status filter and the 4xx count
 
 
 _SERVICE_KEYS = (("service", "service_name"), ("side", "side"))
 
 PROTOCOLS: dict[str, Protocol] = {
     # HTTP: a server fails on 5xx; a client also on 4xx (OTel semconv span status rules).
-    # Status 0 means no response was seen, which Beyla reports as an error too.
+    # Status 0 means no response was seen, which Beyla reports as an error too. 4xx answers are
+    # counted apart (`status_4xx`): the client's mistake, not the server's failure.
     "http": Protocol(
         table="beyla_http_metrics",
         keys=(*_SERVICE_KEYS, ("method", "http_method"), ("route", "http_route")),
@@ -55,6 +62,7 @@ PROTOCOLS: dict[str, Protocol] = {
         default_side="server",
         route_column="http_route",
         method_column="http_method",
+        status_column="http_status_code",
     ),
     # gRPC: any status other than OK (0).
     "grpc": Protocol(
@@ -117,7 +125,25 @@ def _filters(protocol: Protocol, params: RedParams, start: float, end: float) ->
             if column is None:
                 raise QueryError(f"the {name!r} filter does not apply to {protocol.table}")
             clauses.append(_match(column, value, args, name))
+    if params.status:
+        if protocol.status_column is None:
+            raise QueryError(f"the 'status' filter does not apply to {protocol.table} (HTTP only)")
+        clauses.append(_status_clause(protocol.status_column, params.status, args))
     return " AND ".join(clauses), args
+
+
+def _status_clause(column: str, status: str, args: dict[str, Any]) -> str:
+    """`2xx` is 200 to 299; a code such as `404` is that code (RedParams checked the form)."""
+    if status.endswith("xx"):
+        args["status_low"] = int(status[0]) * 100
+        return f"{column} >= $status_low AND {column} < $status_low + 100"
+    args["status_code"] = int(status)
+    return f"{column} = $status_code"
+
+
+def _four_xx_sql(protocol: Protocol) -> str:
+    column = protocol.status_column
+    return "false" if column is None else f"coalesce({column} >= 400 AND {column} < 500, false)"
 
 
 def _quantiles(histogram: tuple[list[float], list[float]]) -> dict[str, float | None]:
@@ -129,9 +155,30 @@ def _quantiles(histogram: tuple[list[float], list[float]]) -> dict[str, float | 
     return result
 
 
-def _rate(requests: int, first_start: float | None, start: float, end: float) -> float:
-    covered = end - max(start, first_start if first_start is not None else start)
-    return round(requests / max(covered, 1.0), 6)
+def covered_seconds(coverage_start: float | None, start: float, end: float) -> float:
+    """Seconds of [start, end] the data covers (at least 1 s, so a burst in the first second is not infinite)."""
+    covered = end - max(start, coverage_start if coverage_start is not None else start)
+    return max(covered, 1.0)
+
+
+def coverage_start(
+    connection: duckdb.DuckDBPyConnection, source: str, params: RedParams, start: float, end: float
+) -> float | None:
+    """The earliest interval start (unix s) in `source` among rows ending in the window; None if no rows.
+
+    Only the window and the colony's `agent` filter apply: the coverage is the data source's, so
+    every row of an answer, filtered or not, shares one denominator.
+    """
+    args: dict[str, Any] = {"window_start": utc_naive(start), "window_end": utc_naive(end)}
+    where = "timestamp > $window_start AND timestamp <= $window_end"
+    if params.agent:
+        where += " AND " + _match("agent_id", params.agent, args, "agent")
+    row = connection.execute(f"SELECT epoch_us(min(start_time)) FROM {source} WHERE {where}", args).fetchone()
+    return None if row is None or row[0] is None else row[0] / 1e6
+
+
+def _rate(requests: int, seconds: float) -> float:
+    return round(requests / seconds, 6)
 
 
 # Other groupings than the protocol's keys (params.group), for the protocols that have them.
@@ -169,7 +216,8 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
     group_sql = ", ".join(columns)
     totals = connection.execute(
         f"SELECT {group_sql}, sum(count)::HUGEINT, (sum(count) FILTER (WHERE {protocol.error_sql}))::HUGEINT, "
-        f"epoch_us(min(start_time)) FROM {protocol.table} WHERE {where} GROUP BY ALL",
+        f"(sum(count) FILTER (WHERE {_four_xx_sql(protocol)}))::HUGEINT "
+        f"FROM {protocol.table} WHERE {where} GROUP BY ALL",
         args,
     ).fetchall()
     buckets = connection.execute(
@@ -182,6 +230,7 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
         from_spans = _span_summary(connection, kind, params, window=(start, end), where=where, args=args)
         if from_spans is not None:
             return from_spans
+    seconds = covered_seconds(coverage_start(connection, protocol.table, params, start, end), start, end)
     width = len(columns)
     layouts: dict[tuple[Any, ...], dict[tuple[float, ...], list[float]]] = {}
     for row in buckets:
@@ -190,30 +239,28 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
         counts[index - 1] += float(total)
     rows = []
     all_histograms: list[Histogram] = []
-    first_starts: list[float] = []
     for row in totals:
         group = tuple(row[:width])
-        requests, errors, first_start_us = int(row[width] or 0), int(row[width + 1] or 0), row[width + 2]
+        requests, errors = int(row[width] or 0), int(row[width + 1] or 0)
         histograms = list(layouts.get(group, {}).items())
         all_histograms.extend(histograms)
-        first_start = None if first_start_us is None else first_start_us / 1e6
-        if first_start is not None:
-            first_starts.append(first_start)
         record: dict[str, Any] = {key: value for (key, _), value in zip(protocol.keys, group, strict=True)}
-        record.update(_measures(requests, errors, merge_histograms(histograms), first_start, (start, end)))
+        record.update(_measures(requests, errors, merge_histograms(histograms), seconds))
+        if protocol.status_column:
+            record["status_4xx"] = int(row[width + 2] or 0)
         record["source"] = "metrics"
         rows.append(record)
     rows.sort(key=lambda r: (r["service"], -r["requests"], *(str(r[k] or "") for k, _ in protocol.keys[2:])))
     requests = sum(r["requests"] for r in rows)
     errors = sum(r["errors"] for r in rows)
-    overall = _measures(
-        requests, errors, merge_histograms(all_histograms), min(first_starts, default=None), (start, end)
-    )
+    overall = _measures(requests, errors, merge_histograms(all_histograms), seconds)
+    if protocol.status_column:
+        overall["status_4xx"] = sum(r["status_4xx"] for r in rows)
     result: dict[str, Any] = {
         "kind": kind,
         "rows": rows,
         "overall": overall,
-        "window": {"start": start, "end": end, "seconds": end - start},
+        "window": {"start": start, "end": end, "seconds": end - start, "covered_seconds": seconds},
         "side": params.side or protocol.default_side,
         "source": "metrics",
     }
@@ -234,47 +281,53 @@ def _span_summary(
     """The summary from stored spans (span_red.py), or None when there are none either."""
     protocol = PROTOCOLS[kind]
     columns = [column for _, column in protocol.keys]
-    groups = span_groups(connection, kind, columns=columns, where=where, error_sql=protocol.error_sql, args=args)
+    groups = span_groups(
+        connection,
+        kind,
+        columns=columns,
+        where=where,
+        error_sql=protocol.error_sql,
+        four_xx_sql=_four_xx_sql(protocol),
+        args=args,
+    )
     if not groups:
         return None
+    start, end = window
+    seconds = covered_seconds(coverage_start(connection, f"({SPAN_SOURCES[kind]})", params, start, end), start, end)
     width = len(columns)
     rows = []
     for row in groups:
-        requests, errors = int(row[width]), int(row[width + 1])
-        first_start_us, quantiles = row[width + 2], row[width + 3]
-        first_start = None if first_start_us is None else first_start_us / 1e6
+        requests, errors, four_xx, quantiles = int(row[width]), int(row[width + 1]), int(row[width + 2]), row[width + 3]
         record: dict[str, Any] = {key: value for (key, _), value in zip(protocol.keys, row[:width], strict=True)}
-        record.update(_exact_measures(requests, errors, quantiles, first_start, window))
+        record.update(_exact_measures(requests, errors, quantiles, seconds))
+        if protocol.status_column:
+            record["status_4xx"] = four_xx
         record["source"] = "spans"
         rows.append(record)
     rows.sort(key=lambda r: (r["service"], -r["requests"], *(str(r[k] or "") for k, _ in protocol.keys[2:])))
-    first = [row[width + 2] / 1e6 for row in groups if row[width + 2] is not None]
     overall = _exact_measures(
         sum(r["requests"] for r in rows),
         sum(r["errors"] for r in rows),
         all_durations(connection, kind, where, args),
-        min(first, default=None),
-        window,
+        seconds,
     )
-    start, end = window
+    if protocol.status_column:
+        overall["status_4xx"] = sum(r["status_4xx"] for r in rows)
     return {
         "kind": kind,
         "rows": rows,
         "overall": overall,
-        "window": {"start": start, "end": end, "seconds": end - start},
+        "window": {"start": start, "end": end, "seconds": end - start, "covered_seconds": seconds},
         "side": params.side or protocol.default_side,
         "source": "spans",
     }
 
 
-def _exact_measures(
-    requests: int, errors: int, quantiles: list[float] | None, first_start: float | None, window: tuple[float, float]
-) -> dict[str, Any]:
-    start, end = window
+def _exact_measures(requests: int, errors: int, quantiles: list[float] | None, seconds: float) -> dict[str, Any]:
     values: list[float | None] = list(quantiles) if quantiles else [None, None, None]
     return {
         "requests": requests,
-        "rate_per_s": _rate(requests, first_start, start, end),
+        "rate_per_s": _rate(requests, seconds),
         "errors": errors,
         "error_rate": round(errors / requests, 6) if requests else 0.0,
         **{key: None if v is None else round(float(v) * 1000.0, 6) for key, v in zip(QUANTILES, values, strict=True)},
@@ -285,13 +338,12 @@ def _measures(
     requests: int,
     errors: int,
     histogram: tuple[list[float], list[float]],
-    first_start: float | None,
-    window: tuple[float, float],
+    seconds: float,
 ) -> dict[str, Any]:
-    start, end = window
+    """RED of one group; `seconds` is the answer's covered window (the rate's denominator)."""
     return {
         "requests": requests,
-        "rate_per_s": _rate(requests, first_start, start, end),
+        "rate_per_s": _rate(requests, seconds),
         "errors": errors,
         "error_rate": round(errors / requests, 6) if requests else 0.0,
         **_quantiles(histogram),

@@ -24,7 +24,7 @@ def _attribute(*names: str) -> str:
 
 _ERROR_TYPE = f"coalesce({_attribute('error.type')}, CASE WHEN status_code = 2 THEN 'span status error' END)"
 _SIDE = "CASE span_kind WHEN 'SERVER' THEN 'server' WHEN 'CLIENT' THEN 'client' ELSE lower(span_kind) END"
-_COMMON = f"service_name, end_time AS timestamp, start_time, duration_ns, {_ERROR_TYPE} AS error_type"
+_COMMON = f"service_name, agent_id, end_time AS timestamp, start_time, duration_ns, {_ERROR_TYPE} AS error_type"
 
 # Per protocol: a subquery over otel_spans with the metrics table's column names.
 SPAN_SOURCES: dict[str, str] = {
@@ -54,13 +54,14 @@ def span_groups(
     columns: list[str],
     where: str,
     error_sql: str,
+    four_xx_sql: str,
     args: dict[str, Any],
 ) -> list[tuple[Any, ...]]:
-    """Per group of `columns`: (*group, requests, errors, first start µs, [p50, p95, p99] in seconds)."""
+    """Per group of `columns`: (*group, requests, errors, 4xx answers, [p50, p95, p99] in seconds)."""
     group_sql = ", ".join(columns)
     return connection.execute(
         f"SELECT {group_sql}, count(*)::UBIGINT, (count(*) FILTER (WHERE {error_sql}))::UBIGINT, "
-        "epoch_us(min(start_time)), quantile_cont(duration_ns / 1e9, [0.5, 0.95, 0.99]) "
+        f"(count(*) FILTER (WHERE {four_xx_sql}))::UBIGINT, quantile_cont(duration_ns / 1e9, [0.5, 0.95, 0.99]) "
         f"FROM ({SPAN_SOURCES[kind]}) AS spans WHERE {where} GROUP BY ALL",
         args,
     ).fetchall()

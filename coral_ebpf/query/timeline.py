@@ -1,7 +1,9 @@
 """RED over time: the window cut into buckets of `by` seconds, each measured as `red_summary` does.
 
 Bucket i covers (start + i*by, start + (i+1)*by], with the same rule as the summary: a metric
-row counts in the bucket its interval ends in. Each bucket holds requests, rate, errors, error
+row counts in the bucket its interval ends in. A bucket's rate divides by the seconds of it the
+data covers (red.py's rule: from the protocol's earliest interval start in the window), the same
+for every series, so only the bucket the data starts in is shorter. Each bucket holds requests, rate, errors, error
 rate and p50/p95/p99 (histogram_quantile over the bucket counts summed per bound), once for
 everything that matched ("buckets") and once per group of the protocol's keys ("series"),
 so a chart per route/method and a sparkline of the total come from one query.
@@ -18,7 +20,7 @@ import duckdb
 
 from coral_ebpf.query.params import RedParams
 from coral_ebpf.query.quantile import Histogram, merge_histograms
-from coral_ebpf.query.red import PROTOCOLS, _filters, _grouped, _measures
+from coral_ebpf.query.red import PROTOCOLS, _filters, _grouped, _measures, coverage_start, covered_seconds
 
 _Group = tuple[Any, ...]
 
@@ -29,24 +31,20 @@ class _Cell:
 
     requests: int = 0
     errors: int = 0
-    first_start: float | None = None
     histograms: dict[tuple[float, ...], list[float]] = field(default_factory=dict)
 
     def add(self, other: _Cell) -> None:
         self.requests += other.requests
         self.errors += other.errors
-        starts = [s for s in (self.first_start, other.first_start) if s is not None]
-        self.first_start = min(starts, default=None)
         for bounds, counts in other.histograms.items():
             mine = self.histograms.setdefault(bounds, [0.0] * len(counts))
             for index, count in enumerate(counts):
                 mine[index] += count
 
-    def measure(self, bucket_start: float, bucket_end: float) -> dict[str, Any]:
+    def measure(self, bucket_start: float, bucket_end: float, covered_from: float | None) -> dict[str, Any]:
         histograms: list[Histogram] = list(self.histograms.items())
-        measures = _measures(
-            self.requests, self.errors, merge_histograms(histograms), self.first_start, (bucket_start, bucket_end)
-        )
+        seconds = covered_seconds(covered_from, bucket_start, bucket_end)
+        measures = _measures(self.requests, self.errors, merge_histograms(histograms), seconds)
         return {"start": bucket_start, "end": bucket_end, **measures}
 
 
@@ -67,7 +65,7 @@ def red_timeline(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPa
     group_sql = ", ".join(columns)
     totals = connection.execute(
         f"SELECT {group_sql}, {bucket_sql} AS bucket, sum(count)::UBIGINT, "
-        f"(sum(count) FILTER (WHERE {protocol.error_sql}))::UBIGINT, epoch_us(min(start_time)) "
+        f"(sum(count) FILTER (WHERE {protocol.error_sql}))::UBIGINT "
         f"FROM {protocol.table} WHERE {where} GROUP BY ALL",
         args,
     ).fetchall()
@@ -82,20 +80,14 @@ def red_timeline(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPa
     for row in totals:
         group, bucket = tuple(row[:width]), min(int(row[width]), count - 1)
         cell = cells.setdefault(group, {}).setdefault(bucket, _Cell())
-        first_us = row[width + 3]
-        cell.add(
-            _Cell(
-                requests=int(row[width + 1] or 0),
-                errors=int(row[width + 2] or 0),
-                first_start=None if first_us is None else first_us / 1e6,
-            )
-        )
+        cell.add(_Cell(requests=int(row[width + 1] or 0), errors=int(row[width + 2] or 0)))
     for row in bucket_rows:
         group, bucket = tuple(row[:width]), min(int(row[width]), count - 1)
         bounds, index, total = tuple(row[width + 1]), row[width + 2], row[width + 3]
         cell = cells.setdefault(group, {}).setdefault(bucket, _Cell())
         counts = cell.histograms.setdefault(bounds, [0.0] * (len(bounds) + 1))
         counts[index - 1] += float(total)
+    covered_from = coverage_start(connection, protocol.table, params, start, end)
     edges = [(start + i * by, min(start + (i + 1) * by, end)) for i in range(count)]
     overall = [_Cell() for _ in range(count)]
     series = []
@@ -104,7 +96,7 @@ def red_timeline(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPa
         by_bucket = cells[group]
         for bucket, cell in by_bucket.items():
             overall[bucket].add(cell)
-        record["buckets"] = _measured(by_bucket, edges)
+        record["buckets"] = _measured(by_bucket, edges, covered_from)
         record["requests"] = sum(cell.requests for cell in by_bucket.values())
         series.append(record)
     series.sort(key=lambda r: (r["service"], -r["requests"]))
@@ -113,12 +105,15 @@ def red_timeline(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPa
         "by": by,
         "window": {"start": start, "end": end, "seconds": end - start},
         "side": params.side or protocol.default_side,
-        "buckets": _measured(dict(enumerate(overall)), edges),
+        "buckets": _measured(dict(enumerate(overall)), edges, covered_from),
         "series": series,
     }
 
 
-def _measured(cells: dict[int, _Cell], edges: Sequence[tuple[float, float]]) -> list[dict[str, Any]]:
+def _measured(
+    cells: dict[int, _Cell], edges: Sequence[tuple[float, float]], covered_from: float | None
+) -> list[dict[str, Any]]:
     return [
-        cells.get(i, _Cell()).measure(bucket_start, bucket_end) for i, (bucket_start, bucket_end) in enumerate(edges)
+        cells.get(i, _Cell()).measure(bucket_start, bucket_end, covered_from)
+        for i, (bucket_start, bucket_end) in enumerate(edges)
     ]

@@ -1,7 +1,8 @@
 """Trace search over `otel_spans_raw`: one summary per trace, optionally with its spans.
 
 A trace matches when one of its spans starts inside the window (and belongs to `service`, if
-given); its summary then covers all its stored spans. The root is the earliest span without
+given); its summary then covers all its stored spans. Newest first, or longest first with
+`sort="duration"`; `root_status_code` is the root span's HTTP or gRPC status code. The root is the earliest span without
 a parent, or the earliest span when the root was not captured. A trace's status is ERROR
 when any of its spans has OTel status ERROR.
 """
@@ -26,13 +27,15 @@ SELECT printf('%016x%016x', r.trace_id_hi, r.trace_id_lo) AS trace_id,
        count(*) FILTER (WHERE r.status_code = 2) AS error_spans,
        arg_min(r.service_name, {{'is_child': r.parent_span_id <> 0, 'start': r.start_time}}) AS root_service,
        arg_min(r.span_name, {{'is_child': r.parent_span_id <> 0, 'start': r.start_time}}) AS root_operation,
+       arg_min(coalesce(r.http_status_code, r.rpc_status_code),
+               {{'is_child': r.parent_span_id <> 0, 'start': r.start_time}}) AS root_status_code,
        list(DISTINCT r.service_name ORDER BY r.service_name) AS services,
        list(DISTINCT r.agent_id ORDER BY r.agent_id) AS agents
 FROM otel_spans_raw AS r
 SEMI JOIN matched AS m ON r.trace_id_hi = m.trace_id_hi AND r.trace_id_lo = m.trace_id_lo
 GROUP BY r.trace_id_hi, r.trace_id_lo
 {having}
-ORDER BY started_us DESC, trace_id
+ORDER BY {order}, trace_id
 LIMIT $limit
 """
 
@@ -96,7 +99,8 @@ def find_traces(connection: duckdb.DuckDBPyConnection, params: TraceParams) -> d
     if params.errors_only:
         conditions.append("count(*) FILTER (WHERE r.status_code = 2) > 0")
     having = f"HAVING {' AND '.join(conditions)}" if conditions else ""
-    sql = _SUMMARY_SQL.format(where=" AND ".join(clauses), having=having)
+    order = "duration_ns DESC NULLS LAST" if params.sort == "duration" else "started_us DESC NULLS LAST"
+    sql = _SUMMARY_SQL.format(where=" AND ".join(clauses), having=having, order=order)
     traces = [
         {
             "trace_id": trace_id,
@@ -107,12 +111,22 @@ def find_traces(connection: duckdb.DuckDBPyConnection, params: TraceParams) -> d
             "status": "ERROR" if error_spans else "OK",
             "root_service": root_service,
             "root_operation": root_operation,
+            "root_status_code": root_status_code,
             "services": services,
             "agents": agents,
         }
-        for trace_id, started_us, duration_ns, spans, error_spans, root_service, root_operation, services, agents in (
-            connection.execute(sql, args).fetchall()
-        )
+        for (
+            trace_id,
+            started_us,
+            duration_ns,
+            spans,
+            error_spans,
+            root_service,
+            root_operation,
+            root_status_code,
+            services,
+            agents,
+        ) in connection.execute(sql, args).fetchall()
     ]
     if params.with_spans and traces:
         spans_by_trace = trace_spans(connection, [t["trace_id"] for t in traces])

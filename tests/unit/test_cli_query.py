@@ -92,7 +92,7 @@ def test_http_table_with_overall_line(config_file: Path, capsys: pytest.CaptureF
     code, out, _ = run(capsys, "query", "http", "--config", str(config_file))
     assert code == 0
     assert "frontend" in out and "/users/{id}" in out
-    assert "Overall: 20 requests" in out and "1 errors (5.00%)" in out
+    assert "Overall: 20 requests" in out and "1 error (5.00%)" in out
 
 
 def test_empty_results_say_why(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:

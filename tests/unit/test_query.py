@@ -221,3 +221,32 @@ def test_trace_with_spans(storage: Storage) -> None:
 def test_bad_parameters_are_named(storage: Storage, kind: str, params: dict[str, Any], message: str) -> None:
     with pytest.raises(QueryError, match=message):
         run_query(storage.reader(), kind, params)
+
+
+def test_rates_share_the_covered_window(tmp_path: Any) -> None:
+    """Every row divides by the seconds the protocol's data covers, not by its own first interval."""
+    steady, late = beyla_resource("steady", pid=41), beyla_resource("late", pid=42)
+    with data_path(tmp_path) as (store, processor):
+        early = CumulativeHistogram("http.server.request.duration", start_ns=T - 100 * SECOND_NS)
+        early.record(http_server_attributes(steady, "GET", "/a", 200), 0.01, 400)
+        recent = CumulativeHistogram("http.server.request.duration", start_ns=T - 10 * SECOND_NS)
+        recent.record(http_server_attributes(late, "GET", "/b", 200), 0.01, 400)
+        processor.consume_metrics(metrics_request(steady, [early.export(T)]))
+        processor.consume_metrics(metrics_request(late, [recent.export(T)]))
+        store.flush()
+        result = red(store, "http")
+        filtered = red(store, "http", service="late")
+        timeline = red(store, "http", since="200s", by="100s")
+    rates = {r["service"]: r["rate_per_s"] for r in result["rows"]}
+    # The data covers the last 100 s of the window: 400 requests each are 4/s, whenever they came.
+    assert rates == {"steady": pytest.approx(4.0), "late": pytest.approx(4.0)}
+    assert result["overall"]["rate_per_s"] == pytest.approx(8.0)
+    assert result["window"]["covered_seconds"] == pytest.approx(100.0)
+    # A filter does not change a row's rate.
+    assert [r["rate_per_s"] for r in filtered["rows"]] == [pytest.approx(4.0)]
+    # The timeline's second bucket is the one covered: 800 requests over its 100 s.
+    assert [b["rate_per_s"] for b in timeline["buckets"]] == [0.0, pytest.approx(8.0)]
+    assert {s["service"]: s["buckets"][1]["rate_per_s"] for s in timeline["series"]} == {
+        "steady": pytest.approx(4.0),
+        "late": pytest.approx(4.0),
+    }

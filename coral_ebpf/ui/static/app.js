@@ -186,7 +186,7 @@
     ];
     for (const series of red.series) {
       const name = [series.method, series.route].filter((v) => v).join(" ");
-      parts.push(el("h2", { class: "route" }, `${name} — ${series.requests} requests`), redCharts(series.buckets));
+      parts.push(el("h2", { class: "route" }, `${name} — ${series.requests} ${series.requests === 1 ? "request" : "requests"}`), redCharts(series.buckets));
     }
     parts.push(el("h2", {}, "Slowest traces"), tracesTable(slow.items, "slow"));
     parts.push(el("h2", {}, "Failed traces"), tracesTable(failed.items, "failed"));
@@ -253,7 +253,7 @@
       el(
         "p",
         { class: "summary", id: "trace-summary" },
-        `${ms(trace.duration_ms)} · ${trace.span_count} spans · ${trace.status} · ${trace.services.join(", ")}`
+        `${ms(trace.duration_ms)} · ${trace.span_count} ${trace.span_count === 1 ? "span" : "spans"} · ${trace.status} · ${trace.services.join(", ")}`
       ),
       el("div", { class: "waterfall", id: "waterfall" }, rows),
       detail,
