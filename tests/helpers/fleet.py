@@ -73,8 +73,10 @@ def send_http(agent: AgentProcess, service: str, requests: Mapping[tuple[str, st
     return total
 
 
-def send_spans(agent: AgentProcess, service: str, count: int) -> None:
-    """`count` server spans, one trace each, exported over OTLP/gRPC."""
+def send_spans(agent: AgentProcess, service: str, count: int, *, failed: int = 0) -> None:
+    """`count` server spans, one trace each, exported over OTLP/gRPC; the first `failed` answer 500 (ERROR)."""
+    from opentelemetry.trace import Status, StatusCode
+
     resource = Resource({"service.name": service, "process.pid": 4242, "telemetry.sdk.name": "beyla"})
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=agent.grpc_address(), insecure=True)))
@@ -82,7 +84,9 @@ def send_spans(agent: AgentProcess, service: str, count: int) -> None:
     for index in range(count):
         with tracer.start_as_current_span(f"GET /item/{index % 3}", kind=SpanKind.SERVER) as span:
             span.set_attribute("http.request.method", "GET")
-            span.set_attribute("http.response.status_code", 200)
+            span.set_attribute("http.response.status_code", 500 if index < failed else 200)
+            if index < failed:
+                span.set_status(Status(StatusCode.ERROR, "internal error"))
     provider.shutdown()
 
 
