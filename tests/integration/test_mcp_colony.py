@@ -51,8 +51,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             send_spans(agent, "shop", spans, failed=failed)
         for name, agent in fleet.agents.items():
             wanted = sum(count for mix in SENT[name].values() for count, _ in mix.values())
-            agent.query_until("http", "*", lambda rows, n=wanted: sum(r["requests"] for r in rows) == n)
-            _until_traces(agent, sum(SPANS[name][:1]))
+            _until_stored(agent, wanted, SPANS[name][0])
         fleet.colony.caught_up()
         yield fleet
         fleet.colony.stop()
@@ -64,10 +63,22 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             agent.kill()
 
 
-def _until_traces(agent: AgentProcess, count: int) -> None:
+def _until_stored(agent: AgentProcess, requests: int, traces: int) -> None:
+    """Until the agent stored the requests and traces sent to it (the colony then copies them)."""
     from tests.helpers.timing import eventually
 
-    eventually(lambda: agent.cli_json("query", "traces", "--since", "1h"), 30, lambda t: len(t) == count)
+    eventually(
+        lambda: sum(r["requests"] for r in agent.cli_json("query", "http", "--since", "1h")),
+        30,
+        f"{requests} requests stored",
+        until=lambda n: n == requests,
+    )
+    eventually(
+        lambda: len(agent.cli_json("query", "traces", "--since", "1h")),
+        30,
+        f"{traces} traces stored",
+        until=lambda n: n == traces,
+    )
 
 
 @pytest.fixture(autouse=True)
