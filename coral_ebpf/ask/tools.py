@@ -42,7 +42,7 @@ def _bounded(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
     return {"items": items[:limit], "total": len(items), "truncated": len(items) > limit}
 
 
-def _scoped(backend: Backend, params: dict[str, Any], agent: str | None) -> dict[str, Any]:
+def scoped(backend: Backend, params: dict[str, Any], agent: str | None) -> dict[str, Any]:
     """`params` narrowed to `agent`, which only a colony knows (an agent answers for itself alone)."""
     if agent:
         if not isinstance(backend, FleetBackend):
@@ -57,7 +57,7 @@ def _scoped(backend: Backend, params: dict[str, Any], agent: str | None) -> dict
 def list_services(
     backend: Backend, *, window: str = "1h", limit: int = MAX_ITEMS, agent: str | None = None
 ) -> dict[str, Any]:
-    result = backend.query("services", _scoped(backend, {"since": window}, agent))
+    result = backend.query("services", scoped(backend, {"since": window}, agent))
     return {"window": result["window"], **_bounded(result["services"], _limit(limit))}
 
 
@@ -71,7 +71,7 @@ def red_summary(
     limit: int = MAX_ITEMS,
     agent: str | None = None,
 ) -> dict[str, Any]:
-    params: dict[str, Any] = _scoped(backend, {"since": window}, agent)
+    params: dict[str, Any] = scoped(backend, {"since": window}, agent)
     if service:
         params["service"] = service
     if protocol in ("http", "grpc"):
@@ -103,7 +103,7 @@ def slow_traces(
     agent: str | None = None,
 ) -> dict[str, Any]:
     """The slowest traces that started in the window, slowest first."""
-    params: dict[str, Any] = _scoped(backend, {"since": window, "limit": 1000}, agent)
+    params: dict[str, Any] = scoped(backend, {"since": window, "limit": 1000}, agent)
     if service:
         params["service"] = service
     if min_duration:
@@ -116,7 +116,7 @@ def failed_traces(
     backend: Backend, *, service: str | None = None, window: str = "15m", limit: int = 10, agent: str | None = None
 ) -> dict[str, Any]:
     """Traces with at least one ERROR span that started in the window, newest first."""
-    params: dict[str, Any] = _scoped(backend, {"since": window, "limit": MAX_ITEMS + 1, "errors_only": True}, agent)
+    params: dict[str, Any] = scoped(backend, {"since": window, "limit": MAX_ITEMS + 1, "errors_only": True}, agent)
     if service:
         params["service"] = service
     return _bounded(_traces(backend, params), _limit(limit))
@@ -221,7 +221,7 @@ def compare_windows(
     if seconds <= 0:
         raise QueryError("window: must be greater than 0 (e.g. 1h)")
     now = time.time()
-    base: dict[str, Any] = _scoped(backend, {"since": seconds}, agent)
+    base: dict[str, Any] = scoped(backend, {"since": seconds}, agent)
     if service:
         base["service"] = service
     kind = _protocol(protocol)

@@ -227,3 +227,72 @@ class ColonyProcess:
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "--- colony log ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+# Two agents behind one colony, with known data: what the MCP and web-view tests of a colony check.
+TWO_AGENTS = ("alpha", "beta")
+TWO_AGENTS_SENT = {
+    "alpha": {"shop": {("GET", "/a", 200): (50, 0.02), ("GET", "/a", 500): (5, 0.3)}},
+    "beta": {"shop": {("GET", "/a", 200): (20, 0.2)}, "cart": {("POST", "/b", 201): (7, 3.0)}},
+}
+TWO_AGENTS_SPANS = {"alpha": (3, 1), "beta": (2, 0)}  # (spans of shop, of which failed)
+
+
+class TwoAgentFleet:
+    """`TWO_AGENTS` started, fed `TWO_AGENTS_SENT` and `TWO_AGENTS_SPANS`, and a colony caught up with them."""
+
+    def __init__(self, root: Path, colony_settings: Mapping[str, Any] | None = None) -> None:
+        from tests.helpers.agent_process import merge
+
+        ports = {name: free_port() for name in TWO_AGENTS}
+        self.agents = {
+            name: pull_agent(root / name, name, {"colony_api": {"endpoint": f"127.0.0.1:{ports[name]}"}})
+            for name in TWO_AGENTS
+        }
+        agents = {"agents": [{"id": n, "address": f"127.0.0.1:{ports[n]}"} for n in TWO_AGENTS]}
+        self.colony = ColonyProcess(root / "colony", merge(agents, colony_settings or {}))
+
+    def start(self) -> None:
+        for agent in self.agents.values():
+            agent.start(timeout=120)
+        self.colony.start()
+        for name, agent in self.agents.items():
+            for service, mix in TWO_AGENTS_SENT[name].items():
+                send_http(agent, service, mix)
+            spans, failed = TWO_AGENTS_SPANS[name]
+            send_spans(agent, "shop", spans, failed=failed)
+        for name, agent in self.agents.items():
+            requests = sum(count for mix in TWO_AGENTS_SENT[name].values() for count, _ in mix.values())
+            _until_stored(agent, requests, TWO_AGENTS_SPANS[name][0])
+        self.colony.caught_up()
+
+    def stop(self) -> None:
+        self.colony.stop()
+        for agent in self.agents.values():
+            agent.stop()
+
+    def kill(self) -> None:
+        self.colony.kill()
+        for agent in self.agents.values():
+            agent.kill()
+
+    def log_tails(self) -> str:
+        return "\n".join([self.colony.log_tail(80), *(agent.log_tail(30) for agent in self.agents.values())])
+
+
+def _until_stored(agent: AgentProcess, requests: int, traces: int) -> None:
+    """Until the agent stored the requests and traces sent to it (the colony then copies them)."""
+    from tests.helpers.timing import eventually
+
+    eventually(
+        lambda: sum(r["requests"] for r in agent.cli_json("query", "http", "--since", "1h")),
+        30,
+        f"{requests} requests stored",
+        until=lambda n: n == requests,
+    )
+    eventually(
+        lambda: len(agent.cli_json("query", "traces", "--since", "1h")),
+        30,
+        f"{traces} traces stored",
+        until=lambda n: n == traces,
+    )

@@ -8,86 +8,33 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
-from tests.helpers.agent_process import CLI, REPO, AgentProcess, call_failed, run_cli
-from tests.helpers.fleet import ColonyProcess, free_port, pull_agent, send_http, send_spans
+from tests.helpers.agent_process import CLI, REPO, call_failed, run_cli
+from tests.helpers.fleet import TWO_AGENTS, TwoAgentFleet
 
-AGENTS = ("alpha", "beta")
-SENT = {
-    "alpha": {"shop": {("GET", "/a", 200): (50, 0.02), ("GET", "/a", 500): (5, 0.3)}},
-    "beta": {"shop": {("GET", "/a", 200): (20, 0.2)}, "cart": {("POST", "/b", 201): (7, 3.0)}},
-}
-SPANS = {"alpha": (3, 1), "beta": (2, 0)}  # (spans of shop, of which failed)
-
-
-class Fleet:
-    def __init__(self, root: Path) -> None:
-        ports = {name: free_port() for name in AGENTS}
-        self.agents = {
-            name: pull_agent(root / name, name, {"colony_api": {"endpoint": f"127.0.0.1:{ports[name]}"}})
-            for name in AGENTS
-        }
-        self.colony = ColonyProcess(
-            root / "colony", {"agents": [{"id": n, "address": f"127.0.0.1:{ports[n]}"} for n in AGENTS]}
-        )
+AGENTS = TWO_AGENTS
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    fleet = Fleet(tmp_path_factory.mktemp("mcp-colony"))
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoAgentFleet]:
+    fleet = TwoAgentFleet(tmp_path_factory.mktemp("mcp-colony"))
     try:
-        for agent in fleet.agents.values():
-            agent.start(timeout=120)
-        fleet.colony.start()
-        for name, agent in fleet.agents.items():
-            for service, mix in SENT[name].items():
-                send_http(agent, service, mix)
-            spans, failed = SPANS[name]
-            send_spans(agent, "shop", spans, failed=failed)
-        for name, agent in fleet.agents.items():
-            wanted = sum(count for mix in SENT[name].values() for count, _ in mix.values())
-            _until_stored(agent, wanted, SPANS[name][0])
-        fleet.colony.caught_up()
+        fleet.start()
         yield fleet
-        fleet.colony.stop()
-        for agent in fleet.agents.values():
-            agent.stop()
+        fleet.stop()
     finally:
-        fleet.colony.kill()
-        for agent in fleet.agents.values():
-            agent.kill()
-
-
-def _until_stored(agent: AgentProcess, requests: int, traces: int) -> None:
-    """Until the agent stored the requests and traces sent to it (the colony then copies them)."""
-    from tests.helpers.timing import eventually
-
-    eventually(
-        lambda: sum(r["requests"] for r in agent.cli_json("query", "http", "--since", "1h")),
-        30,
-        f"{requests} requests stored",
-        until=lambda n: n == requests,
-    )
-    eventually(
-        lambda: len(agent.cli_json("query", "traces", "--since", "1h")),
-        30,
-        f"{traces} traces stored",
-        until=lambda n: n == traces,
-    )
+        fleet.kill()
 
 
 @pytest.fixture(autouse=True)
-def _logs_on_failure(request: pytest.FixtureRequest, fleet: Fleet) -> Iterator[None]:
+def _logs_on_failure(request: pytest.FixtureRequest, fleet: TwoAgentFleet) -> Iterator[None]:
     yield
     if call_failed(request.node):
-        print(fleet.colony.log_tail(80))
-        for agent in fleet.agents.values():
-            print(agent.log_tail(30))
+        print(fleet.log_tails())
 
 
 def call_tools(args: list[str], calls: list[tuple[str, dict[str, Any]]]) -> tuple[list[Any], list[Any]]:
@@ -109,7 +56,7 @@ def answer(result: Any) -> Any:
     return result.structured_content
 
 
-def colony_cli(fleet: Fleet, *args: str) -> Any:
+def colony_cli(fleet: TwoAgentFleet, *args: str) -> Any:
     result = run_cli(*args, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -122,7 +69,7 @@ def steady(value: Any) -> Any:
     return {key: item for key, item in value.items() if key != "rate_per_s"}
 
 
-def test_every_tool_answers_for_the_fleet_as_the_cli_does(fleet: Fleet) -> None:
+def test_every_tool_answers_for_the_fleet_as_the_cli_does(fleet: TwoAgentFleet) -> None:
     config = str(fleet.colony.config_path)
     traces = fleet.colony.query("traces", "--limit", "100")
     failed_id = next(t["trace_id"] for t in traces if t["status"] == "ERROR")
@@ -201,7 +148,7 @@ def test_every_tool_answers_for_the_fleet_as_the_cli_does(fleet: Fleet) -> None:
     assert [e["agent"] for e in compared["now"]["by_agent"]] == list(AGENTS)
 
 
-def test_colony_arguments_are_checked(fleet: Fleet) -> None:
+def test_colony_arguments_are_checked(fleet: TwoAgentFleet) -> None:
     _, results = call_tools(
         ["--colony", str(fleet.colony.config_path)],
         [("list_agents", {"state": "sleeping"}), ("red_summary", {"window": "1h", "agent": "nobody"})],
@@ -211,7 +158,7 @@ def test_colony_arguments_are_checked(fleet: Fleet) -> None:
     assert answer(nobody)["overall"]["requests"] == 0 and answer(nobody)["by_agent"] == []
 
 
-def test_an_agent_server_offers_no_colony_tools(fleet: Fleet) -> None:
+def test_an_agent_server_offers_no_colony_tools(fleet: TwoAgentFleet) -> None:
     agent = fleet.agents["alpha"]
     listed, results = call_tools(["--config", str(agent.config_path)], [("list_services", {"window": "1h"})])
     names = {tool.name for tool in listed}
