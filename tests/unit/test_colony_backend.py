@@ -116,3 +116,17 @@ def test_agent_states_follow_the_polls() -> None:
         "ok": AgentState.UP,
     }
     assert views["ok"].seconds_since_seen == 10.0 and views["ok"].open_gaps == 1
+
+
+def test_colony_config_has_the_ui_switch(tmp_path: Path) -> None:
+    from coral_ebpf.colony.settings import load_colony_config
+    from coral_ebpf.errors import ConfigError
+
+    path = tmp_path / "colony.yaml"
+    path.write_text("ui: {enabled: false}\n")
+    assert load_colony_config(path).ui.enabled is False
+    path.write_text("state_dir: /tmp/x\n")
+    assert load_colony_config(path).ui.enabled is True
+    path.write_text("ui: {enable: false}\n")
+    with pytest.raises(ConfigError, match="enable"):
+        load_colony_config(path)
