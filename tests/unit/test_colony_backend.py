@@ -130,3 +130,46 @@ def test_colony_config_has_the_ui_switch(tmp_path: Path) -> None:
     path.write_text("ui: {enable: false}\n")
     with pytest.raises(ConfigError, match="enable"):
         load_colony_config(path)
+
+
+def test_ui_colony_serves_a_stopped_colonys_file(store: ColonyStore, tmp_path: Path) -> None:
+    import json
+    import socket
+    import subprocess
+    import urllib.error
+    import urllib.request
+
+    from tests.helpers.agent_process import CLI, REPO
+    from tests.helpers.timing import eventually
+
+    store.close()
+    config = tmp_path / "colony.yaml"
+    config.write_text(f"state_dir: {tmp_path}\ncontrol_socket: {tmp_path / 'none.sock'}\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+
+    def fetch(path: str) -> Any:
+        try:
+            with urllib.request.urlopen(base + path, timeout=5) as response:
+                body = response.read()
+                return json.loads(body) if path.startswith("/api/") else body.decode()
+        except (urllib.error.URLError, ConnectionError):
+            return None
+
+    process = subprocess.Popen(
+        [*CLI, "ui", "--colony", str(config), "--endpoint", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    try:
+        (shop,) = eventually(lambda: fetch("/api/services?window=1h"), 60, "the ui to answer")["items"]
+        assert (shop["requests"], shop["instance_ids"]) == (10, ["a", "b"])
+        agents = fetch("/api/agents")
+        assert [(a["agent_id"], a["state"]) for a in agents["items"]] == [("a", "up"), ("b", "failing")]
+        assert 'data-fleet="1"' in fetch("/") and fetch("/api/status")["summary"]["colony"]["running"] is False
+    finally:
+        process.terminate()
+        process.wait(10)
