@@ -173,3 +173,22 @@ def test_ui_colony_serves_a_stopped_colonys_file(store: ColonyStore, tmp_path: P
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_per_agent_lines_equal_each_agents_filtered_overall(store: ColonyStore) -> None:
+    from coral_ebpf.query.params import RedParams
+    from coral_ebpf.query.red import overall_by, red_summary
+
+    extra = [http_row(2, [0, 1, 2, 0, 0, 0, 0, 0, 1], route="/other", status=503, agent_id="a")]
+    store.store("a", "s1", {"http": extra}, {"http": 2})
+    params = RedParams(since=3600, until=time.time())
+    lines = overall_by(store.cursor(), "http", params, "agent_id", "agent")
+    assert lines is not None and [line["agent"] for line in lines] == ["a", "b"]
+    for line in lines:
+        overall = red_summary(store.cursor(), "http", RedParams(since=3600, until=params.until, agent=line["agent"]))
+        assert {k: v for k, v in line.items() if k != "agent"} == overall["overall"]
+    assert lines[0]["requests"] == 8 and lines[0]["errors"] == 4
+    grouped = red_summary(store.cursor(), "http", RedParams(since=3600, until=params.until, group="agent"))
+    # group "agent": a row per service and agent, busiest first
+    assert [(r["service"], r["agent"], r["requests"]) for r in grouped["rows"]] == [("shop", "a", 8), ("shop", "b", 6)]
+    assert overall_by(store.cursor(), "grpc", params, "agent_id", "agent") is None
