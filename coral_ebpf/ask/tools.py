@@ -4,6 +4,10 @@ Every function is read-only, validates its arguments (a bad one raises `QueryErr
 and bounds its answer: lists are cut to `limit` (at most MAX_ITEMS) and say so in "truncated".
 The numbers are exactly those of `coral-ebpf query ... --json`, since both run the same query
 kinds through the same executor.
+
+Over a colony (`FleetBackend`) the same functions answer for every agent it polls: `agent`
+narrows to one agent (glob with *), answers carry the agents they came from (`by_agent`,
+`agents`), `agent_status` is the colony's view of its agents and `list_agents` lists them.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from coral_ebpf.ask.backend import Backend
+from coral_ebpf.ask.backend import AgentState, Backend, FleetBackend
 from coral_ebpf.query.params import QueryError
 
 MAX_ITEMS = 50
@@ -38,8 +42,22 @@ def _bounded(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
     return {"items": items[:limit], "total": len(items), "truncated": len(items) > limit}
 
 
-def list_services(backend: Backend, *, window: str = "1h", limit: int = MAX_ITEMS) -> dict[str, Any]:
-    result = backend.query("services", {"since": window})
+def scoped(backend: Backend, params: dict[str, Any], agent: str | None) -> dict[str, Any]:
+    """`params` narrowed to `agent`, which only a colony knows (an agent answers for itself alone)."""
+    if agent:
+        if not isinstance(backend, FleetBackend):
+            raise QueryError(
+                f"agent: {agent!r} selects one agent of a colony; this server answers for one agent "
+                "(ask the colony: coral-ebpf mcp --colony)"
+            )
+        params["agent"] = agent
+    return params
+
+
+def list_services(
+    backend: Backend, *, window: str = "1h", limit: int = MAX_ITEMS, agent: str | None = None
+) -> dict[str, Any]:
+    result = backend.query("services", scoped(backend, {"since": window}, agent))
     return {"window": result["window"], **_bounded(result["services"], _limit(limit))}
 
 
@@ -51,8 +69,9 @@ def red_summary(
     group_by: str = "route",
     protocol: str = "http",
     limit: int = MAX_ITEMS,
+    agent: str | None = None,
 ) -> dict[str, Any]:
-    params: dict[str, Any] = {"since": window}
+    params: dict[str, Any] = scoped(backend, {"since": window}, agent)
     if service:
         params["service"] = service
     if protocol in ("http", "grpc"):
@@ -64,6 +83,8 @@ def red_summary(
     answer.update(_bounded(result["rows"], _limit(limit)))
     if "services_available" in result:
         answer["services_available"] = result["services_available"][:MAX_ITEMS]
+    if "by_agent" in result:
+        answer["by_agent"] = result["by_agent"][:MAX_ITEMS]
     return answer
 
 
@@ -79,9 +100,10 @@ def slow_traces(
     window: str = "15m",
     min_duration: str | None = None,
     limit: int = 10,
+    agent: str | None = None,
 ) -> dict[str, Any]:
     """The slowest traces that started in the window, slowest first."""
-    params: dict[str, Any] = {"since": window, "limit": 1000}
+    params: dict[str, Any] = scoped(backend, {"since": window, "limit": 1000}, agent)
     if service:
         params["service"] = service
     if min_duration:
@@ -91,10 +113,10 @@ def slow_traces(
 
 
 def failed_traces(
-    backend: Backend, *, service: str | None = None, window: str = "15m", limit: int = 10
+    backend: Backend, *, service: str | None = None, window: str = "15m", limit: int = 10, agent: str | None = None
 ) -> dict[str, Any]:
     """Traces with at least one ERROR span that started in the window, newest first."""
-    params: dict[str, Any] = {"since": window, "limit": MAX_ITEMS + 1, "errors_only": True}
+    params: dict[str, Any] = scoped(backend, {"since": window, "limit": MAX_ITEMS + 1, "errors_only": True}, agent)
     if service:
         params["service"] = service
     return _bounded(_traces(backend, params), _limit(limit))
@@ -111,8 +133,45 @@ def get_trace(backend: Backend, trace_id: str, *, max_spans: int = 200) -> dict[
     return trace
 
 
+def list_agents(backend: Backend, *, state: str | None = None, limit: int = MAX_ITEMS) -> dict[str, Any]:
+    """A colony's agents: address, state, when last seen, lag; `state` keeps those in one state."""
+    if not isinstance(backend, FleetBackend):
+        raise QueryError("list_agents: this server answers for one agent; ask the colony (coral-ebpf mcp --colony)")
+    states = [s.value for s in AgentState]
+    if state is not None and state not in states:
+        raise QueryError(f"state: {state!r} is not one of {', '.join(states)}")
+    agents = backend.agents()
+    counts = {name: sum(1 for a in agents if a.state == name) for name in states}
+    chosen = [a.to_dict() for a in agents if state is None or a.state == state]
+    return {"states": counts, **_bounded(chosen, _limit(limit))}
+
+
+def _colony_status(backend: FleetBackend) -> dict[str, Any]:
+    document = backend.status()
+    colony = document.get("colony", {})
+    agents = backend.agents()
+    return {
+        "colony": {
+            "running": bool(document.get("running", True)),
+            **{
+                key: colony.get(key)
+                for key in ("version", "pid", "polling", "started", "poll_interval_s", "agent_file_problems")
+            },
+        },
+        "states": {s.value: sum(1 for a in agents if a.state == s) for s in AgentState},
+        "agents": [a.to_dict() for a in agents[:MAX_ITEMS]],
+        "truncated": len(agents) > MAX_ITEMS,
+        "database": document.get("database", {}),
+    }
+
+
 def agent_status(backend: Backend) -> dict[str, Any]:
-    """Whether the agent runs, each part's state, the probe's verdicts and Beyla's state and diagnosis."""
+    """Whether the agent runs, each part's state, the probe's verdicts and Beyla's state and diagnosis.
+
+    Over a colony: whether the colony runs and polls, and each agent's state, last seen and lag.
+    """
+    if isinstance(backend, FleetBackend):
+        return _colony_status(backend)
     document = backend.status()
     parts = {
         name: {"state": body.get("state"), "reason": body.get("reason")}
@@ -150,6 +209,7 @@ def compare_windows(
     window: str = "1h",
     protocol: str = "http",
     limit: int = 10,
+    agent: str | None = None,
 ) -> dict[str, Any]:
     """This window against the one before it: which groups got slower (p99) or more error-prone."""
     from coral_ebpf.units import parse_duration
@@ -161,7 +221,7 @@ def compare_windows(
     if seconds <= 0:
         raise QueryError("window: must be greater than 0 (e.g. 1h)")
     now = time.time()
-    base: dict[str, Any] = {"since": seconds}
+    base: dict[str, Any] = scoped(backend, {"since": seconds}, agent)
     if service:
         base["service"] = service
     kind = _protocol(protocol)
@@ -189,7 +249,7 @@ def compare_windows(
     limit = _limit(limit)
     slower.sort(key=lambda c: -(c["p99_ms"]["now"] / max(c["p99_ms"]["before"], 1e-9)))
     more_errors.sort(key=lambda c: -(c["error_rate"]["now"] - c["error_rate"]["before"]))
-    return {
+    answer: dict[str, Any] = {
         "protocol": kind,
         "window_seconds": seconds,
         "now": {"window": current["window"], "overall": current["overall"]},
@@ -202,6 +262,10 @@ def compare_windows(
             "more_error_prone": f"error rate at least {ERROR_RATE_STEP * 100:.0f} percentage point(s) higher",
         },
     }
+    if "by_agent" in current:  # a colony: which agents the figures add up
+        answer["now"]["by_agent"] = current["by_agent"][:MAX_ITEMS]
+        answer["before"]["by_agent"] = previous["by_agent"][:MAX_ITEMS]
+    return answer
 
 
 _MEASURES = frozenset({"requests", "rate_per_s", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms"})

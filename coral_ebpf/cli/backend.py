@@ -1,5 +1,9 @@
-"""`AgentBackend`: the MCP server's and `coral-ebpf ui`'s answers, from the running agent's control
-socket when it answers, else from the database file read-only (what `coral-ebpf query` does)."""
+"""The MCP server's and `coral-ebpf ui`'s answers from the command line.
+
+`AgentBackend`: from the running agent's control socket when it answers, else from the database
+file read-only (what `coral-ebpf query` does). `colony_backend`: the same for a colony (what
+`coral-ebpf query --colony` and `colony status` do).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,16 @@ from typing import Any
 
 from coral_ebpf.agent.config import AgentConfig
 from coral_ebpf.agent.control_client import ControlClient
-from coral_ebpf.cli.query import execute  # the one executor `coral-ebpf query` uses
+from coral_ebpf.cli.colony import colony_config, colony_status
+from coral_ebpf.cli.query import execute, execute_on_colony  # the executors `coral-ebpf query` uses
+from coral_ebpf.colony.backend import ColonyBackend
 from coral_ebpf.errors import AgentNotRunningError
+
+
+def colony_backend(path: str | None) -> ColonyBackend:
+    """The colony whose config is `path` (None: the default file): its control socket, else its database."""
+    config = colony_config(path)
+    return ColonyBackend(lambda kind, params: execute_on_colony(path, kind, params), lambda: colony_status(config))
 
 
 class AgentBackend:

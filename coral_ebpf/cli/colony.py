@@ -98,6 +98,8 @@ def _status(args: argparse.Namespace) -> int:
     if telemetry.get("address"):
         scheme = "https" if telemetry.get("tls") else "http"
         print(f"metrics: {scheme}://{telemetry['address']}/metrics")
+        for mount in telemetry.get("mounts", []):
+            print(f"web view: {scheme}://{telemetry['address']}{mount}")
     elif telemetry.get("reason"):
         print(f"metrics: {telemetry.get('state')} ({telemetry['reason']})")
     return EXIT_OK

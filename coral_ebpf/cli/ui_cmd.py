@@ -22,7 +22,7 @@ def _token(path: str | None) -> str | None:
 def _run(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from coral_ebpf.cli.backend import AgentBackend
+    from coral_ebpf.cli.backend import AgentBackend, colony_backend
     from coral_ebpf.ui.app import build_ui_app
     from coral_ebpf.ui.auth import is_loopback
 
@@ -38,7 +38,11 @@ def _run(args: argparse.Namespace) -> int:
             f"e.g. {secrets.token_urlsafe(24)!r}), or listen on 127.0.0.1"
         )
         return EXIT_USAGE
-    app = build_ui_app(AgentBackend(config_from_args(args)), token=token)
+    if args.colony is not None and getattr(args, "config", None):
+        print_error("--config names an agent's configuration; with --colony give the colony's: --colony FILE")
+        return EXIT_USAGE
+    backend = colony_backend(args.colony or None) if args.colony is not None else AgentBackend(config_from_args(args))
+    app = build_ui_app(backend, token=token)
     print(f"coral-ebpf ui: http://{host}:{port}/", flush=True)
     web.run_app(app, host=host, port=port, print=None, access_log=None)
     return EXIT_OK
@@ -49,9 +53,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "ui",
         help="serve the read-only web view (services, RED over time, traces, health)",
         description="Serve the web view: services, a service's RED charts and traces, a trace's waterfall, "
-        "and health. Answers come from the running agent, or from the database file read-only.",
+        "and health. Answers come from the running agent, or from the database file read-only. With --colony "
+        "they come from a colony on this host (its control socket, else its database read-only), for every agent "
+        "it polls (the running colony also serves this view under /ui/ on its own listener).",
     )
     add_config_flag(parser)
+    parser.add_argument(
+        "--colony",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="show a colony's fleet (its config FILE, default /etc/coral-ebpf/colony.yaml)",
+    )
     parser.add_argument(
         "--endpoint",
         default=DEFAULT_ENDPOINT,

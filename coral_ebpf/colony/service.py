@@ -6,6 +6,8 @@ agent's), because the colony holds its DuckDB file open for writing.
 Operator telemetry (`/metrics`, `/-/healthy`, `/-/ready`) is served by the agent's listener
 (`telemetry.server.OperatorServer`) over `ColonyTelemetry`, which reads `status()` (and so
 `metrics()`); `telemetry.endpoint` (default 127.0.0.1:9465, empty disables it) sets where.
+With `ui.enabled` (the default) the same listener serves the web view under `/ui/` over a
+`ColonyBackend` (the fleet executor and `status()`), behind its TLS and token.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from coral_ebpf import __version__
 from coral_ebpf.agent.control import ControlServer
 from coral_ebpf.agent.lifecycle import StopSignal, prepare_state_dir
+from coral_ebpf.colony.backend import ColonyBackend
 from coral_ebpf.colony.poller import Poller
 from coral_ebpf.colony.queries import fleet_executor
 from coral_ebpf.colony.settings import DEFAULT_COLONY_TELEMETRY_ENDPOINT, ColonyConfig
@@ -29,6 +32,8 @@ from coral_ebpf.errors import CoralError
 from coral_ebpf.state import PartState
 from coral_ebpf.storage.umask import PrivateUmask
 from coral_ebpf.telemetry.server import OperatorServer
+from coral_ebpf.ui.app import build_ui_app
+from coral_ebpf.ui.settings import UI_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +66,8 @@ class Colony:
         prepare_state_dir(self.config.state_dir)
         self.store = ColonyStore(self.config.database)
         self.poller = Poller(self.config, self.store)
-        self._control = ControlServer(
-            self.config.control_socket, lambda: _Document(self.status()), fleet_executor(self.store.cursor)
-        )
+        self._execute = fleet_executor(self.store.cursor)
+        self._control = ControlServer(self.config.control_socket, lambda: _Document(self.status()), self._execute)
         self._control.start()
         self._thread = threading.Thread(target=self._loop, name="colony-poller", daemon=True)
         self._thread.start()
@@ -84,7 +88,10 @@ class Colony:
         settings = self.config.telemetry
         if settings.endpoint is None:
             return
-        server = OperatorServer(settings, ColonyTelemetry(self.status), name="colony-telemetry")
+        mounts = {}
+        if self.config.ui.enabled:  # the web view over every agent, behind the listener's TLS and token
+            mounts[UI_PREFIX] = build_ui_app(ColonyBackend(self._execute, self.status))
+        server = OperatorServer(settings, ColonyTelemetry(self.status), name="colony-telemetry", mounts=mounts)
         try:
             server.start()
         except CoralError as exc:

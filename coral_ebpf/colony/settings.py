@@ -30,6 +30,8 @@ from coral_ebpf.errors import ConfigError
 from coral_ebpf.pullapi.security import ClientTls
 from coral_ebpf.telemetry.settings import SCHEMA as TELEMETRY_SCHEMA
 from coral_ebpf.telemetry.settings import TelemetrySettings
+from coral_ebpf.ui.settings import SCHEMA as UI_SCHEMA
+from coral_ebpf.ui.settings import UiSettings
 from coral_ebpf.units import is_loopback_host, parse_duration, parse_endpoint
 
 DEFAULT_CONFIG_PATH = Path("/etc/coral-ebpf/colony.yaml")
@@ -96,6 +98,7 @@ def build_schema() -> dict[str, Any]:
                     "Merge old metric rows into coarser time buckets (off unless resolution is set)",
                 ),
                 "telemetry": TELEMETRY_SCHEMA,
+                "ui": UI_SCHEMA,
             }
         ),
     }
@@ -166,6 +169,7 @@ class ColonyConfig:
     telemetry: TelemetrySettings = field(
         default_factory=lambda: TelemetrySettings(endpoint=DEFAULT_COLONY_TELEMETRY_ENDPOINT)
     )
+    ui: UiSettings = field(default_factory=UiSettings)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> ColonyConfig:
@@ -203,6 +207,7 @@ class ColonyConfig:
             cleanup_interval=parse_duration(data.get("cleanup_interval", 3600.0)),
             **_downsample_settings(data.get("downsample", {}), source),
             telemetry=_telemetry_settings(data.get("telemetry", {}), source),
+            ui=UiSettings.from_dict(data.get("ui", {})),
         )
 
 

@@ -19,7 +19,7 @@ DEFAULT_SINCE = 900.0
 DEFAULT_TRACE_LIMIT = 20
 MAX_TRACE_LIMIT = 10_000
 MAX_BUCKETS = 1_440  # a day by the minute
-GROUPS = ("route", "method", "status", "service")
+GROUPS = ("route", "method", "status", "service", "agent")
 TRACE_SORTS = ("start", "duration")
 SIDES = ("server", "client", "producer", "consumer", "all")
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -73,7 +73,7 @@ class RedParams:
     table: str | None = None  # SQL table; messaging destination
     side: str | None = None  # None = the protocol's default (see red.py)
     by: float | None = None  # seconds per time bucket; None = one summary over the window
-    group: str | None = None  # None = the protocol's keys; "route", "method", "status" or "service" (red.py)
+    group: str | None = None  # None = the protocol's keys; "route", "method", "status", "service" or "agent" (red.py)
     agent: str | None = None  # only rows stored by this agent_id (a colony holds many; glob with *)
     status: str | None = None  # HTTP status class "2xx".."5xx" or one code such as "404"
 

@@ -188,12 +188,14 @@ _GROUPINGS: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {
         "method": (("method", "http_method"),),
         "status": (("status_code", "http_status_code"),),
         "service": (),
+        "agent": (("agent", "agent_id"),),  # per service and the agent that stored the rows (a colony's)
     },
     "grpc": {
         "route": (("method", "grpc_method"),),
         "method": (("method", "grpc_method"),),
         "status": (("status_code", "grpc_status_code"),),
         "service": (),
+        "agent": (("agent", "agent_id"),),
     },
 }
 
@@ -267,6 +269,55 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
     if not rows:
         result["services_available"] = services_available(connection, protocol.table)
     return result
+
+
+def overall_by(
+    connection: duckdb.DuckDBPyConnection, kind: str, params: RedParams, column: str, key: str
+) -> list[dict[str, Any]] | None:
+    """`red_summary`'s overall line once per value of `column` (a colony's `agent_id`), in one pass.
+
+    Each value's histograms add up across every group before its percentiles, exactly as the
+    overall line of `red_summary` with that value as a filter. None when no metric row matched
+    (a span-derived summary has its own path: ask `red_summary` per value then).
+    """
+    protocol = _grouped(kind, PROTOCOLS[kind], params.group)
+    start, end = params.window()
+    where, args = _filters(protocol, params, start, end)
+    totals = connection.execute(
+        f"SELECT {column}, sum(count)::HUGEINT, (sum(count) FILTER (WHERE {protocol.error_sql}))::HUGEINT, "
+        f"epoch_us(min(start_time)) FROM {protocol.table} WHERE {where} GROUP BY ALL ORDER BY 1",
+        args,
+    ).fetchall()
+    if not totals:
+        return None
+    buckets = connection.execute(
+        f"SELECT {column}, bounds_s, idx, sum(c) FROM (SELECT {column}, bounds_s, "
+        f"unnest(bucket_counts) AS c, generate_subscripts(bucket_counts, 1) AS idx "
+        f"FROM {protocol.table} WHERE {where}) GROUP BY ALL",
+        args,
+    ).fetchall()
+    layouts: dict[Any, dict[tuple[float, ...], list[float]]] = {}
+    for value, bounds, index, total in buckets:
+        counts = layouts.setdefault(value, {}).setdefault(tuple(bounds), [0.0] * (len(bounds) + 1))
+        counts[index - 1] += float(total)
+    # Each value's rate has the denominator red_summary would give with that value as the agent
+    # filter: the coverage of the value's rows in the window, whatever the other filters.
+    window_args: dict[str, Any] = {"window_start": utc_naive(start), "window_end": utc_naive(end)}
+    coverage = dict(
+        connection.execute(
+            f"SELECT {column}, epoch_us(min(start_time)) FROM {protocol.table} "
+            "WHERE timestamp > $window_start AND timestamp <= $window_end GROUP BY ALL",
+            window_args,
+        ).fetchall()
+    )
+    lines = []
+    for value, requests, errors, _first_start_us in totals:
+        histogram = merge_histograms(list(layouts.get(value, {}).items()))
+        covered_from_us = coverage.get(value)
+        seconds = covered_seconds(None if covered_from_us is None else covered_from_us / 1e6, start, end)
+        measures = _measures(int(requests or 0), int(errors or 0), histogram, seconds)
+        lines.append({key: value, **measures})
+    return lines
 
 
 def _span_summary(

@@ -26,6 +26,7 @@ class WaterfallSpan:
     parent_span_id: str
     depth: int
     service: str
+    agent: str  # the agent_id that stored the span (a colony holds many agents' spans)
     name: str
     kind: str
     offset_ms: float  # from the trace's first span start
@@ -45,6 +46,7 @@ class Waterfall:
     error_spans: int
     status: str
     services: list[str]
+    agents: list[str]  # the agent_ids whose spans make up the trace
     spans: list[WaterfallSpan]
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +116,7 @@ def build_waterfall(trace: Mapping[str, Any]) -> Waterfall:
                 parent_span_id=span["parent_span_id"],
                 depth=depth,
                 service=span["service"],
+                agent=span["agent"],
                 name=span["name"],
                 kind=span["kind"],
                 offset_ms=round((span["start_time"] - first) * 1000.0, 3),
@@ -133,6 +136,7 @@ def build_waterfall(trace: Mapping[str, Any]) -> Waterfall:
         error_spans=trace["error_spans"],
         status=trace["status"],
         services=list(trace["services"]),
+        agents=list(trace["agents"]),
         spans=rows,
     )
 

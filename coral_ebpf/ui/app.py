@@ -7,6 +7,10 @@ Everything is GET: nothing here changes the agent or its data.
 
 Mount it on another app with `parent.add_subapp("/ui", build_ui_app(backend))`; links and
 fetches are relative to wherever it is mounted.
+
+Over a colony (a `FleetBackend`) the pages say so (`data-fleet`), every `/api/...` takes
+`?agent=` (one agent, glob with *), `/api/agents` lists the agents, and the page script adds an
+agent filter, per-agent columns and the colony's health.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from coral_ebpf.ask import tools
-from coral_ebpf.ask.backend import Backend
+from coral_ebpf.ask.backend import Backend, FleetBackend
 from coral_ebpf.errors import CoralError
 from coral_ebpf.query.params import QueryError
 from coral_ebpf.ui.auth import token_middleware
@@ -47,14 +51,17 @@ def _page(page: str, argument: str = "") -> Callable[[web.Request], Awaitable[we
     async def handler(request: web.Request) -> web.Response:
         value = request.match_info.get(argument, "") if argument else ""
         base = html.escape(_base(request), quote=True)
-        title = html.escape(f"{_PAGE_TITLES[page]}{': ' + value if value else ''} — coral-ebpf")
+        fleet = isinstance(request.app[BACKEND], FleetBackend)
+        brand = "coral-ebpf colony" if fleet else "coral-ebpf"
+        title = html.escape(f"{_PAGE_TITLES[page]}{': ' + value if value else ''} — {brand}")
         body = (
             "<!doctype html><html lang=en><head><meta charset=utf-8>"
             '<meta name=viewport content="width=device-width, initial-scale=1">'
             f'<title>{title}</title><link rel=stylesheet href="{base}/static/style.css"></head>'
             f'<body><nav><a href="{base}/">Services</a><a href="{base}/health">Health</a>'
-            f"<span class=brand>coral-ebpf</span></nav>"
-            f'<main id=app data-page="{page}" data-base="{base}" data-arg="{html.escape(value, quote=True)}">'
+            f"<span class=brand>{brand}</span></nav>"
+            f'<main id=app data-page="{page}" data-base="{base}" data-fleet="{int(fleet)}" '
+            f'data-arg="{html.escape(value, quote=True)}">'
             "<p class=loading>Loading…</p></main>"
             f'<script src="{base}/static/app.js"></script></body></html>'
         )
@@ -102,8 +109,16 @@ def _json_api(
     return handler
 
 
+def _agent(request: web.Request) -> str | None:
+    return request.query.get("agent") or None
+
+
 def _services(backend: Backend, request: web.Request) -> dict[str, Any]:
-    return tools.list_services(backend, window=_window(request))
+    return tools.list_services(backend, window=_window(request), agent=_agent(request))
+
+
+def _agents(backend: Backend, request: web.Request) -> dict[str, Any]:
+    return tools.list_agents(backend)
 
 
 def _red(backend: Backend, request: web.Request) -> dict[str, Any]:
@@ -115,15 +130,16 @@ def _red(backend: Backend, request: web.Request) -> dict[str, Any]:
     params: dict[str, Any] = {"since": window, "by": bucket_size(window), "group": "route"}
     if request.query.get("service"):
         params["service"] = request.query["service"]
-    return backend.query(protocol, params)
+    return backend.query(protocol, tools.scoped(backend, params, _agent(request)))
 
 
 def _traces(backend: Backend, request: web.Request) -> dict[str, Any]:
     window = _window(request, "15m")
     service = request.query.get("service") or None
+    agent = _agent(request)
     if request.query.get("which") == "failed":
-        return tools.failed_traces(backend, service=service, window=window, limit=10)
-    return tools.slow_traces(backend, service=service, window=window, limit=10)
+        return tools.failed_traces(backend, service=service, window=window, limit=10, agent=agent)
+    return tools.slow_traces(backend, service=service, window=window, limit=10, agent=agent)
 
 
 def _trace(backend: Backend, request: web.Request) -> dict[str, Any]:
@@ -148,4 +164,5 @@ def build_ui_app(backend: Backend, *, token: str | None = None) -> web.Applicati
     app.router.add_get("/api/traces", _json_api(_traces))
     app.router.add_get("/api/trace/{trace_id}", _json_api(_trace))
     app.router.add_get("/api/status", _json_api(_status))
+    app.router.add_get("/api/agents", _json_api(_agents))
     return app

@@ -73,8 +73,10 @@ def send_http(agent: AgentProcess, service: str, requests: Mapping[tuple[str, st
     return total
 
 
-def send_spans(agent: AgentProcess, service: str, count: int) -> None:
-    """`count` server spans, one trace each, exported over OTLP/gRPC."""
+def send_spans(agent: AgentProcess, service: str, count: int, *, failed: int = 0) -> None:
+    """`count` server spans, one trace each, exported over OTLP/gRPC; the first `failed` answer 500 (ERROR)."""
+    from opentelemetry.trace import Status, StatusCode
+
     resource = Resource({"service.name": service, "process.pid": 4242, "telemetry.sdk.name": "beyla"})
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=agent.grpc_address(), insecure=True)))
@@ -82,7 +84,9 @@ def send_spans(agent: AgentProcess, service: str, count: int) -> None:
     for index in range(count):
         with tracer.start_as_current_span(f"GET /item/{index % 3}", kind=SpanKind.SERVER) as span:
             span.set_attribute("http.request.method", "GET")
-            span.set_attribute("http.response.status_code", 200)
+            span.set_attribute("http.response.status_code", 500 if index < failed else 200)
+            if index < failed:
+                span.set_status(Status(StatusCode.ERROR, "internal error"))
     provider.shutdown()
 
 
@@ -223,3 +227,72 @@ class ColonyProcess:
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "--- colony log ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+# Two agents behind one colony, with known data: what the MCP and web-view tests of a colony check.
+TWO_AGENTS = ("alpha", "beta")
+TWO_AGENTS_SENT = {
+    "alpha": {"shop": {("GET", "/a", 200): (50, 0.02), ("GET", "/a", 500): (5, 0.3)}},
+    "beta": {"shop": {("GET", "/a", 200): (20, 0.2)}, "cart": {("POST", "/b", 201): (7, 3.0)}},
+}
+TWO_AGENTS_SPANS = {"alpha": (3, 1), "beta": (2, 0)}  # (spans of shop, of which failed)
+
+
+class TwoAgentFleet:
+    """`TWO_AGENTS` started, fed `TWO_AGENTS_SENT` and `TWO_AGENTS_SPANS`, and a colony caught up with them."""
+
+    def __init__(self, root: Path, colony_settings: Mapping[str, Any] | None = None) -> None:
+        from tests.helpers.agent_process import merge
+
+        ports = {name: free_port() for name in TWO_AGENTS}
+        self.agents = {
+            name: pull_agent(root / name, name, {"colony_api": {"endpoint": f"127.0.0.1:{ports[name]}"}})
+            for name in TWO_AGENTS
+        }
+        agents = {"agents": [{"id": n, "address": f"127.0.0.1:{ports[n]}"} for n in TWO_AGENTS]}
+        self.colony = ColonyProcess(root / "colony", merge(agents, colony_settings or {}))
+
+    def start(self) -> None:
+        for agent in self.agents.values():
+            agent.start(timeout=120)
+        self.colony.start()
+        for name, agent in self.agents.items():
+            for service, mix in TWO_AGENTS_SENT[name].items():
+                send_http(agent, service, mix)
+            spans, failed = TWO_AGENTS_SPANS[name]
+            send_spans(agent, "shop", spans, failed=failed)
+        for name, agent in self.agents.items():
+            requests = sum(count for mix in TWO_AGENTS_SENT[name].values() for count, _ in mix.values())
+            _until_stored(agent, requests, TWO_AGENTS_SPANS[name][0])
+        self.colony.caught_up()
+
+    def stop(self) -> None:
+        self.colony.stop()
+        for agent in self.agents.values():
+            agent.stop()
+
+    def kill(self) -> None:
+        self.colony.kill()
+        for agent in self.agents.values():
+            agent.kill()
+
+    def log_tails(self) -> str:
+        return "\n".join([self.colony.log_tail(80), *(agent.log_tail(30) for agent in self.agents.values())])
+
+
+def _until_stored(agent: AgentProcess, requests: int, traces: int) -> None:
+    """Until the agent stored the requests and traces sent to it (the colony then copies them)."""
+    from tests.helpers.timing import eventually
+
+    eventually(
+        lambda: sum(r["requests"] for r in agent.cli_json("query", "http", "--since", "1h")),
+        30,
+        f"{requests} requests stored",
+        until=lambda n: n == requests,
+    )
+    eventually(
+        lambda: len(agent.cli_json("query", "traces", "--since", "1h")),
+        30,
+        f"{traces} traces stored",
+        until=lambda n: n == traces,
+    )

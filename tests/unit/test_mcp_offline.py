@@ -55,3 +55,45 @@ def test_answers_from_the_file_when_no_agent_runs(tmp_path: Path) -> None:
     assert status.structured_content["agent"]["running"] is False
     assert "no coral-ebpf agent" in status.structured_content["agent"]["error"]
     assert missing.is_error and "no stored trace" in missing.content[0].text
+
+
+def test_a_stopped_colony_answers_from_its_file(tmp_path: Path) -> None:
+    from coral_ebpf.colony.store import ColonyStore
+    from tests.helpers.pull_rows import http_row
+
+    store = ColonyStore(tmp_path / "state" / "colony.duckdb")
+    for agent_id, counts in (("a", [3, 0, 0, 0, 0, 0, 0, 0, 0]), ("b", [0, 2, 0, 0, 0, 0, 0, 0, 0])):
+        store.reset_session(agent_id, "s1")
+        store.store(agent_id, "s1", {"http": [http_row(1, counts, agent_id=agent_id)]}, {"http": 1})
+        store.record_poll(agent_id, "127.0.0.1:1", last_success=time.time(), consecutive_failures=0, lag_rows=0)
+    store.close()
+    config = tmp_path / "colony.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\ncontrol_socket: {tmp_path / 'none.sock'}\n")
+
+    async def session() -> list[Any]:
+        args = [*CLI[1:], "mcp", "--colony", str(config)]
+        server = StdioServerParameters(command=CLI[0], args=args, cwd=str(REPO))
+        async with stdio_client(server) as (read, write), ClientSession(read, write) as client:
+            await client.initialize()
+            calls: list[tuple[str, dict[str, Any]]] = [("list_services", {}), ("list_agents", {}), ("agent_status", {})]
+            return [await client.call_tool(name, arguments) for name, arguments in calls]
+
+    services, agents, status = asyncio.run(asyncio.wait_for(session(), 120))
+    (shop,) = services.structured_content["items"]
+    assert (shop["requests"], shop["instance_ids"]) == (5, ["a", "b"])
+    assert [(a["agent_id"], a["state"]) for a in agents.structured_content["items"]] == [("a", "up"), ("b", "up")]
+    assert status.structured_content["colony"]["running"] is False
+
+
+def test_mcp_colony_refuses_an_agent_config(tmp_path: Path) -> None:
+    import subprocess
+
+    result = subprocess.run(
+        [*CLI, "mcp", "--colony", "--config", str(tmp_path / "config.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2 and "with --colony give the colony's: --colony FILE" in result.stderr

@@ -7,6 +7,10 @@
   const ARG = main.dataset.arg;
   const params = new URLSearchParams(location.search);
   const WINDOW = params.get("window") || "1h";
+  // On a colony: answers cover every agent it polls; `agent` narrows the pages to one.
+  const FLEET = main.dataset.fleet === "1";
+  const AGENT = FLEET ? params.get("agent") || "" : "";
+  const SCOPE = AGENT ? "&agent=" + encodeURIComponent(AGENT) : "";
   const SVG = "http://www.w3.org/2000/svg";
 
   function el(tag, attrs, ...children) {
@@ -21,15 +25,24 @@
     return node;
   }
 
-  // The CLI's format_ms, so a page and `coral-ebpf query` print the same text.
+  // Python's format rounds an exact tie (18.25 to 1 digit) to even, toFixed away from zero: round
+  // ties as the CLI does, so a page and `coral-ebpf query` print the same text.
+  function fixed(value, digits) {
+    const scaled = value * 10 ** digits;
+    const floor = Math.floor(scaled);
+    if (scaled - floor === 0.5 && floor % 2 === 0) return (floor / 10 ** digits).toFixed(digits);
+    return value.toFixed(digits);
+  }
+
+  // The CLI's format_ms.
   function ms(value) {
     if (value === null || value === undefined) return "-";
-    if (value >= 1000) return (value / 1000).toFixed(2) + "s";
-    if (value >= 100) return value.toFixed(0) + "ms";
-    return value >= 1 ? value.toFixed(1) + "ms" : value.toFixed(2) + "ms";
+    if (value >= 1000) return fixed(value / 1000, 2) + "s";
+    if (value >= 100) return fixed(value, 0) + "ms";
+    return value >= 1 ? fixed(value, 1) + "ms" : fixed(value, 2) + "ms";
   }
-  const pct = (ratio) => (ratio * 100).toFixed(2) + "%";
-  const rate = (value) => value.toFixed(2);
+  const pct = (ratio) => fixed(ratio * 100, 2) + "%";
+  const rate = (value) => fixed(value, 2);
   const clock = (unix) => new Date(unix * 1000).toLocaleTimeString([], { hour12: false });
 
   async function api(path) {
@@ -51,6 +64,31 @@
       )
     );
   }
+
+  // The agent filter of a colony's pages: every agent it polls, and "all agents".
+  function agentPicker(agents) {
+    const select = el("select", { id: "agent", "aria-label": "agent" }, el("option", { value: "" }, "all agents"));
+    for (const agent of agents) {
+      const option = el("option", { value: agent.agent_id }, agent.agent_id);
+      if (agent.agent_id === AGENT) option.selected = true;
+      select.append(option);
+    }
+    select.addEventListener("change", () => {
+      if (select.value) params.set("agent", select.value);
+      else params.delete("agent");
+      location.search = params.toString();
+    });
+    return el("label", { class: "picker" }, "Agent ", select);
+  }
+
+  async function pickers() {
+    if (!FLEET) return [windowPicker()];
+    const agents = await api("/api/agents");
+    return [el("div", { class: "pickers" }, agentPicker(agents.items), " ", windowPicker())];
+  }
+
+  // "alpha 55 · beta 20": the agents behind a figure, each with its requests.
+  const perAgent = (entries) => entries.map((e) => `${e.agent} ${e.requests}`).join(" · ") || "-";
 
   function windowPicker() {
     const select = el("select", { id: "window", "aria-label": "window" });
@@ -121,7 +159,7 @@
   function tracesTable(items, id) {
     if (!items.length) return el("p", { class: "empty", id }, "No traces in this window.");
     return table(
-      ["Trace", "Root", "Duration", "Spans", "Status", "Started"],
+      ["Trace", "Root", "Duration", "Spans", "Status", "Started", ...(FLEET ? ["Agents"] : [])],
       items.map((t) => [
         traceLink(t.trace_id),
         `${t.root_service}: ${t.root_operation}`,
@@ -129,17 +167,23 @@
         t.span_count,
         t.status === "ERROR" ? el("span", { class: "err" }, "ERROR") : t.status,
         clock(t.start_time),
+        ...(FLEET ? [t.agents.join(", ")] : []),
       ]),
       { id }
     );
   }
 
   async function servicesPage() {
-    const data = await api(`/api/services?window=${encodeURIComponent(WINDOW)}`);
+    const [data, controls] = await Promise.all([
+      api(`/api/services?window=${encodeURIComponent(WINDOW)}${SCOPE}`),
+      pickers(),
+    ]);
     const rows = data.items.map((s) => [
       el(
         "a",
-        { href: `${BASE}/service/${encodeURIComponent(s.service)}?window=${WINDOW}&protocol=${s.protocol || "http"}` },
+        {
+          href: `${BASE}/service/${encodeURIComponent(s.service)}?window=${WINDOW}&protocol=${s.protocol || "http"}${SCOPE}`,
+        },
         s.service
       ),
       s.protocol || "-",
@@ -149,34 +193,35 @@
       ms(s.p50_ms),
       ms(s.p95_ms),
       ms(s.p99_ms),
-      s.engine || "-",
+      ...(FLEET ? [] : [s.engine || "-"]),
       s.instances,
+      ...(FLEET ? [perAgent(s.agents)] : []),
     ]);
+    const headers = ["Service", "Protocol", "Requests", "Rate/s", "Errors", "P50", "P95", "P99"];
+    headers.push(...(FLEET ? ["Instances", "Agents"] : ["Engine", "Instances"]));
+    const nothing = FLEET
+      ? "No service has been seen in this window. Are the agents polled (Health)?"
+      : "No service has been seen in this window. Is the agent receiving data?";
     return [
-      el("header", {}, el("h1", {}, "Services"), windowPicker()),
-      data.items.length
-        ? table(
-            ["Service", "Protocol", "Requests", "Rate/s", "Errors", "P50", "P95", "P99", "Engine", "Instances"],
-            rows,
-            { id: "services" }
-          )
-        : el("p", { class: "empty" }, "No service has been seen in this window. Is the agent receiving data?"),
+      el("header", {}, el("h1", {}, "Services"), ...controls),
+      data.items.length ? table(headers, rows, { id: "services" }) : el("p", { class: "empty" }, nothing),
     ];
   }
 
   async function servicePage() {
     const service = ARG;
-    const query = `service=${encodeURIComponent(service)}&window=${encodeURIComponent(WINDOW)}`;
+    const query = `service=${encodeURIComponent(service)}&window=${encodeURIComponent(WINDOW)}${SCOPE}`;
     const protocol = params.get("protocol") === "grpc" ? "grpc" : "http";
-    const [red, slow, failed] = await Promise.all([
+    const [red, slow, failed, controls] = await Promise.all([
       api(`/api/red?${query}&protocol=${protocol}`),
       api(`/api/traces?${query}&which=slow`),
       api(`/api/traces?${query}&which=failed`),
+      pickers(),
     ]);
     const total = red.buckets.reduce((sum, b) => sum + b.requests, 0);
     const errors = red.buckets.reduce((sum, b) => sum + b.errors, 0);
     const parts = [
-      el("header", {}, el("h1", {}, `${service} (${protocol === "grpc" ? "gRPC" : "HTTP"})`), windowPicker()),
+      el("header", {}, el("h1", {}, `${service} (${protocol === "grpc" ? "gRPC" : "HTTP"})`), ...controls),
       el(
         "p",
         { class: "summary", id: "totals" },
@@ -184,6 +229,16 @@
       ),
       redCharts(red.buckets),
     ];
+    if (FLEET) {
+      parts.push(
+        el("h2", {}, "By agent"),
+        table(
+          ["Agent", "Requests", "Errors", "P50", "P95", "P99"],
+          red.by_agent.map((a) => [a.agent, a.requests, a.errors, ms(a.p50_ms), ms(a.p95_ms), ms(a.p99_ms)]),
+          { id: "by-agent" }
+        )
+      );
+    }
     for (const series of red.series) {
       const name = [series.method, series.route].filter((v) => v).join(" ");
       parts.push(el("h2", { class: "route" }, `${name} — ${series.requests} ${series.requests === 1 ? "request" : "requests"}`), redCharts(series.buckets));
@@ -207,6 +262,7 @@
           ["Field", "Value"],
           [
             ["service", span.service],
+            ["agent", span.agent],
             ["kind", span.kind],
             ["span id", span.span_id],
             ["parent", span.parent_span_id || "-"],
@@ -229,7 +285,7 @@
           "div",
           { class: "label", style: `padding-left:${span.depth * 14}px` },
           el("span", { class: "name" }, span.name),
-          el("span", { class: "svc" }, span.service),
+          el("span", { class: "svc" }, FLEET ? `${span.service} @ ${span.agent}` : span.service),
           span.error ? el("span", { class: "err" }, "ERROR") : null,
           el("span", { class: "attrs" }, attributesText(span.attributes))
         ),
@@ -260,9 +316,44 @@
     ];
   }
 
+  function ago(seconds) {
+    if (seconds === null || seconds === undefined) return "never";
+    return seconds < 120 ? `${Math.round(seconds)}s ago` : `${Math.round(seconds / 60)}m ago`;
+  }
+
+  // A colony's health: is it polling, and each agent's state, last seen and lag.
+  function colonyHealth(summary) {
+    const colony = summary.colony;
+    const states = Object.entries(summary.states).map(([state, count]) => `${count} ${state}`).join(", ");
+    const rows = summary.agents.map((a) => [
+      a.agent_id,
+      a.address || "-",
+      el("span", { class: "state state-" + (a.state === "up" ? "running" : "failed") }, a.state),
+      ago(a.seconds_since_seen),
+      a.lag_rows ?? "-",
+      a.rows_stored,
+      a.open_gaps,
+      a.last_error ? `${a.consecutive_failures}x ${a.last_error}` : "",
+    ]);
+    return [
+      el("header", {}, el("h1", {}, "Health")),
+      el(
+        "p",
+        { class: "summary", id: "colony" },
+        `Colony ${colony.polling ? "polling" : "not polling"}: pid ${colony.pid}, version ${colony.version}; ` +
+          `agents ${states}`
+      ),
+      el("h2", {}, "Agents"),
+      table(["Agent", "Address", "State", "Last seen", "Lag rows", "Rows", "Open gaps", "Error"], rows, {
+        id: "agents",
+      }),
+    ];
+  }
+
   async function healthPage() {
     const data = await api("/api/status");
     const summary = data.summary;
+    if (FLEET) return colonyHealth(summary);
     const agent = summary.agent || {};
     const parts = Object.entries(summary.parts).map(([name, part]) => [
       name,
