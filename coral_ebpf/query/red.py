@@ -285,7 +285,8 @@ def overall_by(
     where, args = _filters(protocol, params, start, end)
     totals = connection.execute(
         f"SELECT {column}, sum(count)::HUGEINT, (sum(count) FILTER (WHERE {protocol.error_sql}))::HUGEINT, "
-        f"epoch_us(min(start_time)) FROM {protocol.table} WHERE {where} GROUP BY ALL ORDER BY 1",
+        f"(sum(count) FILTER (WHERE {_four_xx_sql(protocol)}))::HUGEINT "
+        f"FROM {protocol.table} WHERE {where} GROUP BY ALL ORDER BY 1",
         args,
     ).fetchall()
     if not totals:
@@ -311,11 +312,13 @@ def overall_by(
         ).fetchall()
     )
     lines = []
-    for value, requests, errors, _first_start_us in totals:
+    for value, requests, errors, four_xx in totals:
         histogram = merge_histograms(list(layouts.get(value, {}).items()))
         covered_from_us = coverage.get(value)
         seconds = covered_seconds(None if covered_from_us is None else covered_from_us / 1e6, start, end)
         measures = _measures(int(requests or 0), int(errors or 0), histogram, seconds)
+        if protocol.status_column:
+            measures["status_4xx"] = int(four_xx or 0)
         lines.append({key: value, **measures})
     return lines
 
