@@ -2,8 +2,15 @@
 
 Files are `<seq>.<signal>` (seq zero-padded, so names sort in arrival order), mode 0600 in a
 0700 directory, written to a temporary name and renamed, so a crash leaves either the whole
-request or nothing. No fsync per request: an agent crash loses nothing, a power cut may lose
-what the page cache held. At start the directory is read back and the oldest request goes first.
+request or nothing. At start the directory is read back and the oldest request goes first.
+
+Durability (`fsync=True`, the default): `put` returns once the request is on stable storage, so
+a power cut loses nothing that was acknowledged. Group commit keeps that cheap: writers write
+their temporary file under the lock and wait; one of them (the leader) fdatasyncs every file
+written since the last sync, renames them and fsyncs the directory once, for everybody. With
+`fsync=False` nothing is synced: an agent crash still loses nothing, a power cut may lose what
+the page cache held. Removing a sent request is not synced: after a power cut it may be sent
+again (at least once, never lost).
 
 When a new request would pass `max_bytes`, the policy decides: `drop_oldest` deletes the oldest
 requests until it fits (counted in `dropped_*`), `refuse` makes `put` raise `QueueFull` (the
@@ -33,13 +40,30 @@ class Entry:
     path: Path
 
 
+@dataclass(frozen=True)
+class _Written:
+    """A request in its temporary file, not yet synced (the descriptor stays open for the sync)."""
+
+    entry: Entry
+    fd: int
+    temporary: Path
+
+
+
 class DiskQueue:
-    def __init__(self, directory: Path, max_bytes: int, policy: str = "drop_oldest") -> None:
+    def __init__(self, directory: Path, max_bytes: int, policy: str = "drop_oldest", *, fsync: bool = True) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.policy = policy
+        self.fsync = fsync
         self._lock = threading.Lock()
         self._nonempty = threading.Condition(self._lock)
+        self._synced = threading.Condition(self._lock)
+        self._unsynced: list[_Written] = []  # written, waiting for the next group sync
+        self._syncing = False
+        self._durable_seq = 0
+        self._failed: dict[int, OSError] = {}  # seq -> why its sync failed (its writer raises it)
+        self.syncs = 0
         self._entries: deque[Entry] = deque()
         self._bytes = 0
         self._next_seq = 1
@@ -91,17 +115,55 @@ class DiskQueue:
                     oldest.path.unlink(missing_ok=True)
             seq = self._next_seq
             self._next_seq += 1
-            path = self.directory / f"{seq:020d}.{signal}"
+            entry = Entry(seq, signal, len(body), self.directory / f"{seq:020d}.{signal}")
             temporary = self.directory / f".tmp{seq}"
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.write(fd, body)
-            finally:
+                _write_all(fd, body)
+            except OSError:
                 os.close(fd)
-            os.rename(temporary, path)
-            self._entries.append(Entry(seq, signal, len(body), path))
+                temporary.unlink(missing_ok=True)
+                raise
             self._bytes += len(body)
-            self._nonempty.notify_all()
+            if not self.fsync:
+                os.close(fd)
+                os.rename(temporary, entry.path)
+                self._publish([entry])
+                return
+            self._unsynced.append(_Written(entry, fd, temporary))
+            self._wait_synced(seq)
+
+    def _wait_synced(self, seq: int) -> None:
+        """Wait (holding the lock) until a group sync covered `seq`, leading one when none runs."""
+        while self._durable_seq < seq:
+            if self._syncing:
+                self._synced.wait()
+                continue
+            batch, self._unsynced = self._unsynced, []
+            self._syncing = True
+            self._lock.release()
+            try:
+                failure = _sync_batch(self.directory, batch)
+            finally:
+                self._lock.acquire()
+                self._syncing = False
+            self.syncs += 1
+            if failure is None:
+                self._publish([written.entry for written in batch])
+            else:
+                for written in batch:
+                    self._failed[written.entry.seq] = failure
+                    self._bytes -= written.entry.size
+            self._durable_seq = batch[-1].entry.seq
+            self._synced.notify_all()
+        error = self._failed.pop(seq, None)
+        if error is not None:
+            raise error
+
+    def _publish(self, entries: list[Entry]) -> None:
+        """Make renamed requests visible to the sender (lock held)."""
+        self._entries.extend(entries)
+        self._nonempty.notify_all()
 
     def oldest(self, timeout: float) -> Entry | None:
         """The oldest entry (left in the queue), waiting up to `timeout` for one."""
@@ -135,3 +197,36 @@ class DiskQueue:
     @property
     def bytes(self) -> int:
         return self._bytes
+
+
+def _write_all(fd: int, body: bytes) -> None:
+    view = memoryview(body)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _sync_batch(directory: Path, batch: list[_Written]) -> OSError | None:
+    """Sync the data of every file in `batch`, rename each to its queue name, sync the directory.
+
+    Data before names: after a power cut a queue name never points at a file whose data was lost.
+    On failure every file of the batch is removed (none was acknowledged) and the error returned.
+    """
+    try:
+        for written in batch:
+            os.fdatasync(written.fd)
+        for written in batch:
+            os.rename(written.temporary, written.entry.path)
+        directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory_fd)
+        finally:
+            os.close(directory_fd)
+    except OSError as exc:
+        for written in batch:
+            written.temporary.unlink(missing_ok=True)
+            written.entry.path.unlink(missing_ok=True)
+        return exc
+    finally:
+        for written in batch:
+            os.close(written.fd)
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,39 @@ def test_refuse_policy(tmp_path: Path) -> None:
     with pytest.raises(QueueFull, match="export queue full"):
         queue.put("traces", b"2" * 10)
     assert queue.refused_requests == 1 and queue.requests == 1
+
+
+def test_concurrent_puts_share_group_syncs_and_keep_order(tmp_path: Path) -> None:
+    queue = DiskQueue(tmp_path / "q", 1 << 20)
+    queue.open()
+    threads, each = 8, 15
+    start = threading.Barrier(threads)
+
+    def writer(index: int) -> None:
+        start.wait()
+        for round_ in range(each):
+            queue.put("traces", f"{index}:{round_}".encode())
+
+    workers = [threading.Thread(target=writer, args=(index,)) for index in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert queue.requests == threads * each
+    assert 0 < queue.syncs < threads * each  # many requests per fdatasync + directory fsync
+    names = sorted(path.name for path in (tmp_path / "q").iterdir())
+    assert len(names) == threads * each and not any(name.startswith(".tmp") for name in names)
+    seen: list[int] = []
+    while (entry := queue.oldest(0)) is not None:  # FIFO in sequence order, each body intact
+        index, round_ = (int(part) for part in (queue.read(entry) or b"").decode().split(":"))
+        assert 0 <= index < threads and 0 <= round_ < each
+        seen.append(entry.seq)
+        queue.remove(entry)
+    assert seen == sorted(seen) and len(seen) == threads * each
+
+
+def test_without_fsync_nothing_is_synced(tmp_path: Path) -> None:
+    queue = DiskQueue(tmp_path / "q", 1000, fsync=False)
+    queue.open()
+    queue.put("traces", b"a")
+    assert queue.syncs == 0 and queue.requests == 1 and (tmp_path / "q" / f"{1:020d}.traces").read_bytes() == b"a"
