@@ -49,7 +49,6 @@ class _Written:
     temporary: Path
 
 
-
 class DiskQueue:
     def __init__(self, directory: Path, max_bytes: int, policy: str = "drop_oldest", *, fsync: bool = True) -> None:
         self.directory = directory
