@@ -7,7 +7,11 @@ request or nothing. At start the directory is read back and the oldest request g
 Durability (`fsync=True`, the default): `put` returns once the request is on stable storage, so
 a power cut loses nothing that was acknowledged. Group commit keeps that cheap: writers write
 their temporary file under the lock and wait; one of them (the leader) fdatasyncs every file
-written since the last sync, renames them and fsyncs the directory once, for everybody. With
+written since the last sync, renames them and fsyncs the directory once, for everybody. The
+receiving path stages a request (writes it) before storing it and commits it (waits for the
+sync, then queues it) after, so the sync overlaps the storage's own; a request the storage
+refused is discarded. A crash between a sync and the commit can leave a request its sender was
+never acknowledged for: it is exported, and maybe again when the sender retries (at least once). With
 `fsync=False` nothing is synced: an agent crash still loses nothing, a power cut may lose what
 the page cache held. Removing a sent request is not synced: after a power cut it may be sent
 again (at least once, never lost).
@@ -38,6 +42,13 @@ class Entry:
     signal: str
     size: int
     path: Path
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A request written into the queue directory but not yet in the queue (see `DiskQueue.stage`)."""
+
+    entry: Entry
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,18 @@ class DiskQueue:
         return self.policy == "refuse" and self._bytes + size > self.max_bytes
 
     def put(self, signal: str, body: bytes) -> None:
+        """Queue `body` now (`stage` then `commit`)."""
+        staged = self.stage(signal, body)
+        if staged is not None:
+            self.commit(staged)
+
+    def stage(self, signal: str, body: bytes) -> Staged | None:
+        """Write `body` into the queue directory; it joins the queue at `commit`, or goes at `discard`.
+
+        The file's sync can start at once (another writer's commit syncs every staged file), so a
+        caller that stages before its own slow work (storing the request) overlaps the two.
+        None: too large to ever fit, dropped and counted (`drop_oldest`).
+        """
         with self._lock:
             if len(body) > self.max_bytes:  # can never fit: dropped (drop_oldest) or refused, and counted
                 if self.policy == "refuse":
@@ -101,7 +124,7 @@ class DiskQueue:
                     raise QueueFull(f"a {len(body)}-byte request is larger than the export queue ({self.max_bytes})")
                 self.dropped_requests += 1
                 self.dropped_bytes += len(body)
-                return
+                return None
             if self._bytes + len(body) > self.max_bytes:
                 if self.policy == "refuse":
                     self.refused_requests += 1
@@ -124,13 +147,43 @@ class DiskQueue:
                 temporary.unlink(missing_ok=True)
                 raise
             self._bytes += len(body)
-            if not self.fsync:
+            if self.fsync:
+                self._unsynced.append(_Written(entry, fd, temporary))
+            else:
                 os.close(fd)
                 os.rename(temporary, entry.path)
-                self._publish([entry])
-                return
-            self._unsynced.append(_Written(entry, fd, temporary))
-            self._wait_synced(seq)
+            return Staged(entry)
+
+    def commit(self, staged: Staged) -> None:
+        """Wait until the staged request is on stable storage (with `fsync`), then queue it.
+
+        Requests join the queue in commit order. Raises the OSError of a failed sync (the request
+        is not queued then).
+        """
+        with self._lock:
+            if self.fsync:
+                self._wait_synced(staged.entry.seq)
+            self._entries.append(staged.entry)
+            self._nonempty.notify_all()
+
+    def discard(self, staged: Staged) -> None:
+        """Remove a staged request that will not be committed (its sender was refused)."""
+        entry = staged.entry
+        with self._lock:
+            for index, written in enumerate(self._unsynced):
+                if written.entry.seq == entry.seq:
+                    del self._unsynced[index]
+                    os.close(written.fd)
+                    written.temporary.unlink(missing_ok=True)
+                    self._bytes -= entry.size
+                    return
+            if self.fsync:
+                try:
+                    self._wait_synced(entry.seq)  # in a sync under way: let it finish with the file
+                except OSError:
+                    return  # the failed sync removed it already
+            entry.path.unlink(missing_ok=True)
+            self._bytes -= entry.size
 
     def _wait_synced(self, seq: int) -> None:
         """Wait (holding the lock) until a group sync covered `seq`, leading one when none runs."""
@@ -147,22 +200,15 @@ class DiskQueue:
                 self._lock.acquire()
                 self._syncing = False
             self.syncs += 1
-            if failure is None:
-                self._publish([written.entry for written in batch])
-            else:
+            if failure is not None:
                 for written in batch:
                     self._failed[written.entry.seq] = failure
                     self._bytes -= written.entry.size
-            self._durable_seq = batch[-1].entry.seq
+            self._durable_seq = max(self._durable_seq, seq, *(written.entry.seq for written in batch))
             self._synced.notify_all()
         error = self._failed.pop(seq, None)
         if error is not None:
             raise error
-
-    def _publish(self, entries: list[Entry]) -> None:
-        """Make renamed requests visible to the sender (lock held)."""
-        self._entries.extend(entries)
-        self._nonempty.notify_all()
 
     def oldest(self, timeout: float) -> Entry | None:
         """The oldest entry (left in the queue), waiting up to `timeout` for one."""
