@@ -5,6 +5,7 @@ test process) that records every point it gets."""
 from __future__ import annotations
 
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,10 @@ def test_sums_and_histograms_arrive_in_the_configured_temporality(
         status = agent.status()["export"]
         assert status["temporality"] == target and status["temporality_converted_points"] == 6
         assert status["temporality_baselined_points"] == 0 and status["temporality_series"] == 2
+        with urllib.request.urlopen(f"http://{agent.telemetry_address()}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert "coral_ebpf_export_temporality_converted_points_total 6" in metrics.splitlines()
+        assert "coral_ebpf_export_temporality_baselined_points_total 0" in metrics.splitlines()
         agent.stop()
     finally:
         provider.shutdown()
