@@ -29,7 +29,8 @@ if [ -d /usr/src ]; then mount --bind /usr/src "$R/usr/src" && mount -o remount,
 cp /etc/resolv.conf "$R/etc/resolv.conf"
 cp "$DEB" "$R/tmp/coral-ebpf.deb"
 echo "unpacked: $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
-in_root() { chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+# The apt caches are shared between runs: one apt at a time uses them.
+in_root() { flock "$APT_CACHE/.lock" chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
     DEBIAN_FRONTEND=noninteractive "$@"; }
 
 test ! -e "$R/usr/bin/python3" && echo "clean: no python3"
