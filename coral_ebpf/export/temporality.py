@@ -1,19 +1,20 @@
 """Converting exported metrics between cumulative and delta aggregation temporality.
 
 `export.otlp.temporality` decides what the upstream gets: `keep` (as received), `cumulative` or
-`delta`. Sums and explicit-bucket histograms are converted; gauges, summaries and exponential
-histograms pass as they are (an exponential histogram's scale may change between points, which
-a subtraction cannot follow). With `delta`, non-monotonic sums (up-down counters) stay cumulative,
-as the OpenTelemetry SDKs do for a delta preference.
+`delta`. Sums, explicit-bucket and exponential histograms are converted (exponential buckets are
+added and subtracted at the smaller of the two scales); gauges and summaries pass as they are.
+With `delta`, non-monotonic sums (up-down counters) stay cumulative, as the OpenTelemetry SDKs do
+for a delta preference.
 
 State is kept per series (resource, scope, metric name, point attributes), in the order the
 exporter sends, which is arrival order:
 
 - delta -> cumulative: a running total per series, reported from the first delta's start time.
-  A start time earlier than the running total's end, or bucket bounds that change, start a new
-  total (a reset the upstream sees as a new start time).
+  A start time earlier than the running total's end, or explicit bucket bounds that change, start
+  a new total (a reset the upstream sees as a new start time).
 - cumulative -> delta: the difference to the series' previous point, over (previous time, time].
-  A new start time, a value that went down or bucket bounds that change mean the source reset:
+  A new start time, a value that went down, explicit bucket bounds that change or an exponential
+  scale that went up mean the source reset:
   the point is sent as it is (it already covers start..time). The first point of a series whose
   start time lies before this converter began is only remembered (`baselined`): part of it may
   have been exported by a previous run, so sending it whole could count that part twice.
@@ -33,7 +34,14 @@ from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, HistogramDataPoint, NumberDataPoint
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    AggregationTemporality,
+    ExponentialHistogramDataPoint,
+    HistogramDataPoint,
+    NumberDataPoint,
+)
+
+from coral_ebpf.export.exponential import ExponentialBuckets
 
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
@@ -62,6 +70,7 @@ class _Series:
     bounds: tuple[float, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
+    exponential: ExponentialBuckets | None = None
 
 
 def _attributes_key(attributes: Iterable[KeyValue]) -> bytes:
@@ -119,6 +128,10 @@ class TemporalityConverter:
             data = metric.histogram
             wanted = CUMULATIVE if self.target is Temporality.CUMULATIVE else DELTA
             step = self._histogram_point
+        elif kind == "exponential_histogram":
+            data = metric.exponential_histogram
+            wanted = CUMULATIVE if self.target is Temporality.CUMULATIVE else DELTA
+            step = self._exponential_point
         else:
             return
         source = data.aggregation_temporality
@@ -233,6 +246,56 @@ class TemporalityConverter:
         _set_extrema(point, None, None)  # the interval's min and max are unknown
         return True
 
+    # -- exponential histograms ---------------------------------------------------------------------
+
+    def _exponential_point(self, key: bytes, point: ExponentialHistogramDataPoint, *, to_cumulative: bool) -> bool:
+        buckets = ExponentialBuckets.of(point)
+        previous = self._series.get(key)
+        if to_cumulative:
+            if previous is None or previous.exponential is None or point.start_time_unix_nano < previous.time:
+                if previous is not None:
+                    self.resets += 1
+                previous = _Series(
+                    start=point.start_time_unix_nano,
+                    time=point.time_unix_nano,
+                    exponential=ExponentialBuckets(point.scale),
+                )
+            totals = previous.exponential if previous.exponential is not None else ExponentialBuckets(point.scale)
+            previous.exponential = totals.plus(buckets)
+            previous.count += point.count
+            previous.total += point.sum
+            if point.HasField("min"):
+                previous.minimum = point.min if previous.minimum is None else min(previous.minimum, point.min)
+            if point.HasField("max"):
+                previous.maximum = point.max if previous.maximum is None else max(previous.maximum, point.max)
+            previous.time = point.time_unix_nano
+            self._remember(key, previous)
+            point.start_time_unix_nano = previous.start
+            point.count, point.sum = previous.count, previous.total
+            previous.exponential.write(point)
+            _set_extrema(point, previous.minimum, previous.maximum)
+            return True
+        current = _Series(
+            start=point.start_time_unix_nano,
+            time=point.time_unix_nano,
+            count=point.count,
+            total=point.sum,
+            exponential=buckets,
+        )
+        self._remember(key, current)
+        if previous is None or previous.exponential is None:
+            return self._first_cumulative(point.start_time_unix_nano)
+        difference = buckets.minus(previous.exponential)
+        if point.start_time_unix_nano != previous.start or point.count < previous.count or difference is None:
+            self.resets += 1
+            return True
+        point.start_time_unix_nano = previous.time
+        point.count -= previous.count
+        point.sum -= previous.total
+        difference.write(point)
+        _set_extrema(point, None, None)
+        return True
+
     def status(self) -> dict[str, Any]:
         return {
             "temporality": self.target.value,
@@ -251,7 +314,9 @@ def _set_number(point: NumberDataPoint, value: float, is_int: bool) -> None:
         point.as_double = value
 
 
-def _set_extrema(point: HistogramDataPoint, minimum: float | None, maximum: float | None) -> None:
+def _set_extrema(
+    point: HistogramDataPoint | ExponentialHistogramDataPoint, minimum: float | None, maximum: float | None
+) -> None:
     if minimum is None:
         point.ClearField("min")
     else:

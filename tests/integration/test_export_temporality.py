@@ -1,6 +1,7 @@
 """export.otlp.temporality end to end: an SDK sends known counter and histogram values to a real
 agent, which converts them and exports over gRPC to a real OTLP receiver (this project's, in the
-test process) that records every point it gets."""
+test process) that records every point it gets: a counter, an explicit-bucket histogram and an
+exponential one."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality as Proto
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
 from coral_ebpf.consumer import ConsumeResult
@@ -36,6 +38,7 @@ class Recorder:
         self.lock = threading.Lock()
         self.sums: list[tuple[int, int, int]] = []  # (temporality, start, value)
         self.histograms: list[tuple[int, int, int, list[int]]] = []  # (temporality, start, count, buckets)
+        self.exponential: list[tuple[int, int]] = []  # (temporality, count)
 
     def consume_metrics(self, request: ExportMetricsServiceRequest) -> ConsumeResult:
         with self.lock:
@@ -47,6 +50,9 @@ class Recorder:
                                 self.sums.append(
                                     (metric.sum.aggregation_temporality, point.start_time_unix_nano, point.as_int)
                                 )
+                        if metric.name == "work.latency":
+                            data = metric.exponential_histogram
+                            self.exponential.extend((data.aggregation_temporality, e.count) for e in data.data_points)
                         if metric.name == "work.duration":
                             for h in metric.histogram.data_points:
                                 self.histograms.append(
@@ -92,44 +98,51 @@ def test_sums_and_histograms_arrive_in_the_configured_temporality(
             ),
             export_interval_millis=3_600_000,
         )
-        provider = MeterProvider(resource=Resource({"service.name": "temporal"}), metric_readers=[reader])
+        provider = MeterProvider(
+            resource=Resource({"service.name": "temporal"}),
+            metric_readers=[reader],
+            views=[View(instrument_name="work.latency", aggregation=ExponentialBucketHistogramAggregation())],
+        )
         meter = provider.get_meter("temporality-test")
         counter = meter.create_counter("work.done")
         histogram = meter.create_histogram("work.duration", unit="s")
+        latency = meter.create_histogram("work.latency", unit="s")
         for added, durations in ROUNDS:
             counter.add(added, {"job": "a"})
             for seconds in durations:
                 histogram.record(seconds, {"job": "a"})
+                latency.record(seconds, {"job": "a"})
             assert provider.force_flush(30_000)
 
         eventually(
-            lambda: len(recorder.sums) == 3 and len(recorder.histograms) == 3,
+            lambda: len(recorder.sums) == 3 and len(recorder.histograms) == 3 and len(recorder.exponential) == 3,
             timeout=60,
             what=lambda: f"3 points of each: {recorder.sums} {recorder.histograms}; {agent.status()['export']}",
         )
         wanted = Proto.AGGREGATION_TEMPORALITY_DELTA if target == "delta" else Proto.AGGREGATION_TEMPORALITY_CUMULATIVE
-        assert {point[0] for point in recorder.sums + recorder.histograms} == {wanted}
+        assert {point[0] for point in recorder.sums + recorder.histograms + recorder.exponential} == {wanted}
+        exponential_counts = [count for _t, count in recorder.exponential]
         values = [value for _t, _start, value in recorder.sums]
         counts = [count for _t, _start, count, _b in recorder.histograms]
         # The SDK's default bounds (0, 5, 10, 25, 50, ...): 1 falls in bucket 1, 7 in bucket 2, 30 in bucket 4.
         round_buckets = [{1: 3}, {2: 2}, {1: 1, 4: 3}]
         if target == "delta":
-            assert values == [5, 7, 11] and counts == [3, 2, 4]
+            assert values == [5, 7, 11] and counts == exponential_counts == [3, 2, 4]
             starts = [start for _t, start, _v in recorder.sums]
             assert starts == sorted(starts) and len(set(starts)) == 3  # each interval starts where the last ended
             expected = [round_buckets[i] for i in range(3)]
         else:
-            assert values == [5, 12, 23] and counts == [3, 5, 9]
+            assert values == [5, 12, 23] and counts == exponential_counts == [3, 5, 9]
             assert len({start for _t, start, _v in recorder.sums}) == 1  # one start time: one running total
             expected = [{1: 3}, {1: 3, 2: 2}, {1: 4, 2: 2, 4: 3}]
         for (_t, _start, _count, buckets), nonzero in zip(recorder.histograms, expected, strict=True):
             assert {index: n for index, n in enumerate(buckets) if n} == nonzero
         status = agent.status()["export"]
-        assert status["temporality"] == target and status["temporality_converted_points"] == 6
-        assert status["temporality_baselined_points"] == 0 and status["temporality_series"] == 2
+        assert status["temporality"] == target and status["temporality_converted_points"] == 9
+        assert status["temporality_baselined_points"] == 0 and status["temporality_series"] == 3
         with urllib.request.urlopen(f"http://{agent.telemetry_address()}/metrics", timeout=10) as response:
             metrics = response.read().decode()
-        assert "coral_ebpf_export_temporality_converted_points_total 6" in metrics.splitlines()
+        assert "coral_ebpf_export_temporality_converted_points_total 9" in metrics.splitlines()
         assert "coral_ebpf_export_temporality_baselined_points_total 0" in metrics.splitlines()
         agent.stop()
     finally:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint, Metric, NumberDataPoint
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    ExponentialHistogramDataPoint,
+    HistogramDataPoint,
+    Metric,
+    NumberDataPoint,
+)
 
+from coral_ebpf.export.exponential import ExponentialBuckets
 from coral_ebpf.export.temporality import CUMULATIVE, DELTA, Temporality, TemporalityConverter
 
 S = 1_000_000_000  # one second in ns
@@ -152,3 +158,49 @@ def test_keep_changes_nothing_and_the_series_table_is_bounded() -> None:
     bounded = TemporalityConverter(Temporality.CUMULATIVE, max_series=2, started_ns=T0)
     bounded.convert(request(counter(DELTA, [(T0, T0 + S, 1, route) for route in ("/a", "/b", "/c")])))
     assert bounded.series == 2 and bounded.evicted == 1
+
+
+def exponential(temporality: int, start: int, time: int, *, scale: int, offset: int, counts: list[int]) -> Metric:
+    metric = Metric(name="latency")
+    metric.exponential_histogram.aggregation_temporality = temporality  # type: ignore[assignment]
+    point = ExponentialHistogramDataPoint(
+        start_time_unix_nano=start, time_unix_nano=time, scale=scale, count=sum(counts) + 1, zero_count=1
+    )
+    point.positive.offset = offset
+    point.positive.bucket_counts.extend(counts)
+    metric.exponential_histogram.data_points.append(point)
+    return metric
+
+
+def exponential_point(message: ExportMetricsServiceRequest) -> tuple[int, int, int, dict[int, int], int]:
+    point = message.resource_metrics[0].scope_metrics[0].metrics[0].exponential_histogram.data_points[0]
+    buckets = ExponentialBuckets.of(point)
+    return point.start_time_unix_nano, point.scale, point.count, dict(buckets.positive), point.zero_count
+
+
+def test_exponential_buckets_downscale_by_merging_neighbours() -> None:
+    buckets = ExponentialBuckets(2, 0, {3: 1, 4: 2, 7: 1, -1: 1})
+    assert buckets.downscaled(0).positive == {0: 1, 1: 3, -1: 1}
+    assert buckets.plus(ExponentialBuckets(1, 2, {2: 5})).positive == {1: 1, 2: 7, 3: 1, -1: 1}
+    assert ExponentialBuckets(1, 0, {2: 1}).minus(ExponentialBuckets(1, 0, {2: 2})) is None  # went down
+
+
+def test_exponential_histograms_both_ways_across_a_scale_change() -> None:
+    # Scale 3 buckets 8 and 9 merge into bucket 4 at scale 2.
+    to_cumulative = TemporalityConverter(Temporality.CUMULATIVE, started_ns=T0)
+    first = request(exponential(DELTA, T0, T0 + S, scale=3, offset=8, counts=[1, 2]))
+    second = request(exponential(DELTA, T0 + S, T0 + 2 * S, scale=2, offset=4, counts=[3, 1]))
+    to_cumulative.convert(first)
+    to_cumulative.convert(second)
+    assert exponential_point(first) == (T0, 3, 4, {8: 1, 9: 2}, 1)
+    assert exponential_point(second) == (T0, 2, 9, {4: 6, 5: 1}, 2)
+
+    to_delta = TemporalityConverter(Temporality.DELTA, started_ns=T0)
+    first = request(exponential(CUMULATIVE, T0, T0 + S, scale=3, offset=8, counts=[1, 2]))
+    second = request(exponential(CUMULATIVE, T0, T0 + 2 * S, scale=2, offset=4, counts=[5, 1]))
+    to_delta.convert(first)
+    to_delta.convert(second)
+    assert exponential_point(second) == (T0 + S, 2, 3, {4: 2, 5: 1}, 0)
+    higher = request(exponential(CUMULATIVE, T0, T0 + 3 * S, scale=3, offset=8, counts=[9, 9]))  # scale went up
+    to_delta.convert(higher)
+    assert exponential_point(higher) == (T0, 3, 19, {8: 9, 9: 9}, 1) and to_delta.resets == 1
