@@ -62,8 +62,9 @@ _OTLP = section(
         ),
         "temporality": {
             "enum": list(TEMPORALITIES),
-            "description": "Aggregation temporality of exported sums and histograms (explicit and exponential): keep (as received), cumulative "
-            "or delta (default from OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, else keep)",
+            "description": "Aggregation temporality of exported sums and histograms (explicit and exponential): "
+            "keep (as received), cumulative or delta (default from OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, "
+            "else keep)",
         },
         "queue_max_bytes": {**SIZE, "description": "Bound of the on-disk queue (<state_dir>/export-queue)"},
         "queue_full": {
