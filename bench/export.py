@@ -1,13 +1,14 @@
 """OTLP export upstream: spans/s a fresh `coral-ebpf start` forwards while it ingests.
 
-    .venv/bin/python bench/export.py [--seconds 10] [--senders 4]
+    .venv/bin/python bench/export.py [--seconds 10] [--senders 4] [--no-queue-fsync]
 
 The agent stores what it receives (as in `bench/ingest.py`, same Beyla-shaped batches of 512
 spans over gRPC) and exports it through its disk queue to an upstream OTLP/gRPC receiver (this
 project's receiver in this process, with a consumer that counts spans). The figure is the
 acknowledged spans divided by the time from the first send until the upstream has counted all
 of them: what the export path sustains end to end. Discovery and Beyla are off so nothing else
-produces spans.
+produces spans. The queue syncs each request before it is acknowledged (group commit, the default);
+`--no-queue-fsync` measures `export.otlp.queue_fsync: false` for comparison.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--no-queue-fsync", dest="queue_fsync", action="store_false")
     args = parser.parse_args()
     counter = CountingConsumer()
     upstream = OtlpReceiver(OtlpSettings(grpc_endpoint="127.0.0.1:0", http_endpoint=None), counter)
@@ -79,7 +81,13 @@ def main() -> int:
                     "discovery": {"enabled": False},
                     "beyla": {"enabled": False},
                     "red": {"engine": "bcc"},
-                    "export": {"otlp": {"endpoint": f"http://{upstream.grpc_address}", "protocol": "grpc"}},
+                    "export": {
+                        "otlp": {
+                            "endpoint": f"http://{upstream.grpc_address}",
+                            "protocol": "grpc",
+                            "queue_fsync": args.queue_fsync,
+                        }
+                    },
                 }
             )
         )
@@ -105,6 +113,7 @@ def main() -> int:
     print(f"upstream received {delivered} spans, the last {elapsed:.1f}s after the first send")
     if delivered < sent.acknowledged_spans:
         print(f"WARNING: {sent.acknowledged_spans - delivered} acknowledged spans did not reach the upstream")
+    print(f"queue_fsync: {args.queue_fsync}")
     print(f"export: {delivered / elapsed:.0f} spans/s")
     return 0
 

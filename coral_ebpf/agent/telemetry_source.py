@@ -263,7 +263,12 @@ def _export(families: _Families, export: Mapping[str, Any]) -> None:
         ("coral_ebpf_export_rejected_items", "rejected_items", "Items the upstream rejected in partial successes."),
         ("coral_ebpf_export_dropped_requests", "dropped_requests", "Queued requests dropped: the queue was full."),
         ("coral_ebpf_export_refused_requests", "refused_requests", "Requests refused: the queue was full (refuse)."),
-    ):
+        ("coral_ebpf_export_queue_syncs", "queue_syncs", "Group syncs of the export queue, each for many requests."),
+        ("coral_ebpf_export_temporality_converted_points", "temporality_converted_points",
+         "Metric points converted to export.otlp.temporality."),
+        ("coral_ebpf_export_temporality_baselined_points", "temporality_baselined_points",
+         "Cumulative points kept as a series' baseline, not exported (the series began before the agent)."),
+    ):  # fmt: skip
         families.one(name, help_text, MetricType.COUNTER, export.get(key))
     families.one(
         "coral_ebpf_export_queue_requests", "Requests waiting in the export queue.", MetricType.GAUGE,

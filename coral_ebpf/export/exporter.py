@@ -25,6 +25,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from coral_ebpf.export.client import OtlpClient, Outcome
 from coral_ebpf.export.queue import DiskQueue, Entry
 from coral_ebpf.export.settings import OtlpExportSettings
+from coral_ebpf.export.temporality import Temporality, TemporalityConverter
 from coral_ebpf.state import PartState
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,12 @@ class OtlpExporter:
 
     def __init__(self, settings: OtlpExportSettings, agent_id: str) -> None:
         self.settings = settings
-        self.queue = DiskQueue(settings.queue_dir, settings.queue_max_bytes, settings.queue_full)
+        self.queue = DiskQueue(
+            settings.queue_dir, settings.queue_max_bytes, settings.queue_full, fsync=settings.queue_fsync
+        )
         self._client = OtlpClient(settings)
+        self._temporality = TemporalityConverter(Temporality(settings.temporality))
+        self._prepared: tuple[int, bytes, int] | None = None  # (seq, body, items) of the head request
         self._attributes = {AGENT_ID_KEY: agent_id, "host.name": socket.gethostname()}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -128,14 +133,33 @@ class OtlpExporter:
             delay = min(delay * 2, self.settings.retry_max)
 
     def _send(self, entry: Entry) -> tuple[Outcome, int]:
+        prepared = self._prepare(entry)
+        if prepared is None:
+            return Outcome(False, retryable=False, error="dropped from the queue before sending"), 0
+        body, items = prepared
+        if items == 0 and entry.signal == "metrics":
+            return Outcome(True), 0  # only points the temporality conversion kept as baselines
+        return self._client.send(entry.signal, body), items
+
+    def _prepare(self, entry: Entry) -> tuple[bytes, int] | None:
+        """The request as sent upstream (tagged, converted) and its item count, made once per entry.
+
+        A retry sends the same bytes: the temporality conversion has per-series state and must see
+        each request exactly once.
+        """
+        if self._prepared is not None and self._prepared[0] == entry.seq:
+            return self._prepared[1], self._prepared[2]
         body = self.queue.read(entry)
         if body is None:
-            return Outcome(False, retryable=False, error="dropped from the queue before sending"), 0
-        request_type = _REQUESTS[entry.signal][0]
-        request = request_type()
+            return None
+        request = _REQUESTS[entry.signal][0]()
         request.ParseFromString(body)
         self._tag(entry.signal, request)
-        return self._client.send(entry.signal, request.SerializeToString()), count_items(entry.signal, request)
+        if entry.signal == "metrics":
+            self._temporality.convert(request)
+        items = count_items(entry.signal, request)
+        self._prepared = (entry.seq, request.SerializeToString(), items)
+        return self._prepared[1], items
 
     def _tag(self, signal: str, request: Any) -> None:
         for resource_data in getattr(request, _REQUESTS[signal][1]):
@@ -179,10 +203,13 @@ class OtlpExporter:
                 "queue_bytes": queue.bytes,
                 "queue_max_bytes": queue.max_bytes,
                 "queue_full_policy": queue.policy,
+                "queue_fsync": queue.fsync,
+                "queue_syncs": queue.syncs,
                 "dropped_requests": queue.dropped_requests,
                 "dropped_bytes": queue.dropped_bytes,
                 "refused_requests": queue.refused_requests,
                 "recovered_requests": queue.recovered_requests,
+                **self._temporality.status(),
                 "last_error": self.last_error,
                 "last_error_at": self.last_error_at,
                 "last_export_at": self.last_export_at,

@@ -22,6 +22,11 @@ from coral_ebpf.units import parse_duration, parse_size
 PROTOCOLS = ("grpc", "http/protobuf")
 COMPRESSIONS = ("gzip", "none")
 FULL_POLICIES = ("drop_oldest", "refuse")
+TEMPORALITIES = ("keep", "cumulative", "delta")
+# OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE -> temporality. `lowmemory` asks the SDKs for
+# delta from synchronous counters and histograms; received data does not say which instrument
+# made it, so it means `delta` here (up-down counters stay cumulative either way).
+ENV_TEMPORALITIES = {"cumulative": "cumulative", "delta": "delta", "lowmemory": "delta"}
 
 _OTLP = section(
     {
@@ -55,11 +60,22 @@ _OTLP = section(
                 "insecure": {**BOOL, "description": "plain text (http:// endpoints are always plain text)"},
             }
         ),
+        "temporality": {
+            "enum": list(TEMPORALITIES),
+            "description": "Aggregation temporality of exported sums and histograms (explicit and exponential): "
+            "keep (as received), cumulative or delta (default from OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, "
+            "else keep)",
+        },
         "queue_max_bytes": {**SIZE, "description": "Bound of the on-disk queue (<state_dir>/export-queue)"},
         "queue_full": {
             "enum": list(FULL_POLICIES),
             "description": "drop_oldest (default: the oldest queued requests go, counted) or refuse (senders "
             "get 429 / RESOURCE_EXHAUSTED and retry: ingestion is throttled)",
+        },
+        "queue_fsync": {
+            **BOOL,
+            "description": "true (default): a request is synced to disk (group commit) before it is acknowledged, "
+            "so a power cut loses nothing; false: an agent crash loses nothing, a power cut may",
         },
         "retry_initial": {**DURATION, "description": "First retry delay after a failed export (doubles each time)"},
         "retry_max": {
@@ -98,9 +114,11 @@ class OtlpExportSettings:
     cert_file: Path | None = None
     key_file: Path | None = None
     insecure: bool = False
+    temporality: str = "keep"
     queue_dir: Path = Path("/var/lib/coral-ebpf/export-queue")
     queue_max_bytes: int = 256 * 1024 * 1024
     queue_full: str = "drop_oldest"
+    queue_fsync: bool = True
     retry_initial: float = 1.0
     retry_max: float = 30.0
 
@@ -140,6 +158,15 @@ class ExportSettings:
             value = tls.get(key) or _env(variable, env)
             return Path(value) if value else None
 
+        temporality = otlp.get("temporality")
+        if temporality is None:
+            preference = (_env("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", env) or "").lower()
+            if preference and preference not in ENV_TEMPORALITIES:
+                raise ValueError(
+                    f"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE {preference!r} is not one of "
+                    + ", ".join(ENV_TEMPORALITIES)
+                )
+            temporality = ENV_TEMPORALITIES.get(preference, "keep")
         insecure_env = (_env("OTEL_EXPORTER_OTLP_INSECURE", env) or "").lower() == "true"
         return cls(
             OtlpExportSettings(
@@ -152,9 +179,11 @@ class ExportSettings:
                 cert_file=path("cert_file", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"),
                 key_file=path("key_file", "OTEL_EXPORTER_OTLP_CLIENT_KEY"),
                 insecure=bool(tls.get("insecure", insecure_env)),
+                temporality=temporality,
                 queue_dir=state_dir / "export-queue",
                 queue_max_bytes=parse_size(otlp.get("queue_max_bytes", 256 * 1024 * 1024)),
                 queue_full=otlp.get("queue_full", "drop_oldest"),
+                queue_fsync=bool(otlp.get("queue_fsync", True)),
                 retry_initial=parse_duration(otlp.get("retry_initial", 1.0)),
                 retry_max=parse_duration(otlp.get("retry_max", 30.0)),
             )

@@ -124,34 +124,65 @@ def test_everything_accepted_arrives_upstream_exactly(protocol: str, transport: 
         b.kill()
 
 
-def test_upstream_down_then_back_loses_nothing_even_across_a_restart(tmp_path: Path) -> None:
+def scrape(agent: AgentProcess) -> dict[str, float]:
+    """The agent's /metrics as {series: value} (HELP/TYPE lines left out)."""
+    with urllib.request.urlopen(f"http://{agent.telemetry_address()}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    series = (line.rpartition(" ") for line in text.splitlines() if line and not line.startswith("#"))
+    return {name: float(value) for name, _, value in series}
+
+
+OUTAGE = 60.0  # seconds the upstream stays down while data keeps arriving (the issue's "a minute")
+
+
+def test_upstream_down_a_minute_then_back_loses_nothing_even_across_a_restart(tmp_path: Path) -> None:
     port = free_port()
     a = exporter(tmp_path / "a", "http/protobuf", port)
     b = upstream(tmp_path / "b", "http", port)
     service = "exported-while-down"
     try:
         a.start()
+        down_since = time.monotonic()
         send_traffic(a, service, spans=60, requests=11)
+        spans, requests = 60, 11
         wait_until(lambda: a.status()["export"]["retries"] >= 2, "A to retry against the missing upstream")
         export = a.status()["export"]
-        assert export["queue_requests"] >= 2 and export["last_error"], export
+        assert export["queue_requests"] >= 2 and "ConnectionRefusedError" in export["last_error"], export
+        metrics = scrape(a)
+        assert metrics["coral_ebpf_export_retries_total"] >= 2
+        assert metrics["coral_ebpf_export_last_error_timestamp_seconds"] == pytest.approx(time.time(), abs=30)
+        assert metrics["coral_ebpf_export_queue_requests"] >= 2 and metrics["coral_ebpf_export_requests_total"] == 0
         # A restarts while B is still down: the queue on disk is taken over.
         a.stop()
-        queued = sorted(path.name for path in (a.state_dir / "export-queue").iterdir())
-        assert queued and all(path.stat().st_mode & 0o077 == 0 for path in (a.state_dir / "export-queue").iterdir())
+        queue_dir = a.state_dir / "export-queue"
+        queued = sorted(path.name for path in queue_dir.iterdir())
+        assert queued and all(path.stat().st_mode & 0o077 == 0 for path in queue_dir.iterdir())
         a.start()
         assert a.status()["export"]["recovered_requests"] == len(queued)
-        send_traffic(a, service, spans=40, requests=9)
-        down_since = time.monotonic()
-        wait_until(lambda: time.monotonic() - down_since > 20, "the upstream to stay down a while", timeout=30)
+        # Data keeps arriving for the rest of the minute; the retries go on and are visible all along.
+        retries_before = 0.0
+        while time.monotonic() - down_since < OUTAGE:
+            send_traffic(a, service, spans=20, requests=3)
+            spans, requests = spans + 20, requests + 3
+            export = a.status()["export"]
+            assert export["last_error"] and export["exported_requests"] == 0 and export["dropped_requests"] == 0
+            retries = scrape(a)["coral_ebpf_export_retries_total"]
+            assert retries >= retries_before
+            retries_before = retries
+            time.sleep(min(10.0, max(0.0, OUTAGE - (time.monotonic() - down_since))))  # pacing, not a wait
+        outage_so_far = time.monotonic() - down_since
+        assert outage_so_far >= OUTAGE and retries_before > 2
+        assert a.status()["export"]["queue_requests"] >= 4
         b.start()
         wait_until(
-            lambda: stored_spans(b.status()) == 100 and http_requests(b, service) == 20, "B to receive the backlog"
+            lambda: stored_spans(b.status()) == spans and http_requests(b, service) == requests,
+            f"B to receive the backlog of {spans} spans and {requests} requests",
         )
         export = a.status()["export"]
         assert export["queue_requests"] == 0 and export["dropped_requests"] == 0 and export["failed_requests"] == 0
+        assert scrape(a)["coral_ebpf_export_queue_requests"] == 0
         time.sleep(2)  # nothing more arrives late (no duplicate)
-        assert stored_spans(b.status()) == 100 and http_requests(b, service) == 20
+        assert stored_spans(b.status()) == spans and http_requests(b, service) == requests
         a.stop()
         b.stop()
     finally:

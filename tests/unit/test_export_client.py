@@ -123,3 +123,27 @@ def test_settings_take_the_otel_environment_as_defaults(tmp_path: Path) -> None:
     assert ExportSettings.from_dict({}, tmp_path, environ).otlp is None  # no section: no export
     with pytest.raises(ValueError, match="no endpoint"):
         ExportSettings.from_dict({"otlp": {}}, tmp_path, {})
+
+
+def test_temporality_and_queue_fsync_settings(tmp_path: Path) -> None:
+    base = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://up:4317"}
+
+    def temporality(otlp: dict[str, str], preference: str | None) -> str:
+        environ = (
+            dict(base)
+            if preference is None
+            else {**base, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": preference}
+        )
+        settings = ExportSettings.from_dict({"otlp": otlp}, tmp_path, environ).otlp
+        assert settings is not None
+        return settings.temporality
+
+    assert temporality({}, None) == "keep"
+    assert temporality({}, "Delta") == "delta" and temporality({}, "lowmemory") == "delta"
+    assert temporality({}, "cumulative") == "cumulative"
+    assert temporality({"temporality": "keep"}, "delta") == "keep"  # the config wins
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE 'sometimes'"):
+        temporality({}, "sometimes")
+    durable = ExportSettings.from_dict({"otlp": {}}, tmp_path, base).otlp
+    relaxed = ExportSettings.from_dict({"otlp": {"queue_fsync": False}}, tmp_path, base).otlp
+    assert durable is not None and durable.queue_fsync and relaxed is not None and not relaxed.queue_fsync

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,56 @@ def test_refuse_policy(tmp_path: Path) -> None:
     with pytest.raises(QueueFull, match="export queue full"):
         queue.put("traces", b"2" * 10)
     assert queue.refused_requests == 1 and queue.requests == 1
+
+
+def test_concurrent_puts_share_group_syncs_and_keep_order(tmp_path: Path) -> None:
+    queue = DiskQueue(tmp_path / "q", 1 << 20)
+    queue.open()
+    threads, each = 8, 15
+    start = threading.Barrier(threads)
+
+    def writer(index: int) -> None:
+        start.wait()
+        for round_ in range(each):
+            queue.put("traces", f"{index}:{round_}".encode())
+
+    workers = [threading.Thread(target=writer, args=(index,)) for index in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert queue.requests == threads * each
+    assert 0 < queue.syncs < threads * each  # many requests per fdatasync + directory fsync
+    names = sorted(path.name for path in (tmp_path / "q").iterdir())
+    assert len(names) == threads * each and not any(name.startswith(".tmp") for name in names)
+    rounds: dict[int, list[int]] = {index: [] for index in range(threads)}
+    while (entry := queue.oldest(0)) is not None:  # commit order: each writer's requests in its order
+        index, round_ = (int(part) for part in (queue.read(entry) or b"").decode().split(":"))
+        rounds[index].append(round_)
+        queue.remove(entry)
+    assert all(seen == list(range(each)) for seen in rounds.values())
+
+
+def test_without_fsync_nothing_is_synced(tmp_path: Path) -> None:
+    queue = DiskQueue(tmp_path / "q", 1000, fsync=False)
+    queue.open()
+    queue.put("traces", b"a")
+    assert queue.syncs == 0 and queue.requests == 1 and (tmp_path / "q" / f"{1:020d}.traces").read_bytes() == b"a"
+
+
+def test_a_staged_request_joins_at_commit_and_leaves_at_discard(tmp_path: Path) -> None:
+    queue = DiskQueue(tmp_path / "q", 1000)
+    queue.open()
+    refused = queue.stage("traces", b"r" * 10)  # its sender will be refused by the storage
+    kept = queue.stage("traces", b"k" * 20)
+    assert refused is not None and kept is not None
+    assert queue.requests == 0 and queue.bytes == 30  # staged: counted against the bound, not sendable
+    queue.commit(kept)  # syncs both staged files in one group
+    assert queue.syncs == 1 and queue.requests == 1
+    queue.discard(refused)  # already synced and renamed: its file goes
+    assert (queue.requests, queue.bytes) == (1, 20)
+    early = queue.stage("metrics", b"e" * 5)
+    assert early is not None
+    queue.discard(early)  # never synced: its temporary file goes
+    assert queue.syncs == 1 and queue.bytes == 20
+    assert [path.name for path in (tmp_path / "q").iterdir()] == [f"{kept.entry.seq:020d}.traces"]
