@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from coral_ebpf.memory.settings import MIN_IN_FLIGHT
+from coral_ebpf.resident import trim_heap
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,6 @@ def tame_allocators() -> None:
         pa.set_memory_pool(pa.system_memory_pool())
     except pa.ArrowException as exc:  # an Arrow build without it keeps its own pool
         log.debug("Arrow keeps its default memory pool", extra={"fields": {"error": str(exc)}})
-
-
-def trim_heap() -> None:
-    """Return free heap pages to the kernel (glibc `malloc_trim`)."""
-    if hasattr(_libc, "malloc_trim"):
-        _libc.malloc_trim(0)
 
 
 class MemoryBudgetExceededError(Exception):
