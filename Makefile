@@ -13,7 +13,7 @@ KREL      := $(shell uname -r)
 DEB_PACKAGES := python3 python3-venv python3-dev python3-bpfcc bpftool iproute2 procps util-linux
 # Tools only the host's tests and lint use: a real Prometheus (scrape + PromQL), a headless browser (the
 # web view), the BPF C formatter. The VM images take DEB_PACKAGES only (their suites are the kernel tests).
-HOST_TEST_PACKAGES := prometheus chromium clang-format
+HOST_TEST_PACKAGES := prometheus chromium clang-format python3-pyfuse3
 
 .PHONY: help install system-deps venv test lint docs typecheck unit integration vm-test vagrant-test bench deb clean
 
