@@ -90,6 +90,21 @@ def anonymous_rss() -> int:
     return (int(fields[1]) - int(fields[2])) * _PAGE
 
 
+class Held:
+    """Bytes held in a MemoryBudget by one request (a body being read, a request being decoded)."""
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self._budget = budget
+        self.bytes = 0
+
+    def grow(self, nbytes: int) -> None:
+        """Hold `nbytes` more, or raise MemoryBudgetExceededError (what is held stays held)."""
+        self._budget._grow(self, nbytes)
+
+    def release(self) -> None:
+        self._budget._release(self)
+
+
 class MemoryBudget:
     def __init__(
         self,
@@ -127,10 +142,25 @@ class MemoryBudget:
     @contextlib.contextmanager
     def reserve(self, estimate: int) -> Iterator[None]:
         """Hold `estimate` bytes for the block, or raise MemoryBudgetExceededError at once."""
+        held = self.hold(estimate)
+        try:
+            yield
+        finally:
+            held.release()
+
+    def hold(self, estimate: int) -> Held:
+        """Hold `estimate` bytes until `release()` (they may `grow`), or raise MemoryBudgetExceededError."""
+        held = Held(self)
+        held.grow(estimate)
+        return held
+
+    def _grow(self, held: Held, estimate: int) -> None:
         with self._lock:
             queued = self._queued_bytes()
-            busy = self._decoding + queued
-            if busy and busy + estimate > self.in_flight_limit:
+            # What this holder has already is not "something else in flight": one request larger than
+            # the share alone is let through.
+            busy = self._decoding + queued - held.bytes
+            if busy and busy + held.bytes + estimate > self.in_flight_limit:
                 self._refuse(
                     f"memory budget: {busy // 1024} KiB in flight + this request (~{estimate // 1024} KiB) would "
                     f"pass the {self.in_flight_limit // 1024} KiB share of limits.memory"
@@ -145,13 +175,14 @@ class MemoryBudget:
             if trim:
                 self._trimmed_at = self._clock()
             self._decoding += estimate
+            held.bytes += estimate
         if trim:
             trim_heap()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._decoding -= estimate
+
+    def _release(self, held: Held) -> None:
+        with self._lock:
+            self._decoding -= held.bytes
+            held.bytes = 0
 
     def _refuse(self, message: str) -> None:
         self.refusals += 1
