@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import threading
 from collections.abc import Awaitable, Callable
 from functools import partial
 
@@ -30,6 +29,7 @@ from aiohttp import web
 
 from coral_ebpf.consumer import BodyBudget, BodyReservation, QueueFullError
 from coral_ebpf.errors import CoralError
+from coral_ebpf.loop_thread import LoopThread
 from coral_ebpf.otlp.compression import SUPPORTED_ENCODINGS, decompress, normalise_encoding
 from coral_ebpf.otlp.encoding import Encoding, encode, encoding_for_content_type
 from coral_ebpf.otlp.errors import (
@@ -82,8 +82,7 @@ class HttpTransport:
         self._exporter = exporter
         self._stats = stats
         self._retry_after_floor = retry_after_floor
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop_thread = LoopThread("otlp-http-loop")
         self._runner: web.AppRunner | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._in_flight = 0
@@ -96,27 +95,9 @@ class HttpTransport:
         """Bind and serve; return the bound `host:port` (the real port when 0 was configured)."""
         host, port = parse_endpoint(self.endpoint)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=HTTP_WORKERS, thread_name_prefix="otlp-http")
-        loop = asyncio.new_event_loop()
-        started: concurrent.futures.Future[str] = concurrent.futures.Future()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                started.set_result(loop.run_until_complete(self._listen(host, port)))
-            except BaseException as exc:
-                started.set_exception(exc)
-                loop.close()
-                return
-            loop.run_forever()
-            loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name="otlp-http-loop", daemon=True)
-        self._thread.start()
         try:
-            self.address = started.result()
+            self.address = self._loop_thread.start(partial(self._listen, host, port))
         except OSError as exc:
-            self._thread.join()
             self._executor.shutdown(wait=False)
             raise CoralError(
                 f"cannot listen for OTLP/HTTP on {self.endpoint}: {exc.strerror or exc}",
@@ -127,19 +108,13 @@ class HttpTransport:
 
     def stop(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish within `timeout`, then close."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        if not self._loop_thread.running:
             return
-        future = asyncio.run_coroutine_threadsafe(self._shutdown(timeout), loop)
-        try:
-            future.result(timeout + 5.0)
-        except (TimeoutError, concurrent.futures.TimeoutError):
+        if not self._loop_thread.stop(partial(self._shutdown, timeout), timeout + 5.0):
             log.warning("OTLP/HTTP did not shut down in time", extra={"fields": {"timeout_s": timeout}})
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout + 5.0)
         if self._executor is not None:
             self._executor.shutdown(wait=self._in_flight == 0)
-        self._loop = self._thread = self._runner = self._executor = None
+        self._runner = self._executor = None
 
     async def _listen(self, host: str, port: int) -> str:
         @web.middleware
