@@ -23,7 +23,7 @@ from coral_ebpf.errors import CoralError
 from coral_ebpf.probes.headers import HeadersTree, resolve_headers
 from coral_ebpf.probes.linux.mount import ensure_tracefs
 from coral_ebpf.probes.verifier import kernel_verdict
-from coral_ebpf.resident import release_after_compile
+from coral_ebpf.resident import release_after_compile, release_before_compile
 from coral_ebpf.resources import bpf_dir
 from coral_ebpf.safe_paths import UnsafePathError, open_private
 
@@ -245,6 +245,7 @@ def load_program(
     cflags.append("-Wno-unused-command-line-argument")
     cflags.append(f"-I{bpf_dir()}")  # #include "common/event_channel.h", "http_red/http_red.h", ...
     hint = f"headers used: {headers.description}; run 'coral-ebpf probe' for what this kernel allows"
+    release_before_compile()  # what start-up alone touched is not counted again on top of the compile's peak
     try:
         with _kernel_source(headers):
             return _with_bcc_output(
