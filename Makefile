@@ -12,9 +12,10 @@ KREL      := $(shell uname -r)
 # the PyPI project called `bcc` is unrelated and never installed.
 DEB_PACKAGES := python3 python3-venv python3-dev python3-bpfcc bpftool iproute2 procps util-linux
 # Tools only the host's tests and lint use: a real Prometheus (scrape + PromQL), a headless browser (the
-# web view), the BPF C formatter, debootstrap (the clean root the .deb test installs into). The VM images
-# take DEB_PACKAGES only (their suites are the kernel tests).
-HOST_TEST_PACKAGES := prometheus chromium clang-format debootstrap debian-archive-keyring
+# web view), the BPF C formatter, debootstrap (the clean root the .deb test installs into), pyfuse3 (the
+# failing-disk file system of the spool EIO test). The VM images take DEB_PACKAGES only (their suites are the
+# kernel tests).
+HOST_TEST_PACKAGES := prometheus chromium clang-format debootstrap debian-archive-keyring python3-pyfuse3
 
 .PHONY: help install system-deps venv test lint docs typecheck unit integration vm-test vagrant-test bench deb clean
 

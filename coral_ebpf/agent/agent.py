@@ -53,6 +53,7 @@ from coral_ebpf.query.dispatch import query_executor
 from coral_ebpf.red.arbiter import RedArbiter
 from coral_ebpf.red.engine import RedEngine
 from coral_ebpf.red.selection import Engine
+from coral_ebpf.resident import release_after_start
 from coral_ebpf.state import ACTIVE_STATES, PartState
 from coral_ebpf.storage.writer import Storage
 from coral_ebpf.telemetry.red_totals import RedTotals
@@ -175,6 +176,7 @@ class Agent:
         else:
             self.slots[Part.COLONY_API].set(PartState.DISABLED, "colony_api.endpoint is not set")
         self._start_telemetry()
+        release_after_start()  # pages only loading touched, and heap freed since, go back to the kernel
         self._memory.calibrate()  # the agent's own footprint, every part loaded (BCC programs included)
         self._started = True
         log.info(

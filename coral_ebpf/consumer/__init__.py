@@ -64,3 +64,25 @@ class SerializedTracesConsumer(Protocol):
     """
 
     def consume_traces_serialized(self, body: bytes) -> ConsumeResult: ...
+
+
+class BodyReservation(Protocol):
+    """Memory held for a request body while it is read; `release` is idempotent."""
+
+    def grow(self, nbytes: int) -> None:
+        """Hold `nbytes` more (a chunked body grew); raises QueueFullError when they do not fit."""
+        ...
+
+    def release(self) -> None: ...
+
+
+@runtime_checkable
+class BodyBudget(Protocol):
+    """Optional: a consumer that counts request bodies against a memory budget while they are read.
+
+    The OTLP/HTTP receiver reserves a body's size before reading it (and as a chunked body grows),
+    and releases the reservation when the consumer takes over the request. Refusals are
+    QueueFullError (429 + Retry-After).
+    """
+
+    def reserve_body(self, nbytes: int) -> BodyReservation: ...

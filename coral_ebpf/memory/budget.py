@@ -6,7 +6,8 @@ reported but not charged. It is split three ways:
 
 - DuckDB: `storage.memory_limit` (DuckDB enforces it; bigger queries spill to disk);
 - the agent's own footprint, measured when the receiver starts (`calibrate`);
-- data in flight: whatever is left (at least 16 MiB). Request bodies being decoded and
+- data in flight: half of whatever is left (at least 16 MiB): the bytes counted are about half of
+  what they really take (`_MEMORY_PER_ACCOUNTED_BYTE`). Request bodies being decoded and
   flattened are reserved here for the length of the call (an estimate from the body size),
   and batches accepted and not yet written are counted from storage until written.
 
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from coral_ebpf.memory.settings import MIN_IN_FLIGHT
+from coral_ebpf.resident import trim_heap
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,11 @@ _RSS_HIGH_WATER = 0.75
 _TRIM_AT = 0.6
 _TRIM_SECONDS = 1.0
 _M_ARENA_MAX = -8  # glibc mallopt parameter
+# Private memory a flood takes per byte counted in flight: the count misses gRPC's own copy of each
+# body (read before the handler runs), transient protobuf/Arrow copies and allocator fragmentation.
+# With the whole room after DuckDB and the idle footprint as the share, one flood took the private
+# RSS to 290 MiB against a 256 MiB budget (bench/flood.py); with half of it, 259-266 MiB.
+_MEMORY_PER_ACCOUNTED_BYTE = 2
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -60,12 +67,6 @@ def tame_allocators() -> None:
         pa.set_memory_pool(pa.system_memory_pool())
     except pa.ArrowException as exc:  # an Arrow build without it keeps its own pool
         log.debug("Arrow keeps its default memory pool", extra={"fields": {"error": str(exc)}})
-
-
-def trim_heap() -> None:
-    """Return free heap pages to the kernel (glibc `malloc_trim`)."""
-    if hasattr(_libc, "malloc_trim"):
-        _libc.malloc_trim(0)
 
 
 class MemoryBudgetExceededError(Exception):
@@ -95,6 +96,21 @@ def anonymous_rss() -> int:
     return (int(fields[1]) - int(fields[2])) * _PAGE
 
 
+class Held:
+    """Bytes held in a MemoryBudget by one request (a body being read, a request being decoded)."""
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self._budget = budget
+        self.bytes = 0
+
+    def grow(self, nbytes: int) -> None:
+        """Hold `nbytes` more, or raise MemoryBudgetExceededError (what is held stays held)."""
+        self._budget._grow(self, nbytes)
+
+    def release(self) -> None:
+        self._budget._release(self)
+
+
 class MemoryBudget:
     def __init__(
         self,
@@ -121,7 +137,8 @@ class MemoryBudget:
     def calibrate(self) -> None:
         """Measure the agent's own footprint (call once it runs, before data arrives)."""
         self.idle = process_memory()
-        self.in_flight_limit = max(self.limit - self.duckdb_share - self.idle["anon"], MIN_IN_FLIGHT)
+        room = self.limit - self.duckdb_share - self.idle["anon"]
+        self.in_flight_limit = max(room // _MEMORY_PER_ACCOUNTED_BYTE, MIN_IN_FLIGHT)
 
     def _current_anon(self) -> int:
         now = self._clock()
@@ -132,10 +149,25 @@ class MemoryBudget:
     @contextlib.contextmanager
     def reserve(self, estimate: int) -> Iterator[None]:
         """Hold `estimate` bytes for the block, or raise MemoryBudgetExceededError at once."""
+        held = self.hold(estimate)
+        try:
+            yield
+        finally:
+            held.release()
+
+    def hold(self, estimate: int) -> Held:
+        """Hold `estimate` bytes until `release()` (they may `grow`), or raise MemoryBudgetExceededError."""
+        held = Held(self)
+        held.grow(estimate)
+        return held
+
+    def _grow(self, held: Held, estimate: int) -> None:
         with self._lock:
             queued = self._queued_bytes()
-            busy = self._decoding + queued
-            if busy and busy + estimate > self.in_flight_limit:
+            # What this holder has already is not "something else in flight": one request larger than
+            # the share alone is let through.
+            busy = self._decoding + queued - held.bytes
+            if busy and busy + held.bytes + estimate > self.in_flight_limit:
                 self._refuse(
                     f"memory budget: {busy // 1024} KiB in flight + this request (~{estimate // 1024} KiB) would "
                     f"pass the {self.in_flight_limit // 1024} KiB share of limits.memory"
@@ -150,13 +182,14 @@ class MemoryBudget:
             if trim:
                 self._trimmed_at = self._clock()
             self._decoding += estimate
+            held.bytes += estimate
         if trim:
             trim_heap()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._decoding -= estimate
+
+    def _release(self, held: Held) -> None:
+        with self._lock:
+            self._decoding -= held.bytes
+            held.bytes = 0
 
     def _refuse(self, message: str) -> None:
         self.refusals += 1

@@ -6,10 +6,11 @@ decompression is off (`auto_decompress=False`) so that inflating is always bound
 (`otlp/compression.py`).
 
 Fairness (`otlp.*` limits, `ConnectionLimits`):
-- a connection that has not sent complete request headers within `idle_timeout` of opening, or
-  of its previous answer, is closed (aiohttp's keep-alive timer also runs while headers are
-  incomplete): this closes idle and slowloris connections alike;
-- a body must arrive within `body_timeout` (408);
+- a connection on which no request starts within `idle_timeout` of opening, or of its previous
+  answer, is closed; a request's headers must be complete within `header_timeout` of its first
+  byte, else 408 and closed (`http_timeouts.py`: aiohttp has one timer for both);
+- a body must arrive within `body_timeout` (408), and while it arrives its bytes are held in the
+  memory budget (`BodyBudget`, when the consumer has one): 429 when they do not fit;
 - a request takes one of `max_concurrent_calls` decode slots only once its body is fully read,
   so slow senders cannot make a quick one wait;
 - beyond `max_connections` open connections, a new one is answered 429 with Retry-After and closed.
@@ -20,14 +21,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import threading
 from collections.abc import Awaitable, Callable
 from functools import partial
 
 import aiohttp
 from aiohttp import web
 
+from coral_ebpf.consumer import BodyBudget, BodyReservation, QueueFullError
 from coral_ebpf.errors import CoralError
+from coral_ebpf.loop_thread import LoopThread
 from coral_ebpf.otlp.compression import SUPPORTED_ENCODINGS, decompress, normalise_encoding
 from coral_ebpf.otlp.encoding import Encoding, encode, encoding_for_content_type
 from coral_ebpf.otlp.errors import (
@@ -39,7 +41,8 @@ from coral_ebpf.otlp.errors import (
     TooBusyError,
     reply_for,
 )
-from coral_ebpf.otlp.export import Exporter
+from coral_ebpf.otlp.export import Exporter, ExportResult
+from coral_ebpf.otlp.http_timeouts import TimedConnection, connection_of
 from coral_ebpf.otlp.settings import ConnectionLimits
 from coral_ebpf.otlp.signals import SIGNALS, SignalHandler
 from coral_ebpf.otlp.stats import OTHER, ReceiverStats
@@ -70,15 +73,16 @@ class HttpTransport:
         retry_after_floor: float,
         *,
         limits: ConnectionLimits | None = None,
+        body_budget: BodyBudget | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self._body_budget = body_budget
         self._limits = limits or ConnectionLimits()
         self._max_body_bytes = max_body_bytes
         self._exporter = exporter
         self._stats = stats
         self._retry_after_floor = retry_after_floor
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop_thread = LoopThread("otlp-http-loop")
         self._runner: web.AppRunner | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._in_flight = 0
@@ -91,27 +95,9 @@ class HttpTransport:
         """Bind and serve; return the bound `host:port` (the real port when 0 was configured)."""
         host, port = parse_endpoint(self.endpoint)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=HTTP_WORKERS, thread_name_prefix="otlp-http")
-        loop = asyncio.new_event_loop()
-        started: concurrent.futures.Future[str] = concurrent.futures.Future()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                started.set_result(loop.run_until_complete(self._listen(host, port)))
-            except BaseException as exc:
-                started.set_exception(exc)
-                loop.close()
-                return
-            loop.run_forever()
-            loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name="otlp-http-loop", daemon=True)
-        self._thread.start()
         try:
-            self.address = started.result()
+            self.address = self._loop_thread.start(partial(self._listen, host, port))
         except OSError as exc:
-            self._thread.join()
             self._executor.shutdown(wait=False)
             raise CoralError(
                 f"cannot listen for OTLP/HTTP on {self.endpoint}: {exc.strerror or exc}",
@@ -122,26 +108,27 @@ class HttpTransport:
 
     def stop(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish within `timeout`, then close."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        if not self._loop_thread.running:
             return
-        future = asyncio.run_coroutine_threadsafe(self._shutdown(timeout), loop)
-        try:
-            future.result(timeout + 5.0)
-        except (TimeoutError, concurrent.futures.TimeoutError):
+        if not self._loop_thread.stop(partial(self._shutdown, timeout), timeout + 5.0):
             log.warning("OTLP/HTTP did not shut down in time", extra={"fields": {"timeout_s": timeout}})
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout + 5.0)
         if self._executor is not None:
             self._executor.shutdown(wait=self._in_flight == 0)
-        self._loop = self._thread = self._runner = self._executor = None
+        self._runner = self._executor = None
 
     async def _listen(self, host: str, port: int) -> str:
         @web.middleware
         async def unknown_route(
             request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
         ) -> web.StreamResponse:
-            return await self._unknown_route(request, handler)
+            connection = connection_of(request)
+            if connection is not None:
+                connection.request_started()  # its header deadline is met; the body has its own
+            try:
+                return await self._unknown_route(request, handler)
+            finally:
+                if connection is not None:
+                    connection.request_finished()
 
         self._slots = asyncio.Semaphore(self._limits.max_concurrent_calls)
         app = web.Application(middlewares=[unknown_route])
@@ -153,7 +140,8 @@ class HttpTransport:
             auto_decompress=False,
             lingering_time=LINGERING_SECONDS,
             shutdown_timeout=1.0,
-            keepalive_timeout=self._limits.idle_timeout,
+            # A backstop only: TimedConnection closes idle connections and late headers first.
+            keepalive_timeout=self._limits.idle_timeout + self._limits.header_timeout,
         )
         await runner.setup()
         refusal = reply_for(
@@ -162,7 +150,7 @@ class HttpTransport:
             ),
             self._retry_after_floor,
         )
-        site = _CappedSite(runner, host, port, self._limits.max_connections, refusal)
+        site = _CappedSite(runner, host, port, self._limits, refusal)
         try:
             await site.start()
         except BaseException:
@@ -223,22 +211,28 @@ class HttpTransport:
             return web.Response(
                 status=reply.http_status, text=reply.message + "\n", headers={"Accept-Post": _ACCEPT_POST}
             )
+        reservation: BodyReservation | None = None
         try:
             coding = normalise_encoding(request.headers.get("Content-Encoding"))
-            body = await self._read_body(request)
-        except ReceiverError as exc:
+            if self._body_budget is not None:
+                # Counted against the memory budget while it arrives, not only once decoded.
+                reservation = self._body_budget.reserve_body(request.content_length or 0)
+            body = await self._read_body(request, reservation)
+        except (ReceiverError, QueueFullError) as exc:
+            if reservation is not None:
+                reservation.release()
             reply = reply_for(exc, self._retry_after_floor)
             self._stats.record("http", signal.name, bytes_in=request.content_length or 0, error=str(reply.http_status))
             response = self._error_response(reply, encoding)
-            if isinstance(exc, BodyTooLargeError | BodyTimeoutError):
-                response.force_close()
+            if isinstance(exc, BodyTooLargeError | BodyTimeoutError | QueueFullError):
+                response.force_close()  # the body (or its rest) was not read: the connection is spent
             elif reply.http_status == 415:
                 response.headers["Accept-Encoding"] = ", ".join(SUPPORTED_ENCODINGS)
             return response
 
         assert self._executor is not None and self._slots is not None
         limit = self._max_body_bytes
-        handle = partial(
+        export = partial(
             self._exporter.handle,
             "http",
             signal,
@@ -247,15 +241,25 @@ class HttpTransport:
             bytes_in=len(body),
             error_key=_http_error_key,
         )
+
+        def handle() -> ExportResult:
+            if reservation is not None:
+                reservation.release()  # the consumer's own reservation (body and what it decodes to) takes over
+            return export()
+
         # The slot is taken only now that the body is here: a slow sender holds a connection, not a slot.
-        async with self._slots:
-            result = await asyncio.get_running_loop().run_in_executor(self._executor, handle)
+        try:
+            async with self._slots:
+                result = await asyncio.get_running_loop().run_in_executor(self._executor, handle)
+        finally:
+            if reservation is not None:
+                reservation.release()
         if result.error is not None:
             return self._error_response(result.error, encoding)
         assert result.response is not None
         return web.Response(body=encode(result.response, encoding), content_type=encoding.content_type)
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def _read_body(self, request: web.Request, reservation: BodyReservation | None) -> bytes:
         limit = self._max_body_bytes
         length = request.content_length
         if length is not None and length > limit:
@@ -267,6 +271,8 @@ class HttpTransport:
                     return await request.content.readexactly(length) if length else b""
                 body = bytearray()
                 while chunk := await request.content.readany():
+                    if reservation is not None:
+                        reservation.grow(len(chunk))
                     body += chunk
                     if len(body) > limit:
                         raise BodyTooLargeError(f"body is over the limit of {limit} bytes (otlp.max_body_bytes)")
@@ -313,9 +319,9 @@ class _Refused(asyncio.Protocol):
 class _CappedSite(web.TCPSite):
     """A TCP site that admits at most `max_connections` open connections (aiohttp has no such limit)."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, max_connections: int, refusal: ErrorReply):
+    def __init__(self, runner: web.AppRunner, host: str, port: int, limits: ConnectionLimits, refusal: ErrorReply):
         super().__init__(runner, host, port, reuse_port=False)
-        self._max_connections = max_connections
+        self._limits = limits
         self._refusal = refusal
 
     async def start(self) -> None:
@@ -324,9 +330,9 @@ class _CappedSite(web.TCPSite):
         assert server is not None
 
         def admit() -> asyncio.BaseProtocol:
-            if len(server.connections) >= self._max_connections:
+            if len(server.connections) >= self._limits.max_connections:
                 return _Refused(self._refusal)
-            return server()
+            return TimedConnection(server(), self._limits.idle_timeout, self._limits.header_timeout)
 
         self._server = await asyncio.get_running_loop().create_server(
             admit, self._host, self._port, backlog=self._backlog, reuse_address=self._reuse_address, reuse_port=False

@@ -11,7 +11,7 @@ import dataclasses
 import time
 from typing import Any
 
-from coral_ebpf.consumer import Consumer
+from coral_ebpf.consumer import BodyBudget, Consumer
 from coral_ebpf.errors import ConfigError, CoralError
 from coral_ebpf.otlp.export import Exporter
 from coral_ebpf.otlp.grpc_server import GrpcTransport
@@ -49,6 +49,7 @@ class OtlpReceiver:
                 self._stats,
                 settings.retry_after,
                 limits=settings.limits,
+                body_budget=consumer if isinstance(consumer, BodyBudget) else None,
             )
             if settings.http_endpoint
             else None

@@ -30,7 +30,12 @@ SCHEMA = section(
         },
         "idle_timeout": {
             **DURATION,
-            "description": "HTTP: close a connection that has not sent complete request headers for this long",
+            "description": "HTTP: close a kept-alive connection on which no request has started for this long",
+        },
+        "header_timeout": {
+            **DURATION,
+            "description": "HTTP: a request's headers must be complete this long after its first byte (else 408 "
+            "and closed)",
         },
         "body_timeout": {**DURATION, "description": "HTTP: a request body must arrive within this long (408)"},
         "max_resources_per_request": {
@@ -64,6 +69,7 @@ class ConnectionLimits:
     max_connections: int = 256
     max_concurrent_calls: int = 64
     idle_timeout: float = 15.0
+    header_timeout: float = 10.0
     body_timeout: float = 30.0
 
 
@@ -99,6 +105,7 @@ class OtlpSettings:
                 max_connections=int(data.get("max_connections", defaults.limits.max_connections)),
                 max_concurrent_calls=int(data.get("max_concurrent_calls", defaults.limits.max_concurrent_calls)),
                 idle_timeout=parse_duration(data.get("idle_timeout", defaults.limits.idle_timeout)),
+                header_timeout=parse_duration(data.get("header_timeout", defaults.limits.header_timeout)),
                 body_timeout=parse_duration(data.get("body_timeout", defaults.limits.body_timeout)),
             ),
             caps=RequestCaps(

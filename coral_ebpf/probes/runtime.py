@@ -23,6 +23,7 @@ from coral_ebpf.errors import CoralError
 from coral_ebpf.probes.headers import HeadersTree, resolve_headers
 from coral_ebpf.probes.linux.mount import ensure_tracefs
 from coral_ebpf.probes.verifier import kernel_verdict
+from coral_ebpf.resident import release_after_compile, release_before_compile
 from coral_ebpf.resources import bpf_dir
 from coral_ebpf.safe_paths import UnsafePathError, open_private
 
@@ -244,10 +245,16 @@ def load_program(
     cflags.append("-Wno-unused-command-line-argument")
     cflags.append(f"-I{bpf_dir()}")  # #include "common/event_channel.h", "http_red/http_red.h", ...
     hint = f"headers used: {headers.description}; run 'coral-ebpf probe' for what this kernel allows"
-    with _kernel_source(headers):
-        return _with_bcc_output(
-            name, "failed to compile or load", state_dir, hint, lambda: bcc.BPF(text=source.encode(), cflags=cflags)
-        )
+    release_before_compile()  # what start-up alone touched is not counted again on top of the compile's peak
+    try:
+        with _kernel_source(headers):
+            return _with_bcc_output(
+                name, "failed to compile or load", state_dir, hint, lambda: bcc.BPF(text=source.encode(), cflags=cflags)
+            )
+    finally:
+        # The compiler is done: its heap and LLVM's pages (~100 MiB of RSS) are not needed until the next compile.
+        dropped = release_after_compile()
+        _log.debug("compiler memory released", extra={"fields": {"program": name, "dropped_bytes": dropped}})
 
 
 def load_function(bpf: Any, program: str, function: str, prog_type: int, state_dir: Path) -> Any:

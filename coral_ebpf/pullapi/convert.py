@@ -8,11 +8,17 @@ the timestamp.
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from coral_ebpf.pullapi._generated import agent_pb2 as pb
+
+# Per data type; the message classes differ, so callers see them as protobuf messages of any class.
+Encoder = Callable[[Mapping[str, Any]], Any]
+Decoder = Callable[[Any, str], dict[str, Any]]
 
 NS_PER_MS = 1_000_000
 _OPTIONAL_DETAIL = ("sum_s", "min_s", "max_s", "server_port", "error_type")
@@ -58,40 +64,52 @@ def _histogram_fields(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def http_message(row: Mapping[str, Any]) -> pb.EbpfHttpMetric:
-    message = pb.EbpfHttpMetric(
-        http_method=row["http_method"] or "",
-        http_route=row["http_route"] or "",
-        request_count=row["count"],
-        url_scheme=row["url_scheme"] or "",
-        **_histogram_fields(row),
-    )
-    if row["http_status_code"] is not None:
-        message.http_status_code = row["http_status_code"]
-    return message
+class Carried(enum.Enum):
+    """How a table's own column travels in its message (the field has the column's name)."""
+
+    TEXT = "text"  # a string field; NULL travels as "" and comes back as NULL
+    OPTIONAL = "optional"  # an optional field, unset for NULL
 
 
-def grpc_message(row: Mapping[str, Any]) -> pb.EbpfGrpcMetric:
-    message = pb.EbpfGrpcMetric(
-        grpc_method=row["grpc_method"] or "",
-        request_count=row["count"],
-        rpc_system=row["rpc_system"] or "",
-        **_histogram_fields(row),
-    )
-    if row["grpc_status_code"] is not None:
-        message.grpc_status_code = row["grpc_status_code"]
-    return message
+@dataclass(frozen=True)
+class MetricTable:
+    """One metric table's message: its class, its count field, and its own columns in column order."""
+
+    message: Callable[..., Any]
+    count_field: str
+    columns: tuple[tuple[str, Carried], ...]
 
 
-def sql_message(row: Mapping[str, Any]) -> pb.EbpfSqlMetric:
-    return pb.EbpfSqlMetric(
-        sql_operation=row["sql_operation"] or "",
-        table_name=row["table_name"] or "",
-        query_count=row["count"],
-        db_system=row["db_system"] or "",
-        db_namespace=row["db_namespace"] or "",
-        **_histogram_fields(row),
-    )
+_TEXT, _OPTIONAL = Carried.TEXT, Carried.OPTIONAL
+METRIC_TABLES: dict[str, MetricTable] = {
+    "http": MetricTable(
+        pb.EbpfHttpMetric,
+        "request_count",
+        (("http_method", _TEXT), ("http_route", _TEXT), ("http_status_code", _OPTIONAL), ("url_scheme", _TEXT)),
+    ),
+    "grpc": MetricTable(
+        pb.EbpfGrpcMetric,
+        "request_count",
+        (("grpc_method", _TEXT), ("grpc_status_code", _OPTIONAL), ("rpc_system", _TEXT)),
+    ),
+    "sql": MetricTable(
+        pb.EbpfSqlMetric,
+        "query_count",
+        (("sql_operation", _TEXT), ("table_name", _TEXT), ("db_system", _TEXT), ("db_namespace", _TEXT)),
+    ),
+}
+
+
+def _metric_encoder(table: MetricTable) -> Encoder:
+    def encode(row: Mapping[str, Any]) -> Any:
+        text = {column: row[column] or "" for column, carried in table.columns if carried is Carried.TEXT}
+        message = table.message(**text, **{table.count_field: row["count"]}, **_histogram_fields(row))
+        for column, carried in table.columns:
+            if carried is Carried.OPTIONAL and row[column] is not None:
+                setattr(message, column, row[column])
+        return message
+
+    return encode
 
 
 def _hex_id(value: int, digits: int) -> str:
@@ -144,10 +162,10 @@ def span_message(row: Mapping[str, Any]) -> pb.EbpfTraceSpan:
     )
 
 
-# Per data type; the message classes differ, so callers see them as protobuf messages of any class.
-Encoder = Callable[[Mapping[str, Any]], Any]
-Decoder = Callable[[Any, str], dict[str, Any]]
-ENCODERS: dict[str, Encoder] = {"http": http_message, "grpc": grpc_message, "sql": sql_message, "traces": span_message}
+ENCODERS: dict[str, Encoder] = {
+    **{kind: _metric_encoder(table) for kind, table in METRIC_TABLES.items()},
+    "traces": span_message,
+}
 
 # ---------------------------------------------------------------------------------------- decoding
 
@@ -202,36 +220,14 @@ def _metric_row(message: Any, agent_id: str) -> dict[str, Any]:
     return row
 
 
-def http_row(message: pb.EbpfHttpMetric, agent_id: str) -> dict[str, Any]:
-    row = _metric_row(message, agent_id)
-    row.update(
-        http_method=message.http_method or None,
-        http_route=message.http_route or None,
-        http_status_code=_optional(message, "http_status_code"),
-        url_scheme=message.url_scheme or None,
-    )
-    return row
+def _metric_decoder(table: MetricTable) -> Decoder:
+    def decode(message: Any, agent_id: str) -> dict[str, Any]:
+        row = _metric_row(message, agent_id)
+        for column, carried in table.columns:
+            row[column] = (getattr(message, column) or None) if carried is Carried.TEXT else _optional(message, column)
+        return row
 
-
-def grpc_row(message: pb.EbpfGrpcMetric, agent_id: str) -> dict[str, Any]:
-    row = _metric_row(message, agent_id)
-    row.update(
-        grpc_method=message.grpc_method or None,
-        grpc_status_code=_optional(message, "grpc_status_code"),
-        rpc_system=message.rpc_system or None,
-    )
-    return row
-
-
-def sql_row(message: pb.EbpfSqlMetric, agent_id: str) -> dict[str, Any]:
-    row = _metric_row(message, agent_id)
-    row.update(
-        sql_operation=message.sql_operation or None,
-        table_name=message.table_name or None,
-        db_system=message.db_system or None,
-        db_namespace=message.db_namespace or None,
-    )
-    return row
+    return decode
 
 
 def span_row(message: pb.EbpfTraceSpan, agent_id: str) -> dict[str, Any]:
@@ -279,4 +275,7 @@ def span_row(message: pb.EbpfTraceSpan, agent_id: str) -> dict[str, Any]:
     }
 
 
-DECODERS: dict[str, Decoder] = {"http": http_row, "grpc": grpc_row, "sql": sql_row, "traces": span_row}
+DECODERS: dict[str, Decoder] = {
+    **{kind: _metric_decoder(table) for kind, table in METRIC_TABLES.items()},
+    "traces": span_row,
+}

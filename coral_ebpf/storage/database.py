@@ -137,6 +137,9 @@ def _prepare_parent(path: Path) -> None:
     refuse_symlink(wal_path(path), "database WAL")
 
 
+ALLOCATOR_FLUSH_BYTES = 8 * 1024 * 1024
+
+
 def open_for_writing(path: Path, memory_limit: int | None = None) -> duckdb.DuckDBPyConnection:
     """Open (creating if needed) the agent's database and bring its schema up to date.
 
@@ -146,6 +149,10 @@ def open_for_writing(path: Path, memory_limit: int | None = None) -> duckdb.Duck
     config: dict[str, str | bool | int | float | list[str]] = {}
     if memory_limit is not None:
         config["memory_limit"] = f"{memory_limit}B"
+    # DuckDB keeps memory its tasks freed cached in its allocator until a task's peak passes this
+    # (default 128 MiB, above the agent's whole DuckDB share): lower, it goes back to the kernel
+    # after each write instead of staying in the agent's private RSS.
+    config["allocator_flush_threshold"] = f"{ALLOCATOR_FLUSH_BYTES}B"
     try:
         connection = duckdb.connect(str(path), config=config)
     except duckdb.Error as exc:

@@ -113,7 +113,7 @@ class Spool:
         self._syncing = False
         self._bytes = 0
         self._problem: SpoolProblem | None = None
-        # Records up to here sat in a segment closed after a failed write whose sync failed too.
+        # Records up to here were covered by a failed sync: they are never acknowledged.
         self._lost_sync_through = 0
         self.records_recovered = 0
         self.corrupt_tails = 0
@@ -242,7 +242,7 @@ class Spool:
                     self._synced.wait()
                     continue
                 target, fd = self._written_seq, self._fd
-                if fd is None and seq <= self._lost_sync_through:
+                if seq <= self._lost_sync_through:
                     raise SpoolWriteError(self._problem.message if self._problem else "spool sync failed")
                 self._syncing = True
                 self._synced.release()
@@ -259,9 +259,26 @@ class Spool:
                 self.syncs += 1
                 if error is not None:
                     self._problem = SpoolProblem(f"spool sync failed: {describe_os_error(error)}", self._clock())
+                    self._close_after_failed_sync(target)
                     raise SpoolWriteError(self._problem.message) from error
                 self._durable_seq = max(self._durable_seq, target)
                 self._problem = None
+
+    def _close_after_failed_sync(self, target: int) -> None:
+        """After fdatasync failed (under the lock): nothing through `target` may ever count as durable.
+
+        Linux reports a writeback error to fdatasync once: a second call on the same file can succeed
+        although the pages it covered never reached the disk. So the segment is closed here, its
+        records stay unacknowledged (a restart may replay the intact ones), and the next append
+        starts a new segment.
+        """
+        self._lost_sync_through = max(self._lost_sync_through, target)
+        current, fd = self._current, self._fd
+        self._current, self._fd = None, None
+        if fd is not None:
+            os.close(fd)
+        if current is not None:
+            self._segments.append(current)
 
     def _rotate(self, first_seq: int) -> None:
         """Close the current segment (synced) and start a new one; called under the lock."""

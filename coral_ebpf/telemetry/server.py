@@ -23,16 +23,17 @@ import hmac
 import logging
 import ssl
 import stat
-import threading
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from coral_ebpf.errors import ConfigError, CoralError
+from coral_ebpf.loop_thread import LoopThread
 from coral_ebpf.state import PartState
 from coral_ebpf.telemetry.exposition import (
     OPENMETRICS_CONTENT_TYPE,
@@ -119,8 +120,7 @@ class OperatorServer:
                 "TLS and a bearer token",
                 "set telemetry.tls_cert, telemetry.tls_key and telemetry.token_file, or listen on 127.0.0.1",
             )
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop_thread = LoopThread(f"{self.name}-loop")
         self._runner: web.AppRunner | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._state = PartState.CREATED
@@ -138,27 +138,9 @@ class OperatorServer:
     def start(self) -> None:
         host, port = parse_endpoint(self.endpoint)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{self.name}-http")
-        loop = asyncio.new_event_loop()
-        started: concurrent.futures.Future[str] = concurrent.futures.Future()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                started.set_result(loop.run_until_complete(self._listen(host, port)))
-            except BaseException as exc:
-                started.set_exception(exc)
-                loop.close()
-                return
-            loop.run_forever()
-            loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name=f"{self.name}-loop", daemon=True)
-        self._thread.start()
         try:
-            self.address = started.result()
+            self.address = self._loop_thread.start(partial(self._listen, host, port))
         except OSError as exc:
-            self._thread.join()
             self._executor.shutdown(wait=False)
             raise CoralError(
                 f"cannot listen for operators (/metrics) on {self.endpoint}: {exc.strerror or exc}",
@@ -171,19 +153,13 @@ class OperatorServer:
         )
 
     def stop(self, timeout: float) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        if not self._loop_thread.running:
             return
-        future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
-        try:
-            future.result(timeout)
-        except (TimeoutError, concurrent.futures.TimeoutError):
+        if not self._loop_thread.stop(self._shutdown, timeout):
             log.warning("operator listener did not shut down in time")
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
         if self._executor is not None:
             self._executor.shutdown(wait=False)
-        self._loop = self._thread = self._runner = self._executor = None
+        self._runner = self._executor = None
         self._state, self._since = PartState.STOPPED, time.time()
 
     async def _listen(self, host: str, port: int) -> str:

@@ -22,9 +22,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceProto
-from opentelemetry.sdk.metrics import Histogram, MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
@@ -35,6 +33,7 @@ from tests.helpers import beyla_otlp
 from tests.helpers.agent_process import PARTS, AgentProcess, call_failed, run_cli
 from tests.helpers.bombs import gzip_bomb
 from tests.helpers.raw_grpc import unary_call
+from tests.helpers.sdk_meter import beyla_meter_provider
 from tests.helpers.timing import eventually
 
 MAX_BODY = 4 * 1024 * 1024
@@ -85,9 +84,7 @@ def _sdk_resource(proto: ResourceProto) -> Resource:
 def emit_metrics(exporter: MetricExporter, service: str, pid: int) -> None:
     """Beyla's RED histograms (names, units, buckets, attributes) through the SDK, cumulative."""
     proto = beyla_otlp.beyla_resource(service, pid=pid)
-    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
-    buckets = View(instrument_type=Histogram, aggregation=ExplicitBucketHistogramAggregation(BOUNDS))
-    provider = MeterProvider(resource=_sdk_resource(proto), metric_readers=[reader], views=[buckets])
+    provider = beyla_meter_provider(exporter, _sdk_resource(proto))
     meter = provider.get_meter("github.com/grafana/beyla/v3")
     http_duration = meter.create_histogram("http.server.request.duration", unit="s")
     rpc_duration = meter.create_histogram("rpc.server.call.duration", unit="s")

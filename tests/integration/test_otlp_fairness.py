@@ -112,7 +112,7 @@ def test_slow_bodies_do_not_make_a_normal_request_wait(tmp_path: Path) -> None:
 
 
 def test_slowloris_and_idle_connections_are_closed(tmp_path: Path) -> None:
-    limits = ConnectionLimits(idle_timeout=1.0)
+    limits = ConnectionLimits(idle_timeout=1.0, header_timeout=1.0)
     with served(tmp_path, limits) as (storage, receiver, address):
         idle = [socket.create_connection(address, timeout=10) for _ in range(HOSTILE // 2)]
         loris = [socket.create_connection(address, timeout=10) for _ in range(HOSTILE // 2)]

@@ -17,21 +17,17 @@ from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.sdk.metrics import Histogram, MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from tests.helpers import beyla_otlp
 from tests.helpers.agent_process import REPO, AgentProcess, call_failed, run_cli
 from tests.helpers.prometheus import Prometheus, running_prometheus
+from tests.helpers.sdk_meter import beyla_meter_provider
 
 pytestmark = pytest.mark.slow
 
 SETTINGS = {"storage": {"flush_interval": "200ms"}, "red": {"export_interval": "1s"}}
-BOUNDS = beyla_otlp.BEYLA_DURATION_BUCKETS
 SERVICE = "prom-shop"
 FAMILY = "http_server_request_duration_seconds"
 # (method, route, status): (count, seconds each). p99 of each route lands inside a bucket, not on a bound.
@@ -80,10 +76,8 @@ class Sender:
 
     def __init__(self, agent: AgentProcess) -> None:
         exporter = OTLPMetricExporter(endpoint=f"http://{agent.http_address()}/v1/metrics", timeout=20)
-        self.reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
-        buckets = View(instrument_type=Histogram, aggregation=ExplicitBucketHistogramAggregation(BOUNDS))
         resource = Resource({"service.name": SERVICE, "service.namespace": "shop", "telemetry.sdk.name": "beyla"})
-        self.provider = MeterProvider(resource=resource, metric_readers=[self.reader], views=[buckets])
+        self.provider = beyla_meter_provider(exporter, resource)
         self.histogram = self.provider.get_meter("coral-test").create_histogram("http.server.request.duration", "s")
 
     def record(self, traffic: dict[tuple[str, str, int], tuple[int, float]]) -> None:

@@ -81,3 +81,21 @@ def test_limits_memory_must_hold_duckdb_and_the_agent() -> None:
         parse_config_text("limits:\n  memory: 128MiB\nstorage:\n  memory_limit: 96MiB\n")
     config = parse_config_text("limits:\n  memory: 512MiB\nstorage:\n  memory_limit: 256MiB\n")
     assert config.limits.memory == 512 * MiB
+
+
+def test_a_held_body_grows_alone_past_the_share_but_not_next_to_others() -> None:
+    budget = MemoryBudget(256 * MiB, 96 * MiB, lambda: 0)
+    budget.in_flight_limit = 10 * MiB
+    alone = budget.hold(4 * MiB)
+    alone.grow(20 * MiB)  # nothing else in flight: one large body is let through
+    assert budget.status()["in_flight_bytes"] == 24 * MiB
+    alone.release()
+    first = budget.hold(6 * MiB)
+    second = budget.hold(1 * MiB)
+    with pytest.raises(MemoryBudgetExceededError):
+        second.grow(4 * MiB)
+    assert budget.status()["in_flight_bytes"] == 7 * MiB, "a refused growth holds nothing more"
+    first.release()
+    second.release()
+    second.release()  # idempotent
+    assert budget.status()["in_flight_bytes"] == 0

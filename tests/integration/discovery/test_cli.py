@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.discovery import ListenerProcess, netns_inode_of
+from tests.helpers.timing import scaled
 
 # Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
 pytestmark = pytest.mark.kernel
@@ -58,7 +59,7 @@ def test_discover_json_lines_until_interrupted(state_dir: Path, netns: str, tmp_
         cli = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             lines = LineReader(cli)
-            snapshot = lines.wait_for(timeout=60.0, event="snapshot", pid=before.pid)  # includes BCC's compile
+            snapshot = lines.wait_for(timeout=scaled(60), event="snapshot", pid=before.pid)  # includes BCC's compile
             assert (snapshot["port"], snapshot["netns"], snapshot["service"]) == (
                 before_port,
                 netns_inode_of(netns),
@@ -77,7 +78,7 @@ def test_discover_json_lines_until_interrupted(state_dir: Path, netns: str, tmp_
             before.kill()
             lines.wait_for(event="exit", pid=before.pid)
             cli.send_signal(signal.SIGINT)
-            assert cli.wait(15) == 0
+            assert cli.wait(scaled(15)) == 0, "discover did not stop after SIGINT"
         finally:
             if cli.poll() is None:
                 cli.kill()
@@ -91,6 +92,6 @@ def test_discover_stops_after_duration(state_dir: Path, tmp_path: Path) -> None:
         sys.executable, "-m", "coral_ebpf", "discover", "--duration", "1",
         "--config", str(_config(tmp_path, state_dir)),
     ]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=scaled(60), check=False)
     assert done.returncode == 0, done.stderr
     assert "Services listening now" in done.stdout
