@@ -61,14 +61,28 @@ def _whole(text: Any) -> str:
     return " ".join(str(text).split())
 
 
-def _first_sentence(text: Any) -> str:
-    """The summary of a long text for the one-line view: its first clause (`--verbose` has all).
+_WHOLE_REASON_WIDTH = 60  # the Details column of an 80-column status line, less "reason: "
 
-    Diagnoses read "what happened (evidence): why; what else", so the text before the first
-    full stop, colon, semicolon or parenthesis is what happened.
+
+def _first_sentence(text: Any) -> str:
+    """The summary of a long text for the one-line view (`--verbose` has all).
+
+    Diagnoses read "what happened (evidence): why; what else". The first sentence (up to a full
+    stop or semicolon) is kept when it fits beside a part's name, so a cause such as
+    "spool write failed: … (EIO)" stays; otherwise only what happened, before the first colon
+    or parenthesis.
     """
     value = _whole(text)
-    cuts = [index for index in (value.find(mark) for mark in (". ", ": ", "; ", " (")) if index > 0]
+    if len(value) <= _WHOLE_REASON_WIDTH:
+        return value
+    sentence = _cut_at(value, (". ", "; "))
+    if len(sentence) <= _WHOLE_REASON_WIDTH:
+        return sentence
+    return _cut_at(sentence, (": ", " ("))
+
+
+def _cut_at(value: str, marks: tuple[str, ...]) -> str:
+    cuts = [index for index in (value.find(mark) for mark in marks) if index > 0]
     return value[: min(cuts)] if cuts else value
 
 
