@@ -103,7 +103,10 @@ def _excluded_by_cmd(entry: ServiceEntry, exclusion: SelfExclusion) -> bool:
 def service_selectors(
     entries: Sequence[ServiceEntry], exclusion: SelfExclusion
 ) -> tuple[list[dict[str, Any]], list[SkippedService]]:
-    """One `{open_ports, exe_path}` selector per discovered service, minus the agent and Beyla.
+    """One `{open_ports, exe_path, name}` selector per discovered service, minus the agent and Beyla.
+
+`name` (and `namespace`) carry the identity discovery chose (discovery/identity.py), so Beyla
+reports the same `service.name` as the built-in engine.
 
     Both keys in one selector must match (Beyla ANDs them), so a port is only instrumented in
     the process that was discovered on it. Never a catch-all: mixing a catch-all with specific
@@ -129,6 +132,10 @@ def service_selectors(
         selector: dict[str, Any] = {"open_ports": _ports_text(ports)}
         if _glob_safe(entry.exe):
             selector["exe_path"] = entry.exe
+        # Beyla's own naming would call every Python app `python3.11`: hand it discovery's name.
+        selector["name"] = entry.name
+        if entry.namespace:
+            selector["namespace"] = entry.namespace
         key = (selector["open_ports"], selector.get("exe_path", ""))
         selectors.setdefault(key, selector)
     return [selectors[key] for key in sorted(selectors)], skipped

@@ -34,6 +34,7 @@ from coral_ebpf.beyla.status_view import SupervisorRecord
 from coral_ebpf.beyla.version import VersionDetectionError, binary_identity, detect_version
 from coral_ebpf.capabilities.report import ProbeComponent, ProbeReport, Verdict
 from coral_ebpf.discovery.model import ServiceEntry
+from coral_ebpf.discovery.registry import service_fields
 from coral_ebpf.errors import CoralError
 from coral_ebpf.safe_paths import prepare_private_dir
 from coral_ebpf.state import PartState, StateChange, StateListener
@@ -76,6 +77,7 @@ class BeylaSupervisor:
         # Supervisor-thread state (read by status() under the lock).
         self._record = SupervisorRecord()
         self._services: list[ServiceEntry] = list(services)
+        self._traced: set[tuple[int, float, str]] = set()  # (pid, start, name) announced as traced by Beyla
         self._pending: list[ServiceEntry] | None = None
         self._update_due: float | None = None
         self._instance: BeylaInstance | None = None
@@ -321,9 +323,19 @@ class BeylaSupervisor:
                 }
             },
         )
+        self._announce_traced(services, rendered)
         with self._cond:
             self._record.waiting_for = "waiting for /healthz" if health_port else WAITING_FOR_TRACER
         self._set_state(PartState.STARTING, pid=child.pid, services=len(rendered.selectors))
+
+    def _announce_traced(self, services: Sequence[ServiceEntry], rendered: RenderedConfig) -> None:
+        """One info line per service Beyla was newly given to instrument."""
+        skipped = {item.pid for item in rendered.skipped}
+        traced = {(entry.pid, entry.start_time, entry.name): entry for entry in services if entry.pid not in skipped}
+        for key, entry in traced.items():
+            if key not in self._traced:
+                log.info("service traced", extra={"fields": {"engine": "beyla", **service_fields(entry)}})
+        self._traced = set(traced)
 
     def _judge_health(self, instance: BeylaInstance, now: float) -> None:
         data = instance.data_since_start(self._last_data_seen)

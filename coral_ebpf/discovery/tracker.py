@@ -86,10 +86,13 @@ class Tracker:
             handler(event)
 
     def _emit(self, event: DiscoveryEvent, **changes: object) -> None:
-        service = self.registry.service_name(event.tgid)
-        if service:
-            changes.setdefault("service", service)
+        for key, value in self._named(event.tgid).items():
+            changes.setdefault(key, value)
         self.registry.emit(dataclasses.replace(event, **changes) if changes else event)  # type: ignore[arg-type]
+
+    def _named(self, pid: int) -> dict[str, str]:
+        identity = self.registry.identity_of(pid)
+        return {"service": identity.name, "rule": str(identity.rule)} if identity else {}
 
     def _is_excluded(self, pid: int) -> bool:
         ticks = self._excluded.get(pid)
@@ -228,7 +231,7 @@ class Tracker:
             self.watcher.unwatch(pid)
             return
         self.registry.put_process(info, known.since_ns)
-        self._emit(event, service=info.service_name)
+        self._emit(event)  # named by the identity rules, with the new executable
         self._release_unheld(pid)
 
     def _release_unheld(self, pid: int) -> None:
@@ -407,6 +410,7 @@ class Tracker:
         for tracked in sockets:
             for pid in sorted(tracked.holders):
                 info = kept[pid]
+                named = self._named(pid)
                 self.registry.emit(
                     DiscoveryEvent(
                         event="snapshot",
@@ -419,6 +423,7 @@ class Tracker:
                         family=tracked.family,
                         address=tracked.address,
                         inode=tracked.inode,
-                        service=info.service_name,
+                        service=named.get("service", info.service_name),
+                        rule=named.get("rule", ""),
                     )
                 )
