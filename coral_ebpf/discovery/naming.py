@@ -121,7 +121,8 @@ def _java(args: list[str]) -> str | None:
             module, _, main_class = args[index + 1].partition("/")
             return main_class or module
         if not arg.startswith("-"):
-            return arg  # the main class, fully qualified
+            # A single source file (`java Payments.java`), else the main class, fully qualified.
+            return _stem(arg) if arg.endswith(".java") else arg
         index += 2 if arg in _JAVA_OPTIONS_WITH_VALUE else 1
     return None
 
