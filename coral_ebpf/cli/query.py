@@ -75,7 +75,7 @@ def _duration_text(flag: str, value: str) -> str:
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {"since": _duration_text("--since", args.since)}
-    for name in ("service", "route", "method", "operation", "table", "side", "trace_id", "agent"):
+    for name in ("service", "instance", "route", "method", "operation", "table", "side", "trace_id", "agent"):
         value = getattr(args, name, None)
         if value:
             params[name] = value
@@ -186,6 +186,11 @@ def _side_flag(parser: argparse.ArgumentParser, default: str) -> None:
         "--side",
         choices=("server", "client", "producer", "consumer", "all"),
         help=f"which side of the calls to count (default {default})",
+    )
+    parser.add_argument(
+        "--instance",
+        metavar="ID",
+        help="only this instance of a service: its service.instance.id, <host>:<pid> (glob with *)",
     )
 
 

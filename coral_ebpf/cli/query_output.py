@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from coral_ebpf.cli._common import print_table
@@ -49,9 +49,17 @@ def _ago(unix: float | None) -> str:
 
 
 def _filters_text(params: Mapping[str, Any]) -> str:
-    keys = ("service", "route", "method", "operation", "table")
+    keys = ("service", "instance", "route", "method", "operation", "table")
     parts = [f"{key} {params[key]!r}" for key in keys if params.get(key)]
     return f" matching {', '.join(parts)}" if parts else ""
+
+
+def several_instances(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether some service in `rows` has more than one instance (then the table shows which row is whose)."""
+    seen: dict[str, set[Any]] = {}
+    for row in rows:
+        seen.setdefault(row["service"], set()).add(row.get("instance"))
+    return any(len(instances) > 1 for instances in seen.values())
 
 
 def print_red(result: Mapping[str, Any], params: Mapping[str, Any]) -> None:
@@ -64,6 +72,8 @@ def print_red(result: Mapping[str, Any], params: Mapping[str, Any]) -> None:
         return
     group_columns = _GROUP_COLUMNS[kind]
     show_side = side == "all"
+    if several_instances(rows):
+        group_columns = (("Instance", "instance"), *group_columns)
     headers = ["Service", *(["Side"] if show_side else []), *(h for h, _ in group_columns)]
     headers += ["Requests", "Rate/s", "Errors", "Error %", "P50", "P95", "P99"]
     table_rows = []

@@ -73,6 +73,7 @@ class RedParams:
     by: float | None = None  # seconds per time bucket; None = one summary over the window
     group: str | None = None  # None = the protocol's keys; "route", "method", "status" or "service" (red.py)
     agent: str | None = None  # only rows stored by this agent_id (a colony holds many; glob with *)
+    instance: str | None = None  # only this service.instance.id (`<host>:<pid>`; glob with *)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RedParams:
@@ -101,6 +102,7 @@ class RedParams:
             table=_text("table", data.get("table")),
             side=side,
             agent=_text("agent", data.get("agent")),
+            instance=_text("instance", data.get("instance")),
         )
 
     def window(self) -> tuple[float, float]:
