@@ -132,10 +132,12 @@ reports the same `service.name` as the built-in engine.
         selector: dict[str, Any] = {"open_ports": _ports_text(ports)}
         if _glob_safe(entry.exe):
             selector["exe_path"] = entry.exe
-        # Beyla's own naming would call every Python app `python3.11`: hand it discovery's name.
-        selector["name"] = entry.name
-        if entry.namespace:
-            selector["namespace"] = entry.namespace
+        if entry.identity is not None:
+            # Beyla's own naming would call every Python app `python3.11`: hand it discovery's name
+            # (entries made up for `beyla config --port` have none: Beyla names those itself).
+            selector["name"] = entry.name
+            if entry.namespace:
+                selector["namespace"] = entry.namespace
         key = (selector["open_ports"], selector.get("exe_path", ""))
         selectors.setdefault(key, selector)
     return [selectors[key] for key in sorted(selectors)], skipped

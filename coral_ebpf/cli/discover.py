@@ -98,7 +98,7 @@ def print_registry(entries: list[ServiceEntry]) -> None:
         (
             entry.pid,
             entry.name,
-            str(entry.rule),
+            str(entry.rule or ""),
             " ".join(_endpoint(item.address, item.port, item.family) for item in entry.listeners),
             entry.netns,
             entry.exe,

@@ -39,8 +39,9 @@ class ServiceEntry:
         return self.identity.namespace if self.identity else ""
 
     @property
-    def rule(self) -> IdentityRule:
-        return self.identity.rule if self.identity else IdentityRule.CONFIG
+    def rule(self) -> IdentityRule | None:
+        """The identity rule that named the service; None for entries made up outside discovery."""
+        return self.identity.rule if self.identity else None
 
     def instance_id(self, hostname: str) -> str:
         """`<host>:<pid>`, as the identity gives it (entries made up outside discovery: from `hostname`)."""

@@ -55,7 +55,7 @@ class TrackedProcess:
 
 def service_fields(entry: ServiceEntry) -> dict[str, object]:
     """The fields of a log line about a service: name, rule, pid, ports."""
-    fields: dict[str, object] = {"service": entry.name, "rule": str(entry.rule), "pid": entry.pid}
+    fields: dict[str, object] = {"service": entry.name, "rule": str(entry.rule or ""), "pid": entry.pid}
     fields["ports"] = ",".join(str(port) for port in entry.ports)
     if entry.namespace:
         fields["namespace"] = entry.namespace

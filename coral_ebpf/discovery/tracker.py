@@ -90,6 +90,10 @@ class Tracker:
             changes.setdefault(key, value)
         self.registry.emit(dataclasses.replace(event, **changes) if changes else event)  # type: ignore[arg-type]
 
+    def _name_of(self, info: ProcessInfo) -> str:
+        """The name `discovery.exclude` also matches: the identity rules' (ports not known yet)."""
+        return self.registry.resolver.resolve(info).name
+
     def _named(self, pid: int) -> dict[str, str]:
         identity = self.registry.identity_of(pid)
         return {"service": identity.name, "rule": str(identity.rule)} if identity else {}
@@ -120,7 +124,7 @@ class Tracker:
                 self.watcher.unwatch(pid)
             reason = self.exclusion.reason_for_comm(pid, comm)
             return None, "excluded" if reason else "gone"
-        reason = self.exclusion.reason(info)
+        reason = self.exclusion.reason(info, self._name_of(info))
         if reason is not None:
             self.watcher.unwatch(pid)
             self._excluded[pid] = info.start_ticks
@@ -224,7 +228,7 @@ class Tracker:
         if info is None:
             self._emit(event)
             return  # it is already exiting; the exit event follows
-        if self.exclusion.reason(info) is not None:
+        if self.exclusion.reason(info, self._name_of(info)) is not None:
             self._excluded[pid] = info.start_ticks
             self.outcomes["excluded"] += 1
             self._schedule_orphans(self.registry.drop_process(pid))
@@ -378,7 +382,7 @@ class Tracker:
             for pid in taken.holders.get(item.inode, set()):
                 if pid not in infos:
                     info = self.source.inspect(pid)
-                    if info is not None and self.exclusion.reason(info) is not None:
+                    if info is not None and self.exclusion.reason(info, self._name_of(info)) is not None:
                         self._excluded[pid] = info.start_ticks
                         self.outcomes["excluded"] += 1
                         info = None

@@ -177,9 +177,9 @@ def test_legacy_dialect_uses_top_level_open_port_only() -> None:
 def test_selectors_pair_ports_with_the_executable_and_skip_the_agent_and_beyla() -> None:
     selectors, skipped = service_selectors(SERVICES, TARGET.exclusion)
     assert selectors == [
-        {"open_ports": "50051", "exe_path": "/opt/api/server", "name": "server"},
-        {"open_ports": "8080,9090", "exe_path": "/usr/bin/app", "name": "app"},
-        {"open_ports": "8081", "name": "app (deleted)"},  # deleted executable: a glob on it would never match
+        {"open_ports": "50051", "exe_path": "/opt/api/server"},
+        {"open_ports": "8080,9090", "exe_path": "/usr/bin/app"},
+        {"open_ports": "8081"},  # deleted executable: a glob on it would never match
     ]
     reasons = {entry.pid: entry.reason for entry in skipped}
     assert reasons == {102: "the agent itself", 4242: "the agent itself", 103: "Beyla itself", 105: "Beyla itself"}
@@ -188,7 +188,7 @@ def test_selectors_pair_ports_with_the_executable_and_skip_the_agent_and_beyla()
 def test_agent_ports_are_never_instrumented_even_in_another_process() -> None:
     other = service(200, "/usr/bin/proxy", 4318, 8443)
     selectors, _ = service_selectors([other], TARGET.exclusion)
-    assert selectors == [{"open_ports": "8443", "exe_path": "/usr/bin/proxy", "name": "proxy"}]
+    assert selectors == [{"open_ports": "8443", "exe_path": "/usr/bin/proxy"}]
     only_agent_port = service(201, "/usr/bin/proxy", 4317)
     selectors, skipped = service_selectors([only_agent_port], TARGET.exclusion)
     assert selectors == [] and skipped[0].reason == "listens only on the agent's own ports"
@@ -207,7 +207,7 @@ def test_no_catch_all_rule_is_ever_emitted() -> None:
     for document in (rendered(), rendered(services=[]), rendered({"instrument": [{"open_ports": "80"}]})):
         for selector in document["discovery"]["instrument"]:
             assert selector.get("open_ports") not in ("1-65535", "0-65535")
-            assert set(selector) - {"open_ports", "exe_path", "name", "namespace"} == set()
+            assert set(selector) - {"open_ports", "exe_path"} == set()
 
 
 def test_rendering_is_deterministic_and_independent_of_discovery_order() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from coral_ebpf.agent.config import parse_config_text
 from coral_ebpf.agent.reload import plan_reload
+from coral_ebpf.discovery.exclusion import Exclusion
 from coral_ebpf.discovery.identity import IdentityResolver, IdentityRule
 from coral_ebpf.discovery.registry import ServiceRegistry, TrackedSocket
 from coral_ebpf.probes.linux.procfs import ProcessInfo
@@ -57,3 +58,9 @@ def test_entries_carry_the_identity_and_a_reload_renames_them(caplog: pytest.Log
     registry.drop_process(INFO.pid)
     assert registry.publish()
     assert caplog.records[-1].getMessage() == "service left"
+
+
+def test_discovery_exclude_matches_the_name_the_rules_give() -> None:
+    name = IdentityResolver().resolve(INFO).name
+    assert Exclusion(["shop.*"]).reason(INFO, name) == "matches discovery.exclude pattern 'shop.*'"
+    assert Exclusion(["shop.*"]).reason(INFO) is None
