@@ -107,7 +107,7 @@ def print_registry(entries: list[ServiceEntry]) -> None:
         for entry in entries
     ]
     print_table(
-        ("PID", "SERVICE", "NAMED BY", "LISTENING ON", "NETNS", "EXECUTABLE", "CONTAINER"),
+        ("PID", "SERVICE", "RULE", "LISTENING ON", "NETNS", "EXECUTABLE", "CONTAINER"),
         rows,
         title="Services listening now",
         footer=f"{len(entries)} services; live changes follow (Ctrl-C to stop)",
