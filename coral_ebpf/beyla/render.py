@@ -55,6 +55,9 @@ class RenderTarget:
     otlp_endpoint: str  # e.g. http://127.0.0.1:4318 (no trailing slash: Beyla would POST to "/")
     health_port: int | None = None  # used only by dialects with /healthz
     exclusion: SelfExclusion = SelfExclusion()
+    # The host name in Beyla's service.instance.id (`<host>:<pid>`), the one discovery's identities use;
+    # "" leaves Beyla to its own (which may resolve an FQDN through DNS).
+    hostname: str = ""
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,8 @@ def render(
         if parts:
             document["open_port"] = parts
 
+    if target.hostname and not legacy:
+        document["attributes"] = {"instance_id": {"override_hostname": target.hostname, "dns": False}}
     routes = _routes(settings.routes)
     if routes:
         document["routes"] = routes

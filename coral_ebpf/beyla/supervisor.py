@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -255,7 +256,8 @@ class BeylaSupervisor:
     def _render(self, services: Sequence[ServiceEntry], health_port: int | None) -> RenderedConfig:
         assert self._record.binary is not None and self._record.dialect is not None
         exclusion = SelfExclusion.for_this_process(self._agent_ports, self._record.binary.real_path)
-        target = RenderTarget(self._otlp_endpoint, health_port, exclusion)
+        # Beyla's service.instance.id then matches discovery's and the built-in engine's (`<host>:<pid>`).
+        target = RenderTarget(self._otlp_endpoint, health_port, exclusion, hostname=socket.gethostname())
         return render(self.settings, services, target, self._record.dialect, self._record.version)
 
     def _launch(

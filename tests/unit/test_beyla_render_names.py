@@ -45,3 +45,11 @@ def test_two_python_apps_are_two_named_selectors() -> None:
         {"open_ports": "9000", "exe_path": "/usr/bin/python3.11", "name": "shop.api", "namespace": "shop"},
     ]
     assert schema_errors(rendered.document) == []
+
+
+def test_beyla_instance_ids_use_the_agent_host_name() -> None:
+    services = [entry(10, ("python3", "app.py"), 8000)]
+    rendered = render(BeylaSettings(), services, RenderTarget("http://127.0.0.1:4318", hostname="web-1"))
+    assert rendered.document["attributes"] == {"instance_id": {"override_hostname": "web-1", "dns": False}}
+    assert schema_errors(rendered.document) == []
+    assert "attributes" not in render(BeylaSettings(), services, RenderTarget("http://127.0.0.1:4318")).document
