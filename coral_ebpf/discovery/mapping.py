@@ -9,6 +9,7 @@ Beyla); the first entry that matches names the process.
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,13 +90,19 @@ def parse_ports(text: str | int, index: int) -> tuple[tuple[int, int], ...]:
     return tuple(ranges)
 
 
+@functools.lru_cache(maxsize=256)
+def port_ranges(text: str) -> tuple[tuple[int, int], ...]:
+    """The (low, high) ranges of an `open_ports` text that `parse_ports` accepted."""
+    return parse_ports(text, 0)
+
+
 @dataclass(frozen=True)
 class ServiceMapping:
-    """One `services:` entry."""
+    """One `services:` entry, its values as written (so the configuration can be shown back)."""
 
     name: str
-    namespace: str = ""
-    open_ports: tuple[tuple[int, int], ...] = ()
+    namespace: str | None = None
+    open_ports: str | None = None  # "80,443,8000-8999", validated
     exe_path: str | None = None
     cmdline: str | None = None
     systemd_unit: str | None = None
@@ -117,10 +124,13 @@ class ServiceMapping:
                 "(start it with / or a glob such as */python3*)",
                 ("services", index, "exe_path"),
             )
+        if ports is not None:
+            ports = str(ports).replace(" ", "")
+            parse_ports(ports, index)
         return cls(
             name=str(data["name"]),
-            namespace=str(data.get("namespace") or ""),
-            open_ports=parse_ports(ports, index) if ports is not None else (),
+            namespace=data.get("namespace"),
+            open_ports=ports,
             exe_path=exe_path,
             cmdline=data.get("cmdline"),
             systemd_unit=data.get("systemd_unit"),
@@ -128,8 +138,10 @@ class ServiceMapping:
         )
 
     def matches(self, facts: ProcessFacts) -> bool:
-        if self.open_ports and not any(low <= port <= high for port in facts.ports for low, high in self.open_ports):
-            return False
+        if self.open_ports is not None:
+            ranges = port_ranges(self.open_ports)
+            if not any(low <= port <= high for port in facts.ports for low, high in ranges):
+                return False
         if self.exe_path is not None and not fnmatch.fnmatchcase(facts.exe, self.exe_path):
             return False
         if self.cmdline is not None and not fnmatch.fnmatchcase(" ".join(facts.cmdline), self.cmdline):

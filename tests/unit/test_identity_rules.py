@@ -84,7 +84,8 @@ def facts(**changes: object) -> ProcessFacts:
 
 
 def test_mapping_selectors_all_have_to_match() -> None:
-    mapping = ServiceMapping("shop", open_ports=parse_ports("80,8000-8999", 0), exe_path="*/python3*")
+    assert parse_ports("80, 8000-8999", 0) == ((80, 80), (8000, 8999))
+    mapping = ServiceMapping("shop", open_ports="80,8000-8999", exe_path="*/python3*")
     assert mapping.matches(facts())
     assert not mapping.matches(facts(ports=(9090,)))
     assert not mapping.matches(facts(exe="/usr/bin/node"))
