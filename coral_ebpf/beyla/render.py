@@ -108,8 +108,8 @@ def service_selectors(
 ) -> tuple[list[dict[str, Any]], list[SkippedService]]:
     """One `{open_ports, exe_path, name}` selector per discovered service, minus the agent and Beyla.
 
-`name` (and `namespace`) carry the identity discovery chose (discovery/identity.py), so Beyla
-reports the same `service.name` as the built-in engine.
+    `name` (and `namespace`) carry the identity discovery chose (discovery/identity.py), so Beyla
+    reports the same `service.name` as the built-in engine.
 
     Both keys in one selector must match (Beyla ANDs them), so a port is only instrumented in
     the process that was discovered on it. Never a catch-all: mixing a catch-all with specific
