@@ -23,6 +23,9 @@ _JAVA_OPTIONS_WITH_VALUE = frozenset(
 )
 _APP_SPEC = re.compile(r"^([A-Za-z_][\w.]*):[A-Za-z_][\w.()]*$")  # package.module:app (or :create_app())
 _JAR_VERSION = re.compile(r"-v?\d[\w.+-]*$")  # app-1.4.2-SNAPSHOT -> app
+# A process that rewrote its title (setproctitle): gunicorn's `gunicorn: worker [shop.wsgi:app]`,
+# puma's `puma 6.4.0 (tcp://0.0.0.0:3000) [shop]`.
+_TITLE_NAME = re.compile(r"\[([^\[\]\s]+)\]\s*$")
 _SERVICE_UNIT = re.compile(r"^(?P<name>[^/@]+?)(?:@(?P<instance>[^/]*))?\.service$")
 _USER_MANAGER = re.compile(r"^user@\d+\.service$")
 
@@ -132,11 +135,22 @@ def _script(args: list[str], with_value: frozenset[str] = frozenset()) -> str | 
     return _stem(positionals[0]) if positionals else None
 
 
+def _title_name(title: str) -> str | None:
+    """The `[...]` a rewritten process title ends with: `module:app` as `module`, else as it is."""
+    match = _TITLE_NAME.search(title)
+    if match is None:
+        return None
+    app = _APP_SPEC.match(match.group(1))
+    return app.group(1) if app else match.group(1)
+
+
 def command_line_name(exe: str, cmdline: tuple[str, ...]) -> str | None:
     """The application named by an interpreter's or runtime's command line; None for anything else."""
     if not cmdline:
         return None
     runtime = _runtime(exe, cmdline[0])
+    if len(cmdline) == 1 and " " in cmdline[0] and runtime in ("python", "ruby"):
+        return _title_name(cmdline[0])
     args = list(cmdline[1:])
     if runtime == "python":
         return _python(args)

@@ -47,6 +47,9 @@ PY = "/usr/bin/python3.11"
         ("/usr/bin/dotnet", ("dotnet", "Orders.Api.dll"), "Orders.Api"),
         ("/usr/bin/perl", ("perl", "-I", "lib", "daemon.pl"), "daemon"),
         ("/usr/sbin/nginx", ("nginx: master process",), None),
+        (PY, ("gunicorn: worker [shop.wsgi:application]",), "shop.wsgi"),
+        ("/usr/bin/ruby3.1", ("puma 6.4.0 (tcp://0.0.0.0:3000) [storefront]",), "storefront"),
+        (PY, ("celery worker",), None),
     ],
 )
 def test_command_line_names(exe: str, cmdline: tuple[str, ...], name: str | None) -> None:
