@@ -178,6 +178,8 @@ class RedEngine:
                 {
                     "pid": info.entry.pid,
                     "name": info.entry.name,
+                    "rule": str(info.entry.rule or ""),
+                    "instance_id": info.entry.instance_id(self._hostname),
                     "ports": list(info.entry.ports),
                     "routes": self._routes[pid].route_count if pid in self._routes else 0,
                 }

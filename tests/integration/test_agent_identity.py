@@ -105,6 +105,9 @@ def test_two_python_apps_are_two_services_and_instances_are_told_apart(tmp_path:
 
         document = agent.wait_for(all_traced, timeout=60, what="the apps traced by the built-in engine")
         names = {service["pid"]: service["name"] for service in document["red"]["services"]}
+        rules = {service["pid"]: (service["rule"], service["instance_id"]) for service in document["red"]["services"]}
+        assert rules[files] == ("command_line", f"{hostname}:{files}")
+        assert rules[mapped] == ("config", f"{hostname}:{mapped}")
         assert [names[pid] for pid in (files, first_shop, second_shop, mapped)] == [
             "http.server",
             "shopapi",
