@@ -164,6 +164,11 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", default="15m", metavar="DURATION", help="how far back to look (default 15m)")
     parser.add_argument("--service", metavar="NAME", help="only this service (glob with *)")
     parser.add_argument(
+        "--instance",
+        metavar="ID",
+        help="only this instance of a service: its service.instance.id, <host>:<pid> (glob with *)",
+    )
+    parser.add_argument(
         "--colony",
         nargs="?",
         const="",
@@ -186,11 +191,6 @@ def _side_flag(parser: argparse.ArgumentParser, default: str) -> None:
         "--side",
         choices=("server", "client", "producer", "consumer", "all"),
         help=f"which side of the calls to count (default {default})",
-    )
-    parser.add_argument(
-        "--instance",
-        metavar="ID",
-        help="only this instance of a service: its service.instance.id, <host>:<pid> (glob with *)",
     )
 
 

@@ -121,6 +121,7 @@ class TraceParams:
     with_spans: bool = False
     errors_only: bool = False  # only traces with at least one ERROR span
     agent: str | None = None  # only spans stored by this agent_id (glob with *)
+    instance: str | None = None  # only traces through this service.instance.id (glob with *)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TraceParams:
@@ -153,6 +154,7 @@ class TraceParams:
             with_spans=with_spans,
             errors_only=errors_only,
             agent=_text("agent", data.get("agent")),
+            instance=_text("instance", data.get("instance")),
         )
 
     def window(self) -> tuple[float, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,9 @@ from tests.helpers.beyla_otlp import (
     CumulativeHistogram,
     beyla_resource,
     http_server_attributes,
+    http_server_span,
     metrics_request,
+    trace_request,
 )
 from tests.helpers.datapath import data_path
 
@@ -25,6 +28,7 @@ UNTIL = T / 1e9
 SHOP_A = beyla_resource("shop", pid=101)
 SHOP_B = beyla_resource("shop", pid=202)
 CART = beyla_resource("cart", pid=303)
+TRACE_A, TRACE_B = os.urandom(16), os.urandom(16)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +38,9 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Storage]:
             histogram = CumulativeHistogram("http.server.request.duration", start_ns=T - 60 * SECOND_NS)
             histogram.record(http_server_attributes(resource, "GET", "/items", 200), 0.02, requests)
             processor.consume_metrics(metrics_request(resource, [histogram.export(T)]))
+        for resource, trace_id in ((SHOP_A, TRACE_A), (SHOP_B, TRACE_B)):
+            span = http_server_span(trace_id, os.urandom(8), start_ns=T - 5 * SECOND_NS, duration_ns=1_000_000)
+            processor.consume_traces(trace_request(resource, [span]))
         storage.flush()
         yield storage
 
@@ -69,3 +76,13 @@ def test_the_table_shows_instances_only_when_a_service_has_several(
     assert "Instance" in several and "testhost:101" in several and "testhost:202" in several
     print_red(red(storage, service="cart"), {"since": "10m", "service": "cart"})
     assert "Instance" not in capsys.readouterr().out
+
+
+def test_traces_through_one_instance(storage: Storage) -> None:
+    def trace_ids(**params: Any) -> set[str]:
+        result = run_query(storage.reader(), "traces", {"since": "10m", "until": UNTIL, **params})
+        return {trace["trace_id"] for trace in result["traces"]}
+
+    assert trace_ids(service="shop") == {TRACE_A.hex(), TRACE_B.hex()}
+    assert trace_ids(instance="testhost:202") == {TRACE_B.hex()}
+    assert trace_ids(instance="otherhost:*") == set()
