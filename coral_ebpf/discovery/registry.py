@@ -67,7 +67,7 @@ class ServiceRegistry:
 
     def __init__(self, resolver: IdentityResolver | None = None) -> None:
         self.resolver = resolver or IdentityResolver()
-        self._identities: dict[tuple[int, int, tuple[int, ...]], ServiceIdentity] = {}
+        self._identities: dict[tuple[ProcessInfo, tuple[int, ...]], ServiceIdentity] = {}
         self._announced: dict[tuple[int, int], ServiceEntry] = {}  # (netns, pid) -> entry last logged
         self._lock = threading.RLock()
         self._processes: dict[int, TrackedProcess] = {}
@@ -118,8 +118,8 @@ class ServiceRegistry:
         return entries
 
     def _identity(self, info: ProcessInfo, ports: tuple[int, ...]) -> ServiceIdentity:
-        """Resolved once per process incarnation and port set (a `services:` entry may select by port)."""
-        key = (info.pid, info.start_ticks, ports)
+        """Resolved once per process image (an exec changes it) and port set (`services:` may select by port)."""
+        key = (info, ports)
         identity = self._identities.get(key)
         if identity is None:
             if len(self._identities) > 4 * len(self._processes) + 64:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -64,3 +65,12 @@ def test_discovery_exclude_matches_the_name_the_rules_give() -> None:
     name = IdentityResolver().resolve(INFO).name
     assert Exclusion(["shop.*"]).reason(INFO, name) == "matches discovery.exclude pattern 'shop.*'"
     assert Exclusion(["shop.*"]).reason(INFO) is None
+
+
+def test_an_exec_renames_the_process() -> None:
+    registry = registry_with_one_service(IdentityResolver(hostname="h"))
+    assert registry.snapshot()[0].name == "shop.api"
+    execd = dataclasses.replace(INFO, exe="/usr/bin/sleep", cmdline=("/usr/bin/sleep", "60"), comm="sleep")
+    registry.put_process(execd, 0)  # same pid and start time: exec keeps the incarnation
+    (entry,) = registry.snapshot()
+    assert (entry.name, entry.rule) == ("sleep", IdentityRule.EXECUTABLE)
