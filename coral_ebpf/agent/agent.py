@@ -260,6 +260,7 @@ class Agent:
             agent_pids=[os.getpid()],
             beyla_paths=[beyla_path] if found else [],
             probe_report=self.report,
+            services=self.config.services,
         )
         try:
             self._run(Part.DISCOVERY, discovery)

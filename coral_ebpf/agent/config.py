@@ -22,6 +22,8 @@ from coral_ebpf.beyla.settings import BeylaSettings
 from coral_ebpf.config.formats import PATH, section
 from coral_ebpf.config.loader import ConfigDocument, KeyPath, parse_document, read_document, schema_problems
 from coral_ebpf.config.reference import UNSET, Leaf, render_table
+from coral_ebpf.discovery.mapping import SCHEMA as SERVICES_SCHEMA
+from coral_ebpf.discovery.mapping import MappingError, ServiceMapping, mappings_from_list
 from coral_ebpf.discovery.settings import SCHEMA as DISCOVERY_SCHEMA
 from coral_ebpf.discovery.settings import DiscoverySettings
 from coral_ebpf.errors import ConfigError
@@ -71,6 +73,7 @@ def build_schema() -> dict[str, Any]:
                 "storage": STORAGE_SCHEMA,
                 "control": CONTROL_SCHEMA,
                 "discovery": DISCOVERY_SCHEMA,
+                "services": SERVICES_SCHEMA,
                 "beyla": BEYLA_SCHEMA,
                 "red": RED_SCHEMA,
                 "limits": LIMITS_SCHEMA,
@@ -101,6 +104,7 @@ class AgentConfig:
     export: ExportSettings
     ui: UiSettings
     colony_api: ColonyApiSettings = field(default_factory=ColonyApiSettings)
+    services: tuple[ServiceMapping, ...] = ()  # the user's names for processes, first match wins
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> AgentConfig:
@@ -123,6 +127,7 @@ class AgentConfig:
             export=ExportSettings.from_dict(data.get("export", {}), state_dir),
             ui=UiSettings.from_dict(data.get("ui", {})),
             colony_api=ColonyApiSettings.from_dict(data.get("colony_api", {})),
+            services=mappings_from_list(data.get("services", ())),
         )
 
 
@@ -204,6 +209,8 @@ def config_from_document(document: ConfigDocument) -> AgentConfig:
         raise ConfigError("\n".join(problems), "see the configuration reference in README.md")
     try:
         config = AgentConfig.from_dict(document.data, source=document.source)
+    except MappingError as exc:  # a `services:` entry that can never match
+        raise ConfigError(f"{document.where(exc.key)}: {exc}", "see 'services:' in docs/discovery.md") from exc
     except ValueError as exc:  # a section's own check across its keys
         raise ConfigError(f"{document.source}: {exc}") from exc
     return check(config, document)

@@ -4,6 +4,7 @@ can be applied while the agent runs.
 Applied live:
 - `log_level`, `log_format`: the log handler is set up again;
 - `discovery.exclude`: the new patterns, then a resync so running services are judged again;
+- `services`: every process is named again (the engines and Beyla's config follow the new names);
 - `red.routes`, `red.unmatched_routes`, `red.max_routes_per_service`, `red.max_path_segment_cardinality`,
   `red.fold_not_found`, `red.ignored_routes`, `red.sampling`: the built-in engine's route tables are
   rebuilt (each service's routes are learnt again) and the new ignore list and sampling apply;
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 
 from coral_ebpf.agent.config import AgentConfig
 from coral_ebpf.beyla.settings import BeylaSettings
+from coral_ebpf.discovery.mapping import ServiceMapping
 from coral_ebpf.logsetup import setup_logging
 from coral_ebpf.red.settings import RedSettings
 
@@ -83,6 +85,10 @@ class ReloadPlan:
         return "discovery.exclude" in self.applied
 
     @property
+    def services_changed(self) -> bool:
+        return "services" in self.applied
+
+    @property
     def logging_changed(self) -> bool:
         return any(key in LIVE_TOP for key in self.applied)
 
@@ -96,6 +102,7 @@ def plan_reload(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
         first = rest.split(".", 1)[0]
         live = (
             key in LIVE_TOP
+            or key == "services"
             or (section == "discovery" and first in LIVE_DISCOVERY)
             or (section == "red" and first in LIVE_RED)
             or (section == "beyla" and rest and first not in BEYLA_NEEDS_RESTART)
@@ -112,6 +119,7 @@ def plan_reload(old: AgentConfig, new: AgentConfig) -> ReloadPlan:
         discovery=dataclasses.replace(old.discovery, exclude=new.discovery.exclude),
         red=dataclasses.replace(old.red, **{name: getattr(new.red, name) for name in LIVE_RED}),
         beyla=beyla,
+        services=new.services,
     )
     return ReloadPlan(tuple(applied), tuple(needs_restart), running)
 
@@ -122,6 +130,8 @@ class RouteTarget(Protocol):
 
 class ExcludeTarget(Protocol):
     def set_exclude(self, patterns: Sequence[str]) -> None: ...
+
+    def set_services(self, services: Sequence[ServiceMapping]) -> None: ...
 
 
 class BeylaTarget(Protocol):
@@ -140,6 +150,8 @@ def apply_live(
         setup_logging(plan.config.log_level, plan.config.log_format)
     if plan.exclude_changed and discovery is not None:
         discovery.set_exclude(plan.config.discovery.exclude)
+    if plan.services_changed and discovery is not None:
+        discovery.set_services(plan.config.services)
     if plan.red_routes_changed and red is not None:
         red.set_route_settings(plan.config.red)
     if plan.beyla_changed and beyla is not None:

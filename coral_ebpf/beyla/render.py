@@ -55,6 +55,9 @@ class RenderTarget:
     otlp_endpoint: str  # e.g. http://127.0.0.1:4318 (no trailing slash: Beyla would POST to "/")
     health_port: int | None = None  # used only by dialects with /healthz
     exclusion: SelfExclusion = SelfExclusion()
+    # The host name in Beyla's service.instance.id (`<host>:<pid>`), the one discovery's identities use;
+    # "" leaves Beyla to its own (which may resolve an FQDN through DNS).
+    hostname: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,10 @@ def _excluded_by_cmd(entry: ServiceEntry, exclusion: SelfExclusion) -> bool:
 def service_selectors(
     entries: Sequence[ServiceEntry], exclusion: SelfExclusion
 ) -> tuple[list[dict[str, Any]], list[SkippedService]]:
-    """One `{open_ports, exe_path}` selector per discovered service, minus the agent and Beyla.
+    """One `{open_ports, exe_path, name}` selector per discovered service, minus the agent and Beyla.
+
+    `name` (and `namespace`) carry the identity discovery chose (discovery/identity.py), so Beyla
+    reports the same `service.name` as the built-in engine.
 
     Both keys in one selector must match (Beyla ANDs them), so a port is only instrumented in
     the process that was discovered on it. Never a catch-all: mixing a catch-all with specific
@@ -129,6 +135,12 @@ def service_selectors(
         selector: dict[str, Any] = {"open_ports": _ports_text(ports)}
         if _glob_safe(entry.exe):
             selector["exe_path"] = entry.exe
+        if entry.identity is not None:
+            # Beyla's own naming would call every Python app `python3.11`: hand it discovery's name
+            # (entries made up for `beyla config --port` have none: Beyla names those itself).
+            selector["name"] = entry.name
+            if entry.namespace:
+                selector["namespace"] = entry.namespace
         key = (selector["open_ports"], selector.get("exe_path", ""))
         selectors.setdefault(key, selector)
     return [selectors[key] for key in sorted(selectors)], skipped
@@ -250,6 +262,8 @@ def render(
         if parts:
             document["open_port"] = parts
 
+    if target.hostname and not legacy:
+        document["attributes"] = {"instance_id": {"override_hostname": target.hostname, "dns": False}}
     routes = _routes(settings.routes)
     if routes:
         document["routes"] = routes

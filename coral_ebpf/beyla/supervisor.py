@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from coral_ebpf.beyla.status_view import SupervisorRecord
 from coral_ebpf.beyla.version import VersionDetectionError, binary_identity, detect_version
 from coral_ebpf.capabilities.report import ProbeComponent, ProbeReport, Verdict
 from coral_ebpf.discovery.model import ServiceEntry
+from coral_ebpf.discovery.registry import service_fields
 from coral_ebpf.errors import CoralError
 from coral_ebpf.safe_paths import prepare_private_dir
 from coral_ebpf.state import PartState, StateChange, StateListener
@@ -76,6 +78,7 @@ class BeylaSupervisor:
         # Supervisor-thread state (read by status() under the lock).
         self._record = SupervisorRecord()
         self._services: list[ServiceEntry] = list(services)
+        self._traced: set[tuple[int, float, str]] = set()  # (pid, start, name) announced as traced by Beyla
         self._pending: list[ServiceEntry] | None = None
         self._update_due: float | None = None
         self._instance: BeylaInstance | None = None
@@ -253,7 +256,8 @@ class BeylaSupervisor:
     def _render(self, services: Sequence[ServiceEntry], health_port: int | None) -> RenderedConfig:
         assert self._record.binary is not None and self._record.dialect is not None
         exclusion = SelfExclusion.for_this_process(self._agent_ports, self._record.binary.real_path)
-        target = RenderTarget(self._otlp_endpoint, health_port, exclusion)
+        # Beyla's service.instance.id then matches discovery's and the built-in engine's (`<host>:<pid>`).
+        target = RenderTarget(self._otlp_endpoint, health_port, exclusion, hostname=socket.gethostname())
         return render(self.settings, services, target, self._record.dialect, self._record.version)
 
     def _launch(
@@ -321,9 +325,19 @@ class BeylaSupervisor:
                 }
             },
         )
+        self._announce_traced(services, rendered)
         with self._cond:
             self._record.waiting_for = "waiting for /healthz" if health_port else WAITING_FOR_TRACER
         self._set_state(PartState.STARTING, pid=child.pid, services=len(rendered.selectors))
+
+    def _announce_traced(self, services: Sequence[ServiceEntry], rendered: RenderedConfig) -> None:
+        """One info line per service Beyla was newly given to instrument."""
+        skipped = {item.pid for item in rendered.skipped}
+        traced = {(entry.pid, entry.start_time, entry.name): entry for entry in services if entry.pid not in skipped}
+        for key, entry in traced.items():
+            if key not in self._traced:
+                log.info("service traced", extra={"fields": {"engine": "beyla", **service_fields(entry)}})
+        self._traced = set(traced)
 
     def _judge_health(self, instance: BeylaInstance, now: float) -> None:
         data = instance.data_since_start(self._last_data_seen)

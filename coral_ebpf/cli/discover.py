@@ -37,17 +37,25 @@ from coral_ebpf.discovery.model import DiscoveryEvent, ServiceEntry
 FAMILY_NAMES: dict[int, str] = {int(socket.AF_INET): "ipv4", int(socket.AF_INET6): "ipv6"}
 
 
+def unix_time(monotonic_ns: int) -> float:
+    """A CLOCK_MONOTONIC timestamp (the kernel's event time) as seconds since the epoch."""
+    return round(time.time() - (time.monotonic_ns() - monotonic_ns) / 1e9, 6)
+
+
 def event_to_json(event: DiscoveryEvent) -> dict[str, Any]:
-    """One JSON line: `pid` is the process id, `tid` the thread that triggered the event."""
+    """One JSON line: `pid` is the process id, `tid` the thread that triggered the event;
+    `ts` is unix time in seconds (like traces), `ts_monotonic_ns` the kernel's own clock."""
     line: dict[str, Any] = {
         "event": event.event,
-        "ts_ns": event.ts_ns,
+        "ts": unix_time(event.ts_ns),
+        "ts_monotonic_ns": event.ts_ns,
         "pid": event.tgid,
         "tid": event.pid,
         "comm": event.comm,
         "netns": event.netns,
         "port": event.port,
         "service": event.service or None,
+        "rule": event.rule or None,
     }
     if event.port is not None:
         line["family"] = FAMILY_NAMES.get(event.family or 0, event.family)
@@ -80,6 +88,8 @@ def event_to_text(event: DiscoveryEvent) -> str:
     parts.append(f"netns={event.netns}")
     if event.service:
         parts.append(f"service={event.service}")
+    if event.rule:
+        parts.append(f"rule={event.rule}")
     return " ".join(parts)
 
 
@@ -88,6 +98,7 @@ def print_registry(entries: list[ServiceEntry]) -> None:
         (
             entry.pid,
             entry.name,
+            str(entry.rule or ""),
             " ".join(_endpoint(item.address, item.port, item.family) for item in entry.listeners),
             entry.netns,
             entry.exe,
@@ -96,7 +107,7 @@ def print_registry(entries: list[ServiceEntry]) -> None:
         for entry in entries
     ]
     print_table(
-        ("PID", "SERVICE", "LISTENING ON", "NETNS", "EXECUTABLE", "CONTAINER"),
+        ("PID", "SERVICE", "RULE", "LISTENING ON", "NETNS", "EXECUTABLE", "CONTAINER"),
         rows,
         title="Services listening now",
         footer=f"{len(entries)} services; live changes follow (Ctrl-C to stop)",
@@ -120,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(config.discovery, enabled=True)
     from coral_ebpf.discovery.component import Discovery  # BCC and pyroute2: only `discover` pays
 
-    discovery = Discovery(settings, config.state_dir, report_all_processes=args.all)
+    discovery = Discovery(settings, config.state_dir, report_all_processes=args.all, services=config.services)
     events: queue.Queue[DiscoveryEvent] = queue.Queue()
     started = threading.Event()
 

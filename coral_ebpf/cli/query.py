@@ -96,7 +96,7 @@ def _duration_text(flag: str, value: str) -> str:
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {"since": _duration_text("--since", args.since)}
-    for name in ("service", "route", "method", "operation", "table", "side", "trace_id", "agent", "status"):
+    for name in ("service", "instance", "route", "method", "operation", "table", "side", "trace_id", "agent", "status"):
         value = getattr(args, name, None)
         if value:
             params[name] = value
@@ -199,6 +199,11 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
     parser.add_argument("--since", default="15m", metavar="DURATION", help="how far back to look (default 15m)")
     parser.add_argument("--service", metavar="NAME", help="only this service (glob with *)")
+    parser.add_argument(
+        "--instance",
+        metavar="ID",
+        help="only this instance of a service: its service.instance.id, <host>:<pid> (glob with *)",
+    )
     parser.add_argument(
         "--colony",
         nargs="?",

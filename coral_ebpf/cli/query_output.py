@@ -50,9 +50,17 @@ def _ago(unix: float | None) -> str:
 
 
 def _filters_text(params: Mapping[str, Any]) -> str:
-    keys = ("service", "route", "method", "operation", "table")
+    keys = ("service", "instance", "route", "method", "operation", "table")
     parts = [f"{key} {params[key]!r}" for key in keys if params.get(key)]
     return f" matching {', '.join(parts)}" if parts else ""
+
+
+def several_instances(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether some service in `rows` has more than one instance (then the table shows which row is whose)."""
+    seen: dict[str, set[Any]] = {}
+    for row in rows:
+        seen.setdefault(row["service"], set()).add(row.get("instance"))
+    return any(len(instances) > 1 for instances in seen.values())
 
 
 def format_rate(value: float) -> str:
@@ -102,6 +110,8 @@ def print_red(
     # On a narrow output, one service goes into the title and leaves its column to the routes.
     show_service = width is None or len({row["service"] for row in rows}) > 1
     four_xx = kind == "http"
+    if several_instances(rows):
+        group_columns = (("Instance", "instance"), *group_columns)
     if tsv:
         keys = ["service", "side", *(key for _, key in group_columns)]
         measures = [m for m in _TSV_MEASURES if four_xx or m != "status_4xx"]

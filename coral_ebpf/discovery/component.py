@@ -27,7 +27,9 @@ from coral_ebpf.capabilities.btf import VMLINUX_BTF
 from coral_ebpf.capabilities.report import ProbeReport
 from coral_ebpf.discovery.events import Intake, ProbeIntake, decode_listen_event, decode_proc_event
 from coral_ebpf.discovery.exclusion import Exclusion
+from coral_ebpf.discovery.identity import IdentityResolver
 from coral_ebpf.discovery.kernel_layout import KernelLayout, read_layout
+from coral_ebpf.discovery.mapping import ServiceMapping
 from coral_ebpf.discovery.registry import ServiceRegistry
 from coral_ebpf.discovery.settings import DiscoverySettings
 from coral_ebpf.discovery.snapshot import take_snapshot
@@ -67,10 +69,12 @@ class Discovery:
         beyla_paths: Collection[str] = (),
         report_all_processes: bool = False,
         probe_report: ProbeReport | None = None,
+        services: Sequence[ServiceMapping] = (),
     ) -> None:
+        """`services`: the `services:` config, the user's names for processes (discovery/identity.py)."""
         self.settings = settings
         self.state_dir = state_dir
-        self.registry = registry or ServiceRegistry()
+        self.registry = registry or ServiceRegistry(IdentityResolver(services))
         self._btf_path = btf_path
         self._report_all = report_all_processes
         self._probe_report = probe_report
@@ -207,6 +211,10 @@ class Discovery:
         """New `discovery.exclude` patterns (a config reload); a resync judges every process again."""
         self._exclusion.patterns = tuple(patterns)
         self.request_resync("discovery.exclude changed")
+
+    def set_services(self, services: Sequence[ServiceMapping]) -> None:
+        """New `services:` names (a config reload): every process is named again at the next publish."""
+        self.registry.set_resolver(IdentityResolver(services))
 
     def request_resync(self, reason: str) -> None:
         """Rebuild the registry from a fresh snapshot on the discovery thread, soon."""

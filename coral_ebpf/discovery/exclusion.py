@@ -16,7 +16,8 @@ class Exclusion:
     """Decides from a process's identity whether it belongs in the registry.
 
     A pattern is a shell glob (`fnmatch`, case-sensitive) tried against the executable path,
-    the executable's file name, the kernel task name (comm) and the service name.
+    the executable's file name, the kernel task name (comm) and the service name (the
+    environment's, and the one the identity rules give without knowing the ports).
     """
 
     def __init__(
@@ -32,8 +33,9 @@ class Exclusion:
         # The kernel's task name is the executable's file name cut to 15 bytes.
         self._beyla_comms = frozenset(BEYLA_EXECUTABLES) | {os.path.basename(p)[:15] for p in self.beyla_paths}
 
-    def reason(self, info: ProcessInfo) -> str | None:
-        """Why `info` is excluded, or None if it is a service to keep."""
+    def reason(self, info: ProcessInfo, name: str = "") -> str | None:
+        """Why `info` is excluded, or None if it is a service to keep; `name` is the service name the
+        identity rules give it (discovery/identity.py), tried besides the environment's."""
         if info.pid in self.agent_pids:
             return "the agent itself"
         exe_name = os.path.basename(info.exe)
@@ -41,7 +43,7 @@ class Exclusion:
             return "beyla"
         if not info.exe and info.comm in self._beyla_comms:
             return "beyla"
-        candidates = [info.exe, exe_name, info.comm, info.service_name]
+        candidates = [info.exe, exe_name, info.comm, info.service_name, name]
         for pattern in self.patterns:
             for value in candidates:
                 if value and fnmatch.fnmatchcase(value, pattern):

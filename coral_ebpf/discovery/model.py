@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from coral_ebpf.discovery.identity import IdentityRule, ServiceIdentity
+
 
 @dataclass(frozen=True)
 class Listener:
@@ -22,7 +24,7 @@ class ServiceEntry:
 
     pid: int
     netns: int
-    name: str  # OTEL_SERVICE_NAME / SERVICE_NAME from the environment, else the executable name
+    name: str  # service.name, as the identity rules chose it (discovery/identity.py)
     exe: str
     cmdline: tuple[str, ...]
     listeners: tuple[Listener, ...]
@@ -30,6 +32,20 @@ class ServiceEntry:
     container_id: str | None = None
     start_time: float = 0.0  # process start, seconds since the epoch (tells PID reuse apart)
     comm: str = ""  # the kernel's 15-character task name
+    identity: ServiceIdentity | None = None  # None only for entries made up outside discovery
+
+    @property
+    def namespace(self) -> str:
+        return self.identity.namespace if self.identity else ""
+
+    @property
+    def rule(self) -> IdentityRule | None:
+        """The identity rule that named the service; None for entries made up outside discovery."""
+        return self.identity.rule if self.identity else None
+
+    def instance_id(self, hostname: str) -> str:
+        """`<host>:<pid>`, as the identity gives it (entries made up outside discovery: from `hostname`)."""
+        return self.identity.instance_id if self.identity else f"{hostname}:{self.pid}"
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -59,3 +75,4 @@ class DiscoveryEvent:
     sock_id: int = 0  # listen/close: the kernel's identity for the socket between the two events
     child_pid: int = 0  # fork: the new process
     service: str = ""  # the service name of the process, when discovery knows it
+    rule: str = ""  # the identity rule that named it (an IdentityRule value)

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from coral_ebpf.discovery.identity import IdentityResolver, ServiceIdentity
 from coral_ebpf.discovery.model import DiscoveryEvent, Listener, ServiceEntry
 from coral_ebpf.probes.linux.procfs import ProcessInfo
 
@@ -52,10 +53,22 @@ class TrackedProcess:
     since_ns: int  # CLOCK_MONOTONIC from which this incarnation is known; older exits are not its own
 
 
+def service_fields(entry: ServiceEntry) -> dict[str, object]:
+    """The fields of a log line about a service: name, rule, pid, ports."""
+    fields: dict[str, object] = {"service": entry.name, "rule": str(entry.rule or ""), "pid": entry.pid}
+    fields["ports"] = ",".join(str(port) for port in entry.ports)
+    if entry.namespace:
+        fields["namespace"] = entry.namespace
+    return fields
+
+
 class ServiceRegistry:
     """Thread-safe registry of listening services with change and event subscriptions."""
 
-    def __init__(self) -> None:
+    def __init__(self, resolver: IdentityResolver | None = None) -> None:
+        self.resolver = resolver or IdentityResolver()
+        self._identities: dict[tuple[ProcessInfo, tuple[int, ...]], ServiceIdentity] = {}
+        self._announced: dict[tuple[int, int], ServiceEntry] = {}  # (netns, pid) -> entry last logged
         self._lock = threading.RLock()
         self._processes: dict[int, TrackedProcess] = {}
         self._sockets: dict[SocketKey, TrackedSocket] = {}
@@ -86,11 +99,12 @@ class ServiceRegistry:
                 continue
             info = process.info
             unique = sorted(set(listeners), key=lambda item: (item.port, item.family, item.address, item.inode))
+            identity = self._identity(info, tuple(sorted({listener.port for listener in unique})))
             entries.append(
                 ServiceEntry(
                     pid=pid,
                     netns=netns,
-                    name=info.service_name,
+                    name=identity.name,
                     exe=info.exe,
                     cmdline=info.cmdline,
                     listeners=tuple(unique),
@@ -98,14 +112,40 @@ class ServiceRegistry:
                     container_id=info.container_id,
                     start_time=info.start_time,
                     comm=info.comm,
+                    identity=identity,
                 )
             )
         return entries
 
-    def service_name(self, pid: int) -> str:
+    def _identity(self, info: ProcessInfo, ports: tuple[int, ...]) -> ServiceIdentity:
+        """Resolved once per process image (an exec changes it) and port set (`services:` may select by port)."""
+        key = (info, ports)
+        identity = self._identities.get(key)
+        if identity is None:
+            if len(self._identities) > 4 * len(self._processes) + 64:
+                self._identities.clear()
+            identity = self._identities[key] = self.resolver.resolve(info, ports)
+        return identity
+
+    def set_resolver(self, resolver: IdentityResolver) -> None:
+        """New naming rules (a config reload): every process is named again."""
+        with self._lock:
+            self.resolver = resolver
+            self._identities.clear()
+            self._changed()
+
+    def identity_of(self, pid: int) -> ServiceIdentity | None:
+        """The identity of a tracked process (named with the ports it listens on now)."""
         with self._lock:
             process = self._processes.get(pid)
-            return process.info.service_name if process else ""
+            if process is None:
+                return None
+            ports = tuple(sorted({tracked.port for tracked in self._sockets.values() if pid in tracked.holders}))
+            return self._identity(process.info, ports)
+
+    def service_name(self, pid: int) -> str:
+        identity = self.identity_of(pid)
+        return identity.name if identity else ""
 
     def pids(self) -> set[int]:
         with self._lock:
@@ -148,12 +188,26 @@ class ServiceRegistry:
             self._published = self._version
             subscribers = list(self._subscribers)
         entries = self.snapshot()
+        self._announce(entries)
         for callback in subscribers:
             try:
                 callback(list(entries))
             except Exception:
                 log.exception("discovery subscriber failed")
         return True
+
+    def _announce(self, entries: list[ServiceEntry]) -> None:
+        """One info line per service that appeared, was renamed or left since the last publish."""
+        current = {(entry.netns, entry.pid): entry for entry in entries}
+        previous, self._announced = self._announced, current
+        for key, entry in current.items():
+            before = previous.get(key)
+            if before is None or before.name != entry.name or before.start_time != entry.start_time:
+                log.info("service appeared", extra={"fields": service_fields(entry)})
+        for key, entry in previous.items():
+            now = current.get(key)
+            if now is None or now.start_time != entry.start_time:
+                log.info("service left", extra={"fields": service_fields(entry)})
 
     def emit(self, event: DiscoveryEvent) -> None:
         with self._lock:

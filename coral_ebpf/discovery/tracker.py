@@ -86,10 +86,17 @@ class Tracker:
             handler(event)
 
     def _emit(self, event: DiscoveryEvent, **changes: object) -> None:
-        service = self.registry.service_name(event.tgid)
-        if service:
-            changes.setdefault("service", service)
+        for key, value in self._named(event.tgid).items():
+            changes.setdefault(key, value)
         self.registry.emit(dataclasses.replace(event, **changes) if changes else event)  # type: ignore[arg-type]
+
+    def _name_of(self, info: ProcessInfo) -> str:
+        """The name `discovery.exclude` also matches: the identity rules' (ports not known yet)."""
+        return self.registry.resolver.resolve(info).name
+
+    def _named(self, pid: int) -> dict[str, str]:
+        identity = self.registry.identity_of(pid)
+        return {"service": identity.name, "rule": str(identity.rule)} if identity else {}
 
     def _is_excluded(self, pid: int) -> bool:
         ticks = self._excluded.get(pid)
@@ -117,7 +124,7 @@ class Tracker:
                 self.watcher.unwatch(pid)
             reason = self.exclusion.reason_for_comm(pid, comm)
             return None, "excluded" if reason else "gone"
-        reason = self.exclusion.reason(info)
+        reason = self.exclusion.reason(info, self._name_of(info))
         if reason is not None:
             self.watcher.unwatch(pid)
             self._excluded[pid] = info.start_ticks
@@ -221,14 +228,14 @@ class Tracker:
         if info is None:
             self._emit(event)
             return  # it is already exiting; the exit event follows
-        if self.exclusion.reason(info) is not None:
+        if self.exclusion.reason(info, self._name_of(info)) is not None:
             self._excluded[pid] = info.start_ticks
             self.outcomes["excluded"] += 1
             self._schedule_orphans(self.registry.drop_process(pid))
             self.watcher.unwatch(pid)
             return
         self.registry.put_process(info, known.since_ns)
-        self._emit(event, service=info.service_name)
+        self._emit(event)  # named by the identity rules, with the new executable
         self._release_unheld(pid)
 
     def _release_unheld(self, pid: int) -> None:
@@ -375,7 +382,7 @@ class Tracker:
             for pid in taken.holders.get(item.inode, set()):
                 if pid not in infos:
                     info = self.source.inspect(pid)
-                    if info is not None and self.exclusion.reason(info) is not None:
+                    if info is not None and self.exclusion.reason(info, self._name_of(info)) is not None:
                         self._excluded[pid] = info.start_ticks
                         self.outcomes["excluded"] += 1
                         info = None
@@ -407,6 +414,7 @@ class Tracker:
         for tracked in sockets:
             for pid in sorted(tracked.holders):
                 info = kept[pid]
+                named = self._named(pid)
                 self.registry.emit(
                     DiscoveryEvent(
                         event="snapshot",
@@ -419,6 +427,7 @@ class Tracker:
                         family=tracked.family,
                         address=tracked.address,
                         inode=tracked.inode,
-                        service=info.service_name,
+                        service=named.get("service", info.service_name),
+                        rule=named.get("rule", ""),
                     )
                 )

@@ -76,6 +76,7 @@ class RedParams:
     group: str | None = None  # None = the protocol's keys; "route", "method", "status", "service" or "agent" (red.py)
     agent: str | None = None  # only rows stored by this agent_id (a colony holds many; glob with *)
     status: str | None = None  # HTTP status class "2xx".."5xx" or one code such as "404"
+    instance: str | None = None  # only this service.instance.id (`<host>:<pid>`; glob with *)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RedParams:
@@ -105,6 +106,7 @@ class RedParams:
             side=side,
             agent=_text("agent", data.get("agent")),
             status=_status(data.get("status")),
+            instance=_text("instance", data.get("instance")),
         )
 
     def window(self) -> tuple[float, float]:
@@ -135,6 +137,7 @@ class TraceParams:
     errors_only: bool = False  # only traces with at least one ERROR span
     agent: str | None = None  # only spans stored by this agent_id (glob with *)
     sort: str = "start"  # "start": newest first; "duration": longest first
+    instance: str | None = None  # only traces through this service.instance.id (glob with *)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TraceParams:
@@ -171,6 +174,7 @@ class TraceParams:
             errors_only=errors_only,
             agent=_text("agent", data.get("agent")),
             sort=sort,
+            instance=_text("instance", data.get("instance")),
         )
 
     def window(self) -> tuple[float, float]:

@@ -114,6 +114,8 @@ def _filters(protocol: Protocol, params: RedParams, start: float, end: float) ->
         clauses.append(_match("service_name", params.service, args, "service"))
     if params.agent:
         clauses.append(_match("agent_id", params.agent, args, "agent"))
+    if params.instance:
+        clauses.append(_match("service_instance_id", params.instance, args, "instance"))
     filters = (
         (protocol.route_column, params.route, "route"),
         (protocol.method_column, params.method, "method"),
@@ -200,6 +202,18 @@ _GROUPINGS: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {
 }
 
 
+# The default rows also tell a service's instances (processes) apart: one row per instance.
+INSTANCE_KEY = ("instance", "service_instance_id")
+
+
+def with_instance(table: str) -> str:
+    """A metrics table with its rows' service.instance.id (kept once per resource in otel_resources)."""
+    return (
+        f"(SELECT m.*, r.service_instance_id FROM {table} AS m "
+        "LEFT JOIN otel_resources AS r USING (resource_id)) AS metrics"
+    )
+
+
 def _grouped(kind: str, protocol: Protocol, group: str | None) -> Protocol:
     if group is None:
         return protocol
@@ -210,8 +224,13 @@ def _grouped(kind: str, protocol: Protocol, group: str | None) -> Protocol:
 
 
 def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedParams) -> dict[str, Any]:
-    """Rows per group plus an overall line, JSON-ready."""
+    """Rows per group plus an overall line, JSON-ready.
+
+    With the protocol's own keys (no `group`), each row is also one service instance's, and
+    `instance` holds its service.instance.id (None when the sender gave none)."""
     protocol = _grouped(kind, PROTOCOLS[kind], params.group)
+    if params.group is None:
+        protocol = replace(protocol, keys=(*protocol.keys, INSTANCE_KEY))
     start, end = params.window()
     where, args = _filters(protocol, params, start, end)
     columns = [column for _, column in protocol.keys]
@@ -219,13 +238,13 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
     totals = connection.execute(
         f"SELECT {group_sql}, sum(count)::HUGEINT, (sum(count) FILTER (WHERE {protocol.error_sql}))::HUGEINT, "
         f"(sum(count) FILTER (WHERE {_four_xx_sql(protocol)}))::HUGEINT "
-        f"FROM {protocol.table} WHERE {where} GROUP BY ALL",
+        f"FROM {with_instance(protocol.table)} WHERE {where} GROUP BY ALL",
         args,
     ).fetchall()
     buckets = connection.execute(
         f"SELECT {group_sql}, bounds_s, idx, sum(c) FROM (SELECT {group_sql}, bounds_s, "
         f"unnest(bucket_counts) AS c, generate_subscripts(bucket_counts, 1) AS idx "
-        f"FROM {protocol.table} WHERE {where}) GROUP BY ALL",
+        f"FROM {with_instance(protocol.table)} WHERE {where}) GROUP BY ALL",
         args,
     ).fetchall()
     if not totals and kind in SPAN_SOURCES:
@@ -286,7 +305,7 @@ def overall_by(
     totals = connection.execute(
         f"SELECT {column}, sum(count)::HUGEINT, (sum(count) FILTER (WHERE {protocol.error_sql}))::HUGEINT, "
         f"(sum(count) FILTER (WHERE {_four_xx_sql(protocol)}))::HUGEINT "
-        f"FROM {protocol.table} WHERE {where} GROUP BY ALL ORDER BY 1",
+        f"FROM {with_instance(protocol.table)} WHERE {where} GROUP BY ALL ORDER BY 1",
         args,
     ).fetchall()
     if not totals:
@@ -294,7 +313,7 @@ def overall_by(
     buckets = connection.execute(
         f"SELECT {column}, bounds_s, idx, sum(c) FROM (SELECT {column}, bounds_s, "
         f"unnest(bucket_counts) AS c, generate_subscripts(bucket_counts, 1) AS idx "
-        f"FROM {protocol.table} WHERE {where}) GROUP BY ALL",
+        f"FROM {with_instance(protocol.table)} WHERE {where}) GROUP BY ALL",
         args,
     ).fetchall()
     layouts: dict[Any, dict[tuple[float, ...], list[float]]] = {}
@@ -334,6 +353,8 @@ def _span_summary(
 ) -> dict[str, Any] | None:
     """The summary from stored spans (span_red.py), or None when there are none either."""
     protocol = PROTOCOLS[kind]
+    if params.group is None:
+        protocol = replace(protocol, keys=(*protocol.keys, INSTANCE_KEY))
     columns = [column for _, column in protocol.keys]
     groups = span_groups(
         connection,

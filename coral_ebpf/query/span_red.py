@@ -24,7 +24,10 @@ def _attribute(*names: str) -> str:
 
 _ERROR_TYPE = f"coalesce({_attribute('error.type')}, CASE WHEN status_code = 2 THEN 'span status error' END)"
 _SIDE = "CASE span_kind WHEN 'SERVER' THEN 'server' WHEN 'CLIENT' THEN 'client' ELSE lower(span_kind) END"
-_COMMON = f"service_name, agent_id, end_time AS timestamp, start_time, duration_ns, {_ERROR_TYPE} AS error_type"
+_COMMON = (
+    "service_name, service_instance_id, agent_id, end_time AS timestamp, start_time, duration_ns, "
+    f"{_ERROR_TYPE} AS error_type"
+)
 
 # Per protocol: a subquery over otel_spans with the metrics table's column names.
 SPAN_SOURCES: dict[str, str] = {

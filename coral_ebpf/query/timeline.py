@@ -20,7 +20,15 @@ import duckdb
 
 from coral_ebpf.query.params import RedParams
 from coral_ebpf.query.quantile import Histogram, merge_histograms
-from coral_ebpf.query.red import PROTOCOLS, _filters, _grouped, _measures, coverage_start, covered_seconds
+from coral_ebpf.query.red import (
+    PROTOCOLS,
+    _filters,
+    _grouped,
+    _measures,
+    coverage_start,
+    covered_seconds,
+    with_instance,
+)
 
 _Group = tuple[Any, ...]
 
@@ -66,13 +74,13 @@ def red_timeline(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPa
     totals = connection.execute(
         f"SELECT {group_sql}, {bucket_sql} AS bucket, sum(count)::UBIGINT, "
         f"(sum(count) FILTER (WHERE {protocol.error_sql}))::UBIGINT "
-        f"FROM {protocol.table} WHERE {where} GROUP BY ALL",
+        f"FROM {with_instance(protocol.table)} WHERE {where} GROUP BY ALL",
         args,
     ).fetchall()
     bucket_rows = connection.execute(
         f"SELECT {group_sql}, bucket, bounds_s, idx, sum(c) FROM (SELECT {group_sql}, {bucket_sql} AS bucket, "
         f"bounds_s, unnest(bucket_counts) AS c, generate_subscripts(bucket_counts, 1) AS idx "
-        f"FROM {protocol.table} WHERE {where}) GROUP BY ALL",
+        f"FROM {with_instance(protocol.table)} WHERE {where}) GROUP BY ALL",
         args,
     ).fetchall()
     width = len(columns)

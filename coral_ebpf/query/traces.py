@@ -92,6 +92,12 @@ def find_traces(connection: duckdb.DuckDBPyConnection, params: TraceParams) -> d
         glob = any(c in params.agent for c in "*?[")
         clauses.append("agent_id GLOB $agent" if glob else "agent_id = $agent")
         args["agent"] = params.agent
+    if params.instance:
+        # Traces that passed through that instance (spans name their resource; it holds the id).
+        clauses.append(
+            "resource_id IN (SELECT resource_id FROM otel_resources WHERE service_instance_id GLOB $instance)"
+        )
+        args["instance"] = params.instance
     conditions = []
     if params.min_duration is not None:
         conditions.append("(max(epoch_ns(r.end_time)) - min(epoch_ns(r.start_time))) >= $min_duration_ns")

@@ -21,6 +21,7 @@ from typing import Any
 
 from coral_ebpf.consumer import Consumer, ConsumerUnavailableError, QueueFullError, SerializedTracesConsumer
 from coral_ebpf.discovery.model import ServiceEntry
+from coral_ebpf.discovery.registry import service_fields
 from coral_ebpf.errors import CoralError
 from coral_ebpf.probes.http_red.decoder import TIMES, RedEvent, attributes_key, decode_event
 from coral_ebpf.probes.http_red.layout import FLAG_INFERRED, event_size
@@ -211,6 +212,8 @@ class RedEngine:
                 {
                     "pid": info.entry.pid,
                     "name": info.entry.name,
+                    "rule": str(info.entry.rule or ""),
+                    "instance_id": info.entry.instance_id(self._hostname),
                     "ports": list(info.entry.ports),
                     "routes": self._routes[pid].route_count if pid in self._routes else 0,
                     **self._service_counts.get(pid, dict.fromkeys(SERVICE_COUNTS, 0)),
@@ -282,12 +285,17 @@ class RedEngine:
                     self._sockets.forget(pid)
             for pid, entry in wanted.items():
                 known = self._services.get(pid)
-                if known is None:
-                    self._services[pid] = ServiceInfo.from_entry(entry, self._hostname)
+                if known is not None and (known.entry.name, known.entry.namespace) == (entry.name, entry.namespace):
+                    if known.entry != entry:
+                        known.entry = entry  # new listeners: keep the resource, refresh the ports
+                        self._sockets.forget(pid)
+                    continue
+                # New, or renamed (a `services:` reload, a port selector): a new resource, the same routes.
+                self._services[pid] = ServiceInfo.from_entry(entry, self._hostname)
+                self._sockets.forget(pid)
+                log.info("service traced", extra={"fields": {"engine": "bcc", **service_fields(entry)}})
+                if pid not in self._routes:
                     self._routes[pid] = self._new_resolver()
-                elif known.entry != entry:
-                    known.entry = entry  # new listeners: keep the resource, refresh the ports
-                    self._sockets.forget(pid)
             self._kinds.clear()
             if self._probe is not None:
                 self._probe.set_targets(self._services)

@@ -80,11 +80,11 @@ class ServiceInfo:
 
     @classmethod
     def from_entry(cls, entry: ServiceEntry, hostname: str) -> ServiceInfo:
-        namespace = procfs.service_namespace(procfs.read_environ(entry.pid))
-        info = cls(entry, hostname, namespace, detect_language(entry.exe))
+        # The name, namespace and instance id are discovery's (discovery/identity.py), so Beyla agrees.
+        info = cls(entry, hostname, entry.namespace, detect_language(entry.exe))
         attributes: list[tuple[str, str | int]] = [
             ("service.name", entry.name),
-            ("service.instance.id", f"{hostname}:{entry.pid}"),
+            ("service.instance.id", entry.instance_id(hostname)),
             ("telemetry.sdk.name", SDK_NAME),
             ("telemetry.sdk.language", info.language),
             ("telemetry.sdk.version", __version__),

@@ -17,7 +17,9 @@ import yaml
 from coral_ebpf.agent.config import parse_config_text
 from coral_ebpf.beyla.settings import BeylaSettings
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
+from coral_ebpf.discovery.identity import IdentityResolver
 from coral_ebpf.discovery.model import Listener, ServiceEntry
+from coral_ebpf.probes.linux import procfs
 from tests.helpers.agent_process import merge
 from tests.helpers.timing import eventually, scaled_duration
 
@@ -67,13 +69,17 @@ def http_service() -> Iterator[ServiceEntry]:
             10,
             f"http.server to listen on port {port}",
         )
+        info = procfs.inspect(process.pid)
+        assert info is not None
+        identity = IdentityResolver().resolve(info, (port,))  # `http.server`, from the command line
         yield ServiceEntry(
             pid=process.pid,
             netns=0,
-            name="http.server",
+            name=identity.name,
             exe=psutil.Process(process.pid).exe(),
             cmdline=tuple(psutil.Process(process.pid).cmdline()),
             listeners=(Listener(port),),
+            identity=identity,
         )
     finally:
         process.kill()

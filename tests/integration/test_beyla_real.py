@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,6 +108,10 @@ def test_real_beyla_accepts_the_generated_config_and_is_supervised(
             assert status["restarts"] == 0 and status["pid"] is not None
             document = yaml.safe_load(Path(status["config_path"]).read_text())
             assert document["otel_metrics_export"]["endpoint"] == sink.endpoint
+            # Discovery's name and instance-id host reach Beyla, and it accepted them.
+            (selector,) = document["discovery"]["instrument"]
+            assert selector["name"] == "http.server" == service.name
+            assert document["attributes"]["instance_id"]["override_hostname"] == socket.gethostname()
             assert status["rss_bytes"] > 0
             if not kprobes:
                 diagnosis = status["diagnosis"]

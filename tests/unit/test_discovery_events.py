@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import json
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -52,17 +53,18 @@ def test_decode_exec_and_fork() -> None:
 def test_json_line_fields() -> None:
     listen = DiscoveryEvent(
         "listen", pid=11, tgid=10, comm="srv", netns=1, ts_ns=2, port=80, family=socket.AF_INET6, address="::",
-        inode=5, cgroup_id=3, service="web",
+        inode=5, cgroup_id=3, service="web", rule="command_line",
     )  # fmt: skip
     line = event_to_json(listen)
+    assert abs(line.pop("ts") - (time.time() - (time.monotonic_ns() - 2) / 1e9)) < 1.0
     assert line == {
-        "event": "listen", "ts_ns": 2, "pid": 10, "tid": 11, "comm": "srv", "netns": 1, "port": 80,
-        "service": "web", "family": "ipv6", "address": "::", "inode": 5, "cgroup_id": 3,
+        "event": "listen", "ts_monotonic_ns": 2, "pid": 10, "tid": 11, "comm": "srv", "netns": 1, "port": 80,
+        "service": "web", "rule": "command_line", "family": "ipv6", "address": "::", "inode": 5, "cgroup_id": 3,
     }  # fmt: skip
     exec_line = event_to_json(DiscoveryEvent("exec", 10, 10, "sleep", 1, 3, filename="/bin/sleep"))
     assert exec_line["port"] is None and exec_line["filename"] == "/bin/sleep" and "family" not in exec_line
     json.dumps(line)
-    assert "listen=[::]:80" in event_to_text(listen) and "service=web" in event_to_text(listen)
+    assert "listen=[::]:80" in event_to_text(listen) and "service=web rule=command_line" in event_to_text(listen)
 
 
 def test_discover_refuses_without_root(

@@ -28,6 +28,7 @@ def info(pid: int, ticks: int = 100, exe: str = "/usr/bin/server", name: str = "
         service_name=name or exe.rsplit("/", 1)[-1],
         cgroup="/system.slice/server.service",
         container_id=None,
+        environ_name=name,
     )
 
 

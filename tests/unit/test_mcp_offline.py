@@ -51,6 +51,7 @@ def test_answers_from_the_file_when_no_agent_runs(tmp_path: Path) -> None:
     (row,) = red.structured_content["items"]
     (cli_row,) = execute(load_config(str(config)), "http", {"since": "15m"})["rows"]
     assert row.pop("rate_per_s") == pytest.approx(cli_row.pop("rate_per_s"), rel=0.05)  # "now" moved on
+    assert cli_row.pop("instance") == f"testhost:{os.getpid()}"  # the CLI's default rows tell instances apart
     assert row == cli_row and row["requests"] == 7
     assert status.structured_content["agent"]["running"] is False
     assert "no coral-ebpf agent" in status.structured_content["agent"]["error"]

@@ -29,6 +29,8 @@ class ProcessInfo:
     service_name: str
     cgroup: str
     container_id: str | None
+    environ_name: str = ""  # service.name the environment sets ("" when it sets none)
+    environ_namespace: str = ""  # service.namespace the environment sets
 
     @property
     def start_time(self) -> float:
@@ -152,7 +154,8 @@ def inspect(pid: int) -> ProcessInfo | None:
     environ = parse_environ(_read_bytes(base / "environ") or b"")
     cgroup_raw = _read_bytes(base / "cgroup")
     cgroup = cgroup_path(cgroup_raw.decode("utf-8", "replace")) if cgroup_raw else ""
-    name = service_name(environ) or (os.path.basename(exe) if exe else comm)
+    environ_name = service_name(environ) or ""
+    name = environ_name or (os.path.basename(exe) if exe else comm)
     # The stat read first and this one bracket the other reads: same ticks means same process.
     if start_ticks(pid) != ticks:
         return None
@@ -165,6 +168,8 @@ def inspect(pid: int) -> ProcessInfo | None:
         service_name=name,
         cgroup=cgroup,
         container_id=container_id_from_cgroup(cgroup),
+        environ_name=environ_name,
+        environ_namespace=service_namespace(environ),
     )
 
 

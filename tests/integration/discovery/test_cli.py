@@ -19,7 +19,7 @@ from tests.helpers.timing import scaled
 # Its outcome depends on the kernel: the VM suites (make vm-test, make vagrant-test) run it.
 pytestmark = pytest.mark.kernel
 
-REQUIRED_KEYS = {"event", "pid", "comm", "port", "netns", "ts_ns"}
+REQUIRED_KEYS = {"event", "pid", "comm", "port", "netns", "ts", "ts_monotonic_ns", "rule"}
 
 
 class LineReader:
@@ -71,7 +71,7 @@ def test_discover_json_lines_until_interrupted(state_dir: Path, netns: str, tmp_
                 assert (listened["port"], listened["family"], listened["address"]) == (port, "ipv6", "::1")
                 after.close(port)
                 closed = lines.wait_for(event="close", pid=after.pid)
-                assert closed["port"] == port and closed["ts_ns"] > listened["ts_ns"]
+                assert closed["port"] == port and closed["ts_monotonic_ns"] > listened["ts_monotonic_ns"]
             before.exec(["/bin/sleep", "60"])
             execd = lines.wait_for(event="exec", pid=before.pid)
             assert execd["filename"] == "/bin/sleep" and execd["port"] is None
