@@ -3,7 +3,11 @@
 Per group (service, side and the protocol's keys): requests = sum of `count` over the rows
 whose interval ends inside the window; errors = the same sum over rows that are errors by
 the protocol's definition; percentiles = `histogram_quantile` over the bucket counts summed
-per bound (PromQL: `histogram_quantile(q, sum by (le, ...) (increase(..._bucket[w])))`).
+per bound (PromQL: `histogram_quantile(q, sum by (le, ...) (increase(..._bucket[w])))`), or,
+for rows holding exponential histograms, the quantile of their merge (quantile.Distribution).
+Each `pNN_ms` comes with `pNN_bound` ("upper", "lower" or null) and `pNN_bound_ms`: an
+explicit-bucket percentile in the lowest bucket is only known to be at most that bucket's
+upper bound ("upper"), one in the +Inf bucket only to be above the largest bound ("lower").
 Rate = requests / seconds from the later of the window start and the group's first interval
 start, to the window end.
 
@@ -21,8 +25,9 @@ from typing import Any
 import duckdb
 
 from coral_ebpf.query.params import QueryError, RedParams
-from coral_ebpf.query.quantile import Histogram, histogram_quantile, merge_histograms
+from coral_ebpf.query.quantile import Distribution, Quantile
 from coral_ebpf.query.span_red import SPAN_SOURCES, all_durations, span_groups
+from coral_ebpf.storage.exponential import ExpBuckets
 from coral_ebpf.storage.retention import utc_naive
 
 QUANTILES = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
@@ -120,13 +125,74 @@ def _filters(protocol: Protocol, params: RedParams, start: float, end: float) ->
     return " AND ".join(clauses), args
 
 
-def _quantiles(histogram: tuple[list[float], list[float]]) -> dict[str, float | None]:
-    bounds, counts = histogram
-    result: dict[str, float | None] = {}
+def bound_key(key: str) -> str:
+    """ "p99_ms" -> "p99_bound" (its "_ms" twin is "p99_bound_ms")."""
+    return key.removesuffix("_ms") + "_bound"
+
+
+def _milliseconds(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value * 1000.0, 6)
+
+
+def quantile_fields(key: str, quantile: Quantile) -> dict[str, Any]:
+    """`key` (e.g. "p99_ms") with its bound flag and the bound itself, in milliseconds."""
+    return {
+        key: _milliseconds(quantile.value),
+        bound_key(key): None if quantile.bound_kind is None else quantile.bound_kind.value,
+        bound_key(key) + "_ms": _milliseconds(quantile.bound),
+    }
+
+
+def _quantiles(distribution: Distribution) -> dict[str, Any]:
+    result: dict[str, Any] = {}
     for key, q in QUANTILES.items():
-        value = histogram_quantile(q, bounds, counts) if len(counts) == len(bounds) + 1 else None
-        result[key] = None if value is None or not math.isfinite(value) else round(value * 1000.0, 6)
+        result.update(quantile_fields(key, distribution.quantile(q)))
     return result
+
+
+def has_exponential_columns(connection: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """False for a database of schema version 1 opened read-only (the agent adds them when it starts)."""
+    row = connection.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE table_name = ? AND column_name = 'exp_scale'", [table]
+    ).fetchone()
+    return bool(row and row[0])
+
+
+_EXP_COLUMNS = (
+    "exp_scale, exp_zero_count, exp_zero_threshold_s, exp_positive_offset, exp_positive_counts, "
+    "exp_negative_offset, exp_negative_counts"
+)
+
+
+def exponential_rows(
+    connection: duckdb.DuckDBPyConnection, table: str, select: str, where: str, args: dict[str, Any]
+) -> list[tuple[tuple[Any, ...], ExpBuckets]]:
+    """(the `select` columns, the row's exponential buckets) for every exponential row matching `where`."""
+    if not has_exponential_columns(connection, table):
+        return []
+    width = len(select.split(","))
+    rows = connection.execute(
+        f"SELECT {select}, {_EXP_COLUMNS} FROM {table} WHERE ({where}) AND exp_scale IS NOT NULL", args
+    ).fetchall()
+    result = []
+    for row in rows:
+        scale, zero, threshold, positive_offset, positive, negative_offset, negative = row[width:]
+        buckets = ExpBuckets(
+            scale,
+            zero,
+            threshold or 0.0,
+            positive_offset or 0,
+            tuple(positive or ()),
+            negative_offset or 0,
+            tuple(negative or ()),
+        )
+        result.append((tuple(row[:width]), buckets))
+    return result
+
+
+def explicit_only(connection: duckdb.DuckDBPyConnection, table: str) -> str:
+    """The SQL condition that keeps explicit-bucket rows."""
+    return "exp_scale IS NULL" if has_exponential_columns(connection, table) else "true"
 
 
 def _rate(requests: int, first_start: float | None, start: float, end: float) -> float:
@@ -175,7 +241,7 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
     buckets = connection.execute(
         f"SELECT {group_sql}, bounds_s, idx, sum(c) FROM (SELECT {group_sql}, bounds_s, "
         f"unnest(bucket_counts) AS c, generate_subscripts(bucket_counts, 1) AS idx "
-        f"FROM {protocol.table} WHERE {where}) GROUP BY ALL",
+        f"FROM {protocol.table} WHERE {where} AND {explicit_only(connection, protocol.table)}) GROUP BY ALL",
         args,
     ).fetchall()
     if not totals and kind in SPAN_SOURCES:
@@ -183,32 +249,32 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
         if from_spans is not None:
             return from_spans
     width = len(columns)
-    layouts: dict[tuple[Any, ...], dict[tuple[float, ...], list[float]]] = {}
+    distributions: dict[tuple[Any, ...], Distribution] = {}
     for row in buckets:
         group, bounds, index, total = tuple(row[:width]), tuple(row[width]), row[width + 1], row[width + 2]
-        counts = layouts.setdefault(group, {}).setdefault(bounds, [0.0] * (len(bounds) + 1))
-        counts[index - 1] += float(total)
+        distributions.setdefault(group, Distribution()).add_bucket(bounds, index - 1, float(total))
+    for group, exponential_point in exponential_rows(connection, protocol.table, group_sql, where, args):
+        distributions.setdefault(group, Distribution()).exponential.append(exponential_point)
     rows = []
-    all_histograms: list[Histogram] = []
+    everything = Distribution()
     first_starts: list[float] = []
     for row in totals:
         group = tuple(row[:width])
         requests, errors, first_start_us = int(row[width] or 0), int(row[width + 1] or 0), row[width + 2]
-        histograms = list(layouts.get(group, {}).items())
-        all_histograms.extend(histograms)
+        distribution = distributions.get(group, Distribution())
+        distribution.compact()
+        everything.add(distribution)
         first_start = None if first_start_us is None else first_start_us / 1e6
         if first_start is not None:
             first_starts.append(first_start)
         record: dict[str, Any] = {key: value for (key, _), value in zip(protocol.keys, group, strict=True)}
-        record.update(_measures(requests, errors, merge_histograms(histograms), first_start, (start, end)))
+        record.update(_measures(requests, errors, distribution, first_start, (start, end)))
         record["source"] = "metrics"
         rows.append(record)
     rows.sort(key=lambda r: (r["service"], -r["requests"], *(str(r[k] or "") for k, _ in protocol.keys[2:])))
     requests = sum(r["requests"] for r in rows)
     errors = sum(r["errors"] for r in rows)
-    overall = _measures(
-        requests, errors, merge_histograms(all_histograms), min(first_starts, default=None), (start, end)
-    )
+    overall = _measures(requests, errors, everything, min(first_starts, default=None), (start, end))
     result: dict[str, Any] = {
         "kind": kind,
         "rows": rows,
@@ -272,19 +338,21 @@ def _exact_measures(
 ) -> dict[str, Any]:
     start, end = window
     values: list[float | None] = list(quantiles) if quantiles else [None, None, None]
-    return {
+    measures: dict[str, Any] = {
         "requests": requests,
         "rate_per_s": _rate(requests, first_start, start, end),
         "errors": errors,
         "error_rate": round(errors / requests, 6) if requests else 0.0,
-        **{key: None if v is None else round(float(v) * 1000.0, 6) for key, v in zip(QUANTILES, values, strict=True)},
     }
+    for key, value in zip(QUANTILES, values, strict=True):
+        measures.update(quantile_fields(key, Quantile(None if value is None else float(value))))
+    return measures
 
 
 def _measures(
     requests: int,
     errors: int,
-    histogram: tuple[list[float], list[float]],
+    distribution: Distribution,
     first_start: float | None,
     window: tuple[float, float],
 ) -> dict[str, Any]:
@@ -294,7 +362,7 @@ def _measures(
         "rate_per_s": _rate(requests, first_start, start, end),
         "errors": errors,
         "error_rate": round(errors / requests, 6) if requests else 0.0,
-        **_quantiles(histogram),
+        **_quantiles(distribution),
     }
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import duckdb
 
 from coral_ebpf.query.params import RedParams
-from coral_ebpf.query.quantile import Histogram, merge_histograms
-from coral_ebpf.query.red import PROTOCOLS, _filters, _grouped, _measures
+from coral_ebpf.query.quantile import Distribution
+from coral_ebpf.query.red import PROTOCOLS, _filters, _grouped, _measures, explicit_only, exponential_rows
 
 _Group = tuple[Any, ...]
 
@@ -30,22 +30,19 @@ class _Cell:
     requests: int = 0
     errors: int = 0
     first_start: float | None = None
-    histograms: dict[tuple[float, ...], list[float]] = field(default_factory=dict)
+    distribution: Distribution = field(default_factory=Distribution)
 
     def add(self, other: _Cell) -> None:
         self.requests += other.requests
         self.errors += other.errors
         starts = [s for s in (self.first_start, other.first_start) if s is not None]
         self.first_start = min(starts, default=None)
-        for bounds, counts in other.histograms.items():
-            mine = self.histograms.setdefault(bounds, [0.0] * len(counts))
-            for index, count in enumerate(counts):
-                mine[index] += count
+        self.distribution.add(other.distribution)
 
     def measure(self, bucket_start: float, bucket_end: float) -> dict[str, Any]:
-        histograms: list[Histogram] = list(self.histograms.items())
+        self.distribution.compact()
         measures = _measures(
-            self.requests, self.errors, merge_histograms(histograms), self.first_start, (bucket_start, bucket_end)
+            self.requests, self.errors, self.distribution, self.first_start, (bucket_start, bucket_end)
         )
         return {"start": bucket_start, "end": bucket_end, **measures}
 
@@ -74,9 +71,10 @@ def red_timeline(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPa
     bucket_rows = connection.execute(
         f"SELECT {group_sql}, bucket, bounds_s, idx, sum(c) FROM (SELECT {group_sql}, {bucket_sql} AS bucket, "
         f"bounds_s, unnest(bucket_counts) AS c, generate_subscripts(bucket_counts, 1) AS idx "
-        f"FROM {protocol.table} WHERE {where}) GROUP BY ALL",
+        f"FROM {protocol.table} WHERE {where} AND {explicit_only(connection, protocol.table)}) GROUP BY ALL",
         args,
     ).fetchall()
+    exponential = exponential_rows(connection, protocol.table, f"{group_sql}, {bucket_sql}", where, args)
     width = len(columns)
     cells: dict[_Group, dict[int, _Cell]] = {}
     for row in totals:
@@ -94,8 +92,10 @@ def red_timeline(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPa
         group, bucket = tuple(row[:width]), min(int(row[width]), count - 1)
         bounds, index, total = tuple(row[width + 1]), row[width + 2], row[width + 3]
         cell = cells.setdefault(group, {}).setdefault(bucket, _Cell())
-        counts = cell.histograms.setdefault(bounds, [0.0] * (len(bounds) + 1))
-        counts[index - 1] += float(total)
+        cell.distribution.add_bucket(bounds, index - 1, float(total))
+    for key, buckets in exponential:
+        group, bucket = key[:width], min(int(key[width]), count - 1)
+        cells.setdefault(group, {}).setdefault(bucket, _Cell()).distribution.exponential.append(buckets)
     edges = [(start + i * by, min(start + (i + 1) * by, end)) for i in range(count)]
     overall = [_Cell() for _ in range(count)]
     series = []

@@ -412,3 +412,34 @@ def test_records_in_the_spool_past_the_applied_position_are_replayed_once(tmp_pa
     with data_path(tmp_path) as (storage, _):  # applied: nothing is replayed again
         assert storage.status()["spool"]["records_recovered"] == 0
         assert count_spans(storage) == 12
+
+
+def test_a_version_1_database_gains_the_exponential_columns_and_keeps_its_rows(tmp_path: Path) -> None:
+    from coral_ebpf.storage.database import open_for_writing
+    from coral_ebpf.storage.schema import DURATION_TABLES, EXPONENTIAL_COLUMNS, SCHEMA_VERSION
+
+    path = tmp_path / "v1.duckdb"
+    # A version-1 file: today's tables without the columns version 2 added, and one explicit row.
+    connection = open_for_writing(path)
+    for table in DURATION_TABLES:
+        for column in EXPONENTIAL_COLUMNS:
+            connection.execute(f"ALTER TABLE {table} DROP COLUMN {column.name}")
+    connection.execute("UPDATE db_metadata SET value = '1' WHERE key = 'schema_version'")
+    connection.execute(
+        "INSERT INTO beyla_http_metrics (timestamp, start_time, agent_id, resource_id, service_name, metric_name, "
+        "side, unit, count, bounds_s, bucket_counts, source_temporality) VALUES "
+        "(now(), now(), 'a', 1, 'svc', 'http.server.request.duration', 'server', 's', 2, [0.1], [1, 1], 'delta')"
+    )
+    connection.close()
+
+    connection = open_for_writing(path)
+    try:
+        version = connection.execute("SELECT value FROM db_metadata WHERE key = 'schema_version'").fetchone()
+        assert version == (SCHEMA_VERSION,)
+        rows = connection.execute("SELECT count, bucket_counts, exp_scale FROM beyla_http_metrics").fetchall()
+        assert rows == [(2, [1, 1], None)]
+        for table in DURATION_TABLES:
+            names = {row[0] for row in connection.execute(f"DESCRIBE {table}").fetchall()}
+            assert {column.name for column in EXPONENTIAL_COLUMNS} <= names
+    finally:
+        connection.close()

@@ -1,0 +1,155 @@
+"""Exponential histogram arithmetic (storage/exponential.py) and the quantile flags, on hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from coral_ebpf.query.quantile import BoundKind, Distribution, Quantile, explicit_quantile
+from coral_ebpf.storage import exponential
+from coral_ebpf.storage.exponential import ExpBuckets
+
+
+@pytest.mark.parametrize(
+    ("value", "scale", "index"),
+    [
+        (1.0, 0, -1),  # (0.5, 1]: bounds are inclusive above
+        (1.5, 0, 0),  # (1, 2]
+        (2.0, 0, 0),
+        (3.0, 0, 1),  # (2, 4]
+        (1.5, 1, 1),  # base sqrt(2): (1.414, 2]
+        (2.0, 1, 1),
+        (1.2, 1, 0),  # (1, 1.414]
+        (4.0, -1, 0),  # base 4: (1, 4]
+        (5.0, -1, 1),  # (4, 16]
+        (0.25, 0, -3),  # (0.125, 0.25]
+    ],
+)
+def test_index_of(value: float, scale: int, index: int) -> None:
+    assert exponential.index_of(value, scale) == index
+
+
+def test_index_of_agrees_with_the_bounds_at_many_scales() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        scale = rng.randint(-4, 12)
+        value = math.exp(rng.uniform(-20, 20))
+        index = exponential.index_of(value, scale)
+        assert exponential.lower_bound(index, scale) < value * (1 + 1e-12)
+        assert value <= exponential.lower_bound(index + 1, scale) * (1 + 1e-12)
+
+
+def test_quantile_interpolates_exponentially_inside_a_bucket() -> None:
+    # Scale 0: (1, 2] holds 2, (2, 4] holds 2.
+    buckets = ExpBuckets(scale=0, zero_count=0, zero_threshold=0.0, positive_offset=0, positive=(2, 2))
+    assert exponential.quantile(0.5, buckets) == pytest.approx(2.0)
+    assert exponential.quantile(0.75, buckets) == pytest.approx(2.0 * math.sqrt(2.0))  # halfway, geometrically
+    assert exponential.quantile(1.0, buckets) == pytest.approx(4.0)
+    assert exponential.quantile(0.25, buckets) == pytest.approx(math.sqrt(2.0))
+    assert exponential.quantile(1.5, buckets) == math.inf
+    assert exponential.quantile(-0.1, buckets) == -math.inf
+
+
+def test_quantile_walks_negative_then_zero_then_positive_buckets() -> None:
+    # [-2, -1): 2, zero bucket [-0.5, 0.5]: 2, (1, 2]: 4; 8 in all.
+    buckets = ExpBuckets(0, 2, 0.5, 0, (4,), 0, (2,))
+    assert exponential.quantile(0.125, buckets) == pytest.approx(-2.0 * 0.5**0.5)  # halfway through [-2, -1)
+    assert exponential.quantile(0.375, buckets) == pytest.approx(0.0)  # halfway through [-0.5, 0.5]
+    assert exponential.quantile(0.75, buckets) == pytest.approx(math.sqrt(2.0))
+    # Without negative buckets the zero bucket is [0, threshold].
+    only_zero = ExpBuckets(0, 4, 0.5, 0, ())
+    assert exponential.quantile(0.5, only_zero) == pytest.approx(0.25)
+    assert exponential.quantile(0.5, ExpBuckets(0, 0, 0.0, 0, ())) is None
+
+
+def test_merge_downscales_to_the_smallest_scale() -> None:
+    fine = ExpBuckets(
+        scale=1, zero_count=1, zero_threshold=0.0, positive_offset=2, positive=(1, 3)
+    )  # (2, 2.83], (2.83, 4]
+    coarse = ExpBuckets(scale=0, zero_count=0, zero_threshold=0.0, positive_offset=1, positive=(5, 1))  # (2, 4], (4, 8]
+    merged = exponential.merge([fine, coarse])
+    assert merged == ExpBuckets(0, 1, 0.0, 1, (9, 1), 0, ())
+    assert merged.count == fine.count + coarse.count
+    # Negative offsets floor: index -1 at scale 1 is index -1 at scale 0.
+    assert exponential.downscaled(ExpBuckets(1, 0, 0.0, -3, (1, 1, 1)), 0) == ExpBuckets(0, 0, 0.0, -2, (1, 2), 0, ())
+
+
+def test_merge_moves_buckets_inside_the_widest_zero_threshold_to_zero() -> None:
+    tight = ExpBuckets(0, 1, 0.0, -2, (1, 1, 1))  # (0.25, 0.5], (0.5, 1], (1, 2]
+    wide = ExpBuckets(0, 2, 1.0, 0, (1,))
+    merged = exponential.merge([tight, wide])
+    assert merged == ExpBuckets(0, 5, 1.0, 0, (2,), 0, ())
+
+
+def test_subtract_across_a_scale_change_and_detects_a_reset() -> None:
+    earlier = ExpBuckets(scale=2, zero_count=1, zero_threshold=0.0, positive_offset=4, positive=(1, 1))
+    later = ExpBuckets(scale=1, zero_count=1, zero_threshold=0.0, positive_offset=2, positive=(3, 0, 4))
+    difference = exponential.subtract(later, earlier)
+    # earlier at scale 1: indexes 4 and 5 -> 2 (count 2); later minus that: {2: 1, 4: 4}.
+    assert difference == ExpBuckets(1, 0, 0.0, 2, (1, 0, 4), 0, ())
+    assert exponential.subtract(earlier, later) is None
+    assert exponential.subtract(ExpBuckets(1, 0, 0.5, 2, (3,)), ExpBuckets(1, 0, 0.0, 2, (1,))) is None
+
+
+def test_rescaling_moves_each_bucket_by_its_midpoint() -> None:
+    ms = ExpBuckets(
+        scale=3, zero_count=2, zero_threshold=0.001, positive_offset=exponential.index_of(5.0, 3), positive=(7,)
+    )
+    seconds = exponential.rescaled(ms, 0.001)
+    assert seconds.zero_count == 2 and seconds.zero_threshold == pytest.approx(1e-6)
+    assert seconds.positive == (7,)
+    assert exponential.quantile(0.9, seconds) == pytest.approx(0.005, rel=exponential.base(3) - 1)
+
+
+def test_upper_bounds_keeps_counts_and_edges() -> None:
+    bounds, counts = exponential.upper_bounds(ExpBuckets(0, 1, 0.0, 1, (2, 3)))
+    assert bounds == [0.0, 2.0, 4.0, 8.0] and counts == [1, 0, 2, 3, 0]
+
+
+def test_exponential_quantiles_stay_within_the_bucket_error() -> None:
+    rng = random.Random(3)
+    values = [rng.lognormvariate(-7, 1.5) for _ in range(20_000)]  # around 1 ms, from µs to 100 ms
+    scale = 6
+    sparse: dict[int, int] = {}
+    for value in values:
+        index = exponential.index_of(value, scale)
+        sparse[index] = sparse.get(index, 0) + 1
+    offset, counts = exponential.dense(sparse)
+    buckets = ExpBuckets(scale, 0, 0.0, offset, counts)
+    ordered = sorted(values)
+    for q in (0.5, 0.9, 0.99):
+        truth = ordered[math.ceil(q * len(ordered)) - 1]
+        assert exponential.quantile(q, buckets) == pytest.approx(truth, rel=exponential.base(scale) - 1)
+
+
+# --- explicit buckets: the bound flag -------------------------------------------------------
+
+
+def test_a_quantile_in_the_lowest_bucket_is_an_upper_bound() -> None:
+    result = explicit_quantile(0.5, [0.005, 0.01], [10, 0, 0])
+    assert result == Quantile(0.0025, BoundKind.UPPER, 0.005)
+    # Beyla's layout starts with a 0 bound: (0, 0.005] is the lowest real bucket.
+    assert explicit_quantile(0.5, [0.0, 0.005, 0.01], [0, 10, 0, 0]) == Quantile(0.0025, BoundKind.UPPER, 0.005)
+
+
+def test_a_quantile_in_the_inf_bucket_is_a_lower_bound() -> None:
+    assert explicit_quantile(0.99, [0.005, 10.0], [1, 1, 98]) == Quantile(10.0, BoundKind.LOWER, 10.0)
+
+
+def test_a_quantile_between_finite_bounds_has_no_flag() -> None:
+    assert explicit_quantile(0.5, [0.005, 0.01], [0, 10, 0]) == Quantile(0.0075)
+
+
+def test_distribution_prefers_exponential_buckets_and_mixes_with_explicit() -> None:
+    only_exponential = Distribution(exponential=[ExpBuckets(0, 0, 0.0, 0, (2, 2)), ExpBuckets(1, 0, 0.0, 0, (4,))])
+    # (1, 1.414] holds 4 at scale 1 -> (1, 2] at scale 0: 6 in (1, 2], 2 in (2, 4].
+    result = only_exponential.quantile(0.5)
+    assert result.value == pytest.approx(2 ** (4 / 6)) and result.bound_kind is None
+    mixed = Distribution()
+    mixed.add_bucket((1.0, 4.0), 1, 4.0)  # 4 in (1, 4]
+    mixed.exponential.append(ExpBuckets(0, 0, 0.0, 0, (4,)))  # 4 in (1, 2]
+    result = mixed.quantile(0.5)
+    # At 2: the explicit histogram has nothing known below it (its bound 1 holds 0), the exponential 4 of 8.
+    assert result.value == pytest.approx(2.0) and result.bound_kind is None
