@@ -19,6 +19,7 @@ Both transform (decoding, cumulative -> delta) and query (merging, quantiles) us
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -274,3 +275,19 @@ def upper_bounds(buckets: ExpBuckets) -> tuple[list[float], list[int]]:
             cleaned_bounds.append(bound)
             cleaned_counts.append(count)
     return cleaned_bounds, [*cleaned_counts, 0]
+
+
+# OpenTelemetry's default duration bounds (seconds), for readers that take explicit buckets only.
+DEFAULT_DURATION_BOUNDS = (0.0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+
+def folded(buckets: ExpBuckets, bounds: tuple[float, ...] = DEFAULT_DURATION_BOUNDS) -> list[int]:
+    """The point's counts in explicit `bounds` (+Inf last): each bucket goes whole to the first
+    explicit bucket whose bound is at or above its upper edge, so counts stay exact and only
+    resolution is lost."""
+    counts = [0] * (len(bounds) + 1)
+    edges, edge_counts = upper_bounds(buckets)
+    for edge, count in zip([*edges, math.inf], edge_counts, strict=True):
+        if count:
+            counts[bisect.bisect_left(bounds, edge)] += count
+    return counts
