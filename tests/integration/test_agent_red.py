@@ -186,7 +186,7 @@ def test_a_server_started_after_the_agent_is_traced_and_queryable(agent: AgentPr
         assert {key: row["errors"] for key, row in found.items() if row["errors"]} == {("GET", "/fail"): 3}
         assert all(row["service"] == name for row in rows)
         slow = found[("GET", "/slow")]
-        assert 25 <= slow["p50_ms"] <= 50 and slow["p99_ms"] <= 50  # 30 ms sleeps: the (25, 50] ms bucket
+        assert 29 <= slow["p50_ms"] <= 50 and slow["p99_ms"] <= 50  # 30 ms sleeps and the server's own work
         users = found[("GET", "/users/{id}")]
         assert 0 < users["p50_ms"] <= users["p99_ms"]
 
