@@ -165,14 +165,15 @@ _EXP_COLUMNS = (
 
 
 def exponential_rows(
-    connection: duckdb.DuckDBPyConnection, table: str, select: str, where: str, args: dict[str, Any]
+    connection: duckdb.DuckDBPyConnection, table: str, select: list[str], where: str, args: dict[str, Any]
 ) -> list[tuple[tuple[Any, ...], ExpBuckets]]:
-    """(the `select` columns, the row's exponential buckets) for every exponential row matching `where`."""
+    """(the values of the `select` expressions, the row's exponential buckets) for every exponential row
+    matching `where`."""
     if not has_exponential_columns(connection, table):
         return []
-    width = len(select.split(","))
+    width = len(select)
     rows = connection.execute(
-        f"SELECT {select}, {_EXP_COLUMNS} FROM {table} WHERE ({where}) AND exp_scale IS NOT NULL", args
+        f"SELECT {', '.join(select)}, {_EXP_COLUMNS} FROM {table} WHERE ({where}) AND exp_scale IS NOT NULL", args
     ).fetchall()
     result = []
     for row in rows:
@@ -253,7 +254,7 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
     for row in buckets:
         group, bounds, index, total = tuple(row[:width]), tuple(row[width]), row[width + 1], row[width + 2]
         distributions.setdefault(group, Distribution()).add_bucket(bounds, index - 1, float(total))
-    for group, exponential_point in exponential_rows(connection, protocol.table, group_sql, where, args):
+    for group, exponential_point in exponential_rows(connection, protocol.table, columns, where, args):
         distributions.setdefault(group, Distribution()).exponential.append(exponential_point)
     rows = []
     everything = Distribution()

@@ -74,7 +74,7 @@ def red_timeline(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPa
         f"FROM {protocol.table} WHERE {where} AND {explicit_only(connection, protocol.table)}) GROUP BY ALL",
         args,
     ).fetchall()
-    exponential = exponential_rows(connection, protocol.table, f"{group_sql}, {bucket_sql}", where, args)
+    exponential = exponential_rows(connection, protocol.table, [*columns, bucket_sql], where, args)
     width = len(columns)
     cells: dict[_Group, dict[int, _Cell]] = {}
     for row in totals:

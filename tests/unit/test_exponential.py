@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import math
 import random
+import time
+from pathlib import Path
 
 import pytest
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
+from coral_ebpf.query.dispatch import run_query
 from coral_ebpf.query.quantile import BoundKind, Distribution, Quantile, explicit_quantile
 from coral_ebpf.storage import exponential
 from coral_ebpf.storage.exponential import ExpBuckets
+from tests.helpers.beyla_otlp import (
+    DELTA,
+    SECOND_NS,
+    beyla_resource,
+    http_server_attributes,
+    key_values,
+    metrics_request,
+)
+from tests.helpers.datapath import data_path
 
 
 @pytest.mark.parametrize(
@@ -153,3 +166,41 @@ def test_distribution_prefers_exponential_buckets_and_mixes_with_explicit() -> N
     result = mixed.quantile(0.5)
     # At 2: the explicit histogram has nothing known below it (its bound 1 holds 0), the exponential 4 of 8.
     assert result.value == pytest.approx(2.0) and result.bound_kind is None
+
+
+# --- through the data path: stored exponential rows, summary and timeline -------------------
+
+
+def test_summary_and_timeline_read_exponential_rows(tmp_path: Path) -> None:
+    now = time.time_ns()
+    resource = beyla_resource("expo")
+    attributes = key_values(http_server_attributes(resource, "GET", "/fast", 200))
+    metric = Metric(name="http.server.request.duration", unit="s")
+    metric.exponential_histogram.aggregation_temporality = DELTA
+    # Two delta points: 10 requests in (2^-12, 2^-11.5] s at scale 1 (~0.24-0.35 ms), then 10 at scale 3 near 1 ms.
+    for age_s, scale, index in ((90, 1, -24), (30, 3, -80)):
+        point = metric.exponential_histogram.data_points.add(
+            start_time_unix_nano=now - (age_s + 30) * SECOND_NS,
+            time_unix_nano=now - age_s * SECOND_NS,
+            count=10,
+            scale=scale,
+            sum=0.01,
+        )
+        point.attributes.extend(attributes)
+        point.positive.offset = index
+        point.positive.bucket_counts.append(10)
+    with data_path(tmp_path / "state") as (storage, processor):
+        assert processor.consume_metrics(metrics_request(resource, [metric])).rejected == 0
+        assert storage.flush()
+        with storage.reader() as reader:
+            summary = run_query(reader, "http", {"since": "5m"})
+            timeline = run_query(reader, "http", {"since": "4m", "by": "1m"})
+    (row,) = summary["rows"]
+    assert row["requests"] == 20 and row["p50_bound"] is None and row["p99_bound"] is None
+    # Merged at scale 1: the first 10 in index -24 (2^-12, 2^-11.5], the next 10 in -20 (2^-10, 2^-9.5].
+    assert row["p50_ms"] == pytest.approx(2**-11.5 * 1000)
+    assert row["p99_ms"] == pytest.approx(2 ** (-10 + 0.5 * 0.98) * 1000)
+    filled = [bucket for bucket in timeline["buckets"] if bucket["requests"]]
+    assert [bucket["requests"] for bucket in filled] == [10, 10]
+    assert filled[0]["p50_ms"] == pytest.approx(2 ** (-12 + 0.25) * 1000)  # halfway through at scale 1
+    assert filled[1]["p50_ms"] == pytest.approx(2 ** ((-80 + 0.5) / 8) * 1000)  # scale 3 on its own
