@@ -80,18 +80,23 @@ _SOURCE = (
     _c("side", "VARCHAR NOT NULL", _STR),
 )
 
-# A base-2 exponential histogram (storage/exponential.py) in seconds; all NULL on an explicit-bucket row.
-# An exponential row keeps bounds_s = [] and bucket_counts = [count] (everything in the +Inf bucket),
+# A base-2 exponential histogram (storage/exponential.py); all NULL on an explicit-bucket row.
+# An exponential row keeps bounds = [] and bucket_counts = [count] (everything in the +Inf bucket),
 # so code that reads only the explicit columns still sees the right count.
-EXPONENTIAL_COLUMNS = (
-    _c("exp_scale", "TINYINT", pa.int8()),
-    _c("exp_zero_count", "UBIGINT", pa.uint64()),
-    _c("exp_zero_threshold_s", "DOUBLE", pa.float64()),
-    _c("exp_positive_offset", "INTEGER", pa.int32()),
-    _c("exp_positive_counts", "UBIGINT[]", pa.list_(pa.uint64())),
-    _c("exp_negative_offset", "INTEGER", pa.int32()),
-    _c("exp_negative_counts", "UBIGINT[]", pa.list_(pa.uint64())),
-)
+def _exponential_columns(threshold: str) -> tuple[Column, ...]:
+    return (
+        _c("exp_scale", "TINYINT", pa.int8()),
+        _c("exp_zero_count", "UBIGINT", pa.uint64()),
+        _c(threshold, "DOUBLE", pa.float64()),
+        _c("exp_positive_offset", "INTEGER", pa.int32()),
+        _c("exp_positive_counts", "UBIGINT[]", pa.list_(pa.uint64())),
+        _c("exp_negative_offset", "INTEGER", pa.int32()),
+        _c("exp_negative_counts", "UBIGINT[]", pa.list_(pa.uint64())),
+    )
+
+
+EXPONENTIAL_COLUMNS = _exponential_columns("exp_zero_threshold_s")  # RED tables: seconds
+OTHER_EXPONENTIAL_COLUMNS = _exponential_columns("exp_zero_threshold")  # otel_histograms: the row's unit
 
 # One delta histogram per row: every bucket including +Inf, so len(bucket_counts) == len(bounds_s) + 1.
 _DURATION_HISTOGRAM = (
@@ -182,6 +187,7 @@ OTHER_HISTOGRAMS = TableSpec(
         _c("bucket_counts", "UBIGINT[] NOT NULL", pa.list_(pa.uint64())),
         _c("source_temporality", "VARCHAR NOT NULL", _STR),
         _c("attributes", "JSON", _JSON),
+        *OTHER_EXPONENTIAL_COLUMNS,
     ),
     "timestamp",
 )
@@ -300,10 +306,12 @@ def migration_statements(from_version: str) -> list[str]:
     """
     if from_version != "1":
         return []
+    added = [(table, EXPONENTIAL_COLUMNS) for table in DURATION_TABLES]
+    added.append((OTHER_HISTOGRAMS.name, OTHER_EXPONENTIAL_COLUMNS))
     return [
         f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column.name} {column.sql}"
-        for table in DURATION_TABLES
-        for column in EXPONENTIAL_COLUMNS
+        for table, columns in added
+        for column in columns
     ]
 
 

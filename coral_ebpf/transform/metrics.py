@@ -2,10 +2,10 @@
 
 Routing is by metric name (semconv.DURATION_METRICS, old and new names). A RED metric must be
 an explicit-bucket or an exponential histogram; any other type, or a point that fails
-validation, is rejected with a reason (OTLP partial success). Exponential RED points are stored
-in the same table, in the `exp_*` columns (storage/schema.py). Explicit-bucket histograms under
-other names (body sizes, ...) go to `otel_histograms` in their own unit. Sums, gauges, summaries
-and exponential histograms under other names are accepted, counted by name, and not stored.
+validation, is rejected with a reason (OTLP partial success). Exponential points are stored in
+the same tables as explicit ones, in the `exp_*` columns (storage/schema.py). Histograms under
+other names (body sizes, ...) go to `otel_histograms` in their own unit. Sums, gauges and
+summaries are accepted, counted by name, and not stored.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class MetricsFlattener:
         result.points += count
         result.per_sdk[sender_name(scope.info.sdk_name, scope.scope_name)] += count
         route = DURATION_METRICS.get(metric.name)
-        if kind == "histogram" or (kind == "exponential_histogram" and route is not None):
+        if kind in ("histogram", "exponential_histogram"):
             self._histogram(scope, metric, route)
         elif route is not None:
             self._reject_wrong_type(result, metric, kind, count)
@@ -194,11 +194,12 @@ class MetricsFlattener:
         buckets = point.exponential
         if buckets is not None:
             # Everything in the +Inf bucket: readers of only the explicit columns see the right count.
+            threshold = "exp_zero_threshold_s" if route is not None else "exp_zero_threshold"
             row.update(
+                {threshold: buckets.zero_threshold},
                 bucket_counts=[point.count],
                 exp_scale=buckets.scale,
                 exp_zero_count=buckets.zero_count,
-                exp_zero_threshold_s=buckets.zero_threshold,
                 exp_positive_offset=buckets.positive_offset,
                 exp_positive_counts=list(buckets.positive),
                 exp_negative_offset=buckets.negative_offset,

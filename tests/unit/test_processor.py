@@ -374,3 +374,23 @@ def test_an_exponential_point_in_milliseconds_is_stored_in_seconds(
     assert query(storage, "SELECT exp_positive_offset, exp_positive_counts, sum_s FROM beyla_http_metrics") == [
         (-17, [4], 0.001)
     ]
+
+
+def test_an_exponential_histogram_under_another_name_goes_to_otel_histograms(
+    pipeline: tuple[Storage, TransformProcessor],
+) -> None:
+    storage, processor = pipeline
+    metric = Metric(name="http.server.request.body.size", unit="By")
+    metric.exponential_histogram.aggregation_temporality = DELTA
+    point = metric.exponential_histogram.data_points.add(
+        start_time_unix_nano=NOW - SECOND_NS, time_unix_nano=NOW, count=3, zero_count=1, zero_threshold=0.5, scale=0
+    )
+    point.positive.offset = 9  # (512, 1024] bytes
+    point.positive.bucket_counts.append(2)
+    assert processor.consume_metrics(metrics_request(RESOURCE, [metric])).rejected == 0
+    rows = query(
+        storage,
+        "SELECT metric_name, unit, count, exp_scale, exp_zero_count, exp_zero_threshold, exp_positive_offset, "
+        "exp_positive_counts FROM otel_histograms",
+    )
+    assert rows == [("http.server.request.body.size", "By", 3, 0, 1, 0.5, 9, [2])]

@@ -416,13 +416,23 @@ def test_records_in_the_spool_past_the_applied_position_are_replayed_once(tmp_pa
 
 def test_a_version_1_database_gains_the_exponential_columns_and_keeps_its_rows(tmp_path: Path) -> None:
     from coral_ebpf.storage.database import open_for_writing
-    from coral_ebpf.storage.schema import DURATION_TABLES, EXPONENTIAL_COLUMNS, SCHEMA_VERSION
+    from coral_ebpf.storage.schema import (
+        DURATION_TABLES,
+        EXPONENTIAL_COLUMNS,
+        OTHER_EXPONENTIAL_COLUMNS,
+        OTHER_HISTOGRAMS,
+        SCHEMA_VERSION,
+    )
+
+    added = [(table, EXPONENTIAL_COLUMNS) for table in DURATION_TABLES] + [
+        (OTHER_HISTOGRAMS.name, OTHER_EXPONENTIAL_COLUMNS)
+    ]
 
     path = tmp_path / "v1.duckdb"
     # A version-1 file: today's tables without the columns version 2 added, and one explicit row.
     connection = open_for_writing(path)
-    for table in DURATION_TABLES:
-        for column in EXPONENTIAL_COLUMNS:
+    for table, columns in added:
+        for column in columns:
             connection.execute(f"ALTER TABLE {table} DROP COLUMN {column.name}")
     connection.execute("UPDATE db_metadata SET value = '1' WHERE key = 'schema_version'")
     connection.execute(
@@ -438,8 +448,8 @@ def test_a_version_1_database_gains_the_exponential_columns_and_keeps_its_rows(t
         assert version == (SCHEMA_VERSION,)
         rows = connection.execute("SELECT count, bucket_counts, exp_scale FROM beyla_http_metrics").fetchall()
         assert rows == [(2, [1, 1], None)]
-        for table in DURATION_TABLES:
+        for table, columns in added:
             names = {row[0] for row in connection.execute(f"DESCRIBE {table}").fetchall()}
-            assert {column.name for column in EXPONENTIAL_COLUMNS} <= names
+            assert {column.name for column in columns} <= names
     finally:
         connection.close()
