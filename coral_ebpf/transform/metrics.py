@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, HistogramDataPoint, Metric
 
 from coral_ebpf.storage.schema import OTHER_HISTOGRAMS, TABLES, arrow_array, arrow_schema
 from coral_ebpf.storage.series import StoredSeries
@@ -113,8 +113,8 @@ class MetricsFlattener:
 
     def _histogram(self, scope: _Scope, metric: Metric, route: MetricRoute | None) -> None:
         result = scope.result
-        data = metric.histogram if metric.WhichOneof("data") == "histogram" else metric.exponential_histogram
-        read = read_point if data is metric.histogram else read_exponential_point
+        explicit = metric.WhichOneof("data") == "histogram"
+        data = metric.histogram if explicit else metric.exponential_histogram
         points = data.data_points
         temporality = data.aggregation_temporality
         if temporality not in (_CUMULATIVE, _DELTA):
@@ -134,7 +134,11 @@ class MetricsFlattener:
         for data_point in points:
             if data_point.flags & _NO_RECORDED_VALUE:
                 continue
-            point = read(data_point, scope.window)  # type: ignore[arg-type]
+            point = (
+                read_point(data_point, scope.window)
+                if isinstance(data_point, HistogramDataPoint)
+                else read_exponential_point(data_point, scope.window)
+            )
             if isinstance(point, str):
                 result.rejected += 1
                 result.reasons[f"{metric.name}: {point}"] += 1
