@@ -16,9 +16,10 @@ from typing import Any
 
 import duckdb
 
+from coral_ebpf.query.buckets import explicit_only, exponential_rows
 from coral_ebpf.query.params import RedParams
 from coral_ebpf.query.quantile import Distribution
-from coral_ebpf.query.red import PROTOCOLS, _filters, _grouped, _measures, explicit_only, exponential_rows
+from coral_ebpf.query.red import PROTOCOLS, _filters, _grouped, _measures
 
 _Group = tuple[Any, ...]
 

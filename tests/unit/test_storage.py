@@ -442,6 +442,16 @@ def test_a_version_1_database_gains_the_exponential_columns_and_keeps_its_rows(t
     )
     connection.close()
 
+    # Read-only (no agent has migrated it yet): queries treat every row as explicit-bucket.
+    from coral_ebpf.query.dispatch import run_query
+
+    reader = open_read_only(path)
+    try:
+        (row,) = run_query(reader, "http", {"since": "1h"})["rows"]
+        assert row["requests"] == 2 and row["p50_ms"] == pytest.approx(100.0)
+    finally:
+        reader.close()
+
     connection = open_for_writing(path)
     try:
         version = connection.execute("SELECT value FROM db_metadata WHERE key = 'schema_version'").fetchone()
