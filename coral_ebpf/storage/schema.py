@@ -80,6 +80,7 @@ _SOURCE = (
     _c("side", "VARCHAR NOT NULL", _STR),
 )
 
+
 # A base-2 exponential histogram (storage/exponential.py); all NULL on an explicit-bucket row.
 # An exponential row keeps bounds = [] and bucket_counts = [count] (everything in the +Inf bucket),
 # so code that reads only the explicit columns still sees the right count.
