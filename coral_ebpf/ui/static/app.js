@@ -28,6 +28,14 @@
     if (value >= 100) return value.toFixed(0) + "ms";
     return value >= 1 ? value.toFixed(1) + "ms" : value.toFixed(2) + "ms";
   }
+  // The CLI's format_quantile: an explicit-bucket percentile that is only a bound prints as one.
+  function quantile(row, name) {
+    const bound = row[`${name}_bound`];
+    const edge = row[`${name}_bound_ms`];
+    if (bound === "upper" && edge !== null && edge !== undefined) return "≤" + ms(edge);
+    if (bound === "lower" && edge !== null && edge !== undefined) return ">" + ms(edge);
+    return ms(row[`${name}_ms`]);
+  }
   const pct = (ratio) => (ratio * 100).toFixed(2) + "%";
   const rate = (value) => value.toFixed(2);
   const clock = (unix) => new Date(unix * 1000).toLocaleTimeString([], { hour12: false });
@@ -146,9 +154,9 @@
       s.requests,
       rate(s.rate_per_s),
       s.errors ? el("span", { class: "err" }, pct(s.error_rate)) : pct(s.error_rate),
-      ms(s.p50_ms),
-      ms(s.p95_ms),
-      ms(s.p99_ms),
+      quantile(s, "p50"),
+      quantile(s, "p95"),
+      quantile(s, "p99"),
       s.engine || "-",
       s.instances,
     ]);
