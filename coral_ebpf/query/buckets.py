@@ -10,7 +10,7 @@ from typing import Any
 
 import duckdb
 
-from coral_ebpf.storage.exponential import ExpBuckets
+from coral_ebpf.storage.exponential import ExpBuckets, dense
 
 
 def has_exponential_columns(connection: duckdb.DuckDBPyConnection, table: str) -> bool:
@@ -21,36 +21,51 @@ def has_exponential_columns(connection: duckdb.DuckDBPyConnection, table: str) -
     return bool(row and row[0])
 
 
-_EXP_COLUMNS = (
-    "exp_scale, exp_zero_count, exp_zero_threshold_s, exp_positive_offset, exp_positive_counts, "
-    "exp_negative_offset, exp_negative_counts"
-)
-
-
 def exponential_rows(
     connection: duckdb.DuckDBPyConnection, table: str, select: list[str], where: str, args: dict[str, Any]
 ) -> list[tuple[tuple[Any, ...], ExpBuckets]]:
-    """(the values of the `select` expressions, the row's exponential buckets) for every exponential row
-    matching `where`."""
+    """Per distinct value of the `select` expressions and scale: the exponential rows matching `where`,
+    summed into one point.
+
+    DuckDB does the adding (bucket index = offset + position, counts summed per index), as the explicit
+    path sums per bound: an hour of 5-second rows is then a handful of points for Python to merge
+    across scales (`exponential.merge`), not thousands. The zero threshold is the largest of the rows'.
+    """
     if not has_exponential_columns(connection, table):
         return []
     width = len(select)
-    rows = connection.execute(
-        f"SELECT {', '.join(select)}, {_EXP_COLUMNS} FROM {table} WHERE ({where}) AND exp_scale IS NOT NULL", args
+    keys = ", ".join(f"k{i}" for i in range(width))
+    aliased = ", ".join(f"{expression} AS k{i}" for i, expression in enumerate(select))
+    source = f"FROM {table} WHERE ({where}) AND exp_scale IS NOT NULL"
+    points: dict[tuple[Any, ...], tuple[int, float, dict[int, int], dict[int, int]]] = {}
+    zeros = connection.execute(
+        f"SELECT {keys}, exp_scale, sum(exp_zero_count)::HUGEINT, max(exp_zero_threshold_s) "
+        f"FROM (SELECT {aliased}, exp_scale, exp_zero_count, exp_zero_threshold_s {source}) GROUP BY ALL",
+        args,
     ).fetchall()
+    for row in zeros:
+        points[tuple(row[: width + 1])] = (int(row[width + 1] or 0), float(row[width + 2] or 0.0), {}, {})
+    for side, (offset, counts) in enumerate(
+        (("exp_positive_offset", "exp_positive_counts"), ("exp_negative_offset", "exp_negative_counts"))
+    ):
+        buckets = connection.execute(
+            f"SELECT {keys}, exp_scale, idx, sum(c)::HUGEINT FROM (SELECT {aliased}, exp_scale, "
+            f"{offset} + generate_subscripts({counts}, 1) - 1 AS idx, unnest({counts}) AS c {source}) "
+            "WHERE c > 0 GROUP BY ALL",
+            args,
+        ).fetchall()
+        for row in buckets:
+            point = points[tuple(row[: width + 1])]
+            sparse = point[2] if side == 0 else point[3]
+            sparse[int(row[width + 1])] = int(row[width + 2])
     result = []
-    for row in rows:
-        scale, zero, threshold, positive_offset, positive, negative_offset, negative = row[width:]
-        buckets = ExpBuckets(
-            scale,
-            zero,
-            threshold or 0.0,
-            positive_offset or 0,
-            tuple(positive or ()),
-            negative_offset or 0,
-            tuple(negative or ()),
+    for key, (zero, threshold, positive, negative) in points.items():
+        positive_offset, positive_counts = dense(positive)
+        negative_offset, negative_counts = dense(negative)
+        buckets_of_key = ExpBuckets(
+            int(key[width]), zero, threshold, positive_offset, positive_counts, negative_offset, negative_counts
         )
-        result.append((tuple(row[:width]), buckets))
+        result.append((key[:width], buckets_of_key))
     return result
 
 
