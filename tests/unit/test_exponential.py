@@ -204,3 +204,30 @@ def test_summary_and_timeline_read_exponential_rows(tmp_path: Path) -> None:
     assert [bucket["requests"] for bucket in filled] == [10, 10]
     assert filled[0]["p50_ms"] == pytest.approx(2 ** (-12 + 0.25) * 1000)  # halfway through at scale 1
     assert filled[1]["p50_ms"] == pytest.approx(2 ** ((-80 + 0.5) / 8) * 1000)  # scale 3 on its own
+
+
+def test_rows_of_one_scale_are_summed_per_bucket_index(tmp_path: Path) -> None:
+    now = time.time_ns()
+    resource = beyla_resource("sums")
+    attributes = key_values(http_server_attributes(resource, "GET", "/x", 200))
+    metric = Metric(name="http.server.request.duration", unit="s")
+    metric.exponential_histogram.aggregation_temporality = DELTA
+    # Scale 2, three rows with their own offsets: index -40 gets 1, index -39 gets 2 + 5 + 3 = 10.
+    for age_s, offset, counts in ((50, -40, [1, 2]), (40, -39, [5]), (30, -41, [0, 0, 3])):
+        point = metric.exponential_histogram.data_points.add(
+            start_time_unix_nano=now - (age_s + 10) * SECOND_NS,
+            time_unix_nano=now - age_s * SECOND_NS,
+            count=sum(counts),
+            scale=2,
+        )
+        point.attributes.extend(attributes)
+        point.positive.offset = offset
+        point.positive.bucket_counts.extend(counts)
+    with data_path(tmp_path / "state") as (storage, processor):
+        assert processor.consume_metrics(metrics_request(resource, [metric])).rejected == 0
+        assert storage.flush()
+        with storage.reader() as reader:
+            (row,) = run_query(reader, "http", {"since": "5m"})["rows"]
+    assert row["requests"] == 11
+    # Rank 5.5: past the 1 in index -40, 4.5 of the 10 in index -39.
+    assert row["p50_ms"] == pytest.approx(2 ** ((-39 + 0.45) / 4) * 1000)
