@@ -463,3 +463,37 @@ def test_a_version_1_database_gains_the_exponential_columns_and_keeps_its_rows(t
             assert {column.name for column in columns} <= names
     finally:
         connection.close()
+
+
+def test_a_batch_spooled_before_the_exponential_columns_still_inserts(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from coral_ebpf.storage.database import open_for_writing
+    from coral_ebpf.storage.schema import EXPONENTIAL_COLUMNS, HTTP_METRICS, arrow_array, arrow_schema
+
+    old_names = [name for name in HTTP_METRICS.column_names if name not in {c.name for c in EXPONENTIAL_COLUMNS}]
+    schema = arrow_schema(HTTP_METRICS.name)
+    row: dict[str, Any] = dict.fromkeys(old_names)
+    row.update(
+        timestamp=time.time_ns(),
+        start_time=time.time_ns(),
+        agent_id="a",
+        resource_id=1,
+        service_name="svc",
+        metric_name="http.server.request.duration",
+        side="server",
+        unit="s",
+        count=1,
+        bounds_s=[0.1],
+        bucket_counts=[1, 0],
+        source_temporality="delta",
+    )
+    table = pa.Table.from_arrays(
+        [arrow_array([row[name]], schema.field(name).type) for name in old_names], names=old_names
+    )
+    connection = open_for_writing(tmp_path / "db.duckdb")
+    try:
+        assert inserts.insert_table(connection, HTTP_METRICS.name, table) == 1
+        assert connection.execute(f"SELECT count, exp_scale FROM {HTTP_METRICS.name}").fetchall() == [(1, None)]
+    finally:
+        connection.close()
