@@ -268,4 +268,9 @@ def compare_windows(
     return answer
 
 
-_MEASURES = frozenset({"requests", "rate_per_s", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms"})
+_QUANTILES = ("p50", "p95", "p99")
+# Every column of a RED row that is a measure, not a group key (each percentile has a bound flag and value).
+_MEASURES = frozenset(
+    {"requests", "rate_per_s", "errors", "error_rate"}
+    | {f"{q}{suffix}" for q in _QUANTILES for suffix in ("_ms", "_bound", "_bound_ms")}
+)

@@ -18,7 +18,7 @@ import yaml
 
 from coral_ebpf.beyla.dialect import LEGACY, V3_20, BeylaVersion, Dialect
 from coral_ebpf.beyla.schema import SCHEMA_VERSION, schema_errors
-from coral_ebpf.beyla.settings import DEFAULT_PROTOCOLS, BeylaSettings, RouteSettings
+from coral_ebpf.beyla.settings import DEFAULT_PROTOCOLS, HISTOGRAM_AGGREGATIONS, BeylaSettings, RouteSettings
 from coral_ebpf.discovery.model import ServiceEntry
 from coral_ebpf.errors import CoralError
 from coral_ebpf.safe_paths import prepare_private_dir
@@ -225,6 +225,7 @@ def render(
         "endpoint": endpoint,
         "protocol": settings.otlp_protocol,
         "interval": beyla_duration(settings.metrics_interval),
+        "histogram_aggregation": HISTOGRAM_AGGREGATIONS[settings.histograms],
     }
     traces: dict[str, Any] = {"endpoint": endpoint, "protocol": settings.otlp_protocol}
     document: dict[str, Any] = {

@@ -47,6 +47,11 @@ SAMPLERS = (
 RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
 LOG_LEVELS = ("debug", "info", "warn", "error")
 OTLP_PROTOCOLS = ("http/protobuf", "grpc")
+# beyla.histograms -> Beyla's otel_metrics_export.histogram_aggregation (the OTel SDK's names).
+HISTOGRAM_AGGREGATIONS = {
+    "exponential": "base2_exponential_bucket_histogram",
+    "explicit": "explicit_bucket_histogram",
+}
 UNMATCHED_ROUTES = ("unset", "path", "wildcard", "heuristic", "low-cardinality")
 IGNORE_MODES = ("all", "metrics", "traces")
 
@@ -90,6 +95,13 @@ SCHEMA = section(
             "description": "How Beyla sends OTLP to the agent's receiver (grpc uses otlp.grpc_endpoint)",
         },
         "metrics_interval": {**DURATION, "description": "Beyla's metric export period"},
+        "histograms": {
+            "enum": list(HISTOGRAM_AGGREGATIONS),
+            "description": (
+                "Beyla's histograms (otel_metrics_export.histogram_aggregation): exponential (base-2, the finest "
+                "scale that fits 160 buckets) or explicit (OTel's default bounds, 0-10 s)"
+            ),
+        },
         "traces_batch_timeout": {**DURATION, "description": "Longest time a span waits in Beyla's batch"},
         "shutdown_timeout": {
             **DURATION,
@@ -274,6 +286,7 @@ class BeylaSettings:
     log_level: str = "info"
     otlp_protocol: str = "http/protobuf"
     metrics_interval: float = 5.0
+    histograms: str = "exponential"
     traces_batch_timeout: float = 1.0
     shutdown_timeout: float = 10.0
     debounce: float = 5.0
@@ -303,6 +316,7 @@ class BeylaSettings:
             log_level=str(data.get("log_level", d.log_level)),
             otlp_protocol=str(data.get("otlp_protocol", d.otlp_protocol)),
             metrics_interval=_beyla_duration(data, "metrics_interval", d.metrics_interval),
+            histograms=str(data.get("histograms", d.histograms)),
             traces_batch_timeout=_beyla_duration(data, "traces_batch_timeout", d.traces_batch_timeout),
             shutdown_timeout=_beyla_duration(data, "shutdown_timeout", d.shutdown_timeout),
             debounce=parse_duration(data.get("debounce", d.debounce)),

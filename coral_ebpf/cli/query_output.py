@@ -29,6 +29,22 @@ def format_ms(value: float | None) -> str:
     return f"{value:.1f}ms" if value >= 1 else f"{value:.2f}ms"
 
 
+def format_quantile(row: Mapping[str, Any], key: str) -> str:
+    """A percentile cell: `row[key]` (e.g. "p99_ms"), or its bound when the buckets give no more.
+
+    An explicit-bucket percentile in the lowest bucket prints as `≤5ms` (at most that bucket's
+    upper bound), one in the +Inf bucket as `>10s`; JSON keeps the number and the flag
+    (`p99_bound`, `p99_bound_ms`, see query/red.py).
+    """
+    stem = key.removesuffix("_ms")
+    bound, bound_ms = row.get(f"{stem}_bound"), row.get(f"{stem}_bound_ms")
+    if bound == "upper" and bound_ms is not None:
+        return "≤" + format_ms(bound_ms)
+    if bound == "lower" and bound_ms is not None:
+        return ">" + format_ms(bound_ms)
+    return format_ms(row.get(key))
+
+
 def _percent(ratio: float) -> str:
     return f"{ratio * 100:.2f}%"
 
@@ -140,9 +156,9 @@ def print_red(
         cells += [row.get("status_4xx", 0)] if four_xx else []
         cells += [
             _percent(row["error_rate"]),
-            format_ms(row["p50_ms"]),
-            format_ms(row["p95_ms"]),
-            format_ms(row["p99_ms"]),
+            format_quantile(row, "p50_ms"),
+            format_quantile(row, "p95_ms"),
+            format_quantile(row, "p99_ms"),
         ]
         table_rows.append(cells)
     overall = result["overall"]
@@ -150,7 +166,8 @@ def print_red(
     footer = (
         f"Overall: {plural(overall['requests'], 'request')} ({format_rate(overall['rate_per_s'])}/s), "
         f"{plural(overall['errors'], 'error')} ({_percent(overall['error_rate'])}){four_xx_text}, "
-        f"P50={format_ms(overall['p50_ms'])} P95={format_ms(overall['p95_ms'])} P99={format_ms(overall['p99_ms'])}"
+        f"P50={format_quantile(overall, 'p50_ms')} P95={format_quantile(overall, 'p95_ms')} "
+        f"P99={format_quantile(overall, 'p99_ms')}"
     )
     covered = result.get("window", {}).get("covered_seconds")
     if covered is not None and covered < result["window"]["seconds"] - 1:
@@ -332,9 +349,9 @@ def print_agent_breakdown(result: Mapping[str, Any], *, width: int | None = None
             format_rate(entry["rate_per_s"]),
             entry["errors"],
             _percent(entry["error_rate"]),
-            format_ms(entry["p50_ms"]),
-            format_ms(entry["p95_ms"]),
-            format_ms(entry["p99_ms"]),
+            format_quantile(entry, "p50_ms"),
+            format_quantile(entry, "p95_ms"),
+            format_quantile(entry, "p99_ms"),
         ]
         for entry in breakdown
     ]

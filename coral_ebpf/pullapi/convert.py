@@ -3,7 +3,9 @@
 A row is a dict of the table's columns (see `storage/pull.py`: times in unix ns, JSON as text).
 Decoding also accepts messages from an agent that only fills the Go fields (no `detail`):
 bounds come from `latency_buckets` (ms), a missing +Inf count is 0, the interval start is
-the timestamp.
+the timestamp. The messages carry explicit buckets only (the Go agent's format): a row holding an
+exponential histogram is sent folded into OpenTelemetry's default duration bounds
+(`exponential.folded`: exact counts, coarser resolution).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from coral_ebpf.pullapi._generated import agent_pb2 as pb
+from coral_ebpf.storage import exponential
+from coral_ebpf.storage.exponential import ExpBuckets
+from coral_ebpf.storage.schema import EXPONENTIAL_COLUMNS
 
 # Per data type; the message classes differ, so callers see them as protobuf messages of any class.
 Encoder = Callable[[Mapping[str, Any]], Any]
@@ -35,11 +40,27 @@ def _string_map(attributes_json: str | None) -> dict[str, str]:
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in decoded.items()}
 
 
+def _explicit(row: Mapping[str, Any]) -> tuple[list[float], list[int]]:
+    """The row's (bounds_s, bucket_counts), an exponential row folded into the default bounds."""
+    if row.get("exp_scale") is None:
+        return row["bounds_s"], row["bucket_counts"]
+    buckets = ExpBuckets(
+        row["exp_scale"],
+        row["exp_zero_count"] or 0,
+        row["exp_zero_threshold_s"] or 0.0,
+        row["exp_positive_offset"] or 0,
+        tuple(row["exp_positive_counts"] or ()),
+        row["exp_negative_offset"] or 0,
+        tuple(row["exp_negative_counts"] or ()),
+    )
+    return list(exponential.DEFAULT_DURATION_BOUNDS), exponential.folded(buckets)
+
+
 def _metric_detail(row: Mapping[str, Any]) -> pb.MetricDetail:
     detail = pb.MetricDetail(
         timestamp_unix_nano=row["timestamp"],
         start_time_unix_nano=row["start_time"],
-        bounds_s=row["bounds_s"],
+        bounds_s=_explicit(row)[0],
         server_address=row["server_address"] or "",
         resource_id=row["resource_id"],
         attributes_json=row["attributes"] or "",
@@ -53,11 +74,12 @@ def _metric_detail(row: Mapping[str, Any]) -> pb.MetricDetail:
 
 
 def _histogram_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+    bounds, counts = _explicit(row)
     return {
         "timestamp": row["timestamp"] // NS_PER_MS,
         "service_name": row["service_name"],
-        "latency_buckets": [bound * 1000.0 for bound in row["bounds_s"]],
-        "latency_counts": row["bucket_counts"],
+        "latency_buckets": [bound * 1000.0 for bound in bounds],
+        "latency_counts": counts,
         "attributes": _string_map(row["attributes"]),
         "seq_id": row["seq_id"],
         "detail": _metric_detail(row),
@@ -217,6 +239,7 @@ def _metric_row(message: Any, agent_id: str) -> dict[str, Any]:
         bucket_counts=counts,
         count=sum(counts),
     )
+    row.update(dict.fromkeys(column.name for column in EXPONENTIAL_COLUMNS))  # always explicit on the wire
     return row
 
 

@@ -3,7 +3,11 @@
 Per group (service, side and the protocol's keys): requests = sum of `count` over the rows
 whose interval ends inside the window; errors = the same sum over rows that are errors by
 the protocol's definition; percentiles = `histogram_quantile` over the bucket counts summed
-per bound (PromQL: `histogram_quantile(q, sum by (le, ...) (increase(..._bucket[w])))`).
+per bound (PromQL: `histogram_quantile(q, sum by (le, ...) (increase(..._bucket[w])))`), or,
+for rows holding exponential histograms, the quantile of their merge (quantile.Distribution).
+Each `pNN_ms` comes with `pNN_bound` ("upper", "lower" or null) and `pNN_bound_ms`: an
+explicit-bucket percentile in the lowest bucket is only known to be at most that bucket's
+upper bound ("upper"), one in the +Inf bucket only to be above the largest bound ("lower").
 Rate = requests / the seconds of the window covered by data, one denominator for every row of an
 answer (as PromQL's `rate` divides every series by the same range): from the later of the window
 start and the earliest interval start stored for the protocol in the window (any service, route
@@ -25,8 +29,9 @@ from typing import Any
 
 import duckdb
 
+from coral_ebpf.query.buckets import explicit_only, exponential_rows
 from coral_ebpf.query.params import QueryError, RedParams
-from coral_ebpf.query.quantile import Histogram, histogram_quantile, merge_histograms
+from coral_ebpf.query.quantile import Distribution, Quantile
 from coral_ebpf.query.span_red import SPAN_SOURCES, all_durations, span_groups
 from coral_ebpf.storage.retention import utc_naive
 
@@ -148,12 +153,28 @@ def _four_xx_sql(protocol: Protocol) -> str:
     return "false" if column is None else f"coalesce({column} >= 400 AND {column} < 500, false)"
 
 
-def _quantiles(histogram: tuple[list[float], list[float]]) -> dict[str, float | None]:
-    bounds, counts = histogram
-    result: dict[str, float | None] = {}
+def bound_key(key: str) -> str:
+    """ "p99_ms" -> "p99_bound" (its "_ms" twin is "p99_bound_ms")."""
+    return key.removesuffix("_ms") + "_bound"
+
+
+def _milliseconds(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value * 1000.0, 6)
+
+
+def quantile_fields(key: str, quantile: Quantile) -> dict[str, Any]:
+    """`key` (e.g. "p99_ms") with its bound flag and the bound itself, in milliseconds."""
+    return {
+        key: _milliseconds(quantile.value),
+        bound_key(key): None if quantile.bound_kind is None else quantile.bound_kind.value,
+        bound_key(key) + "_ms": _milliseconds(quantile.bound),
+    }
+
+
+def _quantiles(distribution: Distribution) -> dict[str, Any]:
+    result: dict[str, Any] = {}
     for key, q in QUANTILES.items():
-        value = histogram_quantile(q, bounds, counts) if len(counts) == len(bounds) + 1 else None
-        result[key] = None if value is None or not math.isfinite(value) else round(value * 1000.0, 6)
+        result.update(quantile_fields(key, distribution.quantile(q)))
     return result
 
 
@@ -244,7 +265,8 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
     buckets = connection.execute(
         f"SELECT {group_sql}, bounds_s, idx, sum(c) FROM (SELECT {group_sql}, bounds_s, "
         f"unnest(bucket_counts) AS c, generate_subscripts(bucket_counts, 1) AS idx "
-        f"FROM {with_instance(protocol.table)} WHERE {where}) GROUP BY ALL",
+        f"FROM {with_instance(protocol.table)} WHERE {where} AND {explicit_only(connection, protocol.table)}) "
+        "GROUP BY ALL",
         args,
     ).fetchall()
     if not totals and kind in SPAN_SOURCES:
@@ -253,20 +275,24 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
             return from_spans
     seconds = covered_seconds(coverage_start(connection, protocol.table, params, start, end), start, end)
     width = len(columns)
-    layouts: dict[tuple[Any, ...], dict[tuple[float, ...], list[float]]] = {}
+    distributions: dict[tuple[Any, ...], Distribution] = {}
     for row in buckets:
         group, bounds, index, total = tuple(row[:width]), tuple(row[width]), row[width + 1], row[width + 2]
-        counts = layouts.setdefault(group, {}).setdefault(bounds, [0.0] * (len(bounds) + 1))
-        counts[index - 1] += float(total)
+        distributions.setdefault(group, Distribution()).add_bucket(bounds, index - 1, float(total))
+    for group, exponential_point in exponential_rows(
+        connection, protocol.table, columns, where, args, source=with_instance(protocol.table)
+    ):
+        distributions.setdefault(group, Distribution()).exponential.append(exponential_point)
     rows = []
-    all_histograms: list[Histogram] = []
+    everything = Distribution()
     for row in totals:
         group = tuple(row[:width])
         requests, errors = int(row[width] or 0), int(row[width + 1] or 0)
-        histograms = list(layouts.get(group, {}).items())
-        all_histograms.extend(histograms)
+        distribution = distributions.get(group, Distribution())
+        distribution.compact()
+        everything.add(distribution)
         record: dict[str, Any] = {key: value for (key, _), value in zip(protocol.keys, group, strict=True)}
-        record.update(_measures(requests, errors, merge_histograms(histograms), seconds))
+        record.update(_measures(requests, errors, distribution, seconds))
         if protocol.status_column:
             record["status_4xx"] = int(row[width + 2] or 0)
         record["source"] = "metrics"
@@ -274,7 +300,8 @@ def red_summary(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPar
     rows.sort(key=lambda r: (r["service"], -r["requests"], *(str(r[k] or "") for k, _ in protocol.keys[2:])))
     requests = sum(r["requests"] for r in rows)
     errors = sum(r["errors"] for r in rows)
-    overall = _measures(requests, errors, merge_histograms(all_histograms), seconds)
+    everything.compact()
+    overall = _measures(requests, errors, everything, seconds)
     if protocol.status_column:
         overall["status_4xx"] = sum(r["status_4xx"] for r in rows)
     result: dict[str, Any] = {
@@ -310,16 +337,20 @@ def overall_by(
     ).fetchall()
     if not totals:
         return None
+    source = with_instance(protocol.table)
     buckets = connection.execute(
         f"SELECT {column}, bounds_s, idx, sum(c) FROM (SELECT {column}, bounds_s, "
         f"unnest(bucket_counts) AS c, generate_subscripts(bucket_counts, 1) AS idx "
-        f"FROM {with_instance(protocol.table)} WHERE {where}) GROUP BY ALL",
+        f"FROM {source} WHERE {where} AND {explicit_only(connection, protocol.table)}) GROUP BY ALL",
         args,
     ).fetchall()
-    layouts: dict[Any, dict[tuple[float, ...], list[float]]] = {}
+    distributions: dict[Any, Distribution] = {}
     for value, bounds, index, total in buckets:
-        counts = layouts.setdefault(value, {}).setdefault(tuple(bounds), [0.0] * (len(bounds) + 1))
-        counts[index - 1] += float(total)
+        distributions.setdefault(value, Distribution()).add_bucket(tuple(bounds), index - 1, float(total))
+    for (value,), exponential_point in exponential_rows(
+        connection, protocol.table, [column], where, args, source=source
+    ):
+        distributions.setdefault(value, Distribution()).exponential.append(exponential_point)
     # Each value's rate has the denominator red_summary would give with that value as the agent
     # filter: the coverage of the value's rows in the window, whatever the other filters.
     window_args: dict[str, Any] = {"window_start": utc_naive(start), "window_end": utc_naive(end)}
@@ -332,10 +363,11 @@ def overall_by(
     )
     lines = []
     for value, requests, errors, four_xx in totals:
-        histogram = merge_histograms(list(layouts.get(value, {}).items()))
+        distribution = distributions.get(value, Distribution())
+        distribution.compact()
         covered_from_us = coverage.get(value)
         seconds = covered_seconds(None if covered_from_us is None else covered_from_us / 1e6, start, end)
-        measures = _measures(int(requests or 0), int(errors or 0), histogram, seconds)
+        measures = _measures(int(requests or 0), int(errors or 0), distribution, seconds)
         if protocol.status_column:
             measures["status_4xx"] = int(four_xx or 0)
         lines.append({key: value, **measures})
@@ -400,19 +432,21 @@ def _span_summary(
 
 def _exact_measures(requests: int, errors: int, quantiles: list[float] | None, seconds: float) -> dict[str, Any]:
     values: list[float | None] = list(quantiles) if quantiles else [None, None, None]
-    return {
+    measures: dict[str, Any] = {
         "requests": requests,
         "rate_per_s": _rate(requests, seconds),
         "errors": errors,
         "error_rate": round(errors / requests, 6) if requests else 0.0,
-        **{key: None if v is None else round(float(v) * 1000.0, 6) for key, v in zip(QUANTILES, values, strict=True)},
     }
+    for key, value in zip(QUANTILES, values, strict=True):
+        measures.update(quantile_fields(key, Quantile(None if value is None else float(value))))
+    return measures
 
 
 def _measures(
     requests: int,
     errors: int,
-    histogram: tuple[list[float], list[float]],
+    distribution: Distribution,
     seconds: float,
 ) -> dict[str, Any]:
     """RED of one group; `seconds` is the answer's covered window (the rate's denominator)."""
@@ -421,7 +455,7 @@ def _measures(
         "rate_per_s": _rate(requests, seconds),
         "errors": errors,
         "error_rate": round(errors / requests, 6) if requests else 0.0,
-        **_quantiles(histogram),
+        **_quantiles(distribution),
     }
 
 

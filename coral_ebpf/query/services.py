@@ -86,7 +86,5 @@ def _no_requests() -> dict[str, Any]:
         "rate_per_s": 0.0,
         "errors": 0,
         "error_rate": 0.0,
-        "p50_ms": None,
-        "p95_ms": None,
-        "p99_ms": None,
+        **{f"{q}{suffix}": None for q in ("p50", "p95", "p99") for suffix in ("_ms", "_bound", "_bound_ms")},
     }

@@ -18,8 +18,9 @@ from typing import Any
 
 import duckdb
 
+from coral_ebpf.query.buckets import explicit_only, exponential_rows
 from coral_ebpf.query.params import RedParams
-from coral_ebpf.query.quantile import Histogram, merge_histograms
+from coral_ebpf.query.quantile import Distribution
 from coral_ebpf.query.red import (
     PROTOCOLS,
     _filters,
@@ -39,20 +40,17 @@ class _Cell:
 
     requests: int = 0
     errors: int = 0
-    histograms: dict[tuple[float, ...], list[float]] = field(default_factory=dict)
+    distribution: Distribution = field(default_factory=Distribution)
 
     def add(self, other: _Cell) -> None:
         self.requests += other.requests
         self.errors += other.errors
-        for bounds, counts in other.histograms.items():
-            mine = self.histograms.setdefault(bounds, [0.0] * len(counts))
-            for index, count in enumerate(counts):
-                mine[index] += count
+        self.distribution.add(other.distribution)
 
     def measure(self, bucket_start: float, bucket_end: float, covered_from: float | None) -> dict[str, Any]:
-        histograms: list[Histogram] = list(self.histograms.items())
+        self.distribution.compact()
         seconds = covered_seconds(covered_from, bucket_start, bucket_end)
-        measures = _measures(self.requests, self.errors, merge_histograms(histograms), seconds)
+        measures = _measures(self.requests, self.errors, self.distribution, seconds)
         return {"start": bucket_start, "end": bucket_end, **measures}
 
 
@@ -80,9 +78,13 @@ def red_timeline(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPa
     bucket_rows = connection.execute(
         f"SELECT {group_sql}, bucket, bounds_s, idx, sum(c) FROM (SELECT {group_sql}, {bucket_sql} AS bucket, "
         f"bounds_s, unnest(bucket_counts) AS c, generate_subscripts(bucket_counts, 1) AS idx "
-        f"FROM {with_instance(protocol.table)} WHERE {where}) GROUP BY ALL",
+        f"FROM {with_instance(protocol.table)} WHERE {where} AND {explicit_only(connection, protocol.table)}) "
+        "GROUP BY ALL",
         args,
     ).fetchall()
+    exponential = exponential_rows(
+        connection, protocol.table, [*columns, bucket_sql], where, args, source=with_instance(protocol.table)
+    )
     width = len(columns)
     cells: dict[_Group, dict[int, _Cell]] = {}
     for row in totals:
@@ -93,8 +95,10 @@ def red_timeline(connection: duckdb.DuckDBPyConnection, kind: str, params: RedPa
         group, bucket = tuple(row[:width]), min(int(row[width]), count - 1)
         bounds, index, total = tuple(row[width + 1]), row[width + 2], row[width + 3]
         cell = cells.setdefault(group, {}).setdefault(bucket, _Cell())
-        counts = cell.histograms.setdefault(bounds, [0.0] * (len(bounds) + 1))
-        counts[index - 1] += float(total)
+        cell.distribution.add_bucket(bounds, index - 1, float(total))
+    for key, buckets in exponential:
+        group, bucket = key[:width], min(int(key[width]), count - 1)
+        cells.setdefault(group, {}).setdefault(bucket, _Cell()).distribution.exponential.append(buckets)
     covered_from = coverage_start(connection, protocol.table, params, start, end)
     edges = [(start + i * by, min(start + (i + 1) * by, end)) for i in range(count)]
     overall = [_Cell() for _ in range(count)]

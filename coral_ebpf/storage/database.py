@@ -19,7 +19,7 @@ import duckdb
 
 from coral_ebpf.errors import CoralError
 from coral_ebpf.safe_paths import chmod_private, prepare_private_dir, refuse_symlink
-from coral_ebpf.storage.schema import SCHEMA_VERSION, ddl_statements
+from coral_ebpf.storage.schema import SCHEMA_VERSION, ddl_statements, migration_statements
 
 
 class DatabaseError(CoralError):
@@ -158,6 +158,7 @@ def open_for_writing(path: Path, memory_limit: int | None = None) -> duckdb.Duck
     except duckdb.Error as exc:
         raise _translate(exc, path, read_only=False) from exc
     try:
+        _migrate(connection)
         for statement in ddl_statements():
             connection.execute(statement)
         _init_metadata(connection, path)
@@ -167,6 +168,33 @@ def open_for_writing(path: Path, memory_limit: int | None = None) -> duckdb.Duck
         raise _translate(exc, path, read_only=False) from exc
     make_private(path)
     return connection
+
+
+def _migrate(connection: duckdb.DuckDBPyConnection) -> None:
+    """Bring a database written by an older schema version up to SCHEMA_VERSION, in one transaction.
+
+    A version this agent does not know how to migrate is left alone (`_init_metadata` refuses it).
+    """
+    has_metadata = connection.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'db_metadata'"
+    ).fetchone()
+    if not has_metadata or not has_metadata[0]:
+        return
+    row = connection.execute("SELECT value FROM db_metadata WHERE key = 'schema_version'").fetchone()
+    if row is None or row[0] == SCHEMA_VERSION:
+        return
+    statements = migration_statements(row[0])
+    if not statements:
+        return
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        for statement in statements:
+            connection.execute(statement)
+        connection.execute("UPDATE db_metadata SET value = ? WHERE key = 'schema_version'", [SCHEMA_VERSION])
+        connection.execute("COMMIT")
+    except duckdb.Error:
+        connection.execute("ROLLBACK")
+        raise
 
 
 def _init_metadata(connection: duckdb.DuckDBPyConnection, path: Path) -> None:

@@ -98,7 +98,10 @@ def insert_table(
 
     Spans are checked against the spans above `span_window.floor()` (all spans without one).
     """
-    columns = ", ".join(TABLES[name].column_names)
+    # Only the columns the batch has: a batch spooled by an older schema version (replayed after an
+    # upgrade) lacks the columns added since, which then take their default (NULL).
+    present = set(table.column_names)
+    columns = ", ".join(column for column in TABLES[name].column_names if column in present)
     connection.register(_BATCH_VIEW, table)
     try:
         if name == SPANS.name:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,25 @@ _SOURCE = (
     _c("side", "VARCHAR NOT NULL", _STR),
 )
 
+
+# A base-2 exponential histogram (storage/exponential.py); all NULL on an explicit-bucket row.
+# An exponential row keeps bounds = [] and bucket_counts = [count] (everything in the +Inf bucket),
+# so code that reads only the explicit columns still sees the right count.
+def _exponential_columns(threshold: str) -> tuple[Column, ...]:
+    return (
+        _c("exp_scale", "TINYINT", pa.int8()),
+        _c("exp_zero_count", "UBIGINT", pa.uint64()),
+        _c(threshold, "DOUBLE", pa.float64()),
+        _c("exp_positive_offset", "INTEGER", pa.int32()),
+        _c("exp_positive_counts", "UBIGINT[]", pa.list_(pa.uint64())),
+        _c("exp_negative_offset", "INTEGER", pa.int32()),
+        _c("exp_negative_counts", "UBIGINT[]", pa.list_(pa.uint64())),
+    )
+
+
+EXPONENTIAL_COLUMNS = _exponential_columns("exp_zero_threshold_s")  # RED tables: seconds
+OTHER_EXPONENTIAL_COLUMNS = _exponential_columns("exp_zero_threshold")  # otel_histograms: the row's unit
+
 # One delta histogram per row: every bucket including +Inf, so len(bucket_counts) == len(bounds_s) + 1.
 _DURATION_HISTOGRAM = (
     _c("unit", "VARCHAR NOT NULL", _STR),
@@ -91,6 +110,7 @@ _DURATION_HISTOGRAM = (
     _c("bucket_counts", "UBIGINT[] NOT NULL", pa.list_(pa.uint64())),
     _c("source_temporality", "VARCHAR NOT NULL", _STR),
     _c("attributes", "JSON", _JSON),
+    *EXPONENTIAL_COLUMNS,
 )
 
 _SERVER = (
@@ -168,6 +188,7 @@ OTHER_HISTOGRAMS = TableSpec(
         _c("bucket_counts", "UBIGINT[] NOT NULL", pa.list_(pa.uint64())),
         _c("source_temporality", "VARCHAR NOT NULL", _STR),
         _c("attributes", "JSON", _JSON),
+        *OTHER_EXPONENTIAL_COLUMNS,
     ),
     "timestamp",
 )
@@ -272,6 +293,27 @@ SELECT seq_id, trace_id, span_id, parent_span_id, agent_id, service_name, span_n
 FROM otel_spans
 WHERE telemetry_sdk_name IN ({_SDK_LIST})
 """
+
+
+# The tables that hold EXPONENTIAL_COLUMNS (schema version 2 added them).
+DURATION_TABLES = (HTTP_METRICS.name, GRPC_METRICS.name, SQL_METRICS.name, MESSAGING_METRICS.name)
+
+
+def migration_statements(from_version: str) -> list[str]:
+    """What brings a database of `from_version` to SCHEMA_VERSION (run before `ddl_statements`).
+
+    Version 1 -> 2: the exponential-histogram columns, appended (NULL on every existing row).
+    An unknown version gives no statements; the caller refuses such a file.
+    """
+    if from_version != "1":
+        return []
+    added = [(table, EXPONENTIAL_COLUMNS) for table in DURATION_TABLES]
+    added.append((OTHER_HISTOGRAMS.name, OTHER_EXPONENTIAL_COLUMNS))
+    return [
+        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column.name} {column.sql}"
+        for table, columns in added
+        for column in columns
+    ]
 
 
 def ddl_statements() -> list[str]:

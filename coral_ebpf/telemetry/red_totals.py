@@ -14,7 +14,12 @@ counter reset.
 Bucket layouts: a series keeps the bounds of its first row. A later row with other bounds
 (a sender changed its buckets) is folded in by moving each of its buckets to the first of the
 series' buckets whose bound is at or above the row's bucket's upper bound: counts stay exact,
-only that row's resolution is lost. The number of series is capped (`MAX_SERIES`); rows of
+only that row's resolution is lost. A row holding an exponential histogram (the `exp_*`
+columns) is folded the same way, bucket by bucket, into the series' layout, and a series that
+starts with one gets the OpenTelemetry default duration bounds (`EXPONENTIAL_FALLBACK_BOUNDS`):
+the Prometheus text format has no exponential histograms (native histograms need protobuf), so
+/metrics keeps exact counts and sums at the resolution of explicit buckets, while `query`
+reads the exponential buckets themselves. The number of series is capped (`MAX_SERIES`); rows of
 series beyond the cap are counted in `coral_ebpf_red_series_overflow_total`, never silently.
 """
 
@@ -30,6 +35,8 @@ from typing import Any
 from coral_ebpf.telemetry.exposition import Histogram, Labels, MetricFamily, MetricType, Sample
 
 MAX_SERIES = 200_000
+# The bounds /metrics gives a series that starts with an exponential row (OTel semconv's defaults).
+EXPONENTIAL_FALLBACK_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 _COMMON = (("service_name", "service_name"), ("service_namespace", "service_namespace"))
 
@@ -126,6 +133,62 @@ class _Series:
         self.sum += total
 
 
+def _exponential_as_explicit(
+    scale: int, zero_count: int, zero_threshold: float, positive: tuple[int, list[int]], negative: tuple[int, list[int]]
+) -> tuple[tuple[float, ...], list[int]]:
+    """An exponential point as (upper bounds, counts + an empty +Inf bucket), for `_Series.add` to fold.
+
+    Bucket index i of scale s covers (2^(i*2^-s), 2^((i+1)*2^-s)] (negatives mirrored).
+    """
+    width = 2.0**-scale
+    pairs: list[tuple[float, int]] = []
+    offset, counts = negative
+    pairs += [(-(2.0 ** ((offset + k) * width)), count) for k, count in enumerate(counts) if count]
+    if zero_count:
+        pairs.append((zero_threshold, zero_count))
+    offset, counts = positive
+    pairs += [(2.0 ** ((offset + k + 1) * width), count) for k, count in enumerate(counts) if count]
+    pairs.sort()
+    bounds: list[float] = []
+    folded: list[int] = []
+    for bound, count in pairs:
+        if bounds and bound <= bounds[-1]:
+            folded[-1] += count
+        else:
+            bounds.append(bound)
+            folded.append(count)
+    return tuple(bounds), [*folded, 0]
+
+
+def _exponential_rows(table: Any) -> list[tuple[tuple[float, ...], list[int]] | None]:
+    """Per row: the exponential point as explicit buckets, or None for an explicit-bucket row."""
+    if "exp_scale" not in table.column_names:
+        return [None] * table.num_rows
+    columns = [
+        table.column(name).to_pylist()
+        for name in (
+            "exp_scale",
+            "exp_zero_count",
+            "exp_zero_threshold_s",
+            "exp_positive_offset",
+            "exp_positive_counts",
+            "exp_negative_offset",
+            "exp_negative_counts",
+        )
+    ]
+    result: list[tuple[tuple[float, ...], list[int]] | None] = []
+    for scale, zero, threshold, p_offset, p_counts, n_offset, n_counts in zip(*columns, strict=True):
+        if scale is None:
+            result.append(None)
+            continue
+        result.append(
+            _exponential_as_explicit(
+                scale, zero or 0, threshold or 0.0, (p_offset or 0, p_counts or []), (n_offset or 0, n_counts or [])
+            )
+        )
+    return result
+
+
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -155,9 +218,13 @@ class RedTotals:
         bounds_column = table.column("bounds_s").to_pylist()
         counts_column = table.column("bucket_counts").to_pylist()
         sums = table.column("sum_s").to_pylist()
-        rows = zip(sides, bounds_column, counts_column, sums, zip(*label_columns, strict=True), strict=True)
+        exponentials = _exponential_rows(table)
+        rows = zip(
+            sides, bounds_column, counts_column, sums, zip(*label_columns, strict=True), exponentials, strict=True
+        )
         with self._lock:
-            for side, bounds, counts, total, values in rows:
+            for side, row_bounds, row_counts, total, values, as_explicit in rows:
+                bounds, counts = (row_bounds, row_counts) if as_explicit is None else as_explicit
                 family = spec.families.get(side)
                 if family is None or len(counts) != len(bounds) + 1:
                     continue
@@ -167,7 +234,8 @@ class RedTotals:
                     if len(self._series) >= self._max_series:
                         self.rows_overflowed += 1
                         continue
-                    series = self._series[key] = _Series(tuple(bounds))
+                    layout = tuple(bounds) if as_explicit is None else EXPONENTIAL_FALLBACK_BOUNDS
+                    series = self._series[key] = _Series(layout)
                 series.add(tuple(bounds), counts, total or 0.0)
                 self.rows_observed += 1
 

@@ -17,6 +17,10 @@ Rules (docs/storage-and-query.md explains why):
 - no new observations: nothing stored (the state still advances).
 - delta input is stored as sent; a point identical in (series, start, time) to one of the
   last few of its series is a duplicate (a retry) and is dropped.
+
+Exponential histograms (`read_exponential_point`) follow the same rules; two cumulative points
+of different scales are compared and subtracted at the smaller scale (an SDK lowers its scale
+as the range of values grows), and a changed zero threshold counts as a reset.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint
+from opentelemetry.proto.metrics.v1.metrics_pb2 import ExponentialHistogramDataPoint, HistogramDataPoint
 
+from coral_ebpf.storage import exponential
+from coral_ebpf.storage.exponential import ExpBuckets
 from coral_ebpf.storage.series import StoredSeries
 from coral_ebpf.transform.door import DEFAULT_MAX_AHEAD, TimeWindow, count_reason, float_reason
 
@@ -46,6 +52,8 @@ class HistogramPoint:
     max: float | None
     bounds: tuple[float, ...]
     counts: tuple[int, ...]
+    # An exponential point has its buckets here, and no bounds or counts.
+    exponential: ExpBuckets | None = None
 
     def scaled(self, factor: float) -> HistogramPoint:
         """The same point in another unit (bounds, sum, min and max multiplied by `factor`)."""
@@ -57,6 +65,7 @@ class HistogramPoint:
             min=None if self.min is None else self.min * factor,
             max=None if self.max is None else self.max * factor,
             bounds=tuple(bound * factor for bound in self.bounds),
+            exponential=None if self.exponential is None else exponential.rescaled(self.exponential, factor),
         )
 
 
@@ -96,6 +105,57 @@ def read_point(data_point: HistogramDataPoint, window: TimeWindow | None = None)
         max=high,
         bounds=bounds,
         counts=counts,
+    )
+
+
+def read_exponential_point(
+    data_point: ExponentialHistogramDataPoint, window: TimeWindow | None = None
+) -> HistogramPoint | str:
+    """The exponential point, or why it cannot be used (a reason naming the field)."""
+    window = window or TimeWindow.now(DEFAULT_MAX_AHEAD)
+    time_reason = window.reason("time_unix_nano", data_point.time_unix_nano)
+    if time_reason:
+        return time_reason
+    if data_point.start_time_unix_nano > data_point.time_unix_nano:
+        return "start_time_unix_nano is after time_unix_nano"
+    too_big = count_reason("count", data_point.count) or count_reason("zero_count", data_point.zero_count)
+    if too_big:
+        return too_big
+    if not exponential.MIN_SCALE <= data_point.scale <= exponential.MAX_SCALE:
+        return f"scale {data_point.scale} is outside [{exponential.MIN_SCALE}, {exponential.MAX_SCALE}]"
+    threshold = data_point.zero_threshold
+    if not math.isfinite(threshold) or threshold < 0:
+        return f"zero_threshold {threshold} must be finite and >= 0"
+    sides = []
+    for name, side in (("positive", data_point.positive), ("negative", data_point.negative)):
+        counts = tuple(side.bucket_counts)
+        if len(counts) > exponential.MAX_BUCKETS:
+            return f"{name}: {len(counts)} buckets (at most {exponential.MAX_BUCKETS})"
+        if not (side.offset >= -(2**31) and side.offset + len(counts) <= 2**31 - 1):
+            return f"{name}.offset {side.offset} is out of range"
+        sides.append((side.offset, counts))
+    (positive_offset, positive), (negative_offset, negative) = sides
+    buckets = ExpBuckets(
+        data_point.scale, data_point.zero_count, threshold, positive_offset, positive, negative_offset, negative
+    )
+    if buckets.count != data_point.count:
+        return f"count {data_point.count} differs from zero_count plus the bucket counts ({buckets.count})"
+    total = data_point.sum if data_point.HasField("sum") else None
+    low = data_point.min if data_point.HasField("min") else None
+    high = data_point.max if data_point.HasField("max") else None
+    not_finite = float_reason("sum", total) or float_reason("min", low) or float_reason("max", high)
+    if not_finite:
+        return not_finite
+    return HistogramPoint(
+        start_ns=data_point.start_time_unix_nano,
+        time_ns=data_point.time_unix_nano,
+        count=data_point.count,
+        sum=total,
+        min=low,
+        max=high,
+        bounds=(),
+        counts=(),
+        exponential=buckets,
     )
 
 
@@ -174,17 +234,19 @@ class DeltaTracker:
         if point.start_ns != previous.start_ns:
             staging.note("reset")
             return point if point.count else None
+        exponential_difference = _exponential_difference(previous, point)
         if (
             point.count < previous.count
             or point.bounds != previous.bounds
             or any(new < old for new, old in zip(point.counts, previous.counts, strict=False))
+            or ((point.exponential is not None or previous.exponential is not None) and exponential_difference is None)
         ):
             staging.note("reset")
             return replace(point, start_ns=previous.time_ns) if point.count else None
         if point.count == previous.count:
             staging.note("unchanged")
             return None
-        return _difference(previous, point)
+        return replace(_difference(previous, point), exponential=exponential_difference)
 
     def delta(self, key: SeriesKey, point: HistogramPoint, staging: Staging) -> HistogramPoint | None:
         """`point` itself, unless it repeats one of the series' recent points (a retry)."""
@@ -213,6 +275,13 @@ class DeltaTracker:
             oldest = sorted(self._series, key=lambda k: self._series[k].touched)[:overflow]
             for key in oldest:
                 del self._series[key]
+
+
+def _exponential_difference(previous: HistogramPoint, point: HistogramPoint) -> ExpBuckets | None:
+    """point - previous for two exponential points; None when either is not one, or on a reset."""
+    if point.exponential is None or previous.exponential is None:
+        return None
+    return exponential.subtract(point.exponential, previous.exponential)
 
 
 def _difference(previous: HistogramPoint, point: HistogramPoint) -> HistogramPoint:

@@ -1,10 +1,11 @@
 """ExportMetricsServiceRequest -> Arrow tables for the RED tables and `otel_histograms`.
 
-Routing is by metric name (semconv.DURATION_METRICS, old and new names). A RED metric that
-is not an explicit-bucket histogram, or a point that fails validation, is rejected with a
-reason (OTLP partial success). Histograms under other names (body sizes, ...) go to
-`otel_histograms` in their own unit. Sums, gauges, summaries and exponential histograms under
-other names are accepted, counted by name, and not stored.
+Routing is by metric name (semconv.DURATION_METRICS, old and new names). A RED metric must be
+an explicit-bucket or an exponential histogram; any other type, or a point that fails
+validation, is rejected with a reason (OTLP partial success). Exponential points are stored in
+the same tables as explicit ones, in the `exp_*` columns (storage/schema.py). Histograms under
+other names (body sizes, ...) go to `otel_histograms` in their own unit. Sums, gauges and
+summaries are accepted, counted by name, and not stored.
 """
 
 from __future__ import annotations
@@ -15,13 +16,19 @@ from typing import Any
 
 import pyarrow as pa
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, HistogramDataPoint, Metric
 
 from coral_ebpf.storage.schema import OTHER_HISTOGRAMS, TABLES, arrow_array, arrow_schema
 from coral_ebpf.storage.series import StoredSeries
 from coral_ebpf.transform.anyvalue import attributes_dict, json_or_none
 from coral_ebpf.transform.door import DEFAULT_MAX_AHEAD, TimeWindow, float_reason
-from coral_ebpf.transform.histograms import DeltaTracker, HistogramPoint, Staging, read_point
+from coral_ebpf.transform.histograms import (
+    DeltaTracker,
+    HistogramPoint,
+    Staging,
+    read_exponential_point,
+    read_point,
+)
 from coral_ebpf.transform.resource import UNKNOWN_SERVICE, ResourceInfo, resource_info
 from coral_ebpf.transform.semconv import COLUMN_MAPPERS, DURATION_METRICS, DURATION_UNITS, MetricRoute, as_text
 from coral_ebpf.transform.senders import sender_name
@@ -91,7 +98,7 @@ class MetricsFlattener:
         result.points += count
         result.per_sdk[sender_name(scope.info.sdk_name, scope.scope_name)] += count
         route = DURATION_METRICS.get(metric.name)
-        if kind == "histogram":
+        if kind in ("histogram", "exponential_histogram"):
             self._histogram(scope, metric, route)
         elif route is not None:
             self._reject_wrong_type(result, metric, kind, count)
@@ -100,20 +107,16 @@ class MetricsFlattener:
 
     @staticmethod
     def _reject_wrong_type(result: MetricRows, metric: Metric, kind: str, count: int) -> None:
-        if kind == "exponential_histogram":
-            reason = (
-                f"{metric.name}: exponential histograms are not supported; configure the sender for explicit "
-                "buckets (Beyla: otel_metrics_export.histogram_aggregation: explicit_bucket_histogram)"
-            )
-        else:
-            reason = f"{metric.name} must be a histogram, got {kind or 'no data'}"
+        reason = f"{metric.name} must be a histogram or an exponential histogram, got {kind or 'no data'}"
         result.rejected += count
         result.reasons[reason] += count
 
     def _histogram(self, scope: _Scope, metric: Metric, route: MetricRoute | None) -> None:
         result = scope.result
-        points = metric.histogram.data_points
-        temporality = metric.histogram.aggregation_temporality
+        explicit = metric.WhichOneof("data") == "histogram"
+        data = metric.histogram if explicit else metric.exponential_histogram
+        points = data.data_points
+        temporality = data.aggregation_temporality
         if temporality not in (_CUMULATIVE, _DELTA):
             result.rejected += len(points)
             result.reasons[f"{metric.name}: aggregation_temporality is unspecified"] += len(points)
@@ -131,7 +134,11 @@ class MetricsFlattener:
         for data_point in points:
             if data_point.flags & _NO_RECORDED_VALUE:
                 continue
-            point = read_point(data_point, scope.window)
+            point = (
+                read_point(data_point, scope.window)
+                if isinstance(data_point, HistogramDataPoint)
+                else read_exponential_point(data_point, scope.window)
+            )
             if isinstance(point, str):
                 result.rejected += 1
                 result.reasons[f"{metric.name}: {point}"] += 1
@@ -188,6 +195,20 @@ class MetricsFlattener:
             "bucket_counts": list(point.counts),
             "attributes": json_or_none(attributes),
         }
+        buckets = point.exponential
+        if buckets is not None:
+            # Everything in the +Inf bucket: readers of only the explicit columns see the right count.
+            threshold = "exp_zero_threshold_s" if route is not None else "exp_zero_threshold"
+            row.update(
+                {threshold: buckets.zero_threshold},
+                bucket_counts=[point.count],
+                exp_scale=buckets.scale,
+                exp_zero_count=buckets.zero_count,
+                exp_positive_offset=buckets.positive_offset,
+                exp_positive_counts=list(buckets.positive),
+                exp_negative_offset=buckets.negative_offset,
+                exp_negative_counts=list(buckets.negative),
+            )
         if route is None:
             row.update(sum=point.sum, min=point.min, max=point.max, bounds=list(point.bounds))
         else:

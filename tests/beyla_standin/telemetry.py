@@ -1,8 +1,10 @@
 """The stand-in's OTLP output: fake requests to the instrumented ports, exported with the
 OpenTelemetry SDK exactly as Beyla exports them (beyla-facts.md §3).
 
-- Every RED metric is a float64 histogram, cumulative, explicit buckets; durations in seconds
-  with Beyla's duration buckets, sizes in bytes with its size buckets.
+- Every RED metric is a float64 histogram, cumulative; durations in seconds, sizes in bytes. With
+  `otel_metrics_export.histogram_aggregation: base2_exponential_bucket_histogram` every histogram is
+  base-2 exponential (the SDK's 160 buckets, max scale 20, as Beyla's defaults), else explicit with
+  Beyla's duration and size buckets.
 - Names by version: http.server.request.duration (v1.4+; http.server.duration before),
   rpc.server.call.duration / rpc.system.name / rpc.response.status_code (v3.23+;
   rpc.server.duration / rpc.system / rpc.grpc.status_code before), db.client.operation.duration
@@ -28,7 +30,11 @@ from urllib.parse import urlsplit
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.view import (
+    ExplicitBucketHistogramAggregation,
+    ExponentialBucketHistogramAggregation,
+    View,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -121,10 +127,12 @@ class _Service:
             self.db_duration = meter.create_histogram(n.db_client, unit="s")
         self.tracer = self.tracers.get_tracer("beyla") if self.tracers is not None else None
 
-    def _views(self) -> list[View]:
+    def _views(self, cfg: dict[str, Any]) -> list[View]:
         n = self.names
-        durations = ExplicitBucketHistogramAggregation(list(DURATION_BUCKETS))
-        sizes = ExplicitBucketHistogramAggregation(list(SIZE_BUCKETS))
+        durations: Any = ExplicitBucketHistogramAggregation(list(DURATION_BUCKETS))
+        sizes: Any = ExplicitBucketHistogramAggregation(list(SIZE_BUCKETS))
+        if cfg.get("histogram_aggregation") == "base2_exponential_bucket_histogram":
+            durations = sizes = ExponentialBucketHistogramAggregation(max_size=160, max_scale=20)
         return [
             View(instrument_name=n.http_server, aggregation=durations),
             View(instrument_name=n.rpc_server, aggregation=durations),
@@ -145,7 +153,7 @@ class _Service:
             exporter = OTLPMetricExporter(endpoint=_signal_url(endpoint, "/v1/metrics"))
         interval = _duration(str(cfg.get("interval", "60s")))
         reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval * 1000)
-        return MeterProvider(resource=self.resource, metric_readers=[reader], views=self._views())
+        return MeterProvider(resource=self.resource, metric_readers=[reader], views=self._views(cfg))
 
     def _tracer_provider(self, cfg: dict[str, Any]) -> TracerProvider:
         endpoint = str(cfg["endpoint"])

@@ -10,7 +10,7 @@ import duckdb
 import pyarrow as pa
 
 from coral_ebpf.storage.pull import PULL_TABLES
-from coral_ebpf.storage.schema import arrow_array
+from coral_ebpf.storage.schema import EXPONENTIAL_COLUMNS, arrow_array
 
 BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
 
@@ -52,6 +52,7 @@ def http_row(
         "bucket_counts": counts,
         "source_temporality": "delta",
         "attributes": json.dumps({"http.route": route, "http.response.status_code": status}),
+        **dict.fromkeys(column.name for column in EXPONENTIAL_COLUMNS),  # an explicit-bucket row
     }
 
 

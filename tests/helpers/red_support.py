@@ -15,6 +15,7 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from coral_ebpf.discovery.model import Listener, ServiceEntry
+from coral_ebpf.storage.exponential import ExpBuckets
 from tests.helpers.consumertest import Sink
 from tests.helpers.timing import eventually, quiet_period
 
@@ -86,8 +87,7 @@ class Point:
     attributes: dict[str, Any]
     count: int
     total: float
-    buckets: list[int]
-    bounds: list[float]
+    exponential: ExpBuckets  # the engine exports exponential histograms only
     temporality: int
 
 
@@ -100,16 +100,24 @@ def points(consumer: Sink, pid: int | None = None) -> list[Point]:
                 continue
             for scope in resource_metrics.scope_metrics:
                 for metric in scope.metrics:
-                    for point in metric.histogram.data_points:
+                    for point in metric.exponential_histogram.data_points:
+                        buckets = ExpBuckets(
+                            point.scale,
+                            point.zero_count,
+                            point.zero_threshold,
+                            point.positive.offset,
+                            tuple(point.positive.bucket_counts),
+                            point.negative.offset,
+                            tuple(point.negative.bucket_counts),
+                        )
                         found.append(
                             Point(
                                 resource,
                                 attrs(point.attributes),
                                 point.count,
                                 point.sum,
-                                list(point.bucket_counts),
-                                list(point.explicit_bounds),
-                                metric.histogram.aggregation_temporality,
+                                buckets,
+                                metric.exponential_histogram.aggregation_temporality,
                             )
                         )
     return found

@@ -49,9 +49,19 @@ def run(tmp_path: Path, service: ServiceEntry, endpoint: str, control: dict[str,
     return supervisor
 
 
-def test_http_protobuf_metrics_and_traces_look_like_beylas(tmp_path: Path, service: ServiceEntry) -> None:
+@pytest.mark.parametrize("histograms", ["explicit", "exponential"])
+def test_http_protobuf_metrics_and_traces_look_like_beylas(
+    tmp_path: Path, service: ServiceEntry, histograms: str
+) -> None:
     with OtlpSink() as sink:
-        supervisor = run(tmp_path, service, sink.endpoint, {"request_interval": 0.05}, protocols=["http", "grpc"])
+        supervisor = run(
+            tmp_path,
+            service,
+            sink.endpoint,
+            {"request_interval": 0.05},
+            protocols=["http", "grpc"],
+            histograms=histograms,
+        )
         try:
             assert sink.wait_for(
                 lambda s: (
@@ -70,16 +80,26 @@ def test_http_protobuf_metrics_and_traces_look_like_beylas(tmp_path: Path, servi
     assert resource["telemetry.sdk.name"] == "beyla" and resource["os.type"] == "linux"
     assert resource["service.instance.id"].endswith(f":{service.pid}")
     for metric in resource_metrics.scope_metrics[0].metrics:
-        histogram = metric.histogram
-        assert histogram.aggregation_temporality == AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
-        point = histogram.data_points[0]
+        if histograms == "exponential":
+            assert metric.WhichOneof("data") == "exponential_histogram"
+            data: Any = metric.exponential_histogram
+        else:
+            assert metric.WhichOneof("data") == "histogram"
+            data = metric.histogram
+        assert data.aggregation_temporality == AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+        point = data.data_points[0]
+        if histograms == "exponential":
+            assert point.count == point.zero_count + sum(point.positive.bucket_counts) and point.count > 0
+            assert len(point.positive.bucket_counts) <= 160
         if metric.name == "http.server.request.duration":
-            assert metric.unit == "s" and tuple(point.explicit_bounds) == DURATION_BUCKETS
+            assert metric.unit == "s"
+            assert histograms == "exponential" or tuple(point.explicit_bounds) == DURATION_BUCKETS
             labels = attributes(point.attributes)
             assert labels["server.port"] == port and labels["service.name"] == resource["service.name"]
             assert {"http.request.method", "http.response.status_code", "url.scheme", "http.route"} <= set(labels)
         else:
-            assert metric.unit == "By" and tuple(point.explicit_bounds) == SIZE_BUCKETS
+            assert metric.unit == "By"
+            assert histograms == "exponential" or tuple(point.explicit_bounds) == SIZE_BUCKETS
     spans = [
         span for request in sink.traces for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans
     ]

@@ -14,6 +14,7 @@ line. On a kernel with kprobes the state must be `running`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -84,8 +85,9 @@ def test_real_beyla_reports_its_version(tmp_path: Path, binary: Path) -> None:
 
 
 def test_real_beyla_accepts_the_generated_config_and_is_supervised(
-    tmp_path: Path, binary: Path, service: ServiceEntry
+    tmp_path: Path, binary: Path, service: ServiceEntry, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="coral_ebpf.beyla.child")
     kprobes = _has_kprobes()
     probe = (
         None if kprobes else Verdict(False, "no kprobes: Beyla's process watcher cannot load", "use red.engine: bcc")
@@ -112,6 +114,13 @@ def test_real_beyla_accepts_the_generated_config_and_is_supervised(
             (selector,) = document["discovery"]["instrument"]
             assert selector["name"] == "http.server" == service.name
             assert document["attributes"]["instance_id"]["override_hostname"] == socket.gethostname()
+            # beyla.histograms' default: Beyla v3.31.0 runs with exponential histograms asked for.
+            assert document["otel_metrics_export"]["histogram_aggregation"] == "base2_exponential_bucket_histogram"
+            # Beyla names a value it does not know ("invalid value for histogram aggregation ... Using default")
+            # before its process watcher starts; it said nothing of the kind.
+            beyla_lines = [record.getMessage() for record in caplog.records if record.name == "coral_ebpf.beyla.child"]
+            assert beyla_lines, "no Beyla log line was relayed"
+            assert not [line for line in beyla_lines if "histogram aggregation" in line], beyla_lines
             assert status["rss_bytes"] > 0
             if not kprobes:
                 diagnosis = status["diagnosis"]

@@ -14,8 +14,9 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from coral_ebpf.red.engine import RedEngine
-from coral_ebpf.red.records import BUCKETS
+from coral_ebpf.red.records import SCALE
 from coral_ebpf.red.settings import RedSettings
+from coral_ebpf.storage import exponential
 from tests.helpers.consumertest import Sink
 from tests.helpers.red_support import ServerProcess, counts, points, server, spans, wait_for
 from tests.helpers.timing import eventually, quiet_period
@@ -109,8 +110,7 @@ def test_exact_counts_per_route_and_status(
 
     found = points(consumer, proc.pid)
     point = found[0]
-    assert point.bounds == list(BUCKETS)
-    assert len(point.buckets) == len(BUCKETS) + 1
+    assert point.exponential.scale == SCALE
     assert point.temporality == AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
     assert point.resource["service.name"] == f"{kind}-app"
     assert point.resource["service.instance.id"].endswith(f":{proc.pid}")
@@ -123,7 +123,7 @@ def test_exact_counts_per_route_and_status(
         assert p.attributes["server.address"] == "127.0.0.1"
         assert p.attributes["url.scheme"] == "http"
         assert p.attributes["service.name"] == f"{kind}-app"
-        assert sum(p.buckets) == p.count
+        assert p.exponential.count == p.count
         assert 0 < p.total < p.count * 1.0  # every request here takes well under a second
 
     traced_spans = spans(consumer, proc.pid)
@@ -149,8 +149,10 @@ def test_known_delay_lands_in_its_bucket(
         wait_for(engine.flush, consumer, proc.pid, 3)
     [point] = points(consumer, proc.pid)
     assert point.count == 3
-    slot = BUCKETS.index(0.25)  # (0.1, 0.25]
-    assert point.buckets[slot] == 3
+    # Every request took 120 ms and a little more (the server's own work), each in a bucket ~1 % wide.
+    fastest, slowest = exponential.quantile(0.0, point.exponential), exponential.quantile(1.0, point.exponential)
+    assert fastest is not None and slowest is not None
+    assert 0.12 / exponential.base(SCALE) <= fastest <= slowest <= 0.25
     assert 0.36 <= point.total < 0.75
 
 

@@ -318,6 +318,10 @@ PASSED_ON: dict[str, tuple[dict[str, Any], Any]] = {
         {"sampling": {"ratio": 0.1}},
         lambda b: _doc(b)["otel_traces_export"]["sampler"] == {"name": "parentbased_traceidratio", "arg": "0.1"},
     ),
+    "histograms": (
+        {"histograms": "explicit"},
+        lambda b: _doc(b)["otel_metrics_export"]["histogram_aggregation"] == "explicit_bucket_histogram",
+    ),
     "limits.memory_soft": (
         {"limits": {"memory_soft": "256MiB"}},
         lambda b: settings_from(b).limits.memory_soft == 256 * 1024**2,
@@ -395,3 +399,7 @@ def test_bad_values_are_rejected_naming_the_key(beyla: dict[str, Any], message: 
     with pytest.raises(ConfigError) as caught:
         settings_from(beyla)
     assert message in str(caught.value)
+
+
+def test_beyla_is_asked_for_exponential_histograms_by_default() -> None:
+    assert _doc({})["otel_metrics_export"]["histogram_aggregation"] == "base2_exponential_bucket_histogram"

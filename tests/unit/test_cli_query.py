@@ -189,3 +189,30 @@ def test_queries_go_through_a_running_agent(tmp_path: Path, capsys: pytest.Captu
             assert server.status()["requests"] == 1
         finally:
             server.stop(5)
+
+
+def test_percentiles_outside_the_finite_buckets_show_as_bounds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = time.time_ns()
+    resource = beyla_resource("edges")
+    with data_path(tmp_path / "state") as (_, processor):
+        histogram = CumulativeHistogram("http.server.request.duration", start_ns=now - 100 * SECOND_NS)
+        histogram.record(http_server_attributes(resource, "GET", "/fast", 200), 0.0002, 10)  # in (0, 5 ms]
+        histogram.record(http_server_attributes(resource, "GET", "/stuck", 200), 12.0, 10)  # in (10 s, +Inf)
+        processor.consume_metrics(metrics_request(resource, [histogram.export(now - 5 * SECOND_NS)]))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\n")
+
+    code, out, _ = run(capsys, "query", "http", "--json", "--config", str(config))
+    assert code == 0
+    rows = {row["route"]: row for row in json.loads(out)}
+    fast, stuck = rows["/fast"], rows["/stuck"]
+    # JSON keeps PromQL's number and says what it is worth.
+    assert fast["p50_ms"] == pytest.approx(2.5) and fast["p50_bound"] == "upper" and fast["p50_bound_ms"] == 5.0
+    assert stuck["p99_ms"] == 10_000.0 and stuck["p99_bound"] == "lower" and stuck["p99_bound_ms"] == 10_000.0
+
+    code, out, _ = run(capsys, "query", "http", "--config", str(config))
+    assert code == 0
+    assert "≤5.0ms" in out and ">10.00s" in out
+    assert "2.50ms" not in out and "10000" not in out

@@ -258,3 +258,28 @@ def test_fleet_queries_refuse_what_the_colony_does_not_pull(tmp_path: Path) -> N
     only_b = fleet_query(store.cursor(), "http", {"since": "1h", "agent": "b*"})
     assert only_b["overall"]["requests"] == 4 and [e["agent"] for e in only_b["by_agent"]] == ["b"]
     store.close()
+
+
+def test_an_exponential_row_goes_out_folded_into_the_default_bounds() -> None:
+    from coral_ebpf.storage.exponential import DEFAULT_DURATION_BOUNDS
+
+    row = http_row(5, [4])
+    # Scale 0: index -9 is (1.95, 3.9] ms, index 3 is (8, 16] s.
+    row.update(
+        bounds_s=[],
+        exp_scale=0,
+        exp_zero_count=0,
+        exp_zero_threshold_s=0.0,
+        exp_positive_offset=-9,
+        exp_positive_counts=[3] + [0] * 11 + [1],
+        exp_negative_offset=0,
+        exp_negative_counts=[],
+    )
+    message = ENCODERS["http"](row)
+    decoded = DECODERS["http"](type(message).FromString(message.SerializeToString()), "agent")
+    assert decoded["bounds_s"] == list(DEFAULT_DURATION_BOUNDS)
+    expected = [0] * (len(DEFAULT_DURATION_BOUNDS) + 1)
+    expected[1] += 3  # (0, 5 ms]
+    expected[-1] += 1  # above 10 s
+    assert decoded["bucket_counts"] == expected and decoded["count"] == 4
+    assert decoded["exp_scale"] is None

@@ -186,7 +186,7 @@ def _gauge(name: str) -> Metric:
 
 def test_unusable_metric_points_are_rejected_with_reasons(pipeline: tuple[Storage, TransformProcessor]) -> None:
     storage, processor = pipeline
-    exponential = Metric(name="http.server.request.duration", unit="s")
+    exponential = Metric(name="http.server.request.duration", unit="s")  # count without any bucket
     exponential.exponential_histogram.aggregation_temporality = CUMULATIVE
     exponential.exponential_histogram.data_points.add(time_unix_nano=NOW, count=1)
     wrong_type = _gauge("rpc.server.call.duration")
@@ -216,8 +216,8 @@ def test_unusable_metric_points_are_rejected_with_reasons(pipeline: tuple[Storag
     result = processor.consume_metrics(request)
     assert result.rejected == 5
     for reason in (
-        "exponential histograms are not supported",
-        "must be a histogram, got gauge",
+        "count 1 differs from zero_count plus the bucket counts (0)",
+        "must be a histogram or an exponential histogram, got gauge",
         "is not a time unit",
         "bucket counts for 2 bounds",
         "aggregation_temporality is unspecified",
@@ -330,3 +330,67 @@ def test_serialized_fast_path_raises_decode_error_for_garbage(pipeline: tuple[St
     _, processor = pipeline
     with pytest.raises(DecodeError):
         processor.consume_traces_serialized(b"\x0a\xff\xff\xff")
+
+
+def _exponential_metric(
+    start_ns: int, time_ns: int, scale: int, offset: int, counts: list[int], *, unit: str = "s"
+) -> Metric:
+    metric = Metric(name="http.server.request.duration", unit=unit)
+    metric.exponential_histogram.aggregation_temporality = CUMULATIVE
+    point = metric.exponential_histogram.data_points.add(
+        start_time_unix_nano=start_ns, time_unix_nano=time_ns, count=sum(counts), scale=scale, sum=1.0
+    )
+    point.attributes.extend(key_values(http_server_attributes(RESOURCE, "GET", "/fast", 200)))
+    point.positive.offset = offset
+    point.positive.bucket_counts.extend(counts)
+    return metric
+
+
+def test_cumulative_exponential_points_are_stored_as_deltas_across_a_scale_change(
+    pipeline: tuple[Storage, TransformProcessor],
+) -> None:
+    storage, processor = pipeline
+    start = NOW - 10 * SECOND_NS
+    # Scale 3, indexes -80 and -79; then the SDK lowered the scale to 2 (indexes -40 and -39 hold the same values).
+    first = _exponential_metric(start, NOW - 2 * SECOND_NS, 3, -80, [2, 1])
+    second = _exponential_metric(start, NOW - SECOND_NS, 2, -40, [5, 1])
+    for metric in (first, second):
+        assert processor.consume_metrics(metrics_request(RESOURCE, [metric])).rejected == 0
+    rows = query(
+        storage,
+        "SELECT count, bounds_s, bucket_counts, exp_scale, exp_positive_offset, exp_positive_counts "
+        "FROM beyla_http_metrics ORDER BY timestamp",
+    )
+    assert rows == [(3, [], [3], 3, -80, [2, 1]), (3, [], [3], 2, -40, [2, 1])]
+
+
+def test_an_exponential_point_in_milliseconds_is_stored_in_seconds(
+    pipeline: tuple[Storage, TransformProcessor],
+) -> None:
+    storage, processor = pipeline
+    # Index 23 at scale 2 is (53.8, 64] ms; its midpoint 58.7 ms is 0.0587 s, index -17 at scale 2.
+    metric = _exponential_metric(NOW - SECOND_NS, NOW, 2, 23, [4], unit="ms")
+    assert processor.consume_metrics(metrics_request(RESOURCE, [metric])).rejected == 0
+    assert query(storage, "SELECT exp_positive_offset, exp_positive_counts, sum_s FROM beyla_http_metrics") == [
+        (-17, [4], 0.001)
+    ]
+
+
+def test_an_exponential_histogram_under_another_name_goes_to_otel_histograms(
+    pipeline: tuple[Storage, TransformProcessor],
+) -> None:
+    storage, processor = pipeline
+    metric = Metric(name="http.server.request.body.size", unit="By")
+    metric.exponential_histogram.aggregation_temporality = DELTA
+    point = metric.exponential_histogram.data_points.add(
+        start_time_unix_nano=NOW - SECOND_NS, time_unix_nano=NOW, count=3, zero_count=1, zero_threshold=0.5, scale=0
+    )
+    point.positive.offset = 9  # (512, 1024] bytes
+    point.positive.bucket_counts.append(2)
+    assert processor.consume_metrics(metrics_request(RESOURCE, [metric])).rejected == 0
+    rows = query(
+        storage,
+        "SELECT metric_name, unit, count, exp_scale, exp_zero_count, exp_zero_threshold, exp_positive_offset, "
+        "exp_positive_counts FROM otel_histograms",
+    )
+    assert rows == [("http.server.request.body.size", "By", 3, 0, 1, 0.5, 9, [2])]

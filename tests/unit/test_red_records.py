@@ -21,9 +21,10 @@ from coral_ebpf.discovery.model import Listener, ServiceEntry
 from coral_ebpf.probes.http_red.decoder import RedEvent, attributes_key, decode_event, encode_event
 from coral_ebpf.probes.http_red.layout import FLAG_CLOSED, FLAG_SCAN, FLAG_TRUNCATED, event_size
 from coral_ebpf.red.engine import THREAD_NICE, RedEngine
-from coral_ebpf.red.records import BUCKETS, DurationAggregator, metrics_request
+from coral_ebpf.red.records import MAX_BUCKETS, SCALE, DurationAggregator, metrics_request
 from coral_ebpf.red.sampling import SamplingSettings, ratio_bound, sampled
 from coral_ebpf.red.settings import RedSettings
+from coral_ebpf.storage import exponential
 from tests.helpers.consumertest import Sink
 from tests.helpers.red_support import counts, points, spans
 from tests.helpers.timing import eventually
@@ -89,22 +90,35 @@ def test_decode_raw_target_finds_its_end() -> None:
     assert event is not None and event.truncated
 
 
-def test_histogram_buckets_follow_otlp_bounds() -> None:
+def test_histograms_are_exponential_at_scale_6() -> None:
     aggregator = DurationAggregator("delta", 0)
     attributes = (("http.route", "/x"),)
     for seconds in (0.0, 0.005, 0.0051, 0.3, 12.0):
         aggregator.record(1, attributes, seconds, 10)
+    aggregator.record_ns(1, attributes, [250_000, 1_000], 10)  # 250 µs and 1 µs
     series = aggregator.take(20)
     request = metrics_request(series, {1: [("service.name", "svc")]}, "delta", 20)
-    [point] = request.resource_metrics[0].scope_metrics[0].metrics[0].histogram.data_points
-    assert list(point.explicit_bounds) == list(BUCKETS)
-    counts_by_bucket = list(point.bucket_counts)
-    assert counts_by_bucket[0] == 1  # (-inf, 0]
-    assert counts_by_bucket[1] == 1  # (0, 0.005]
-    assert counts_by_bucket[2] == 1  # (0.005, 0.01]
-    assert counts_by_bucket[BUCKETS.index(0.5)] == 1  # (0.25, 0.5]
-    assert counts_by_bucket[-1] == 1  # (10, +inf)
-    assert point.count == 5 and point.min == 0.0 and point.max == 12.0
+    metric = request.resource_metrics[0].scope_metrics[0].metrics[0]
+    [point] = metric.exponential_histogram.data_points
+    assert point.scale == SCALE == 6 and point.zero_count == 1
+    offset, counts = point.positive.offset, list(point.positive.bucket_counts)
+    filled = {offset + position: count for position, count in enumerate(counts) if count}
+    # Bucket i holds (2^(i/64), 2^((i+1)/64)]: 0.005 s is just above 2^(-489/64).
+    expected = [1e-6, 250e-6, 0.005, 0.0051, 0.3, 12.0]
+    assert filled == {exponential.index_of(value, 6): 1 for value in expected}
+    for value in expected:
+        index = exponential.index_of(value, 6)
+        assert exponential.lower_bound(index, 6) < value <= exponential.lower_bound(index + 1, 6)
+    assert point.count == 7 and point.min == 0.0 and point.max == 12.0
+
+
+def test_a_point_wider_than_max_buckets_is_downscaled() -> None:
+    aggregator = DurationAggregator("delta", 0)
+    aggregator.record_ns(1, (), [1, 12_000_000_000], 10)  # 1 ns and 12 s: 2144 buckets at scale 6
+    request = metrics_request(aggregator.take(20), {}, "delta", 20)
+    [point] = request.resource_metrics[0].scope_metrics[0].metrics[0].exponential_histogram.data_points
+    assert point.scale == SCALE - 1 and len(point.positive.bucket_counts) <= MAX_BUCKETS
+    assert sum(point.positive.bucket_counts) == 2
     assert point.start_time_unix_nano == 0 and point.time_unix_nano == 20
     assert len(aggregator) == 0  # delta starts afresh
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from coral_ebpf.storage.schema import GRPC_METRICS, HTTP_METRICS, arrow_array, arrow_schema
 from coral_ebpf.telemetry.exposition import Histogram, MetricFamily
-from coral_ebpf.telemetry.red_totals import RED_FAMILY_NAMES, RedTotals
+from coral_ebpf.telemetry.red_totals import EXPONENTIAL_FALLBACK_BOUNDS, RED_FAMILY_NAMES, RedTotals
 
 BOUNDS = [0.005, 0.1, 1.0]
 
@@ -129,3 +129,27 @@ def test_other_tables_and_malformed_rows_are_ignored() -> None:
     bad = _http([1, 0], 0.1)  # two buckets for three bounds
     totals.observe({HTTP_METRICS.name: _table(HTTP_METRICS.name, [bad])})
     assert _family(totals, "http_server_request_duration_seconds").histograms == []
+
+
+def test_exponential_rows_are_folded_into_the_default_bounds() -> None:
+    totals = RedTotals()
+    # Scale 0: (1 ms-ish) index -10 is (0.98 ms, 1.95 ms]; index 3 is (8, 16] s: above every default bound.
+    row = _http(
+        [3],
+        5.0,
+        bounds_s=[],
+        exp_scale=0,
+        exp_zero_count=1,
+        exp_zero_threshold_s=0.0,
+        exp_positive_offset=-10,
+        exp_positive_counts=[2] + [0] * 12 + [1],
+        exp_negative_offset=0,
+        exp_negative_counts=[],
+    )
+    row["count"] = 4
+    totals.observe({HTTP_METRICS.name: _table(HTTP_METRICS.name, [row])})
+    histogram = _only(_family(totals, "http_server_request_duration_seconds"))
+    assert tuple(histogram.bounds) == EXPONENTIAL_FALLBACK_BOUNDS
+    # The zero bucket (<= 0) and the two ~1 ms requests are at or below 5 ms; the 8-16 s one only in +Inf.
+    cumulative = list(histogram.cumulative)
+    assert cumulative[0] == 3 and cumulative[-2] == 3 and cumulative[-1] == 4

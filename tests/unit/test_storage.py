@@ -412,3 +412,88 @@ def test_records_in_the_spool_past_the_applied_position_are_replayed_once(tmp_pa
     with data_path(tmp_path) as (storage, _):  # applied: nothing is replayed again
         assert storage.status()["spool"]["records_recovered"] == 0
         assert count_spans(storage) == 12
+
+
+def test_a_version_1_database_gains_the_exponential_columns_and_keeps_its_rows(tmp_path: Path) -> None:
+    from coral_ebpf.storage.database import open_for_writing
+    from coral_ebpf.storage.schema import (
+        DURATION_TABLES,
+        EXPONENTIAL_COLUMNS,
+        OTHER_EXPONENTIAL_COLUMNS,
+        OTHER_HISTOGRAMS,
+        SCHEMA_VERSION,
+    )
+
+    added = [(table, EXPONENTIAL_COLUMNS) for table in DURATION_TABLES] + [
+        (OTHER_HISTOGRAMS.name, OTHER_EXPONENTIAL_COLUMNS)
+    ]
+
+    path = tmp_path / "v1.duckdb"
+    # A version-1 file: today's tables without the columns version 2 added, and one explicit row.
+    connection = open_for_writing(path)
+    for table, columns in added:
+        for column in columns:
+            connection.execute(f"ALTER TABLE {table} DROP COLUMN {column.name}")
+    connection.execute("UPDATE db_metadata SET value = '1' WHERE key = 'schema_version'")
+    connection.execute(
+        "INSERT INTO beyla_http_metrics (timestamp, start_time, agent_id, resource_id, service_name, metric_name, "
+        "side, unit, count, bounds_s, bucket_counts, source_temporality) VALUES "
+        "(now(), now(), 'a', 1, 'svc', 'http.server.request.duration', 'server', 's', 2, [0.1], [1, 1], 'delta')"
+    )
+    connection.close()
+
+    # Read-only (no agent has migrated it yet): queries treat every row as explicit-bucket.
+    from coral_ebpf.query.dispatch import run_query
+
+    reader = open_read_only(path)
+    try:
+        (row,) = run_query(reader, "http", {"since": "1h"})["rows"]
+        assert row["requests"] == 2 and row["p50_ms"] == pytest.approx(100.0)
+    finally:
+        reader.close()
+
+    connection = open_for_writing(path)
+    try:
+        version = connection.execute("SELECT value FROM db_metadata WHERE key = 'schema_version'").fetchone()
+        assert version == (SCHEMA_VERSION,)
+        rows = connection.execute("SELECT count, bucket_counts, exp_scale FROM beyla_http_metrics").fetchall()
+        assert rows == [(2, [1, 1], None)]
+        for table, columns in added:
+            names = {row[0] for row in connection.execute(f"DESCRIBE {table}").fetchall()}
+            assert {column.name for column in columns} <= names
+    finally:
+        connection.close()
+
+
+def test_a_batch_spooled_before_the_exponential_columns_still_inserts(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from coral_ebpf.storage.database import open_for_writing
+    from coral_ebpf.storage.schema import EXPONENTIAL_COLUMNS, HTTP_METRICS, arrow_array, arrow_schema
+
+    old_names = [name for name in HTTP_METRICS.column_names if name not in {c.name for c in EXPONENTIAL_COLUMNS}]
+    schema = arrow_schema(HTTP_METRICS.name)
+    row: dict[str, Any] = dict.fromkeys(old_names)
+    row.update(
+        timestamp=time.time_ns(),
+        start_time=time.time_ns(),
+        agent_id="a",
+        resource_id=1,
+        service_name="svc",
+        metric_name="http.server.request.duration",
+        side="server",
+        unit="s",
+        count=1,
+        bounds_s=[0.1],
+        bucket_counts=[1, 0],
+        source_temporality="delta",
+    )
+    table = pa.Table.from_arrays(
+        [arrow_array([row[name]], schema.field(name).type) for name in old_names], names=old_names
+    )
+    connection = open_for_writing(tmp_path / "db.duckdb")
+    try:
+        assert inserts.insert_table(connection, HTTP_METRICS.name, table) == 1
+        assert connection.execute(f"SELECT count, exp_scale FROM {HTTP_METRICS.name}").fetchall() == [(1, None)]
+    finally:
+        connection.close()

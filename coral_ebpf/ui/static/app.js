@@ -41,6 +41,14 @@
     if (value >= 100) return fixed(value, 0) + "ms";
     return value >= 1 ? fixed(value, 1) + "ms" : fixed(value, 2) + "ms";
   }
+  // The CLI's format_quantile: an explicit-bucket percentile that is only a bound prints as one.
+  function quantile(row, name) {
+    const bound = row[`${name}_bound`];
+    const edge = row[`${name}_bound_ms`];
+    if (bound === "upper" && edge !== null && edge !== undefined) return "≤" + ms(edge);
+    if (bound === "lower" && edge !== null && edge !== undefined) return ">" + ms(edge);
+    return ms(row[`${name}_ms`]);
+  }
   const pct = (ratio) => fixed(ratio * 100, 2) + "%";
   const rate = (value) => fixed(value, 2);
   const clock = (unix) => new Date(unix * 1000).toLocaleTimeString([], { hour12: false });
@@ -190,9 +198,9 @@
       s.requests,
       rate(s.rate_per_s),
       s.errors ? el("span", { class: "err" }, pct(s.error_rate)) : pct(s.error_rate),
-      ms(s.p50_ms),
-      ms(s.p95_ms),
-      ms(s.p99_ms),
+      quantile(s, "p50"),
+      quantile(s, "p95"),
+      quantile(s, "p99"),
       ...(FLEET ? [] : [s.engine || "-"]),
       s.instances,
       ...(FLEET ? [perAgent(s.agents)] : []),
@@ -234,7 +242,7 @@
         el("h2", {}, "By agent"),
         table(
           ["Agent", "Requests", "Errors", "P50", "P95", "P99"],
-          red.by_agent.map((a) => [a.agent, a.requests, a.errors, ms(a.p50_ms), ms(a.p95_ms), ms(a.p99_ms)]),
+          red.by_agent.map((a) => [a.agent, a.requests, a.errors, quantile(a, "p50"), quantile(a, "p95"), quantile(a, "p99")]),
           { id: "by-agent" }
         )
       );
