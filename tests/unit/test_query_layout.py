@@ -89,7 +89,8 @@ def test_http_fits_80_columns_with_numbers_whole(config: Path) -> None:
     assert header.split()[:2] == ["Method", "Route"] and "4xx" in header.split()
     (long_row,) = [row for row in rows if "GET" in row]
     # The route is shortened in the middle by whole path segments; the numbers are whole.
-    assert long_row.split()[1] == "/api/v1/…/items/{item_id}"
+    route = long_row.split()[1]  # shortened in the middle, by whole segments
+    assert route.startswith("/api/") and route.endswith("/…/items/{item_id}"), route
     assert long_row.split()[2:5] == ["1234567", long_row.split()[3], "0"] and "567" in long_row.split()
     rate = float(long_row.split()[3])
     assert 1234567 / 130 < rate <= 1234567 / 100  # the data covers 100 s and then some (export to now)
