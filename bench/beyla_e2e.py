@@ -67,7 +67,8 @@ def main() -> None:
         elif beyla is None:
             why = "no Beyla named ($CORAL_TEST_BEYLA or $CORAL_EBPF_BEYLA_BIN)"
         else:
-            why = f"this kernel cannot run Beyla's application mode ({possible}); use make vm-bench-beyla"
+            detail = possible if isinstance(possible, str) else "no kprobes, BTF or kernel >= 5.8"
+            why = f"this kernel cannot run Beyla's application mode ({detail}); use make vm-bench-beyla"
         print(f"skipped: {why}")
         print("beyla first data: skipped")
         return
