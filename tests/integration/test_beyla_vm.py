@@ -44,7 +44,7 @@ import pytest
 from tests.helpers.agent_process import AgentProcess, Status, wait_gone
 from tests.helpers.kernel_truth import beyla_application_possible
 from tests.helpers.red_support import REPO
-from tests.helpers.timing import eventually, scaled_duration
+from tests.helpers.timing import eventually, scaled, scaled_duration
 
 BEYLA = os.environ.get("CORAL_TEST_BEYLA", "")
 INITDB = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
@@ -72,6 +72,8 @@ pytestmark = [
     pytest.mark.kernel,
     pytest.mark.beyla,
     pytest.mark.slow,
+    # The first test also starts PostgreSQL, the servers, the agent and Beyla (minutes under TCG).
+    pytest.mark.timeout(int(scaled(240))),
     pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
 ]
 
@@ -234,7 +236,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres: str) -> Iterator[S
         }
         agent = AgentProcess(root / "agent", config)
         try:
-            agent.start(timeout=600, ready=_beyla_running)
+            agent.start(timeout=150, ready=_beyla_running)
             yield Stack(agent, shop_port, grpc_port, truth)
             if agent.exit_code is None:
                 agent.stop()
@@ -261,7 +263,7 @@ def wait_rows(agent: AgentProcess, kind: str, service: str, requests: int) -> li
     """Rows once their requests reach `requests` (then they must equal it: nothing counted twice)."""
     rows: list[dict[str, Any]] = eventually(
         lambda: query(agent, kind, service),
-        120,
+        60,
         lambda: f"`query {kind} --service {service}` to count {requests} requests\n{agent.log_tail(60)}",
         until=lambda found: sum(row["requests"] for row in found) >= requests,
         interval=1.0,
@@ -321,7 +323,7 @@ def check_round(stack: Stack) -> None:
 
     sql_rows = eventually(
         lambda: query(agent, "sql", SHOP),
-        120,
+        60,
         f"`query sql --service {SHOP}`",
         until=lambda rows: sum(r["requests"] for r in rows) >= n * (ROUND.items + ROUND.inserts + ROUND.broken),
         interval=1.0,
@@ -399,7 +401,7 @@ def test_external_sigkill_restarts_beyla_and_counts_stay_exact(stack: Stack) -> 
     os.kill(before["pid"], signal.SIGKILL)
     document = agent.wait_for(
         lambda s: _beyla_running(s) and s["beyla"]["pid"] != before["pid"] and s["beyla"]["restarts"] >= 1,
-        timeout=600,
+        timeout=120,
         what="Beyla restarted after an external SIGKILL",
     )
     beyla = document["beyla"]
