@@ -26,7 +26,6 @@ import http.client
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -366,22 +365,24 @@ def test_traces_nest_sql_under_http(stack: Stack) -> None:
     http_traces = [t for t in traces if t["root_service"] == SHOP]
     assert len(http_traces) == stack.rounds * ROUND.http
     assert sum(1 for t in http_traces if t["status"] == "ERROR") == stack.rounds * ROUND.http_errors
+    # Beyla v3.31.0's SQL spans name the operation and the system, not the statement or the table
+    # (docs/beyla.md): they are counted per operation and status, with what they carry recorded.
     statements: Counter[tuple[str, str, str]] = Counter()
     for trace in http_traces:
         for span in trace.get("spans", []):
             if span["db_operation"]:
                 assert span["parent_span_id"], span  # a child of the HTTP server span
-                table = re.search(r"\b(?:FROM|INTO)\s+(\w+)", span["db_statement"] or "", re.IGNORECASE)
-                statements[(span["db_operation"], table.group(1) if table else "", span["status"])] += 1
-    evidence("beyla-sql-spans.json", {" ".join(key): count for key, count in statements.items()})
+                statements[(span["db_operation"], span["status"], str(span["db_statement"]))] += 1
+    evidence("beyla-sql-spans.json", {" | ".join(key): count for key, count in statements.items()})
     n = stack.rounds
-    assert {(op, table): count for (op, table, _), count in statements.items()} == {
-        ("SELECT", "items"): n * ROUND.items,
-        ("INSERT", "items"): n * ROUND.inserts,
-        ("SELECT", "no_such_table"): n * ROUND.broken,
+    by_status: Counter[tuple[str, str]] = Counter()
+    for (operation, status, _), count in statements.items():
+        by_status[(operation, status)] += count
+    assert by_status == {
+        ("SELECT", "UNSET"): n * ROUND.items,
+        ("SELECT", "ERROR"): n * ROUND.broken,
+        ("INSERT", "UNSET"): n * ROUND.inserts,
     }
-    failed = sum(count for (_, table, status), count in statements.items() if status == "ERROR")
-    assert failed == n * ROUND.broken
 
 
 def test_grpc_status_codes_are_what_beyla_sent(stack: Stack) -> None:
