@@ -61,8 +61,10 @@ def _skip_reason() -> str | None:
             "CORAL_TEST_BEYLA is unset: make vm-test shares the real Beyla only with the guests of "
             "CORAL_VM_BEYLA_KERNELS (default 6.12) when CORAL_TEST_BEYLA names it (.ci/run does)"
         )
+    if KERNEL_OK is False:
+        return "this kernel lacks kprobes, BTF or is older than 5.8: Beyla cannot instrument applications here"
     if KERNEL_OK is not True:
-        return f"Beyla cannot instrument applications on this kernel (needs kprobes, BTF, >= 5.8): {KERNEL_OK}"
+        return KERNEL_OK
     if not INITDB:
         return "PostgreSQL is not installed (the VM image has it: tests/vm/build-rootfs.sh GUEST_TEST_DEBS)"
     return None
