@@ -17,12 +17,13 @@ DEB_PACKAGES := python3 python3-venv python3-dev python3-bpfcc bpftool iproute2 
 # kernel tests).
 HOST_TEST_PACKAGES := prometheus chromium clang-format debootstrap debian-archive-keyring python3-pyfuse3
 
-.PHONY: help install system-deps venv test lint docs typecheck unit integration vm-test vagrant-test bench deb clean
+.PHONY: help install system-deps venv test lint docs typecheck unit integration vm-test vm-bench-beyla vagrant-test bench deb clean
 
 help:
 	@echo "make install      Debian packages (incl. python3-bpfcc, kernel headers), .venv, the package + test extras"
 	@echo "make test         lint, type check, unit and integration tests (integration needs root)"
 	@echo "make vm-test      the integration tests on Debian kernels 5.10/6.1/6.12 under QEMU"
+	@echo "make vm-bench-beyla  bench/beyla_e2e.py with the real Beyla (CORAL_TEST_BEYLA) in a Debian 6.12 guest"
 	@echo "make vagrant-test the integration tests in a Vagrant (libvirt) VM"
 	@echo "make bench        the benchmarks in bench/"
 	@echo "make deb          the Debian package (self-contained /opt/coral-ebpf) into dist/"
@@ -85,6 +86,9 @@ integration:
 
 vm-test:
 	tests/vm/run-matrix.sh
+
+vm-bench-beyla:
+	tests/vm/bench-beyla.sh
 
 vagrant-test:
 	vagrant/test.sh

@@ -2,7 +2,9 @@
 # Build the Debian bookworm root file system image every test VM boots (whatever its kernel).
 #   usage: build-rootfs.sh          (the private apt lists must be fresh: build-matrix.sh does it)
 # Prints the image path. Contents: debootstrap minbase + the Debian packages the project's
-# Makefile installs on a host (python3-bpfcc, bpftool, iproute2, ...) + kmod, and a venv at
+# Makefile installs on a host (python3-bpfcc, bpftool, iproute2, ...) + kmod + the servers only the
+# guests' suites start (GUEST_TEST_DEBS: PostgreSQL and its Python client for the real-Beyla suite,
+# tests/integration/test_beyla_vm.py; the host never needs them), and a venv at
 # /opt/coral-venv (--system-site-packages, so it sees Debian's bcc) holding the project's
 # runtime and test dependencies from pyproject.toml, installed from wheels fetched at build time
 # (the guest has no network). The project itself is not in the image: it arrives over 9p.
@@ -18,8 +20,10 @@ reexec_in_private_mounts "$@"
 debian_mirrors
 
 GUEST_EXTRA_DEBS=(kmod python3-venv iproute2 procps util-linux)
+# Servers and clients the guest suites run (not the agent's needs: so not in the Makefile's DEB_PACKAGES).
+GUEST_TEST_DEBS=(postgresql python3-psycopg2)
 read -r -a host_debs <<< "$(project_deb_packages)"
-mapfile -t debs < <(printf '%s\n' "${host_debs[@]}" "${GUEST_EXTRA_DEBS[@]}" | sort -u)
+mapfile -t debs < <(printf '%s\n' "${host_debs[@]}" "${GUEST_EXTRA_DEBS[@]}" "${GUEST_TEST_DEBS[@]}" | sort -u)
 point_release=$(awk '/^Version:/ { print $2; exit }' "$APT_DIR"/lists/*_dists_bookworm_InRelease 2>/dev/null || echo unknown)
 versions=$(suite_versions bookworm "${debs[@]}")
 key=$( { echo "bookworm $point_release"; echo "$versions"; project_requirements; cat "$VM_DIR/build-rootfs.sh"; } | hash_of)
@@ -40,7 +44,17 @@ R=$WORK/root
 # The wheels download while debootstrap runs.
 build_wheelhouse "$CACHE/wheelhouse" > "$LOGS/wheelhouse.log" 2>&1 &
 wheel_pid=$!
+# Before the packages configure: no service may start inside the build chroot (PostgreSQL's postinst
+# would start a server that outlives the build), and no default cluster is made (the tests make
+# their own with initdb, on a port and in a directory of their own).
+no_services() {
+    printf '#!/bin/sh\nexit 101\n' > "$1/usr/sbin/policy-rc.d"; chmod 755 "$1/usr/sbin/policy-rc.d"
+    mkdir -p "$1/etc/postgresql-common/createcluster.d"
+    echo "create_main_cluster = false" > "$1/etc/postgresql-common/createcluster.d/coral-vmtest.conf"
+}
+BETWEEN_STAGES=no_services
 debootstrap_root "$R" "$LOGS/debootstrap.log" "${debs[@]}"
+rm -f "$R/usr/sbin/policy-rc.d"
 log "debootstrap done at $(since "$t0") s"
 wait "$wheel_pid" || { cat "$LOGS/wheelhouse.log" >&2; die "fetching the Python wheels failed"; }
 
@@ -54,7 +68,8 @@ unshare -m --propagation private bash -euo pipefail -c '
         python3 -m venv --system-site-packages /opt/coral-venv
         /opt/coral-venv/bin/pip install -q --disable-pip-version-check --no-index --find-links /tmp/wheelhouse \
             -r /tmp/wheelhouse/requirements.txt
-        /opt/coral-venv/bin/python -c \"import bcc, duckdb, grpc, pyarrow, pytest, pyroute2; assert hasattr(bcc, \\\"BPF\\\")\"
+        /opt/coral-venv/bin/python -c \"import bcc, duckdb, grpc, psycopg2, pyarrow, pytest, pyroute2; assert hasattr(bcc, \\\"BPF\\\")\"
+        ls /usr/lib/postgresql/*/bin/initdb
     "' _ "$R" > "$LOGS/venv.log" 2>&1 || { tail -30 "$LOGS/venv.log" >&2; die "installing the Python dependencies in the image failed"; }
 log "venv done at $(since "$t0") s"
 

@@ -12,7 +12,9 @@
 #              CORAL_VM_TIMEOUT (seconds per boot, default 2400), CORAL_VM_PROJECT (share),
 #              CORAL_VM_CPU_MODEL (QEMU -cpu, default max),
 #              CORAL_VM_ACCEL (kvm or tcg, default tcg; run-matrix.sh resolves `auto` before
-#              calling this script, see choose_accel in lib.sh).
+#              calling this script, see choose_accel in lib.sh),
+#              CORAL_VM_BEYLA (a real Beyla binary: its directory is shared read-only with the
+#              guest as the 9p tag `beyla`, which vmtest-init mounts at /run/beyla).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 KDIR=${1:?usage: run-kernel.sh KERNEL_DIR ROOTFS_IMAGE OUT_DIR command}
@@ -46,6 +48,11 @@ args=(-accel "$ACCEL" -machine q35 -cpu "${CORAL_VM_CPU_MODEL:-max}" -smp "${COR
       -chardev "file,id=vmout,path=$OUT/out.tar" -device "virtserialport,chardev=vmout,name=vmtest.out"
       -device virtio-rng-pci
       -append "console=ttyS0 panic=-1 quiet loglevel=1 random.trust_cpu=on vmtest.cmd=$b64")
+if [ -n "${CORAL_VM_BEYLA:-}" ]; then
+    [ -x "$CORAL_VM_BEYLA" ] || die "CORAL_VM_BEYLA=$CORAL_VM_BEYLA is not an executable file"
+    [ "$(basename "$CORAL_VM_BEYLA")" = beyla ] || die "CORAL_VM_BEYLA must name a file called beyla, not $CORAL_VM_BEYLA"
+    args+=(-virtfs "local,path=$(dirname "$(readlink -f "$CORAL_VM_BEYLA")"),mount_tag=beyla,security_model=none,readonly=on")
+fi
 start=$(now)
 # `timeout` puts QEMU in a process group of its own: stop it ourselves when we are stopped.
 timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 "${args[@]}" </dev/null >"$OUT/qemu.log" 2>&1 &

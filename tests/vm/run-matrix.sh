@@ -18,6 +18,11 @@
 #                         kernel (pytest marker `kernel`: probe, discovery, BCC, the RED engine,
 #                         the agent choosing its engine); all: every integration test
 #   CORAL_VM_PYTEST_ARGS  extra pytest arguments for every leg (e.g. "-k discovery -x")
+#   CORAL_TEST_BEYLA      a real Beyla binary (.ci/run sets it): shared with the guests of
+#                         CORAL_VM_BEYLA_KERNELS, where tests/integration/test_beyla_vm.py runs the
+#                         whole agent with it (the other legs skip that module and say why)
+#   CORAL_VM_BEYLA_KERNELS  the series that get Beyla (default 6.12: one kprobe kernel, as Beyla
+#                         takes 20-40 s to start under TCG; "all" = every series in KERNELS)
 #   CORAL_VM_TIME_SCALE   CORAL_TEST_TIME_SCALE in the guests (default 10 under TCG, 2 under KVM;
 #                         see tests/helpers/timing.py)
 #   CORAL_VM_CACHE        build cache (default ~/.cache/coral-ebpf/vm)
@@ -32,13 +37,28 @@ RESULTS=${CORAL_VM_RESULTS:-$CACHE/results}
 PYTEST_EXTRA=${CORAL_VM_PYTEST_ARGS:-}
 t_start=$(now)
 
+# beyla_for SERIES: the Beyla binary that leg's guest gets (empty: none).
+BEYLA_KERNELS=${CORAL_VM_BEYLA_KERNELS:-6.12}
+beyla_for() {
+    [ -n "${CORAL_TEST_BEYLA:-}" ] || return 0
+    if [ "$BEYLA_KERNELS" = all ] || [[ " $BEYLA_KERNELS " == *" $1 "* ]]; then echo "$CORAL_TEST_BEYLA"; fi
+}
+if [ -n "${CORAL_TEST_BEYLA:-}" ]; then
+    log "real Beyla $CORAL_TEST_BEYLA for the guests of: $BEYLA_KERNELS"
+else
+    log "CORAL_TEST_BEYLA is unset: the real-Beyla suite (tests/integration/test_beyla_vm.py) skips"
+fi
+
 legs=()
 [ "${CORAL_VM_NATIVE:-1}" = 1 ] && legs+=(host)
 if [ ${#SERIES[@]} -gt 0 ]; then
     "$VM_DIR/build-matrix.sh" "${SERIES[@]}" >/dev/null || die "building the VM images failed"
     # shellcheck source=/dev/null
     source "$CACHE/manifest"
-    legs+=("${SERIES[@]}")
+    # The legs that run the real-Beyla suite go first: theirs is the longest leg (Beyla starts in
+    # 20-40 s under TCG), so starting it early shortens the whole run when legs run in parallel.
+    for s in "${SERIES[@]}"; do [ -n "$(beyla_for "$s")" ] && legs+=("$s"); done
+    for s in "${SERIES[@]}"; do [ -z "$(beyla_for "$s")" ] && legs+=("$s"); done
 fi
 [ ${#legs[@]} -gt 0 ] || die "nothing to run: KERNELS is empty and CORAL_VM_NATIVE=0"
 first_vmlinuz() { local var="KERNEL_${SERIES[0]//[^0-9a-zA-Z]/_}"; echo "${!var}/vmlinuz"; }
@@ -68,7 +88,9 @@ GUEST_BUDGET=$((CORAL_VM_TIMEOUT - 180))
 # Tests stretch their waits by CORAL_TEST_TIME_SCALE (tests/helpers/timing.py): TCG is ~10x slower,
 # a KVM guest with one vCPU a little slower than the host.
 time_scale=${CORAL_VM_TIME_SCALE:-$([ "${CORAL_VM_ACCEL:-tcg}" = kvm ] && echo 2 || echo 10)}
-GUEST_CMD="export PYTHONPATH=/project PYTHONDONTWRITEBYTECODE=1 PY_COLORS=0 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis \
+# The real Beyla, where the runner shared one (vmtest-init mounts it at /run/beyla).
+GUEST_CMD="[ -x /run/beyla/beyla ] && export CORAL_TEST_BEYLA=/run/beyla/beyla; \
+export PYTHONPATH=/project PYTHONDONTWRITEBYTECODE=1 PY_COLORS=0 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis \
 CORAL_TEST_TIME_SCALE=$time_scale; \
 cd /project && exec timeout -s INT -k 60 $GUEST_BUDGET /opt/coral-venv/bin/python $PYTEST \
 --junitxml=\$VMTEST_OUT/junit.xml $PYTEST_EXTRA"
@@ -95,7 +117,7 @@ run_leg() {
     else
         var="KERNEL_${leg//[^0-9a-zA-Z]/_}"; kdir=${!var}
         log "$leg: booting $(basename "$kdir") under $CORAL_VM_ACCEL"
-        "$VM_DIR/run-kernel.sh" "$kdir" "$ROOTFS" "$RESULTS/$leg" "$GUEST_CMD"; rc=$?
+        CORAL_VM_BEYLA=$(beyla_for "$leg") "$VM_DIR/run-kernel.sh" "$kdir" "$ROOTFS" "$RESULTS/$leg" "$GUEST_CMD"; rc=$?
     fi
     log "$leg: $([ "$rc" = 0 ] && echo ok || echo "FAILED (rc $rc)") in $(cat "$RESULTS/$leg/wall" 2>/dev/null || echo '?') s"
     return "$rc"
