@@ -67,10 +67,10 @@ _WHOLE_REASON_WIDTH = 60  # the Details column of an 80-column status line, less
 def _first_sentence(text: Any) -> str:
     """The summary of a long text for the one-line view (`--verbose` has all).
 
-    Diagnoses read "what happened (evidence): why; what else". The first sentence (up to a full
-    stop or semicolon) is kept when it fits beside a part's name, so a cause such as
-    "spool write failed: … (EIO)" stays; otherwise only what happened, before the first colon
-    or parenthesis.
+    Texts read "what happened (evidence): why; what else". A text that fits beside a part's name
+    is kept whole; else its first sentence (up to a full stop or semicolon) if that fits; else as
+    many of its leading "a: b: c" clauses as fit, so a cause such as "database: No space left on
+    device (ENOSPC)" stays; a first clause that alone is too long loses its parenthesis.
     """
     value = _whole(text)
     if len(value) <= _WHOLE_REASON_WIDTH:
@@ -78,7 +78,13 @@ def _first_sentence(text: Any) -> str:
     sentence = _cut_at(value, (". ", "; "))
     if len(sentence) <= _WHOLE_REASON_WIDTH:
         return sentence
-    return _cut_at(sentence, (": ", " ("))
+    clauses = sentence.split(": ")
+    kept = clauses[0]
+    for clause in clauses[1:]:
+        if len(kept) + 2 + len(clause) > _WHOLE_REASON_WIDTH:
+            break
+        kept = f"{kept}: {clause}"
+    return kept if len(kept) <= _WHOLE_REASON_WIDTH else _cut_at(kept, (" (",))
 
 
 def _cut_at(value: str, marks: tuple[str, ...]) -> str:
@@ -135,7 +141,8 @@ def _details(part: str, body: dict[str, Any], *, verbose: bool = True) -> list[s
             "rejected " + str(sum(_signal_totals(body, s, "items_rejected") for s in ("traces", "metrics", "logs"))),
             "refused, to retry (429/503) "
             + str(sum(_signal_totals(body, s, "items_refused") for s in ("traces", "metrics", "logs"))),
-            *(str(note) for note in body.get("notes", []) if verbose),
+            # A taken default port is a problem an operator must see: summarised unless --verbose.
+            *(_whole(note) if verbose else _first_sentence(note) for note in body.get("notes", [])),
         ]
     if part == "discovery":
         events = body.get("events", {})
