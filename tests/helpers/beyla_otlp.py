@@ -29,6 +29,18 @@ BEYLA_SIZE_BUCKETS = (0.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 SECOND_NS = 1_000_000_000
+
+
+def window_end(time_ns: int) -> float:
+    """The unix seconds a query's `until` must be to include a point stored at `time_ns`.
+
+    Stored times are rounded to the microsecond, and `time_ns / 1e9` carries a float error of up
+    to ~0.4 µs: when the nanoseconds sit near half a microsecond, the window end would round to
+    the microsecond before the stored one and leave the point out. The microsecond itself is exact.
+    """
+    return round(time_ns / 1000) / 1e6
+
+
 BEYLA_SCOPE = "github.com/grafana/beyla/v3"
 
 

@@ -23,11 +23,12 @@ from tests.helpers.beyla_otlp import (
     sql_client_attributes,
     sql_client_span,
     trace_request,
+    window_end,
 )
 from tests.helpers.datapath import data_path
 
 T = time.time_ns() - 10 * SECOND_NS  # the last export; queries end here
-UNTIL = T / 1e9
+UNTIL = window_end(T)
 START = T - 120 * SECOND_NS  # the exporter's start time
 CHECKOUT = beyla_resource("checkout", pid=10)
 CART = beyla_resource("cart", pid=20)

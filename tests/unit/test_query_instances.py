@@ -20,11 +20,12 @@ from tests.helpers.beyla_otlp import (
     http_server_span,
     metrics_request,
     trace_request,
+    window_end,
 )
 from tests.helpers.datapath import data_path
 
 T = time.time_ns() - 10 * SECOND_NS
-UNTIL = T / 1e9
+UNTIL = window_end(T)
 SHOP_A = beyla_resource("shop", pid=101)
 SHOP_B = beyla_resource("shop", pid=202)
 CART = beyla_resource("cart", pid=303)

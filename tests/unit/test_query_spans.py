@@ -29,11 +29,12 @@ from tests.helpers.beyla_otlp import (
     metrics_request,
     sql_client_attributes,
     trace_request,
+    window_end,
 )
 from tests.helpers.datapath import data_path
 
 T = time.time_ns() - 10 * SECOND_NS
-UNTIL = T / 1e9
+UNTIL = window_end(T)
 MS = 1_000_000
 APP = Resource(
     attributes=key_values({"service.name": "shop", "service.instance.id": "guest:5150", "telemetry.sdk.name": "beyla"})
