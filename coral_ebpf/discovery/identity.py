@@ -28,7 +28,7 @@ from pathlib import Path
 
 from coral_ebpf.discovery.containers import container_name
 from coral_ebpf.discovery.mapping import ProcessFacts, ServiceMapping, first_match
-from coral_ebpf.discovery.naming import command_line_name, systemd_unit, unit_service_name
+from coral_ebpf.discovery.naming import command_line_name, names_an_application, systemd_unit, unit_service_name
 from coral_ebpf.probes.linux.procfs import ProcessInfo
 
 _CONTAINER_CACHE_LIMIT = 1024
@@ -94,7 +94,7 @@ class IdentityResolver:
             mapping = first_match(self.mappings, facts)
             if mapping is not None:
                 return ServiceIdentity(mapping.name, mapping.namespace or namespace, instance, IdentityRule.CONFIG)
-        if unit is not None:
+        if unit is not None and names_an_application(unit):
             return ServiceIdentity(unit_service_name(unit), namespace, instance, IdentityRule.SYSTEMD_UNIT)
         container = container or self._container(info.container_id)
         if container:

@@ -43,6 +43,38 @@ def systemd_unit(cgroup: str) -> str | None:
     return None
 
 
+# Units that start what a person or a scheduler runs, not an application of their own: a process
+# in `ssh.service` is a command typed in an SSH session where no login session was registered
+# (no pam_systemd), one in `cron.service` a job. Naming it after the unit would call every such
+# process "ssh"; the command line names it instead.
+_LAUNCHER_UNITS = frozenset(
+    {
+        "ssh",
+        "sshd",
+        "dropbear",
+        "cron",
+        "crond",
+        "anacron",
+        "atd",
+        "getty",
+        "serial-getty",
+        "console-getty",
+        "container-getty",
+        "login",
+        "sudo",
+        "su",
+        "screen",
+        "tmux",
+    }
+)
+
+
+def names_an_application(unit: str) -> bool:
+    """Whether the processes of `unit` are its own application (not a launcher's children, not systemd's)."""
+    name = unit_service_name(unit)
+    return name not in _LAUNCHER_UNITS and not name.startswith("systemd-")
+
+
 def unit_service_name(unit: str) -> str:
     """`nginx.service` -> `nginx`; a template instance `worker@3.service` -> `worker`."""
     match = _SERVICE_UNIT.match(unit)

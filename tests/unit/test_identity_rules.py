@@ -193,3 +193,17 @@ def test_services_config_errors_name_the_entry(text: str, expected: str) -> None
     with pytest.raises(ConfigError) as raised:
         parse_config_text(text)
     assert expected in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "cgroup",
+    ["/system.slice/ssh.service", "/system.slice/cron.service", "/system.slice/serial-getty@ttyS0.service"],
+)
+def test_a_launcher_unit_does_not_name_what_it_started(cgroup: str, tmp_path: Path) -> None:
+    # A command typed in an SSH session without a registered login session sits in ssh.service:
+    # it is named by its command line, not "ssh".
+    resolver = IdentityResolver(hostname="h", container_root=tmp_path)
+    identity = resolver.resolve(info(cgroup=cgroup))
+    assert identity.rule is not IdentityRule.SYSTEMD_UNIT and identity.name == "shop.api", identity
+    by_unit = resolver.resolve(info(cgroup="/system.slice/shop-api.service"))
+    assert (by_unit.name, by_unit.rule) == ("shop-api", IdentityRule.SYSTEMD_UNIT)
