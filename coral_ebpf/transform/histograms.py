@@ -90,12 +90,10 @@ def read_point(data_point: HistogramDataPoint, window: TimeWindow | None = None)
         return "explicit_bounds must be finite and strictly increasing"
     if counts and sum(counts) != data_point.count:
         return f"count {data_point.count} differs from the sum of bucket_counts {sum(counts)}"
-    total = data_point.sum if data_point.HasField("sum") else None
-    low = data_point.min if data_point.HasField("min") else None
-    high = data_point.max if data_point.HasField("max") else None
-    not_finite = float_reason("sum", total) or float_reason("min", low) or float_reason("max", high)
-    if not_finite:
-        return not_finite
+    summary = _sum_min_max(data_point)
+    if isinstance(summary, str):
+        return summary
+    total, low, high = summary
     return HistogramPoint(
         start_ns=data_point.start_time_unix_nano,
         time_ns=data_point.time_unix_nano,
@@ -106,6 +104,16 @@ def read_point(data_point: HistogramDataPoint, window: TimeWindow | None = None)
         bounds=bounds,
         counts=counts,
     )
+
+
+def _sum_min_max(
+    data_point: HistogramDataPoint | ExponentialHistogramDataPoint,
+) -> tuple[float | None, float | None, float | None] | str:
+    """A histogram point's optional sum, min and max, or why one of them cannot be stored."""
+    total = data_point.sum if data_point.HasField("sum") else None
+    low = data_point.min if data_point.HasField("min") else None
+    high = data_point.max if data_point.HasField("max") else None
+    return float_reason("sum", total) or float_reason("min", low) or float_reason("max", high) or (total, low, high)
 
 
 def read_exponential_point(
@@ -140,12 +148,10 @@ def read_exponential_point(
     )
     if buckets.count != data_point.count:
         return f"count {data_point.count} differs from zero_count plus the bucket counts ({buckets.count})"
-    total = data_point.sum if data_point.HasField("sum") else None
-    low = data_point.min if data_point.HasField("min") else None
-    high = data_point.max if data_point.HasField("max") else None
-    not_finite = float_reason("sum", total) or float_reason("min", low) or float_reason("max", high)
-    if not_finite:
-        return not_finite
+    summary = _sum_min_max(data_point)
+    if isinstance(summary, str):
+        return summary
+    total, low, high = summary
     return HistogramPoint(
         start_ns=data_point.start_time_unix_nano,
         time_ns=data_point.time_unix_nano,
