@@ -72,6 +72,16 @@ class _Series:
     maximum: float | None = None
     exponential: ExponentialBuckets | None = None
 
+    def add_histogram_delta(self, point: HistogramDataPoint | ExponentialHistogramDataPoint) -> None:
+        """Add a delta histogram point's count, sum and extrema to the running totals (buckets are the caller's)."""
+        self.count += point.count
+        self.total += point.sum
+        if point.HasField("min"):
+            self.minimum = point.min if self.minimum is None else min(self.minimum, point.min)
+        if point.HasField("max"):
+            self.maximum = point.max if self.maximum is None else max(self.maximum, point.max)
+        self.time = point.time_unix_nano
+
 
 def _attributes_key(attributes: Iterable[KeyValue]) -> bytes:
     return b"\0".join(sorted(kv.SerializeToString(deterministic=True) for kv in attributes))
@@ -210,14 +220,8 @@ class TemporalityConverter:
                     bounds=bounds,
                     buckets=[0] * len(buckets),
                 )
-            previous.count += point.count
-            previous.total += point.sum
             previous.buckets = [a + b for a, b in zip(previous.buckets, buckets, strict=True)]
-            if point.HasField("min"):
-                previous.minimum = point.min if previous.minimum is None else min(previous.minimum, point.min)
-            if point.HasField("max"):
-                previous.maximum = point.max if previous.maximum is None else max(previous.maximum, point.max)
-            previous.time = point.time_unix_nano
+            previous.add_histogram_delta(point)
             self._remember(key, previous)
             point.start_time_unix_nano = previous.start
             point.count, point.sum = previous.count, previous.total
@@ -262,13 +266,7 @@ class TemporalityConverter:
                 )
             totals = previous.exponential if previous.exponential is not None else ExponentialBuckets(point.scale)
             previous.exponential = totals.plus(buckets)
-            previous.count += point.count
-            previous.total += point.sum
-            if point.HasField("min"):
-                previous.minimum = point.min if previous.minimum is None else min(previous.minimum, point.min)
-            if point.HasField("max"):
-                previous.maximum = point.max if previous.maximum is None else max(previous.maximum, point.max)
-            previous.time = point.time_unix_nano
+            previous.add_histogram_delta(point)
             self._remember(key, previous)
             point.start_time_unix_nano = previous.start
             point.count, point.sum = previous.count, previous.total
