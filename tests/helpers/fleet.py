@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +276,16 @@ class TwoAgentFleet:
         self.colony.kill()
         for agent in self.agents.values():
             agent.kill()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[TwoAgentFleet]:
+        """Started and fed for the `with` block; stopped after it, killed whatever happens."""
+        try:
+            self.start()
+            yield self
+            self.stop()
+        finally:
+            self.kill()
 
     def log_tails(self) -> str:
         return "\n".join([self.colony.log_tail(80), *(agent.log_tail(30) for agent in self.agents.values())])

@@ -21,13 +21,8 @@ AGENTS = TWO_AGENTS
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoAgentFleet]:
-    fleet = TwoAgentFleet(tmp_path_factory.mktemp("mcp-colony"))
-    try:
-        fleet.start()
+    with TwoAgentFleet(tmp_path_factory.mktemp("mcp-colony")).running() as fleet:
         yield fleet
-        fleet.stop()
-    finally:
-        fleet.kill()
 
 
 @pytest.fixture(autouse=True)

@@ -30,13 +30,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoAgentFleet]:
     token_file = root / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    fleet = TwoAgentFleet(root, {"telemetry": {"endpoint": "127.0.0.1:0", "token_file": str(token_file)}})
-    try:
-        fleet.start()
+    settings = {"telemetry": {"endpoint": "127.0.0.1:0", "token_file": str(token_file)}}
+    with TwoAgentFleet(root, settings).running() as fleet:
         yield fleet
-        fleet.stop()
-    finally:
-        fleet.kill()
 
 
 @pytest.fixture(autouse=True)
