@@ -335,10 +335,14 @@ def test_backoff_says_when_the_next_restart_is(make: Any) -> None:
 
 
 def test_running_waits_for_the_tracer_and_starting_says_so(make: Any) -> None:
-    supervisor, _ = make({"tracer_after": 3.0})
+    supervisor, _ = make({"tracer_after": 6.0})
     supervisor.start()
-    status = wait_for(supervisor, lambda s: s["health"]["ok"] is True)  # /healthz answers long before
-    assert status["state"] == "starting" and status["health"]["instrumented_processes"] == 1
+    # /healthz answers long before the tracer; the 'instrumenting process' line may reach the supervisor's
+    # log reader a little after the first good /healthz, so wait for both before looking at the state.
+    status = wait_for(
+        supervisor, lambda s: s["health"]["ok"] is True and s["health"]["instrumented_processes"] == 1
+    )
+    assert status["state"] == "starting"
     assert status["waiting_for"] == (
         "waiting for Beyla's tracer (its 'Launching p.Tracer' line) or the first data from an instrumented "
         "process (/healthz ok)"
