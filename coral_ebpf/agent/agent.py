@@ -178,6 +178,8 @@ class Agent:
         self._start_telemetry()
         release_after_start()  # pages only loading touched, and heap freed since, go back to the kernel
         self._memory.calibrate()  # the agent's own footprint, every part loaded (BCC programs included)
+        # Half the in-flight share gathered is worth a write: the other half keeps accepting meanwhile.
+        storage.write_at_bytes(self._memory.in_flight_limit // 2)
         self._started = True
         log.info(
             "agent started",

@@ -163,6 +163,7 @@ class Storage:
         self._completed = 0
         self._in_flight = 0  # accepted (or being accepted), not yet written
         self._bytes_in_flight = 0
+        self._write_at_bytes: int | None = None
         self._umask = PrivateUmask()
         self._counters = _Counters()
         self._observers: list[Callable[[Mapping[str, pa.Table]], None]] = []
@@ -360,6 +361,14 @@ class Storage:
             self._submitted += 1
         self._queue.put_nowait(item)
 
+    def write_at_bytes(self, nbytes: int | None) -> None:
+        """Start a write once `nbytes` of batches are waiting, before a row group is full (None: rows and time only).
+
+        The memory budget sets it to part of its share for data in flight, so that the batches a write
+        gathers never take the whole share and senders are refused while the writer waits for more.
+        """
+        self._write_at_bytes = nbytes
+
     @property
     def bytes_in_flight(self) -> int:
         """Arrow bytes of the batches accepted and not yet written (for the memory budget)."""
@@ -431,9 +440,13 @@ class Storage:
             first = self._queue.get(timeout=0.0 if self._stopping.is_set() else _POLL_SECONDS)
         except queue.Empty:
             return []
-        items, rows = [first], first.batch.rows
+        items, rows, nbytes = [first], first.batch.rows, first.batch.nbytes
         deadline = time.monotonic() + self.settings.flush_interval
-        while rows < MAX_ROWS_PER_WRITE:
+        # Waiting for a full row group must not hold so much that the queue or the memory budget
+        # refuses senders while the writer idles: then write what is there, in a smaller transaction.
+        most_items = max(1, self.settings.queue_max_batches // 2)
+        most_bytes = self._write_at_bytes
+        while rows < MAX_ROWS_PER_WRITE and len(items) < most_items and (most_bytes is None or nbytes < most_bytes):
             remaining = deadline - time.monotonic()
             try:
                 if remaining <= 0 or self._stopping.is_set():
@@ -446,6 +459,7 @@ class Storage:
                 break
             items.append(item)
             rows += item.batch.rows
+            nbytes += item.batch.nbytes
         return items
 
     def _apply(self, items: list[_Queued]) -> None:

@@ -181,6 +181,24 @@ def test_stop_writes_everything_accepted(tmp_path: Path) -> None:
     assert row == (500,)
 
 
+def test_a_write_starts_once_the_bytes_gathered_reach_the_threshold(tmp_path: Path) -> None:
+    # flush_interval 30 s and no full row group: only the byte threshold (the memory budget's) starts the write.
+    with data_path(tmp_path, flush_interval="30s") as (storage, processor):
+        storage.write_at_bytes(1)
+        processor.consume_traces(spans_request(100)[0])  # type: ignore[arg-type]
+        processor.consume_traces(spans_request(100)[0])  # type: ignore[arg-type]
+        eventually(lambda: count_spans(storage), until=lambda count: count == 200, what="200 spans written")
+
+
+def test_a_write_starts_once_half_the_queue_is_gathered(tmp_path: Path) -> None:
+    # Waiting for more would let the queue bound refuse senders while the writer idles.
+    with data_path(tmp_path, flush_interval="30s", queue_max_batches=4) as (storage, processor):
+        for _ in range(2):
+            processor.consume_traces(spans_request(10)[0])  # type: ignore[arg-type]
+        eventually(lambda: count_spans(storage), until=lambda count: count == 20, what="20 spans written")
+        assert storage.status()["queue_depth"] == 0
+
+
 def test_stopping_processor_answers_unavailable(tmp_path: Path) -> None:
     with data_path(tmp_path) as (_, processor):
         processor.stop(1)
