@@ -99,3 +99,35 @@ def test_a_held_body_grows_alone_past_the_share_but_not_next_to_others() -> None
     second.release()
     second.release()  # idempotent
     assert budget.status()["in_flight_bytes"] == 0
+
+
+def test_rss_over_the_high_water_is_trimmed_and_measured_again_before_a_refusal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import coral_ebpf.memory.budget as budget_module
+
+    resident = [240 * MiB]  # over 3/4 of 256 MiB while something is in flight
+    trims: list[float] = []
+    now = [100.0]
+
+    def trim() -> None:
+        trims.append(now[0])
+        resident[0] = after_trim[0]
+
+    after_trim = [120 * MiB]  # free heap glibc still held: the trim hands it back
+    monkeypatch.setattr(budget_module, "anonymous_rss", lambda: resident[0])
+    monkeypatch.setattr(budget_module, "trim_heap", trim)
+    budget = MemoryBudget(256 * MiB, 96 * MiB, lambda: 1 * MiB, clock=lambda: now[0])
+    budget.in_flight_limit = 64 * MiB
+    with budget.reserve(1 * MiB):
+        pass
+    assert trims == [100.0] and budget.refusals == 0
+
+    resident[0] = after_trim[0] = 240 * MiB  # really used: the trim does not help, the request is refused
+    now[0] += 0.3
+    with pytest.raises(MemoryBudgetExceededError, match=r"near limits\.memory"), budget.reserve(1 * MiB):
+        pass
+    now[0] += 0.1  # trims are at most 0.2 s apart: this refusal does not trim again
+    with pytest.raises(MemoryBudgetExceededError), budget.reserve(1 * MiB):
+        pass
+    assert trims == [100.0, 100.3] and budget.refusals == 2
