@@ -215,10 +215,13 @@ def wait_until_running(executable: Path, config: Path, process: subprocess.Popen
     print(f"agent did not report running within {timeout:.0f} s; measuring anyway")
 
 
-def run_agent(seconds: float, senders: int, workdir: Path, *, spool: bool = True) -> dict[str, object] | None:
+def run_agent(
+    seconds: float, senders: int, workdir: Path, *, spool: bool = True, memory: str | None = None
+) -> dict[str, object] | None:
     """Start `coral-ebpf start`; None when it does not come up (not built yet, or failing).
 
-    `spool=False` sets `storage.spool_max_bytes: 0` (acknowledged batches only in memory).
+    `spool=False` sets `storage.spool_max_bytes: 0` (acknowledged batches only in memory); `memory`
+    sets `limits.memory` (default: the agent's own default).
     """
     executable = Path(sys.executable).parent / "coral-ebpf"
     if not executable.exists():
@@ -235,6 +238,7 @@ def run_agent(seconds: float, senders: int, workdir: Path, *, spool: bool = True
                 "storage": {"path": str(database), **({} if spool else {"spool_max_bytes": 0})},
                 "control": {"socket": str(workdir / "control.sock")},
                 "beyla": {"enabled": False},
+                **({"limits": {"memory": memory}} if memory else {}),
             }
         )
     )
@@ -388,6 +392,7 @@ def main() -> int:
         action="store_true",
         help="agent target: alternate runs with the spool on and off (--rounds each) and print the cost ratio",
     )
+    parser.add_argument("--memory", help="agent target: limits.memory for the agent (default: its default)")
     parser.add_argument("--rounds", type=int, default=2, help="with --compare-spool: runs per setting (default 2)")
     parser.add_argument("--serve-receiver", metavar="DIR", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--serve-pipeline", metavar="DIR", type=Path, help=argparse.SUPPRESS)
@@ -400,12 +405,12 @@ def main() -> int:
         return 0
 
     if args.compare_spool:
-        return compare_spool(args.seconds, args.senders, args.rounds)
+        return compare_spool(args.seconds, args.senders, args.rounds, args.memory)
     workdir = Path(tempfile.mkdtemp(prefix="coral-ingest-bench-"))
     try:
         result = None
         if args.target in ("auto", "agent"):
-            result = run_agent(args.seconds, args.senders, workdir, spool=args.spool == "on")
+            result = run_agent(args.seconds, args.senders, workdir, spool=args.spool == "on", memory=args.memory)
             if result is None and args.target == "agent":
                 print("ingest: agent target unavailable (see above)")
                 return 1
@@ -451,7 +456,7 @@ def main() -> int:
     return 0
 
 
-def compare_spool(seconds: float, senders: int, rounds: int) -> int:
+def compare_spool(seconds: float, senders: int, rounds: int, memory: str | None = None) -> int:
     """Agent runs alternating spool on / off; the cost of the spool as a throughput ratio."""
     rates: dict[bool, list[float]] = {True: [], False: []}
     per_cpu: dict[bool, list[float]] = {True: [], False: []}
@@ -459,7 +464,7 @@ def compare_spool(seconds: float, senders: int, rounds: int) -> int:
         for spool in (True, False):
             workdir = Path(tempfile.mkdtemp(prefix="coral-ingest-bench-"))
             try:
-                result = run_agent(seconds, senders, workdir, spool=spool)
+                result = run_agent(seconds, senders, workdir, spool=spool, memory=memory)
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
             if result is None:
