@@ -339,9 +339,7 @@ def test_running_waits_for_the_tracer_and_starting_says_so(make: Any) -> None:
     supervisor.start()
     # /healthz answers long before the tracer; the 'instrumenting process' line may reach the supervisor's
     # log reader a little after the first good /healthz, so wait for both before looking at the state.
-    status = wait_for(
-        supervisor, lambda s: s["health"]["ok"] is True and s["health"]["instrumented_processes"] == 1
-    )
+    status = wait_for(supervisor, lambda s: s["health"]["ok"] is True and s["health"]["instrumented_processes"] == 1)
     assert status["state"] == "starting"
     assert status["waiting_for"] == (
         "waiting for Beyla's tracer (its 'Launching p.Tracer' line) or the first data from an instrumented "
