@@ -34,11 +34,12 @@ SECOND_NS = 1_000_000_000
 def window_end(time_ns: int) -> float:
     """The unix seconds a query's `until` must be to include a point stored at `time_ns`.
 
-    Stored times are rounded to the microsecond, and `time_ns / 1e9` carries a float error of up
-    to ~0.4 µs: when the nanoseconds sit near half a microsecond, the window end would round to
-    the microsecond before the stored one and leave the point out. The microsecond itself is exact.
+    Stored times are rounded to the microsecond. The microsecond at or after `time_ns` (integer
+    arithmetic: `time_ns / 1000` as a float is only good to 0.25 µs, and `round` then picks the even
+    neighbour of an x.5, which left a point stored at ...767 µs out of a window ending at ...766)
+    is never before the stored one; as a float it is within 0.12 µs, which the query rounds back to it.
     """
-    return round(time_ns / 1000) / 1e6
+    return -(-time_ns // 1000) / 1e6
 
 
 BEYLA_SCOPE = "github.com/grafana/beyla/v3"
