@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from coral_ebpf.storage import faults
 from coral_ebpf.storage.batch import Batch, BatchDecodeError, decode_batch, encode_batch
-from coral_ebpf.storage.database import open_for_writing, read_metadata, wal_path
+from coral_ebpf.storage.database import open_for_writing, read_metadata, use_database, wal_path
 from coral_ebpf.storage.inserts import SpanWindow, insert_table
 from coral_ebpf.storage.position import read_applied_seq, write_applied_seq
 from coral_ebpf.storage.retention import delete_expired
@@ -402,7 +402,7 @@ class Storage:
         with self._reader_lock:
             if self._reader_root is None:
                 raise StorageClosedError("storage is not open")
-            return self._reader_root.cursor()
+            return use_database(self._reader_root.cursor())
 
     # -- writer thread ---------------------------------------------------------------------
 
