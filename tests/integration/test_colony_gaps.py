@@ -17,7 +17,7 @@ from coral_ebpf.colony.settings import AgentTarget, ColonyConfig, PollSettings
 from coral_ebpf.colony.store import ColonyStore, gaps_list
 from coral_ebpf.pullapi.server import PullApiServer
 from coral_ebpf.pullapi.settings import ColonyApiSettings
-from coral_ebpf.storage.database import open_for_writing
+from coral_ebpf.storage.database import open_for_writing, use_database
 from tests.helpers.pull_rows import http_row, insert_agent_rows, span_row
 
 ONE = [1, 0, 0, 0, 0, 0, 0, 0, 0]
@@ -26,7 +26,9 @@ ONE = [1, 0, 0, 0, 0, 0, 0, 0, 0]
 @pytest.fixture
 def agent_db(tmp_path: Path) -> Iterator[tuple[duckdb.DuckDBPyConnection, str]]:
     connection = open_for_writing(tmp_path / "agent.duckdb")
-    server = PullApiServer(ColonyApiSettings(endpoint="127.0.0.1:0"), connection.cursor, "gappy")
+    server = PullApiServer(
+        ColonyApiSettings(endpoint="127.0.0.1:0"), lambda: use_database(connection.cursor()), "gappy"
+    )
     server.start()
     try:
         assert server.address is not None
