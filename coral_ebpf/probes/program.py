@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,4 +44,21 @@ class TracepointProgram:
         return out
 
     def close(self) -> None:
-        self.bpf.cleanup()
+        close_bpf(self.bpf, self.name)
+
+
+def close_bpf(bpf: Any, name: str) -> None:
+    """`bpf.cleanup()`, with the tracepoints detached at once first.
+
+    Each tracepoint's detach waits for an RCU grace period in the kernel (~80 ms here: the built-in
+    engine's took 1.2 s one after the other, and every agent stop waited for it). On threads (ctypes
+    releases the GIL) the detaches share grace periods."""
+    attached = list(bpf.tracepoint_fds)
+    try:
+        if len(attached) > 1:
+            with ThreadPoolExecutor(len(attached), thread_name_prefix=f"{name}-detach") as pool:
+                for done in [pool.submit(bpf.detach_tracepoint, tracepoint) for tracepoint in attached]:
+                    if done.exception() is not None:  # cleanup() below tries that one again
+                        log.debug("detaching a tracepoint failed", extra={"fields": {"error": str(done.exception())}})
+    finally:
+        bpf.cleanup()

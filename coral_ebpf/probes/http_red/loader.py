@@ -16,6 +16,7 @@ from coral_ebpf.probes import channel
 from coral_ebpf.probes.channel import EventChannel, Transport, load_with_fallback
 from coral_ebpf.probes.http_red import layout
 from coral_ebpf.probes.http_red.layout import COUNTER_NAMES, FILTER_SLOTS, TAIL_PROGRAMS
+from coral_ebpf.probes.program import close_bpf
 from coral_ebpf.probes.runtime import load_function, load_program
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,6 @@ class HttpRedProbe:
     def close(self) -> None:
         with self._lock:
             if self._bpf is not None:
-                self._bpf.cleanup()
+                close_bpf(self._bpf, PROGRAM)
                 self._bpf = None
                 self._channel = None
