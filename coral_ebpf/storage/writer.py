@@ -54,9 +54,9 @@ __all__ = ["Batch", "Storage", "StorageClosedError", "StorageUnavailableError", 
 
 log = logging.getLogger(__name__)
 
-# DuckDB's row group size. An insert that fills a row group is written straight to the
-# database file instead of the WAL, which makes it ~4x cheaper per row; when the writer falls
-# behind, the queue backs up and the next write takes up to this many rows at once.
+# The most rows one write takes (several of the file's row groups, `database.ROW_GROUP_SIZE`): when
+# the writer falls behind, the queue backs up and bigger writes share the per-transaction costs (the
+# deduplication scan, the commit's sync) over more rows.
 MAX_ROWS_PER_WRITE = 122_880
 # How long the writer sleeps at most between looks at its control flags.
 _POLL_SECONDS = 0.25
