@@ -22,6 +22,7 @@ from coral_ebpf.pullapi._generated import agent_pb2 as pb
 from coral_ebpf.pullapi._generated import agent_pb2_grpc as pb_grpc
 from tests.helpers import beyla_otlp
 from tests.helpers.agent_process import AgentProcess
+from tests.helpers.processes import free_port
 
 BOUNDS = beyla_otlp.BEYLA_DURATION_BUCKETS
 # Fast-starting agents: no discovery, no RED engine of their own (the data comes over OTLP).
@@ -96,15 +97,6 @@ def query(address: str, request: pb.QueryEbpfMetricsRequest, **call: Any) -> pb.
         stub = pb_grpc.AgentServiceStub(channel)
         response: pb.QueryEbpfMetricsResponse = stub.QueryEbpfMetrics(request, timeout=20, **call)
         return response
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on now (the agents need fixed ports: the colony's config names them)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 class ColonyProcess:

@@ -17,6 +17,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from coral_ebpf.discovery.model import Listener, ServiceEntry
 from coral_ebpf.storage.exponential import ExpBuckets
 from tests.helpers.consumertest import Sink
+from tests.helpers.processes import port_printing_child
 from tests.helpers.timing import eventually, quiet_period
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,26 +52,9 @@ def server(kind: str, service_name: str | None = None) -> Iterator[ServerProcess
     `service_name` goes in OTEL_SERVICE_NAME, where discovery (and Beyla) read the service's name.
     """
     env = None if service_name is None else {**os.environ, "OTEL_SERVICE_NAME": service_name}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.helpers.red_apps", kind],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{kind} server exited before printing its port")
-        yield ServerProcess(process, int(line), kind)
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    args = [sys.executable, "-m", "tests.helpers.red_apps", kind]
+    with port_printing_child(args, cwd=REPO, env=env, grace=5, what=f"{kind} server") as (process, port):
+        yield ServerProcess(process, port, kind)
 
 
 def value(any_value: AnyValue) -> Any:

@@ -4,7 +4,6 @@ tests (short back-off and grace, configurable like any deployment), and waiting 
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from coral_ebpf.discovery.identity import IdentityResolver
 from coral_ebpf.discovery.model import Listener, ServiceEntry
 from coral_ebpf.probes.linux import procfs
 from tests.helpers.agent_process import merge
+from tests.helpers.processes import free_port
 from tests.helpers.timing import eventually, scaled_duration
 
 # The health and shutdown allowances stretch under QEMU/TCG (CORAL_TEST_TIME_SCALE, see
@@ -46,12 +46,6 @@ FAST: dict[str, Any] = {
 def settings_for(state_dir: Path, binary: Path, **beyla: Any) -> BeylaSettings:
     document = {"state_dir": str(state_dir), "beyla": merge({**FAST, "binary": str(binary)}, beyla)}
     return parse_config_text(yaml.safe_dump(document), "test-config.yaml").beyla
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers.agent_process import running_agent
+from tests.helpers.processes import free_port, stop_process
 from tests.helpers.timing import eventually
 
 ASGI_APP = textwrap.dedent(
@@ -31,12 +32,6 @@ ASGI_APP = textwrap.dedent(
 
 
 APPS = ("http.server", "shopapi", "inventory")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -55,12 +50,7 @@ def web_app(args: list[str], cwd: Path, port: int) -> Iterator[int]:
         eventually(answers, timeout=30, what=f"{args} listening on {port}")
         yield process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 10)
 
 
 def send(port: int, path: str, count: int) -> None:

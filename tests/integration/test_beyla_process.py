@@ -22,9 +22,9 @@ from coral_ebpf.beyla import memory
 from coral_ebpf.beyla.supervisor import BeylaSupervisor
 from coral_ebpf.discovery.model import ServiceEntry
 from tests.beyla_standin import REPO, install_standin, runs, signals_ready
+from tests.helpers.processes import free_port
 from tests.helpers.timing import eventually, scaled
 from tests.integration.beyla_support import (
-    free_port,
     group_dead,
     group_gone,
     http_service,

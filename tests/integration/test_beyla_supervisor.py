@@ -18,8 +18,9 @@ from coral_ebpf.beyla.supervisor import BeylaSupervisor
 from coral_ebpf.capabilities.report import Feature, ProbeComponent, ProbeReport, Verdict
 from coral_ebpf.discovery.model import Listener, ServiceEntry
 from tests.beyla_standin import install_standin, runs
+from tests.helpers.processes import free_port
 from tests.helpers.timing import quiet_period
-from tests.integration.beyla_support import free_port, http_service, settings_for, states, wait_for
+from tests.integration.beyla_support import http_service, settings_for, states, wait_for
 
 STATUS_FIELDS = {
     "state",

@@ -41,8 +41,9 @@ import grpc
 import psutil
 import pytest
 
-from tests.helpers.agent_process import AgentProcess, Status, wait_gone
+from tests.helpers.agent_process import AgentProcess, Status, running_agent, wait_gone
 from tests.helpers.kernel_truth import beyla_application_possible
+from tests.helpers.processes import free_port, port_printing_child
 from tests.helpers.red_support import REPO
 from tests.helpers.timing import eventually, scaled, scaled_duration
 
@@ -164,7 +165,7 @@ def postgres() -> Iterator[str]:
     bindir = Path(INITDB[-1]).parent
     root = Path(tempfile.mkdtemp(prefix="coral-pg-"))
     shutil.chown(root, "postgres", "postgres")
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     _pg([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
     options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={root} -c ssl=off"
     _pg([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"], timeout=300)
@@ -183,36 +184,12 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _free_port() -> int:
-    import socket
-
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _app(kind: str, service: str, env: dict[str, str]) -> Iterator[int]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.helpers.beyla_vm_apps", kind],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **env, "OTEL_SERVICE_NAME": service},
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the {kind} server exited before printing its port")
-        yield int(line)
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    args = [sys.executable, "-m", "tests.helpers.beyla_vm_apps", kind]
+    environment = {**os.environ, **env, "OTEL_SERVICE_NAME": service}
+    with port_printing_child(args, cwd=REPO, env=environment, grace=30, what=f"the {kind} server") as (_, port):
+        yield port
 
 
 @pytest.fixture(scope="module")
@@ -236,17 +213,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres: str) -> Iterator[S
             # Beyla would trace PostgreSQL's own side too; the SQL calls are the shop's (client side).
             "discovery": {"exclude": ["*postgres*"]},
         }
-        agent = AgentProcess(root / "agent", config)
-        try:
-            agent.start(timeout=150, ready=_beyla_running)
+        with running_agent(root / "agent", config, timeout=150, ready=_beyla_running) as agent:
             yield Stack(agent, shop_port, grpc_port, truth)
-            if agent.exit_code is None:
-                agent.stop()
-        except BaseException:
-            print(agent.log_tail(200))
-            raise
-        finally:
-            agent.kill()
 
 
 def _beyla_running(document: Status) -> bool:

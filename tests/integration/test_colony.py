@@ -21,7 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from coral_ebpf.query.quantile import histogram_quantile
 from tests.helpers.agent_process import AgentProcess, call_failed
-from tests.helpers.fleet import BOUNDS, ColonyProcess, free_port, pull_agent, send_http, send_spans
+from tests.helpers.fleet import BOUNDS, ColonyProcess, pull_agent, send_http, send_spans
+from tests.helpers.processes import free_port
 
 AGENTS = ("alpha", "beta", "gamma")
 Mix = dict[tuple[str, str, int], tuple[int, float]]

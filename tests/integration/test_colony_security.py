@@ -24,7 +24,8 @@ from cryptography.x509.oid import NameOID
 from coral_ebpf.pullapi._generated import agent_pb2 as pb
 from coral_ebpf.pullapi._generated import agent_pb2_grpc as pb_grpc
 from tests.helpers.agent_process import AgentProcess, run_cli
-from tests.helpers.fleet import ColonyProcess, free_port, pull_agent, send_http
+from tests.helpers.fleet import ColonyProcess, pull_agent, send_http
+from tests.helpers.processes import free_port
 
 ADDRESS = "10.77.0.1"
 TOKEN = "s3cret-token-0123456789abcdef"

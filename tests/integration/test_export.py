@@ -4,7 +4,6 @@ delivers everything once B is back."""
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from tests.helpers.agent_process import AgentProcess, Status
+from tests.helpers.processes import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +30,6 @@ FAST_RETRY = {"retry_initial": "200ms", "retry_max": "1s", "timeout": "5s"}
 # Without discovery the built-in RED engine has no target: it would otherwise measure the agents'
 # own OTLP traffic (they are HTTP and gRPC servers on this host) and add spans to the counts.
 QUIET = {"storage": {"flush_interval": "200ms"}, "discovery": {"enabled": False}}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def send_traffic(agent: AgentProcess, service: str, spans: int, requests: int) -> None:

@@ -8,7 +8,6 @@ although its start_time is older than every stored row.
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,9 @@ from opentelemetry.sdk.resources import Resource
 
 from tests.helpers import beyla_otlp
 from tests.helpers.agent_process import running_agent
+from tests.helpers.processes import free_port
 
 SERVICE = "restart-baseline"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _requests_by_route(agent: Any) -> dict[str, int]:
@@ -46,7 +40,7 @@ def _wait_for(agent: Any, expected: dict[str, int], timeout: float = 60) -> dict
 
 
 def test_a_new_series_after_a_restart_keeps_its_first_point(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     settings = {
         "otlp": {"grpc_endpoint": f"127.0.0.1:{port}", "http_endpoint": None},
         "storage": {"flush_interval": "200ms"},

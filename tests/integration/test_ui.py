@@ -12,7 +12,6 @@ import html
 import json
 import re
 import shutil
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ import pytest
 
 from tests.helpers.agent_process import CLI, REPO, AgentProcess, call_failed, running_agent
 from tests.helpers.known_data import FAILED_TRACE, SLOW_TRACE, feed
+from tests.helpers.processes import free_port, stop_process
 from tests.helpers.timing import eventually
 
 SETTINGS = {"storage": {"flush_interval": "200ms"}, "red": {"export_interval": "1s"}}
@@ -55,12 +55,6 @@ def answers(url: str) -> int:
         return 0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     running = AgentProcess(tmp_path_factory.mktemp("agent-ui"), SETTINGS)
@@ -86,12 +80,7 @@ def ui_server(agent: AgentProcess, *args: str) -> Iterator[subprocess.Popen[str]
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process, 10)
 
 
 @pytest.fixture(scope="module")
