@@ -30,10 +30,11 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from bench.ingest import STARTUP_TIMEOUT, free_port, send_for, wait_for_grpc
+from bench.ingest import STARTUP_TIMEOUT, send_for, wait_for_grpc
 from coral_ebpf.consumer import ConsumeResult
 from coral_ebpf.otlp.receiver import OtlpReceiver
 from coral_ebpf.otlp.settings import OtlpSettings
+from tests.helpers.processes import free_port
 
 
 class CountingConsumer:

@@ -33,9 +33,10 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import EXPORT, BatchTemplate, free_port, wait_for_grpc  # noqa: E402
+from bench.ingest import EXPORT, BatchTemplate, wait_for_grpc  # noqa: E402
 from coral_ebpf.agent.control_client import ControlClient  # noqa: E402
 from coral_ebpf.units import parse_size  # noqa: E402
+from tests.helpers.processes import free_port  # noqa: E402
 
 MiB = 1024 * 1024
 

@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -49,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 
 from tests.helpers import beyla_otlp, beyla_payloads  # noqa: E402
+from tests.helpers.processes import free_port  # noqa: E402
 
 BATCH = 512
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -177,12 +177,6 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for_grpc(address: str, process: subprocess.Popen[bytes], timeout: float) -> bool:

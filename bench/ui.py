@@ -13,10 +13,11 @@ Run: sudo .venv/bin/python bench/ui.py   (last line: the figure: the slowest of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
-import socket
+import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +47,7 @@ from tests.helpers.beyla_otlp import (  # noqa: E402
 )
 from tests.helpers.datapath import data_path  # noqa: E402
 from tests.helpers.netns import enter_private_netns  # noqa: E402
+from tests.helpers.processes import free_port  # noqa: E402
 
 SERVICES = 20
 SPANS = 200
@@ -89,12 +91,6 @@ def build_data(state_dir: Path) -> str:
         processor.consume_traces(trace_request(resource, spans))
         storage.flush()
     return trace_id.hex()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def server_side(session: aiohttp.ClientSession, urls: list[str]) -> float:
@@ -148,6 +144,7 @@ async def in_browser(session: aiohttp.ClientSession, chromium: str, url: str) ->
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helpers (zygote, crashpad) share the group, ended with it
         )
         try:
             deadline = time.monotonic() + 30
@@ -179,8 +176,27 @@ async def in_browser(session: aiohttp.ClientSession, chromium: str, url: str) ->
                     timings.append(float(ready))
                 return statistics.median(timings)
         finally:
-            browser.terminate()
-            browser.wait(10)
+            end_process_group(browser)
+
+
+def end_process_group(leader: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the group, then SIGKILL whatever is left, and wait until none of it runs: Chromium's
+    helpers outlive the browser process for a moment and still write into the profile directory,
+    which then cannot be removed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader.pid, signal.SIGTERM)
+    try:
+        leader.wait(10)
+    except subprocess.TimeoutExpired:
+        leader.kill()
+        leader.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(leader.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 async def run(state_dir: Path, trace_id: str, chromium: str | None) -> None:
